@@ -1,0 +1,345 @@
+//! The check runner: resolves the hub once, then runs every endpoint's chain
+//! (TCP → TLS → WebSocket → protocol) concurrently. Within a chain a failed phase
+//! makes the later ones `skipped` with the reason. Each phase is bounded by the
+//! per-phase timeout and by what is left of the run's deadline, so nothing hangs on
+//! a black-holed packet.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+
+use crate::auth::sas::{generate_sas_token, parse_sas_token, resource_uri};
+use crate::auth::{Credentials, Secret};
+use crate::diagnose;
+use crate::probe::dns::{self, DnsOptions};
+use crate::probe::mqtt::{self, MqttOptions};
+use crate::probe::stream::{Link, Stream};
+use crate::probe::tcp::{self, TcpOptions};
+use crate::probe::tls::{self, ClientIdentity, TlsOptions, TrustStore};
+use crate::probe::{amqp, http, ws, Phase, PhaseResult};
+use crate::profile::{Endpoint, Profile, Protocol};
+use crate::report::{self, EndpointReport, Report, SasTokenInfo, Target, Verdict};
+
+/// Everything a check needs, resolved from the command line and profile.
+pub struct CheckPlan {
+    /// The hub profile.
+    pub profile: Profile,
+    /// Host to connect to (the hub, or a gateway).
+    pub host: String,
+    /// The hub's host name for MQTT user names and SAS resources (usually `host`).
+    pub hub_host: String,
+    /// Endpoints to probe, ports already overridden.
+    pub endpoints: Vec<Endpoint>,
+    /// DNS server to ask instead of the system's.
+    pub dns_server: Option<std::net::SocketAddr>,
+    /// Interface to bind to.
+    pub interface: Option<String>,
+    /// Source address to bind to.
+    pub source_ip: Option<std::net::IpAddr>,
+    /// Trust anchors.
+    pub trust: Arc<TrustStore>,
+    /// X.509 device identity.
+    pub client_identity: Option<Arc<ClientIdentity>>,
+    /// MQTT credentials.
+    pub credentials: Credentials,
+    /// Keep-alive announced in CONNECT.
+    pub keep_alive: Duration,
+    /// PINGREQ round trips after an accepted CONNACK.
+    pub pings: u32,
+    /// Per-phase timeout.
+    pub timeout: Duration,
+    /// Whole-run deadline.
+    pub deadline: Duration,
+}
+
+/// Runs the check and builds the report. Never fails: failures are data.
+pub async fn run(plan: &CheckPlan) -> Report {
+    let started = SystemTime::now();
+    let clock = Instant::now();
+    let deadline_at = clock + plan.deadline;
+
+    let sas = sas_for_run(plan, started);
+    let dns_result = if let Some(budget) = budget(plan.timeout, deadline_at) {
+        let opts = DnsOptions { server: plan.dns_server, timeout: budget };
+        Some(dns::resolve(&plan.host, &opts).await)
+    } else {
+        None
+    };
+
+    let chains = plan.endpoints.iter().map(|e| run_endpoint(plan, e, dns_result.as_ref(), sas.as_ref().map(|s| &s.0), deadline_at));
+    let endpoints: Vec<EndpointReport> = futures_util::future::join_all(chains).await;
+
+    let sas_info = sas.map(|s| s.1);
+    let ctx = diagnose::Context { profile: &plan.profile, auth: plan.credentials.kind(), sas_token: sas_info.as_ref() };
+    let findings = diagnose::findings(&endpoints, &ctx);
+    let verdict = diagnose::verdict(&endpoints, &findings);
+    let finished = SystemTime::now();
+
+    Report {
+        schema: report::SCHEMA_ID.to_string(),
+        id: report::new_id(),
+        kind: "check".into(),
+        hubprobe_version: env!("CARGO_PKG_VERSION").into(),
+        host: report::hostname(),
+        started_at: report::rfc3339(started),
+        finished_at: report::rfc3339(finished),
+        duration_ms: crate::probe::ms(clock.elapsed()),
+        target: Target {
+            host: plan.host.clone(),
+            hub_host: (plan.hub_host != plan.host).then(|| plan.hub_host.clone()),
+            profile: plan.profile.name.clone(),
+            device_id: plan.credentials.device_id().map(str::to_string),
+            module_id: plan.credentials.module_id().map(str::to_string),
+            auth: plan.credentials.kind().into(),
+            dns_server: plan.dns_server.map(|s| s.to_string()),
+            interface: plan.interface.clone(),
+            source_ip: plan.source_ip.map(|s| s.to_string()),
+            timeout_ms: plan.timeout.as_millis() as u64,
+            deadline_ms: plan.deadline.as_millis() as u64,
+            trust: Some(plan.trust.summary()),
+            sas_token: sas_info,
+        },
+        verdict,
+        endpoints,
+        findings,
+    }
+}
+
+/// The time a phase may take: the per-phase timeout or what is left of the
+/// deadline, whichever is shorter; `None` once the deadline has passed.
+fn budget(timeout: Duration, deadline_at: Instant) -> Option<Duration> {
+    let left = deadline_at.saturating_duration_since(Instant::now());
+    (left > Duration::from_millis(1)).then(|| timeout.min(left))
+}
+
+/// The SAS token this run uses (generated once, so every endpoint sends the same)
+/// and what the report may say about it.
+fn sas_for_run(plan: &CheckPlan, started: SystemTime) -> Option<(Secret, SasTokenInfo)> {
+    let now = started.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let info = |resource: String, expiry: u64, ttl: Option<u64>| SasTokenInfo {
+        resource,
+        expires_at: report::rfc3339(UNIX_EPOCH + Duration::from_secs(expiry)),
+        expires_in_s: expiry as i64 - now as i64,
+        ttl_s: ttl,
+    };
+    match &plan.credentials {
+        Credentials::DeviceKey { device_id, module_id, key, ttl, expiry } => {
+            let resource = resource_uri(&plan.hub_host, device_id, module_id.as_deref());
+            let exp = expiry.unwrap_or(now + ttl.as_secs());
+            // The key was validated when the plan was built; a failure here cannot leak it.
+            let token = generate_sas_token(&resource, key, exp).ok()?;
+            let ttl = exp.saturating_sub(now);
+            Some((token.token, info(resource, exp, Some(ttl))))
+        }
+        Credentials::SasToken { token, .. } => {
+            let parsed = parse_sas_token(token.expose()).ok()?;
+            Some((token.clone(), info(parsed.resource, parsed.expiry, None)))
+        }
+        _ => None,
+    }
+}
+
+async fn run_endpoint(
+    plan: &CheckPlan,
+    ep: &Endpoint,
+    dns_outcome: Option<&dns::DnsOutcome>,
+    sas_token: Option<&Secret>,
+    deadline_at: Instant,
+) -> EndpointReport {
+    let mut chain = Chain::new(ep);
+    let Some(dns_outcome) = dns_outcome else {
+        chain.skip_rest("the run's deadline passed before DNS");
+        return chain.finish(ep);
+    };
+    chain.push(dns_outcome.result.clone());
+    if !dns_outcome.result.is_ok() {
+        chain.skip_rest("DNS failed");
+        return chain.finish(ep);
+    }
+
+    // TCP
+    let Some(t) = budget(plan.timeout, deadline_at) else {
+        chain.skip_rest("the run's deadline passed");
+        return chain.finish(ep);
+    };
+    let tcp_opts = TcpOptions { timeout: t, interface: plan.interface.clone(), source_ip: plan.source_ip };
+    let tcp = tcp::connect(&dns_outcome.addresses, ep.port, &tcp_opts).await;
+    let ok = tcp.result.is_ok();
+    chain.push(tcp.result);
+    let Some(tcp_stream) = tcp.stream.filter(|_| ok) else {
+        chain.skip_rest("TCP failed");
+        return chain.finish(ep);
+    };
+
+    // TLS
+    let stream = if ep.transport.uses_tls() {
+        let Some(t) = budget(plan.timeout, deadline_at) else {
+            chain.skip_rest("the run's deadline passed");
+            return chain.finish(ep);
+        };
+        let opts = TlsOptions {
+            server_name: plan.host.clone(),
+            alpn: ep.alpn.clone(),
+            timeout: t,
+            expected_anchors: plan.profile.trust.expected_anchors.clone(),
+            legacy_anchors: plan.profile.trust.legacy_anchors.clone(),
+            client_identity: plan.client_identity.clone(),
+        };
+        let out = tls::handshake(tcp_stream, &opts, &plan.trust).await;
+        let ok = out.result.is_ok();
+        chain.push(out.result);
+        match out.stream.filter(|_| ok) {
+            Some(s) => Stream::Tls(Box::new(s)),
+            None => {
+                chain.skip_rest("TLS failed");
+                return chain.finish(ep);
+            }
+        }
+    } else {
+        Stream::Plain(tcp_stream)
+    };
+
+    // WebSocket
+    let link = if ep.transport.uses_websocket() {
+        let Some(t) = budget(plan.timeout, deadline_at) else {
+            chain.skip_rest("the run's deadline passed");
+            return chain.finish(ep);
+        };
+        let path = ep.path.as_deref().unwrap_or("/");
+        let out = ws::upgrade(stream, &plan.host, ep.port, path, ep.transport.uses_tls(), t).await;
+        let ok = out.result.is_ok();
+        chain.push(out.result);
+        match out.socket.filter(|_| ok) {
+            Some(s) => Link::Ws(Box::new(s)),
+            None => {
+                chain.skip_rest("the WebSocket upgrade failed");
+                return chain.finish(ep);
+            }
+        }
+    } else {
+        Link::Stream(stream)
+    };
+
+    // Protocol
+    let Some(t) = budget(plan.timeout, deadline_at) else {
+        chain.skip_rest("the run's deadline passed");
+        return chain.finish(ep);
+    };
+    let result = match (ep.protocol, link) {
+        (Protocol::Mqtt, mut link) => {
+            let opts = mqtt_options(plan, sas_token, t);
+            mqtt::probe(&mut link, &opts).await
+        }
+        (Protocol::Amqp, Link::Stream(mut s)) => amqp::probe(&mut s, t).await,
+        (Protocol::Http, Link::Stream(mut s)) => {
+            http::probe(&mut s, &plan.host, ep.path.as_deref().unwrap_or("/"), t).await
+        }
+        // Profiles refuse WebSocket for non-MQTT endpoints; keep the chain honest anyway.
+        (_, Link::Ws(_)) => PhaseResult::skipped(protocol_phase(ep.protocol), "WebSocket transport is for MQTT only"),
+    };
+    chain.push(result);
+    chain.finish(ep)
+}
+
+fn protocol_phase(p: Protocol) -> Phase {
+    match p {
+        Protocol::Mqtt => Phase::Mqtt,
+        Protocol::Amqp => Phase::Amqp,
+        Protocol::Http => Phase::Http,
+    }
+}
+
+/// The MQTT identity for this run from the profile's templates.
+fn mqtt_options(plan: &CheckPlan, sas_token: Option<&Secret>, timeout: Duration) -> MqttOptions {
+    let creds = &plan.credentials;
+    let throwaway;
+    let device_id = match creds.device_id() {
+        Some(d) => d,
+        None => {
+            throwaway = format!("hubprobe-{}", &report::new_id()[..8]);
+            &throwaway
+        }
+    };
+    let client_id_base = match creds.module_id() {
+        Some(m) => format!("{device_id}/{m}"),
+        None => device_id.to_string(),
+    };
+    let username_given = match creds {
+        Credentials::Password { username, .. } => Some(username.as_str()),
+        _ => None,
+    };
+    let fill = |tpl: &str| {
+        tpl.replace("{host}", &plan.hub_host)
+            .replace("{device_id}", &client_id_base)
+            .replace("{username}", username_given.unwrap_or(""))
+    };
+    let client_id = fill(&plan.profile.mqtt.client_id);
+    let username = match username_given {
+        Some(u) if !plan.profile.mqtt.username.contains("{username}") => Some(u.to_string()),
+        _ => Some(fill(&plan.profile.mqtt.username)).filter(|u| !u.is_empty()),
+    };
+    let password = match creds {
+        Credentials::DeviceKey { .. } | Credentials::SasToken { .. } => sas_token.cloned(),
+        Credentials::Password { password, .. } => Some(password.clone()),
+        _ => None,
+    };
+    MqttOptions {
+        client_id,
+        username,
+        password,
+        keep_alive: plan.keep_alive.as_secs().min(u16::MAX as u64) as u16,
+        auth: creds.kind(),
+        pings: plan.pings,
+        timeout,
+    }
+}
+
+/// The phases of one endpoint as they complete, with the skip bookkeeping.
+struct Chain {
+    phases: Vec<PhaseResult>,
+    planned: Vec<Phase>,
+}
+
+impl Chain {
+    fn new(ep: &Endpoint) -> Self {
+        let mut planned = vec![Phase::Dns, Phase::Tcp];
+        if ep.transport.uses_tls() {
+            planned.push(Phase::Tls);
+        }
+        if ep.transport.uses_websocket() {
+            planned.push(Phase::Websocket);
+        }
+        planned.push(protocol_phase(ep.protocol));
+        Chain { phases: Vec::new(), planned }
+    }
+
+    fn push(&mut self, r: PhaseResult) {
+        self.phases.push(r);
+    }
+
+    fn skip_rest(&mut self, reason: &str) {
+        for p in self.planned.clone().into_iter().skip(self.phases.len()) {
+            self.phases.push(PhaseResult::skipped(p, format!("skipped: {reason}")));
+        }
+    }
+
+    fn finish(self, ep: &Endpoint) -> EndpointReport {
+        let failed = self.phases.iter().any(|p| p.status == crate::probe::Status::Failed);
+        let all_skipped_or_ok = !failed && self.phases.iter().all(|p| p.is_ok());
+        EndpointReport {
+            name: ep.name.clone(),
+            protocol: ep.protocol,
+            transport: ep.transport,
+            port: ep.port,
+            verdict: if failed {
+                Verdict::Critical
+            } else if all_skipped_or_ok {
+                Verdict::Ok
+            } else {
+                Verdict::Unknown
+            },
+            phases: self.phases,
+        }
+    }
+}

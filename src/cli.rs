@@ -1,0 +1,200 @@
+//! Command-line definitions (clap derive). Secrets may come from the environment;
+//! their values are never shown in `--help` (`hide_env_values`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// hubprobe: why does this device drop off its IoT hub? Probes DNS, TCP, TLS and
+/// MQTT against every hub endpoint, times each phase and explains each failure.
+#[derive(Debug, Parser)]
+#[command(name = "hubprobe", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Probe every endpoint of a hub: DNS → TCP → TLS → MQTT/AMQP/HTTPS, timed and classified.
+    Check(Box<CheckArgs>),
+    /// Print an IoT Hub SAS token for a device connection string (prints a secret, on purpose).
+    SasToken(SasTokenArgs),
+    /// Print the JSON Schema of the report (hubprobe.report/1).
+    Schema,
+    /// List the built-in hub profiles, or print one.
+    Profiles(ProfilesArgs),
+}
+
+/// Report format on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Human-readable lines.
+    Text,
+    /// The JSON report (hubprobe.report/1).
+    Json,
+}
+
+/// Which trust anchors verify the hub's certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TrustArg {
+    /// The operating system's store (what most device stacks use).
+    System,
+    /// The Mozilla roots compiled into hubprobe.
+    Bundled,
+    /// Only the --ca-file anchors (reproduces a device with a minimal store).
+    None,
+}
+
+/// `hubprobe check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Hub host name (default: HostName, or GatewayHostName, of the connection string).
+    pub host: Option<String>,
+
+    /// Hub profile: a built-in name (azure-iot-hub, aws-iot-core, mqtt-broker) or a .toml file.
+    /// Default: from the host name (…azure-devices.net → azure-iot-hub, …amazonaws.com →
+    /// aws-iot-core; with a connection string azure-iot-hub), else mqtt-broker.
+    #[arg(long, env = "HUBPROBE_PROFILE")]
+    pub profile: Option<String>,
+
+    /// Probe only these endpoints (comma-separated names from the profile).
+    #[arg(long = "endpoint", value_name = "NAME[,NAME]", value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+
+    /// Override an endpoint's port, e.g. --port mqtt-tls=18883 (repeatable, or comma-separated).
+    #[arg(long = "port", value_name = "ENDPOINT=PORT", value_delimiter = ',')]
+    pub ports: Vec<String>,
+
+    /// Ask this DNS server instead of the system's (IP or IP:PORT).
+    #[arg(long, value_name = "IP[:PORT]")]
+    pub dns_server: Option<String>,
+
+    /// Bind connections to this network interface (SO_BINDTODEVICE).
+    #[arg(long, value_name = "IFACE")]
+    pub interface: Option<String>,
+
+    /// Bind connections to this local address.
+    #[arg(long, value_name = "IP")]
+    pub source_ip: Option<String>,
+
+    /// Timeout of each phase.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub timeout: Duration,
+
+    /// Deadline of the whole check.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub deadline: Duration,
+
+    /// Trust store for the hub's certificate.
+    #[arg(long, value_enum, default_value = "system")]
+    pub trust: TrustArg,
+
+    /// Add trust anchors from a PEM file (repeatable).
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Vec<PathBuf>,
+
+    /// X.509 device certificate (PEM; with --key).
+    #[arg(long, value_name = "PEM", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// Private key of the device certificate (PEM).
+    #[arg(long, value_name = "PEM", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// Device connection string (HostName=…;DeviceId=…;SharedAccessKey=…). Prefer the
+    /// environment variable or --connection-string-file: command lines are visible to other users.
+    #[arg(long, env = "IOTHUB_DEVICE_CONNECTION_STRING", hide_env_values = true)]
+    pub connection_string: Option<String>,
+
+    /// Read the device connection string from this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "connection_string")]
+    pub connection_string_file: Option<PathBuf>,
+
+    /// A ready SAS token (SharedAccessSignature sr=…&sig=…&se=…).
+    #[arg(long, env = "HUBPROBE_SAS_TOKEN", hide_env_values = true)]
+    pub sas_token: Option<String>,
+
+    /// Device id (for --sas-token, --cert or --username when it cannot be derived).
+    #[arg(long)]
+    pub device_id: Option<String>,
+
+    /// MQTT user name for generic brokers (password from HUBPROBE_MQTT_PASSWORD or --password-file).
+    #[arg(long)]
+    pub username: Option<String>,
+
+    /// Read the MQTT password from this file.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+
+    /// Lifetime of the SAS token generated from the connection string's key.
+    #[arg(long, value_parser = parse_duration, default_value = "1h")]
+    pub sas_ttl: Duration,
+
+    /// Pin the generated token's expiry (Unix seconds) instead of now + --sas-ttl.
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    pub sas_expiry: Option<u64>,
+
+    /// Keep-alive announced in MQTT CONNECT (default: the profile's).
+    #[arg(long, value_parser = parse_duration)]
+    pub keepalive: Option<Duration>,
+
+    /// PINGREQ round trips after an accepted CONNACK.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=20))]
+    pub pings: u32,
+
+    /// Output format on stdout.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+
+    /// Also write the JSON report to this file (atomically: written whole or not at all).
+    #[arg(long, value_name = "FILE")]
+    pub report_file: Option<PathBuf>,
+
+    /// More detail in text output (-v: certificates, addresses; -vv: all evidence).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// No colour (also when NO_COLOR is set or stdout is not a terminal).
+    #[arg(long)]
+    pub no_color: bool,
+}
+
+/// `hubprobe sas-token`.
+#[derive(Debug, Args)]
+pub struct SasTokenArgs {
+    /// Device connection string.
+    #[arg(long, env = "IOTHUB_DEVICE_CONNECTION_STRING", hide_env_values = true)]
+    pub connection_string: Option<String>,
+
+    /// Read the connection string from this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "connection_string")]
+    pub connection_string_file: Option<PathBuf>,
+
+    /// Expiry as Unix seconds.
+    #[arg(long, value_name = "UNIX_SECONDS", conflicts_with = "ttl")]
+    pub expiry: Option<u64>,
+
+    /// Lifetime from now.
+    #[arg(long, value_parser = parse_duration, default_value = "1h")]
+    pub ttl: Duration,
+}
+
+/// `hubprobe profiles`.
+#[derive(Debug, Args)]
+pub struct ProfilesArgs {
+    /// Print this profile's TOML (a built-in name or a file).
+    pub name: Option<String>,
+}
+
+/// Parses a humantime duration ("30s", "5m", "1h 30m").
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 30s, 5m or 1h ({e})"))?;
+    if d.is_zero() {
+        return Err(format!("{s:?}: the duration must be above zero"));
+    }
+    Ok(d)
+}

@@ -1,0 +1,315 @@
+//! Turns the command line (and environment, which clap folds in) plus the profile
+//! into a [`CheckPlan`]. Every problem is one clear [`ConfigError`] whose message
+//! names the option and never contains a secret; `main` maps it to exit code 3.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::auth::sas::{device_id_of, host_of, parse_sas_token, SasError};
+use crate::auth::{ConnectionString, ConnectionStringError, Credentials, Secret};
+use crate::check::CheckPlan;
+use crate::cli::{CheckArgs, TrustArg};
+use crate::probe::tls::{ClientIdentity, TlsSetupError, TrustSource, TrustStore};
+use crate::profile::{Profile, ProfileError};
+
+/// Why a check could not be set up. Messages never contain secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The profile could not be loaded.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    /// The connection string is malformed (the message names the part, never the key).
+    #[error(transparent)]
+    ConnectionString(#[from] ConnectionStringError),
+    /// The SAS token is malformed.
+    #[error("--sas-token: {0}")]
+    SasToken(SasError),
+    /// No host given and none derivable.
+    #[error("no hub host: give HOST, or a connection string (IOTHUB_DEVICE_CONNECTION_STRING)")]
+    NoHost,
+    /// An endpoint name not in the profile.
+    #[error("{option}: no endpoint {name:?} in profile {profile} (it has: {known})")]
+    UnknownEndpoint {
+        /// The option.
+        option: &'static str,
+        /// The name given.
+        name: String,
+        /// The profile.
+        profile: String,
+        /// Its endpoints.
+        known: String,
+    },
+    /// A malformed `--port` value.
+    #[error("--port {0:?}: expected ENDPOINT=PORT with PORT in 1-65535, e.g. mqtt-tls=18883")]
+    BadPort(String),
+    /// A malformed `--dns-server`.
+    #[error("--dns-server {0:?}: expected an IP address, optionally with :PORT (e.g. 127.0.0.1:5353 or [::1]:53)")]
+    BadDnsServer(String),
+    /// A malformed `--source-ip`.
+    #[error("--source-ip {0:?}: expected an IP address")]
+    BadSourceIp(String),
+    /// An unusable host name.
+    #[error("host {0:?} is not a valid host name or IP address")]
+    BadHost(String),
+    /// Trust store or client identity setup failed.
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    /// Two credential sources at once.
+    #[error("give only one of: a connection string, --sas-token, --username (the device has one identity)")]
+    ConflictingCredentials,
+    /// A file could not be read.
+    #[error("cannot read {what} {}: {source}", path.display())]
+    Read {
+        /// What the file is.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A keep-alive MQTT cannot express.
+    #[error("--keepalive {0} s is above MQTT's limit of 65535 s")]
+    KeepAliveTooLong(u64),
+}
+
+/// Builds the check plan from the arguments. Reads files (CA, certificates,
+/// connection string) and validates everything before any packet is sent.
+pub fn plan_check(args: &CheckArgs) -> Result<CheckPlan, ConfigError> {
+    let password_env = std::env::var("HUBPROBE_MQTT_PASSWORD").ok().filter(|p| !p.is_empty());
+    plan_check_with(args, password_env)
+}
+
+/// [`plan_check`] with the password environment variable passed in (for tests).
+pub fn plan_check_with(args: &CheckArgs, password_env: Option<String>) -> Result<CheckPlan, ConfigError> {
+    let connection_string = load_connection_string(args.connection_string.as_deref(), args.connection_string_file.as_deref())?;
+    let sas_token = args.sas_token.as_deref().filter(|t| !t.trim().is_empty());
+    let given = [connection_string.is_some(), sas_token.is_some(), args.username.is_some()];
+    if given.iter().filter(|g| **g).count() > 1 {
+        return Err(ConfigError::ConflictingCredentials);
+    }
+
+    // Host: explicit, else the connection string's gateway or hub, else the token's resource.
+    let parsed_token = sas_token.map(parse_sas_token).transpose().map_err(ConfigError::SasToken)?;
+    let cs_host = connection_string
+        .as_ref()
+        .map(|cs| cs.gateway_host_name.clone().unwrap_or_else(|| cs.host_name.clone()));
+    let token_host = parsed_token.as_ref().and_then(|t| host_of(&t.resource)).map(str::to_string);
+    let host = args
+        .host
+        .clone()
+        .or(cs_host)
+        .or(token_host.clone())
+        .ok_or(ConfigError::NoHost)?;
+    let host = normalize_host(&host)?;
+    let hub_host = connection_string
+        .as_ref()
+        .map(|cs| cs.host_name.clone())
+        .or(token_host)
+        .unwrap_or_else(|| host.clone());
+
+    let mut profile = match &args.profile {
+        Some(spec) => Profile::load(spec)?,
+        None if connection_string.is_some() => Profile::load("azure-iot-hub")?,
+        None => Profile::for_host(&hub_host),
+    };
+
+    // Port overrides, then endpoint selection.
+    for spec in &args.ports {
+        let (name, port) = spec.split_once('=').ok_or_else(|| ConfigError::BadPort(spec.clone()))?;
+        let port: u16 = port.trim().parse().ok().filter(|p| *p > 0).ok_or_else(|| ConfigError::BadPort(spec.clone()))?;
+        let known = endpoint_names(&profile);
+        let profile_name = profile.name.clone();
+        let ep = profile
+            .endpoints
+            .iter_mut()
+            .find(|e| e.name == name.trim())
+            .ok_or_else(|| ConfigError::UnknownEndpoint {
+                option: "--port",
+                name: name.trim().to_string(),
+                profile: profile_name,
+                known,
+            })?;
+        ep.port = port;
+    }
+    let endpoints = if args.endpoints.is_empty() {
+        profile.endpoints.clone()
+    } else {
+        let mut chosen = Vec::new();
+        for name in &args.endpoints {
+            let name = name.trim();
+            let ep = profile.endpoint(name).ok_or_else(|| ConfigError::UnknownEndpoint {
+                option: "--endpoint",
+                name: name.to_string(),
+                profile: profile.name.clone(),
+                known: endpoint_names(&profile),
+            })?;
+            if !chosen.iter().any(|e: &crate::profile::Endpoint| e.name == ep.name) {
+                chosen.push(ep.clone());
+            }
+        }
+        chosen
+    };
+
+    let dns_server = args.dns_server.as_deref().map(parse_dns_server).transpose()?;
+    let source_ip = args
+        .source_ip
+        .as_deref()
+        .map(|s| s.trim().parse::<IpAddr>().map_err(|_| ConfigError::BadSourceIp(s.to_string())))
+        .transpose()?;
+
+    let trust_source = match args.trust {
+        TrustArg::System => TrustSource::System,
+        TrustArg::Bundled => TrustSource::Bundled,
+        TrustArg::None => TrustSource::None,
+    };
+    let trust = Arc::new(TrustStore::load(trust_source, &args.ca_file)?);
+    let client_identity = match (&args.cert, &args.key) {
+        (Some(c), Some(k)) => Some(Arc::new(ClientIdentity::load(c, k)?)),
+        _ => None,
+    };
+
+    let credentials = if let Some(cs) = connection_string {
+        match cs.shared_access_key {
+            Some(key) => Credentials::DeviceKey {
+                device_id: cs.device_id,
+                module_id: cs.module_id,
+                key,
+                ttl: args.sas_ttl,
+                expiry: args.sas_expiry,
+            },
+            None => Credentials::X509 { device_id: cs.device_id },
+        }
+    } else if let (Some(token), Some(parsed)) = (sas_token, parsed_token.as_ref()) {
+        let device_id = args
+            .device_id
+            .clone()
+            .or_else(|| device_id_of(&parsed.resource).map(str::to_string))
+            .unwrap_or_default();
+        Credentials::SasToken { device_id, token: Secret::new(token.trim()) }
+    } else if let Some(username) = &args.username {
+        let password = match &args.password_file {
+            Some(path) => Some(read_secret_file(path, "password file")?),
+            None => password_env,
+        };
+        Credentials::Password {
+            device_id: args.device_id.clone(),
+            username: username.clone(),
+            password: Secret::new(password.unwrap_or_default()),
+        }
+    } else if let Some(identity) = &client_identity {
+        let device_id = args.device_id.clone().or_else(|| common_name(identity.subject())).unwrap_or_default();
+        Credentials::X509 { device_id }
+    } else {
+        Credentials::None
+    };
+
+    let keep_alive = args.keepalive.unwrap_or(profile.mqtt.keepalive);
+    if keep_alive.as_secs() > u16::MAX as u64 {
+        return Err(ConfigError::KeepAliveTooLong(keep_alive.as_secs()));
+    }
+
+    Ok(CheckPlan {
+        profile,
+        host,
+        hub_host,
+        endpoints,
+        dns_server,
+        interface: args.interface.clone(),
+        source_ip,
+        trust,
+        client_identity,
+        credentials,
+        keep_alive,
+        pings: args.pings,
+        timeout: args.timeout,
+        deadline: args.deadline,
+    })
+}
+
+/// Reads the connection string from the option/environment or a file.
+pub fn load_connection_string(value: Option<&str>, file: Option<&Path>) -> Result<Option<ConnectionString>, ConfigError> {
+    let text = match (value, file) {
+        (_, Some(path)) => Some(read_secret_file(path, "connection string file")?),
+        (Some(v), None) if !v.trim().is_empty() => Some(v.to_string()),
+        _ => None,
+    };
+    text.map(|t| t.parse::<ConnectionString>().map_err(ConfigError::from)).transpose()
+}
+
+fn read_secret_file(path: &Path, what: &'static str) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|source| ConfigError::Read { what, path: path.to_path_buf(), source })
+}
+
+fn endpoint_names(p: &Profile) -> String {
+    p.endpoints.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn normalize_host(host: &str) -> Result<String, ConfigError> {
+    let h = host.trim().trim_start_matches('[').trim_end_matches(']').trim_end_matches('.');
+    if h.parse::<IpAddr>().is_ok() {
+        return Ok(h.to_string());
+    }
+    let valid = !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+    if !valid {
+        return Err(ConfigError::BadHost(host.to_string()));
+    }
+    Ok(h.to_ascii_lowercase())
+}
+
+/// Parses `IP`, `IP:PORT` or `[IPv6]:PORT` (port 53 by default).
+pub fn parse_dns_server(s: &str) -> Result<SocketAddr, ConfigError> {
+    let s = s.trim();
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let bare = s.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| ConfigError::BadDnsServer(s.to_string()))
+}
+
+fn common_name(subject: &str) -> Option<String> {
+    subject
+        .split(',')
+        .map(str::trim)
+        .find_map(|part| part.strip_prefix("CN="))
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_server_forms() {
+        assert_eq!(parse_dns_server("127.0.0.1").unwrap(), "127.0.0.1:53".parse().unwrap());
+        assert_eq!(parse_dns_server("127.0.0.1:5353").unwrap(), "127.0.0.1:5353".parse().unwrap());
+        assert_eq!(parse_dns_server("::1").unwrap(), "[::1]:53".parse().unwrap());
+        assert_eq!(parse_dns_server("[::1]:5353").unwrap(), "[::1]:5353".parse().unwrap());
+        assert!(parse_dns_server("dns.example").is_err());
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(normalize_host("MyHub.Azure-Devices.net.").unwrap(), "myhub.azure-devices.net");
+        assert_eq!(normalize_host("[::1]").unwrap(), "::1");
+        assert!(normalize_host("bad host").is_err());
+        assert!(normalize_host("a..b").is_err());
+        assert!(normalize_host("https://x").is_err());
+    }
+
+    #[test]
+    fn common_name_from_subject() {
+        assert_eq!(common_name("CN=dev1, O=Contoso").as_deref(), Some("dev1"));
+        assert_eq!(common_name("O=Contoso"), None);
+    }
+}

@@ -1,0 +1,30 @@
+//! Exit codes, in the monitoring-plugins convention, so hubprobe drops into Nagios,
+//! Icinga, Zabbix or a shell script unchanged.
+
+/// The process exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitCode {
+    /// 0: every probed endpoint works.
+    Ok = 0,
+    /// 1: degraded (an endpoint fails but another works, a certificate expires soon,
+    /// the clock is off, a legacy root is used ...).
+    Warning = 1,
+    /// 2: the device cannot reach the hub the way it is configured.
+    Critical = 2,
+    /// 3: hubprobe could not run: bad usage, bad input, unwritable output, internal error.
+    Unknown = 3,
+}
+
+impl ExitCode {
+    /// The numeric code.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+impl From<ExitCode> for std::process::ExitCode {
+    fn from(c: ExitCode) -> Self {
+        std::process::ExitCode::from(c.code())
+    }
+}

@@ -1,0 +1,14 @@
+//! hubprobe: a connectivity probe for IoT devices that connect to a cloud hub.
+//!
+//! The library holds everything; `main.rs` only parses the command line, runs
+//! and maps the verdict to an exit code.
+
+pub mod auth;
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod diagnose;
+pub mod exit;
+pub mod probe;
+pub mod profile;
+pub mod report;

@@ -1,0 +1,386 @@
+//! MQTT phase: MQTT 3.1.1 CONNECT → CONNACK over the link the earlier phases built,
+//! then a few PINGREQ → PINGRESP round trips and a clean DISCONNECT. Packets are
+//! encoded and decoded with rumqttc's codec; the CONNECT (which carries the SAS token
+//! or password) is never logged or Debug-printed.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use rumqttc::mqttbytes::v4::{ConnectReturnCode, Packet};
+use rumqttc::mqttbytes::{Error as CodecError, Protocol};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::stream::Link;
+use super::{ms, stream_error_kind, Phase, PhaseResult, StreamFault, Stopwatch};
+use crate::auth::Secret;
+use crate::diagnose::FailureClass;
+
+/// Largest packet accepted from the server (CONNACK and PINGRESP are tiny).
+const MAX_PACKET: usize = 64 * 1024;
+
+/// What to send.
+#[derive(Clone)]
+pub struct MqttOptions {
+    /// Client id.
+    pub client_id: String,
+    /// User name (not secret: for IoT Hub `{host}/{device}/?api-version=...`).
+    pub username: Option<String>,
+    /// Password (SAS token or broker password).
+    pub password: Option<Secret>,
+    /// Keep-alive announced in CONNECT, seconds.
+    pub keep_alive: u16,
+    /// How the identity authenticates (`sas-key`, `sas-token`, `x509`, `password`, `none`).
+    pub auth: &'static str,
+    /// PINGREQ round trips after an accepted CONNACK.
+    pub pings: u32,
+    /// Timeout for CONNACK and for each PINGRESP.
+    pub timeout: Duration,
+}
+
+/// Evidence of the MQTT phase.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MqttEvidence {
+    /// Client id sent.
+    pub client_id: String,
+    /// User name sent (never the password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// How the identity authenticates.
+    pub auth: String,
+    /// Whether authentication was really tested (false with a throw-away identity).
+    pub auth_tested: bool,
+    /// Keep-alive announced, seconds.
+    pub keep_alive_s: u16,
+    /// CONNACK received, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connack: Option<ConnackEvidence>,
+    /// Time from CONNECT sent to CONNACK received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connack_ms: Option<f64>,
+    /// PINGREQ → PINGRESP round-trip times.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ping_rtts_ms: Vec<f64>,
+    /// Whether a DISCONNECT was sent at the end.
+    pub disconnect_sent: bool,
+    /// One line for humans ("reachable, authentication not tested").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A CONNACK.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConnackEvidence {
+    /// Return code (0 accepted, 1–5 refused).
+    pub code: u8,
+    /// Its name.
+    pub name: String,
+    /// Session present flag.
+    pub session_present: bool,
+}
+
+/// Runs CONNECT → CONNACK (→ pings → DISCONNECT) on `link`.
+pub async fn probe(link: &mut Link, opts: &MqttOptions) -> PhaseResult {
+    let clock = Stopwatch::start();
+    let mut ev = MqttEvidence {
+        client_id: opts.client_id.clone(),
+        username: opts.username.clone(),
+        auth: opts.auth.to_string(),
+        auth_tested: opts.auth != "none",
+        keep_alive_s: opts.keep_alive,
+        connack: None,
+        connack_ms: None,
+        ping_rtts_ms: Vec::new(),
+        disconnect_sent: false,
+        note: None,
+    };
+
+    let connect = match encode_connect(opts) {
+        Ok(b) => b,
+        Err(e) => {
+            return PhaseResult::failed(
+                Phase::Mqtt,
+                clock.elapsed(),
+                FailureClass::MqttProtocolError,
+                format!("cannot encode CONNECT: {e}"),
+                &ev,
+            )
+        }
+    };
+    let mut buf = BytesMut::with_capacity(256);
+    let sent = Instant::now();
+    if let Err(e) = tokio::time::timeout(opts.timeout, link.send(&connect)).await.unwrap_or_else(|_| {
+        Err(io::Error::new(io::ErrorKind::TimedOut, "sending CONNECT timed out"))
+    }) {
+        let (class, msg) = classify_io(&e, "sending CONNECT");
+        return PhaseResult::failed(Phase::Mqtt, clock.elapsed(), class, msg, &ev);
+    }
+
+    let connack = match read_packet(link, &mut buf, sent + opts.timeout, Expect::ConnAck).await {
+        Ok(Packet::ConnAck(c)) => c,
+        Ok(other) => {
+            let msg = format!("expected CONNACK, got {}", packet_name(&other));
+            return PhaseResult::failed(Phase::Mqtt, clock.elapsed(), FailureClass::MqttProtocolError, msg, &ev);
+        }
+        Err(f) => {
+            let (class, msg) = f.classify("CONNACK", opts.timeout);
+            return PhaseResult::failed(Phase::Mqtt, clock.elapsed(), class, msg, &ev);
+        }
+    };
+    ev.connack_ms = Some(ms(sent.elapsed()));
+    let code = connack.code;
+    ev.connack = Some(ConnackEvidence {
+        code: code as u8,
+        name: connack_name(code).to_string(),
+        session_present: connack.session_present,
+    });
+
+    if code != ConnectReturnCode::Success {
+        let class = connack_class(code);
+        let throwaway = opts.auth == "none";
+        // A throw-away identity is expected to be refused: the refusal proves the
+        // MQTT layer works end to end, it does not test this device's credentials.
+        let proves_reachability = matches!(
+            code,
+            ConnectReturnCode::BadClientId | ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized
+        );
+        if throwaway && proves_reachability {
+            ev.note = Some(format!(
+                "reachable, authentication not tested (a throw-away identity was refused: {})",
+                connack_name(code)
+            ));
+            return PhaseResult::ok(Phase::Mqtt, clock.elapsed(), &ev);
+        }
+        let msg = format!("CONNACK refused the connection: {} (code {})", connack_name(code), code as u8);
+        return PhaseResult::failed(Phase::Mqtt, clock.elapsed(), class, msg, &ev);
+    }
+    if opts.auth == "none" {
+        ev.note = Some("reachable; the server accepts anonymous connections".into());
+    }
+
+    for i in 0..opts.pings {
+        let start = Instant::now();
+        let ping = [0xC0u8, 0x00];
+        if let Err(e) = tokio::time::timeout(opts.timeout, link.send(&ping))
+            .await
+            .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "sending PINGREQ timed out")))
+        {
+            let (class, msg) = classify_io(&e, "sending PINGREQ");
+            return PhaseResult::failed(Phase::Mqtt, clock.elapsed(), class, msg, &ev);
+        }
+        match read_packet(link, &mut buf, start + opts.timeout, Expect::PingResp).await {
+            Ok(Packet::PingResp) => ev.ping_rtts_ms.push(ms(start.elapsed())),
+            Ok(other) => {
+                let msg = format!("expected PINGRESP {} of {}, got {}", i + 1, opts.pings, packet_name(&other));
+                return PhaseResult::failed(Phase::Mqtt, clock.elapsed(), FailureClass::MqttProtocolError, msg, &ev);
+            }
+            Err(f) => {
+                let (class, msg) = f.classify("PINGRESP", opts.timeout);
+                return PhaseResult::failed(Phase::Mqtt, clock.elapsed(), class, msg, &ev);
+            }
+        }
+    }
+
+    let disconnect = [0xE0u8, 0x00];
+    let bounded = Duration::from_secs(2).min(opts.timeout);
+    if let Ok(Ok(())) = tokio::time::timeout(bounded, link.send(&disconnect)).await {
+        ev.disconnect_sent = true;
+    }
+    let _ = tokio::time::timeout(bounded, link.close()).await;
+    PhaseResult::ok(Phase::Mqtt, clock.elapsed(), &ev)
+}
+
+fn encode_connect(opts: &MqttOptions) -> Result<BytesMut, CodecError> {
+    let mut connect = rumqttc::mqttbytes::v4::Connect::new(opts.client_id.clone());
+    connect.protocol = Protocol::V4;
+    connect.keep_alive = opts.keep_alive;
+    connect.clean_session = true;
+    match (&opts.username, &opts.password) {
+        (Some(u), Some(p)) => {
+            connect.set_login(u.clone(), p.expose());
+        }
+        (Some(u), None) => {
+            connect.set_login(u.clone(), "");
+        }
+        (None, Some(p)) => {
+            connect.set_login("", p.expose());
+        }
+        (None, None) => {}
+    }
+    let mut buf = BytesMut::with_capacity(connect.size() + 8);
+    connect.write(&mut buf)?;
+    Ok(buf)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    ConnAck,
+    PingResp,
+}
+
+/// Why no packet was read.
+enum ReadFail {
+    Io(io::Error),
+    Timeout { unparsed: usize },
+    Closed { unparsed: usize },
+    Garbage(String),
+}
+
+impl ReadFail {
+    fn classify(&self, waiting_for: &str, timeout: Duration) -> (FailureClass, String) {
+        match self {
+            ReadFail::Io(e) => classify_io(e, &format!("waiting for {waiting_for}")),
+            ReadFail::Timeout { unparsed: 0 } => (
+                FailureClass::MqttTimeout,
+                format!("no {waiting_for} within {}", humantime::format_duration(timeout)),
+            ),
+            ReadFail::Timeout { unparsed } => (
+                FailureClass::MqttProtocolError,
+                format!("{unparsed} bytes arrived that are not a complete MQTT packet, then nothing (waiting for {waiting_for})"),
+            ),
+            ReadFail::Closed { unparsed: 0 } => (
+                FailureClass::MqttClosed,
+                format!("the server closed the connection before {waiting_for}"),
+            ),
+            ReadFail::Closed { unparsed } => (
+                FailureClass::MqttProtocolError,
+                format!("the server sent {unparsed} bytes that are not MQTT, then closed"),
+            ),
+            ReadFail::Garbage(m) => (FailureClass::MqttProtocolError, m.clone()),
+        }
+    }
+}
+
+async fn read_packet(link: &mut Link, buf: &mut BytesMut, deadline: Instant, expect: Expect) -> Result<Packet, ReadFail> {
+    // Bounded: every turn either parses, fails, or waits on the deadline.
+    loop {
+        if let Some(&first) = buf.first() {
+            let ptype = first >> 4;
+            // MQTT 3.1.1: the first packet from the server must be CONNACK (type 2).
+            let plausible = match expect {
+                Expect::ConnAck => ptype == 2,
+                Expect::PingResp => (1..=14).contains(&ptype),
+            };
+            if !plausible {
+                return Err(ReadFail::Garbage(format!(
+                    "the server sent bytes that are not an MQTT {} ({}): not an MQTT server, or a proxy in the way",
+                    if expect == Expect::ConnAck { "CONNACK" } else { "packet" },
+                    hex_prefix(buf)
+                )));
+            }
+            match Packet::read(buf, MAX_PACKET) {
+                Ok(p) => return Ok(p),
+                Err(CodecError::InsufficientBytes(_)) => {}
+                Err(e) => {
+                    let head = hex_prefix(buf);
+                    buf.advance(buf.len());
+                    return Err(ReadFail::Garbage(format!("malformed MQTT packet ({e}): {head}")));
+                }
+            }
+        }
+        match tokio::time::timeout_at(deadline, link.recv(buf)).await {
+            Err(_) => return Err(ReadFail::Timeout { unparsed: buf.len() }),
+            Ok(Ok(0)) => return Err(ReadFail::Closed { unparsed: buf.len() }),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                if e.kind() == io::ErrorKind::UnexpectedEof {
+                    return Err(ReadFail::Closed { unparsed: buf.len() });
+                }
+                return Err(ReadFail::Io(e));
+            }
+        }
+    }
+}
+
+fn hex_prefix(buf: &[u8]) -> String {
+    let shown: Vec<String> = buf.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    let printable: String = buf
+        .iter()
+        .take(16)
+        .map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' })
+        .collect();
+    format!("first bytes {} {:?}", shown.join(" "), printable)
+}
+
+fn classify_io(e: &io::Error, doing: &str) -> (FailureClass, String) {
+    let class = match stream_error_kind(e) {
+        Some(StreamFault::Closed) => FailureClass::MqttClosed,
+        Some(StreamFault::Reset) => FailureClass::MqttReset,
+        Some(StreamFault::Timeout) => FailureClass::MqttTimeout,
+        None => FailureClass::MqttProtocolError,
+    };
+    (class, format!("{doing}: {e}"))
+}
+
+/// The failure class of a refusing CONNACK.
+pub fn connack_class(code: ConnectReturnCode) -> FailureClass {
+    match code {
+        ConnectReturnCode::RefusedProtocolVersion => FailureClass::MqttProtocolVersion,
+        ConnectReturnCode::BadClientId => FailureClass::MqttIdentifierRejected,
+        ConnectReturnCode::ServiceUnavailable => FailureClass::MqttServerUnavailable,
+        ConnectReturnCode::BadUserNamePassword => FailureClass::MqttBadCredentials,
+        ConnectReturnCode::NotAuthorized | ConnectReturnCode::Success => FailureClass::MqttNotAuthorized,
+    }
+}
+
+/// The MQTT 3.1.1 name of a CONNACK code.
+pub fn connack_name(code: ConnectReturnCode) -> &'static str {
+    match code {
+        ConnectReturnCode::Success => "accepted",
+        ConnectReturnCode::RefusedProtocolVersion => "unacceptable protocol version",
+        ConnectReturnCode::BadClientId => "identifier rejected",
+        ConnectReturnCode::ServiceUnavailable => "server unavailable",
+        ConnectReturnCode::BadUserNamePassword => "bad user name or password",
+        ConnectReturnCode::NotAuthorized => "not authorized",
+    }
+}
+
+fn packet_name(p: &Packet) -> &'static str {
+    match p {
+        Packet::Connect(_) => "CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::Publish(_) => "PUBLISH",
+        Packet::PubAck(_) => "PUBACK",
+        Packet::PubRec(_) => "PUBREC",
+        Packet::PubRel(_) => "PUBREL",
+        Packet::PubComp(_) => "PUBCOMP",
+        Packet::Subscribe(_) => "SUBSCRIBE",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingReq => "PINGREQ",
+        Packet::PingResp => "PINGRESP",
+        Packet::Disconnect => "DISCONNECT",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connack_codes_map_to_classes() {
+        assert_eq!(connack_class(ConnectReturnCode::BadUserNamePassword), FailureClass::MqttBadCredentials);
+        assert_eq!(connack_class(ConnectReturnCode::NotAuthorized), FailureClass::MqttNotAuthorized);
+        assert_eq!(connack_class(ConnectReturnCode::BadClientId), FailureClass::MqttIdentifierRejected);
+        assert_eq!(connack_class(ConnectReturnCode::ServiceUnavailable), FailureClass::MqttServerUnavailable);
+        assert_eq!(connack_class(ConnectReturnCode::RefusedProtocolVersion), FailureClass::MqttProtocolVersion);
+    }
+
+    #[test]
+    fn connect_carries_the_password_but_options_do_not_print_it() {
+        let opts = MqttOptions {
+            client_id: "dev1".into(),
+            username: Some("h/dev1/?api-version=2021-04-12".into()),
+            password: Some(Secret::new("SharedAccessSignature sr=x&sig=SECRETSIG&se=1")),
+            keep_alive: 60,
+            auth: "sas-token",
+            pings: 1,
+            timeout: Duration::from_secs(1),
+        };
+        let bytes = encode_connect(&opts).unwrap();
+        assert_eq!(bytes[0], 0x10);
+        assert!(bytes.windows(9).any(|w| w == b"SECRETSIG"));
+    }
+}

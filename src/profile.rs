@@ -1,0 +1,358 @@
+//! Hub profiles: what endpoints a hub type has and what a healthy connection to it
+//! looks like. Profiles are data (`probes/*.toml`), embedded at build time and also
+//! loadable from a file, so a new hub type is a TOML file, not a code change.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The profiles shipped in the binary: (name, TOML text).
+pub const BUILTIN: &[(&str, &str)] = &[
+    (
+        "azure-iot-hub",
+        include_str!("../probes/azure-iot-hub.toml"),
+    ),
+    ("aws-iot-core", include_str!("../probes/aws-iot-core.toml")),
+    ("mqtt-broker", include_str!("../probes/mqtt-broker.toml")),
+];
+
+/// Why a profile could not be used. Each message names the profile and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// Neither a built-in name nor an existing file.
+    #[error("unknown profile {0:?}: use one of {list} or a path to a .toml file", list = builtin_names().join(", "))]
+    Unknown(String),
+    /// The file could not be read.
+    #[error("cannot read profile file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML does not parse or has unknown/missing keys.
+    #[error("invalid profile {origin}: {message}")]
+    Parse {
+        /// Built-in name or file path.
+        origin: String,
+        /// The parser's message (line and key).
+        message: String,
+    },
+    /// The TOML parses but its values do not make sense.
+    #[error("invalid profile {origin}: {message}")]
+    Invalid {
+        /// Built-in name or file path.
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Names of the built-in profiles.
+pub fn builtin_names() -> Vec<&'static str> {
+    BUILTIN.iter().map(|(n, _)| *n).collect()
+}
+
+/// The application protocol spoken on an endpoint after the transport is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// MQTT 3.1.1.
+    Mqtt,
+    /// AMQP 1.0 (protocol header exchange).
+    Amqp,
+    /// HTTP/1.1 over TLS or plain.
+    Http,
+}
+
+/// How the bytes travel: plain TCP, TLS, WebSocket, or WebSocket over TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// Plain TCP.
+    Tcp,
+    /// TLS over TCP.
+    Tls,
+    /// WebSocket over plain TCP.
+    Ws,
+    /// WebSocket over TLS.
+    Wss,
+}
+
+impl Transport {
+    /// Whether a TLS handshake is part of the chain.
+    pub fn uses_tls(self) -> bool {
+        matches!(self, Transport::Tls | Transport::Wss)
+    }
+    /// Whether a WebSocket upgrade is part of the chain.
+    pub fn uses_websocket(self) -> bool {
+        matches!(self, Transport::Ws | Transport::Wss)
+    }
+}
+
+/// One endpoint of a hub.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// Stable name used on the command line and in reports (`mqtt-tls`).
+    pub name: String,
+    /// Protocol after the transport.
+    pub protocol: Protocol,
+    /// Transport.
+    pub transport: Transport,
+    /// TCP port.
+    pub port: u16,
+    /// HTTP path (WebSocket upgrade or HTTP request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// ALPN protocol names offered in the TLS handshake.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alpn: Vec<String>,
+}
+
+/// MQTT identity templates and keep-alive limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSettings {
+    /// Client id template: `{device_id}`, `{host}`, `{username}`.
+    pub client_id: String,
+    /// User name template (same placeholders).
+    pub username: String,
+    /// Keep-alive the probe announces in CONNECT (and the usual SDK default).
+    #[serde(with = "humantime_serde_compat")]
+    pub keepalive: Duration,
+    /// Smallest keep-alive the hub accepts.
+    #[serde(default, with = "humantime_serde_opt", skip_serializing_if = "Option::is_none")]
+    pub keepalive_min: Option<Duration>,
+    /// Largest useful keep-alive.
+    #[serde(with = "humantime_serde_compat")]
+    pub keepalive_max: Duration,
+}
+
+/// Trust anchors a healthy chain of this hub ends at (by subject common name).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustSettings {
+    /// Roots the hub's certificates chain to today.
+    #[serde(default)]
+    pub expected_anchors: Vec<String>,
+    /// Roots it used to chain to (still seen, being retired).
+    #[serde(default)]
+    pub legacy_anchors: Vec<String>,
+}
+
+/// A hub profile.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Profile name.
+    pub name: String,
+    /// One line for humans.
+    pub description: String,
+    /// Host name suffixes that select this profile automatically.
+    #[serde(default)]
+    pub host_suffixes: Vec<String>,
+    /// Whether IoT Hub style SAS tokens apply.
+    #[serde(default)]
+    pub sas_tokens: bool,
+    /// MQTT settings.
+    pub mqtt: MqttSettings,
+    /// Trust anchors.
+    #[serde(default)]
+    pub trust: TrustSettings,
+    /// Endpoints, in report order.
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl Profile {
+    /// Loads a built-in profile by name, or a file when `spec` names one
+    /// (contains a path separator or ends in `.toml`).
+    pub fn load(spec: &str) -> Result<Profile, ProfileError> {
+        if let Some((_, text)) = BUILTIN.iter().find(|(n, _)| *n == spec) {
+            return Profile::parse(text, spec);
+        }
+        let looks_like_path = spec.contains('/') || spec.ends_with(".toml");
+        if looks_like_path || Path::new(spec).is_file() {
+            let text = std::fs::read_to_string(spec).map_err(|source| ProfileError::Read {
+                path: spec.to_string(),
+                source,
+            })?;
+            return Profile::parse(&text, spec);
+        }
+        Err(ProfileError::Unknown(spec.to_string()))
+    }
+
+    /// The built-in profile whose host suffix matches `host`, else `mqtt-broker`.
+    pub fn for_host(host: &str) -> Profile {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        for (name, text) in BUILTIN {
+            let p = Profile::parse(text, name).expect("built-in profiles are valid");
+            if p.host_suffixes.iter().any(|s| host.ends_with(s.as_str())) {
+                return p;
+            }
+        }
+        Profile::load("mqtt-broker").expect("built-in profiles are valid")
+    }
+
+    /// Parses and validates profile TOML; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Profile, ProfileError> {
+        let p: Profile = toml::from_str(text).map_err(|e| ProfileError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        p.validate()
+            .map_err(|message| ProfileError::Invalid {
+                origin: origin.to_string(),
+                message,
+            })?;
+        Ok(p)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.name.trim().is_empty() {
+            return Err("name is empty".into());
+        }
+        if self.endpoints.is_empty() {
+            return Err("no endpoints".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for e in &self.endpoints {
+            if e.name.is_empty() || !e.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(format!("endpoint name {:?} must be letters, digits, '-' or '_'", e.name));
+            }
+            if !seen.insert(e.name.as_str()) {
+                return Err(format!("endpoint {:?} appears twice", e.name));
+            }
+            if e.port == 0 {
+                return Err(format!("endpoint {:?}: port 0", e.name));
+            }
+            if let Some(path) = &e.path {
+                if !path.starts_with('/') {
+                    return Err(format!("endpoint {:?}: path must start with '/'", e.name));
+                }
+            }
+            if e.transport.uses_websocket() && e.protocol != Protocol::Mqtt {
+                return Err(format!("endpoint {:?}: WebSocket transport is for MQTT only", e.name));
+            }
+        }
+        let m = &self.mqtt;
+        if m.keepalive_max.as_secs() > u16::MAX as u64 {
+            return Err("mqtt.keepalive_max is above MQTT's 65535 s".into());
+        }
+        if m.keepalive > m.keepalive_max {
+            return Err("mqtt.keepalive is above mqtt.keepalive_max".into());
+        }
+        if let Some(min) = m.keepalive_min {
+            if min > m.keepalive {
+                return Err("mqtt.keepalive_min is above mqtt.keepalive".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The endpoint with this name.
+    pub fn endpoint(&self, name: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.name == name)
+    }
+}
+
+/// serde adapter: humantime strings ("30s", "4m") for `Duration`.
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration like \"30s\" or \"4m\": {e}")))
+    }
+}
+
+/// serde adapter: optional humantime strings.
+mod humantime_serde_opt {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::humantime_serde_compat::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::humantime_serde_compat::deserialize(d).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_profile_loads() {
+        for name in builtin_names() {
+            let p = Profile::load(name).unwrap();
+            assert_eq!(p.name, name);
+            assert!(!p.endpoints.is_empty());
+        }
+    }
+
+    #[test]
+    fn azure_profile_has_the_iot_hub_facts() {
+        let p = Profile::load("azure-iot-hub").unwrap();
+        let names: Vec<_> = p.endpoints.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["mqtt-tls", "mqtt-ws", "amqps", "https"]);
+        assert_eq!(p.endpoint("mqtt-tls").unwrap().port, 8883);
+        let ws = p.endpoint("mqtt-ws").unwrap();
+        assert_eq!((ws.port, ws.path.as_deref()), (443, Some("/$iothub/websocket")));
+        assert_eq!(p.endpoint("amqps").unwrap().port, 5671);
+        assert_eq!(p.mqtt.keepalive_max, Duration::from_secs(1177));
+        assert!(p.trust.expected_anchors.iter().any(|a| a == "DigiCert Global Root G2"));
+        assert!(p.trust.legacy_anchors.iter().any(|a| a == "Baltimore CyberTrust Root"));
+    }
+
+    #[test]
+    fn aws_profile_has_alpn_and_keepalive_range() {
+        let p = Profile::load("aws-iot-core").unwrap();
+        let alpn = p.endpoint("mqtt-alpn").unwrap();
+        assert_eq!(alpn.port, 443);
+        assert_eq!(alpn.alpn, ["x-amzn-mqtt-ca"]);
+        assert_eq!(p.mqtt.keepalive_min, Some(Duration::from_secs(30)));
+        assert_eq!(p.mqtt.keepalive_max, Duration::from_secs(1200));
+        assert!(p.trust.expected_anchors.iter().any(|a| a == "Amazon Root CA 1"));
+    }
+
+    #[test]
+    fn host_suffix_selects_profile() {
+        assert_eq!(Profile::for_host("myhub.azure-devices.net").name, "azure-iot-hub");
+        assert_eq!(Profile::for_host("abc-ats.iot.eu-west-1.amazonaws.com").name, "aws-iot-core");
+        assert_eq!(Profile::for_host("broker.example.test").name, "mqtt-broker");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_clear_errors() {
+        let base = include_str!("../probes/mqtt-broker.toml");
+        let typo = base.replace("keepalive_max", "keepalive_maxx");
+        let err = Profile::parse(&typo, "typo.toml").unwrap_err().to_string();
+        assert!(err.contains("typo.toml") && err.contains("keepalive_max"), "{err}");
+
+        let bad = base.replace("\"60s\"", "\"sixty\"");
+        let err = Profile::parse(&bad, "bad.toml").unwrap_err().to_string();
+        assert!(err.contains("sixty"), "{err}");
+
+        let dup = format!("{base}\n[[endpoints]]\nname = \"mqtt\"\nprotocol = \"mqtt\"\ntransport = \"tcp\"\nport = 1\n");
+        let err = Profile::parse(&dup, "dup.toml").unwrap_err().to_string();
+        assert!(err.contains("appears twice"), "{err}");
+
+        assert!(matches!(Profile::load("no-such-profile"), Err(ProfileError::Unknown(_))));
+        assert!(matches!(Profile::load("/nonexistent/p.toml"), Err(ProfileError::Read { .. })));
+    }
+}

@@ -1,0 +1,311 @@
+//! The human view of a report: one line per endpoint phase with ✓/✗ and its time,
+//! then the findings and the verdict. Colour only on a terminal without `NO_COLOR`.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use super::{Report, Verdict};
+use crate::diagnose::Severity;
+use crate::probe::{Phase, PhaseResult, Status};
+
+/// How much to show.
+#[derive(Debug, Clone, Copy)]
+pub struct TextOptions {
+    /// ANSI colours.
+    pub color: bool,
+    /// 0: summary lines; 1: + evidence details; 2: + every phase's evidence as JSON.
+    pub verbose: u8,
+}
+
+struct Paint {
+    on: bool,
+}
+
+impl Paint {
+    fn wrap(&self, code: &str, s: &str) -> String {
+        if self.on {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+    fn green(&self, s: &str) -> String {
+        self.wrap("32", s)
+    }
+    fn red(&self, s: &str) -> String {
+        self.wrap("31", s)
+    }
+    fn yellow(&self, s: &str) -> String {
+        self.wrap("33", s)
+    }
+    fn dim(&self, s: &str) -> String {
+        self.wrap("2", s)
+    }
+    fn bold(&self, s: &str) -> String {
+        self.wrap("1", s)
+    }
+}
+
+/// Renders the report for a terminal or a log.
+pub fn render(report: &Report, opts: TextOptions) -> String {
+    let p = Paint { on: opts.color };
+    let mut out = String::new();
+    let t = &report.target;
+    let identity = match (&t.device_id, t.auth.as_str()) {
+        (Some(d), auth) => format!("device {d}, auth {auth}"),
+        (None, _) => "no device identity".to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "{} {} (profile {}, {identity})",
+        p.bold("hubprobe check"),
+        p.bold(&t.host),
+        t.profile
+    );
+    for e in &report.endpoints {
+        let _ = writeln!(
+            out,
+            "{} ({} over {}, port {})",
+            p.bold(&e.name),
+            protocol_name(e.protocol),
+            transport_name(e.transport),
+            e.port
+        );
+        for ph in &e.phases {
+            let _ = writeln!(out, "  {}", phase_line(ph, &p));
+            if opts.verbose >= 1 {
+                for d in details(ph) {
+                    let _ = writeln!(out, "      {}", p.dim(&d));
+                }
+            }
+            if opts.verbose >= 2 {
+                if let Some(ev) = &ph.evidence {
+                    let json = serde_json::to_string_pretty(ev).unwrap_or_default();
+                    for l in json.lines() {
+                        let _ = writeln!(out, "      {}", p.dim(l));
+                    }
+                }
+            }
+        }
+    }
+    if !report.findings.is_empty() {
+        let _ = writeln!(out, "{}", p.bold("findings"));
+        for f in &report.findings {
+            let (mark, label) = match f.severity {
+                Severity::Critical => (p.red("✗"), p.red("critical")),
+                Severity::Warning => (p.yellow("‼"), p.yellow("warning")),
+                Severity::Info => (p.dim("i"), p.dim("info")),
+            };
+            let scope = if f.endpoints.is_empty() { String::new() } else { format!(" [{}]", f.endpoints.join(", ")) };
+            let _ = writeln!(out, "  {mark} {label} {}{scope}: {}", f.code, f.summary);
+            let _ = writeln!(out, "      → {}", f.hint);
+            if let Some(code) = &f.iothub_error {
+                let _ = writeln!(out, "      IoT Hub: {code}");
+            }
+        }
+    }
+    let verdict = match report.verdict {
+        Verdict::Ok => p.green("OK"),
+        Verdict::Warning => p.yellow("WARNING"),
+        Verdict::Critical => p.red("CRITICAL"),
+        Verdict::Unknown => p.yellow("UNKNOWN"),
+    };
+    let _ = writeln!(out, "verdict: {verdict} ({:.0} ms)", report.duration_ms);
+    out
+}
+
+fn protocol_name(p: crate::profile::Protocol) -> &'static str {
+    match p {
+        crate::profile::Protocol::Mqtt => "MQTT",
+        crate::profile::Protocol::Amqp => "AMQP",
+        crate::profile::Protocol::Http => "HTTP",
+    }
+}
+
+fn transport_name(t: crate::profile::Transport) -> &'static str {
+    match t {
+        crate::profile::Transport::Tcp => "TCP",
+        crate::profile::Transport::Tls => "TLS",
+        crate::profile::Transport::Ws => "WebSocket",
+        crate::profile::Transport::Wss => "WebSocket/TLS",
+    }
+}
+
+fn phase_line(ph: &PhaseResult, p: &Paint) -> String {
+    let name = format!("{:<9}", ph.phase.as_str());
+    match ph.status {
+        Status::Ok => format!(
+            "{} {name} {:>9}  {}",
+            p.green("✓"),
+            fmt_ms(ph.duration_ms),
+            summary(ph)
+        ),
+        Status::Failed => format!(
+            "{} {name} {:>9}  {} {}",
+            p.red("✗"),
+            fmt_ms(ph.duration_ms),
+            p.red(ph.class.map(|c| c.id()).unwrap_or("failed")),
+            ph.message.as_deref().unwrap_or("")
+        ),
+        Status::Skipped => format!(
+            "{} {name} {:>9}  {}",
+            p.dim("-"),
+            "",
+            p.dim(ph.message.as_deref().unwrap_or("skipped"))
+        ),
+    }
+}
+
+fn fmt_ms(d: Option<f64>) -> String {
+    match d {
+        Some(ms) if ms >= 100.0 => format!("{ms:.0} ms"),
+        Some(ms) => format!("{ms:.1} ms"),
+        None => String::new(),
+    }
+}
+
+fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+/// The one-line gist of a successful phase's evidence.
+fn summary(ph: &PhaseResult) -> String {
+    let Some(ev) = &ph.evidence else { return String::new() };
+    match ph.phase {
+        Phase::Dns => {
+            let addrs: Vec<String> = ev
+                .get("addresses")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str().map(str::to_string))
+                .collect();
+            let source = s(ev, "source").unwrap_or("dns");
+            format!("{} ({source})", addrs.join(", "))
+        }
+        Phase::Tcp => format!(
+            "{} from {}",
+            s(ev, "remote_address").unwrap_or("?"),
+            s(ev, "local_address").unwrap_or("?")
+        ),
+        Phase::Tls => {
+            let anchor = ev
+                .get("trust_anchor")
+                .and_then(|a| a.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            let days = ev.get("leaf_days_left").and_then(Value::as_f64).unwrap_or(f64::NAN);
+            let mut out = format!(
+                "{} {}, root \"{anchor}\", leaf expires in {days:.0} d",
+                s(ev, "version").unwrap_or("?"),
+                s(ev, "cipher_suite").unwrap_or("?")
+            );
+            if let Some(alpn) = s(ev, "alpn") {
+                let _ = write!(out, ", ALPN {alpn}");
+            }
+            out
+        }
+        Phase::Websocket => format!(
+            "HTTP {} subprotocol {}",
+            ev.get("status").and_then(Value::as_u64).unwrap_or(0),
+            s(ev, "subprotocol").unwrap_or("-")
+        ),
+        Phase::Mqtt => {
+            let connack = ev
+                .get("connack")
+                .and_then(|c| c.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            let mut out = format!("CONNACK {connack}");
+            if let Some(pings) = ev.get("ping_rtts_ms").and_then(Value::as_array).filter(|a| !a.is_empty()) {
+                let v: Vec<f64> = pings.iter().filter_map(Value::as_f64).collect();
+                let avg = v.iter().sum::<f64>() / v.len() as f64;
+                let _ = write!(out, ", {} pings avg {avg:.1} ms", v.len());
+            }
+            if let Some(note) = s(ev, "note") {
+                let _ = write!(out, " — {note}");
+            }
+            out
+        }
+        Phase::Amqp => format!("server header {}", s(ev, "received").unwrap_or("?")),
+        Phase::Http => {
+            let mut out = s(ev, "status_line").unwrap_or("?").to_string();
+            if let Some(off) = ev.get("clock_offset_s").and_then(Value::as_f64) {
+                let _ = write!(out, ", clock offset {off:+.1} s");
+            }
+            out
+        }
+    }
+}
+
+/// Extra lines for `-v`.
+fn details(ph: &PhaseResult) -> Vec<String> {
+    let Some(ev) = &ph.evidence else { return vec![] };
+    let mut out = Vec::new();
+    match ph.phase {
+        Phase::Dns => {
+            if let Some(servers) = ev.get("servers").and_then(Value::as_array) {
+                let list: Vec<&str> = servers.iter().filter_map(Value::as_str).collect();
+                if !list.is_empty() {
+                    out.push(format!("servers: {}", list.join(", ")));
+                }
+            }
+            if let Some(chain) = ev.get("cname_chain").and_then(Value::as_array).filter(|c| !c.is_empty()) {
+                let list: Vec<&str> = chain.iter().filter_map(Value::as_str).collect();
+                out.push(format!("CNAME chain: {}", list.join(" → ")));
+            }
+            for fam in ["a", "aaaa"] {
+                if let Some(f) = ev.get(fam).filter(|f| !f.is_null()) {
+                    let recs: Vec<String> = f
+                        .get("records")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .map(|r| {
+                            format!(
+                                "{} ttl {}",
+                                r.get("address").and_then(Value::as_str).unwrap_or("?"),
+                                r.get("ttl").and_then(Value::as_u64).unwrap_or(0)
+                            )
+                        })
+                        .collect();
+                    let status = s(f, "status").unwrap_or("?");
+                    let class = s(f, "class").map(|c| format!(" {c}")).unwrap_or_default();
+                    out.push(format!("{}: {status}{class} {}", fam.to_uppercase(), recs.join(", ")));
+                }
+            }
+        }
+        Phase::Tcp => {
+            for a in ev.get("attempts").and_then(Value::as_array).into_iter().flatten() {
+                out.push(format!(
+                    "{} {} {}",
+                    s(a, "address").unwrap_or("?"),
+                    s(a, "status").unwrap_or("?"),
+                    s(a, "class").or_else(|| s(a, "message")).unwrap_or("")
+                ));
+            }
+        }
+        Phase::Tls => {
+            for (i, c) in ev.get("chain").and_then(Value::as_array).into_iter().flatten().enumerate() {
+                out.push(format!(
+                    "[{i}] {} (issuer {}), valid {} → {}, sha256 {}",
+                    s(c, "subject").unwrap_or("?"),
+                    s(c, "issuer").unwrap_or("?"),
+                    s(c, "not_before").unwrap_or("?"),
+                    s(c, "not_after").unwrap_or("?"),
+                    s(c, "sha256").unwrap_or("?")
+                ));
+            }
+            if let Some(a) = ev.get("trust_anchor").filter(|a| !a.is_null()) {
+                out.push(format!(
+                    "trust anchor: {} ({})",
+                    s(a, "subject").unwrap_or("?"),
+                    s(a, "origin").unwrap_or("?")
+                ));
+            }
+        }
+        _ => {}
+    }
+    out
+}
