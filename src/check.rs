@@ -67,7 +67,13 @@ pub async fn run(plan: &CheckPlan) -> Report {
         None
     };
 
-    let chains = plan.endpoints.iter().map(|e| run_endpoint(plan, e, dns_result.as_ref(), sas.as_ref().map(|s| &s.0), deadline_at));
+    // A hub allows one MQTT connection per device identity: a second CONNECT with the
+    // same client id makes it drop the first. So MQTT phases that use the device's own
+    // identity take turns; everything else runs concurrently.
+    let identity_lock = tokio::sync::Mutex::new(());
+    let chains = plan.endpoints.iter().map(|e| {
+        run_endpoint(plan, e, dns_result.as_ref(), sas.as_ref().map(|s| &s.0), deadline_at, &identity_lock)
+    });
     let endpoints: Vec<EndpointReport> = futures_util::future::join_all(chains).await;
 
     let sas_info = sas.map(|s| s.1);
@@ -146,6 +152,7 @@ async fn run_endpoint(
     dns_outcome: Option<&dns::DnsOutcome>,
     sas_token: Option<&Secret>,
     deadline_at: Instant,
+    identity_lock: &tokio::sync::Mutex<()>,
 ) -> EndpointReport {
     let mut chain = Chain::new(ep);
     let Some(dns_outcome) = dns_outcome else {
@@ -222,6 +229,11 @@ async fn run_endpoint(
     };
 
     // Protocol
+    let _turn = match (ep.protocol, &plan.credentials) {
+        (Protocol::Mqtt, Credentials::None) => None,
+        (Protocol::Mqtt, _) => Some(identity_lock.lock().await),
+        _ => None,
+    };
     let Some(t) = budget(plan.timeout, deadline_at) else {
         chain.skip_rest("the run's deadline passed");
         return chain.finish(ep);

@@ -1,0 +1,176 @@
+//! The device's X.509 identity (client certificate + private key) for hubs that
+//! authenticate devices by certificate.
+//!
+//! The key is parsed once, checked against the certificate, and from then on only
+//! lives inside a rustls signing key: this type has no accessor for it, its
+//! `Debug` shows the certificate only, and every load error is built from fixed
+//! texts so no byte of the key file can reach a message or a log.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+
+use super::error::TlsSetupError;
+use super::evidence::{parse_cert, ClientCertEvidence};
+
+/// A loaded client identity: certificate chain and signing key.
+#[derive(Clone)]
+pub struct ClientIdentity {
+    certified: Arc<CertifiedKey>,
+    subject: String,
+    sha256: String,
+}
+
+impl fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("subject", &self.subject)
+            .field("sha256", &self.sha256)
+            .field("chain_len", &self.certified.cert.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientIdentity {
+    /// Loads a PEM certificate chain (leaf first) and a PEM private key
+    /// (PKCS#8, PKCS#1 or SEC1), and checks that the key belongs to the leaf.
+    ///
+    /// Errors name the file and the problem, never the key's content.
+    pub fn load(cert: &Path, key: &Path) -> Result<ClientIdentity, TlsSetupError> {
+        let chain = read_cert_chain(cert)?;
+        let key_der = read_private_key(key)?;
+        let provider = rustls::crypto::ring::default_provider();
+        let signing_key = provider
+            .key_provider
+            .load_private_key(key_der)
+            .map_err(|_| TlsSetupError::KeyFileInvalid {
+                path: key.to_path_buf(),
+                reason:
+                    "the key is corrupt or not a supported type (RSA, ECDSA P-256/P-384, Ed25519)",
+            })?;
+        let certified = CertifiedKey::new(chain, signing_key);
+        match certified.keys_match() {
+            Ok(()) => {}
+            Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+            Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+                return Err(TlsSetupError::KeyMismatch {
+                    cert: cert.to_path_buf(),
+                    key: key.to_path_buf(),
+                })
+            }
+            Err(e) => {
+                return Err(TlsSetupError::CertFileInvalid {
+                    path: cert.to_path_buf(),
+                    reason: format!("the leaf certificate cannot be parsed: {e}"),
+                })
+            }
+        }
+        let leaf = parse_cert(certified.cert[0].as_ref());
+        if let Some(err) = leaf.info.parse_error {
+            return Err(TlsSetupError::CertFileInvalid {
+                path: cert.to_path_buf(),
+                reason: err,
+            });
+        }
+        Ok(ClientIdentity {
+            subject: leaf.info.subject,
+            sha256: leaf.info.sha256,
+            certified: Arc::new(certified),
+        })
+    }
+
+    /// Subject distinguished name of the leaf certificate (for the report).
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// SHA-256 fingerprint of the leaf certificate, lowercase hex. IoT Hub's
+    /// self-signed device authentication registers exactly this thumbprint.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Number of certificates in the chain (leaf included).
+    pub fn chain_len(&self) -> usize {
+        self.certified.cert.len()
+    }
+
+    /// What the report shows about this identity.
+    pub fn evidence(&self) -> ClientCertEvidence {
+        ClientCertEvidence {
+            subject: self.subject.clone(),
+            sha256: self.sha256.clone(),
+        }
+    }
+
+    /// The chain and signing key, for rustls.
+    pub(crate) fn certified_key(&self) -> Arc<CertifiedKey> {
+        Arc::clone(&self.certified)
+    }
+}
+
+fn read_cert_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    let bytes = std::fs::read(path).map_err(|source| TlsSetupError::CertFileRead {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut chain = Vec::new();
+    for item in rustls_pemfile::read_all(&mut bytes.as_slice()) {
+        match item {
+            Ok(rustls_pemfile::Item::X509Certificate(der)) => chain.push(der),
+            // The file may also hold the key (combined PEM); it is not read here
+            // and no error below is derived from it.
+            Ok(_) => {}
+            Err(_) => {
+                return Err(TlsSetupError::CertFileInvalid {
+                    path: path.to_path_buf(),
+                    reason: "malformed PEM (bad base64 or a missing END line)".to_string(),
+                })
+            }
+        }
+    }
+    if chain.is_empty() {
+        return Err(TlsSetupError::CertFileNoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(chain)
+}
+
+fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
+    let bytes = std::fs::read(path).map_err(|e| TlsSetupError::KeyFileRead {
+        path: path.to_path_buf(),
+        kind: e.kind(),
+    })?;
+    for item in rustls_pemfile::read_all(&mut bytes.as_slice()) {
+        match item {
+            Ok(rustls_pemfile::Item::Pkcs8Key(k)) => return Ok(PrivateKeyDer::Pkcs8(k)),
+            Ok(rustls_pemfile::Item::Pkcs1Key(k)) => return Ok(PrivateKeyDer::Pkcs1(k)),
+            Ok(rustls_pemfile::Item::Sec1Key(k)) => return Ok(PrivateKeyDer::Sec1(k)),
+            Ok(_) => {}
+            Err(_) => {
+                return Err(TlsSetupError::KeyFileInvalid {
+                    path: path.to_path_buf(),
+                    reason: "malformed PEM (bad base64 or a missing END line)",
+                })
+            }
+        }
+    }
+    if contains(&bytes, b"-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+        return Err(TlsSetupError::KeyFileInvalid {
+            path: path.to_path_buf(),
+            reason:
+                "the key is encrypted (PKCS#8 with a passphrase); hubprobe needs an unencrypted key",
+        });
+    }
+    Err(TlsSetupError::KeyFileNoKey {
+        path: path.to_path_buf(),
+    })
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
