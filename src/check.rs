@@ -61,7 +61,10 @@ pub async fn run(plan: &CheckPlan) -> Report {
 
     let sas = sas_for_run(plan, started);
     let dns_result = if let Some(budget) = budget(plan.timeout, deadline_at) {
-        let opts = DnsOptions { server: plan.dns_server, timeout: budget };
+        let opts = DnsOptions {
+            server: plan.dns_server,
+            timeout: budget,
+        };
         Some(dns::resolve(&plan.host, &opts).await)
     } else {
         None
@@ -72,12 +75,23 @@ pub async fn run(plan: &CheckPlan) -> Report {
     // identity take turns; everything else runs concurrently.
     let identity_lock = tokio::sync::Mutex::new(());
     let chains = plan.endpoints.iter().map(|e| {
-        run_endpoint(plan, e, dns_result.as_ref(), sas.as_ref().map(|s| &s.0), deadline_at, &identity_lock)
+        run_endpoint(
+            plan,
+            e,
+            dns_result.as_ref(),
+            sas.as_ref().map(|s| &s.0),
+            deadline_at,
+            &identity_lock,
+        )
     });
     let endpoints: Vec<EndpointReport> = futures_util::future::join_all(chains).await;
 
     let sas_info = sas.map(|s| s.1);
-    let ctx = diagnose::Context { profile: &plan.profile, auth: plan.credentials.kind(), sas_token: sas_info.as_ref() };
+    let ctx = diagnose::Context {
+        profile: &plan.profile,
+        auth: plan.credentials.kind(),
+        sas_token: sas_info.as_ref(),
+    };
     let findings = diagnose::findings(&endpoints, &ctx);
     let verdict = diagnose::verdict(&endpoints, &findings);
     let finished = SystemTime::now();
@@ -122,7 +136,10 @@ fn budget(timeout: Duration, deadline_at: Instant) -> Option<Duration> {
 /// The SAS token this run uses (generated once, so every endpoint sends the same)
 /// and what the report may say about it.
 fn sas_for_run(plan: &CheckPlan, started: SystemTime) -> Option<(Secret, SasTokenInfo)> {
-    let now = started.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let now = started
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
     let info = |resource: String, expiry: u64, ttl: Option<u64>| SasTokenInfo {
         resource,
         expires_at: report::rfc3339(UNIX_EPOCH + Duration::from_secs(expiry)),
@@ -130,7 +147,13 @@ fn sas_for_run(plan: &CheckPlan, started: SystemTime) -> Option<(Secret, SasToke
         ttl_s: ttl,
     };
     match &plan.credentials {
-        Credentials::DeviceKey { device_id, module_id, key, ttl, expiry } => {
+        Credentials::DeviceKey {
+            device_id,
+            module_id,
+            key,
+            ttl,
+            expiry,
+        } => {
             let resource = resource_uri(&plan.hub_host, device_id, module_id.as_deref());
             let exp = expiry.unwrap_or(now + ttl.as_secs());
             // The key was validated when the plan was built; a failure here cannot leak it.
@@ -170,7 +193,11 @@ async fn run_endpoint(
         chain.skip_rest("the run's deadline passed");
         return chain.finish(ep);
     };
-    let tcp_opts = TcpOptions { timeout: t, interface: plan.interface.clone(), source_ip: plan.source_ip };
+    let tcp_opts = TcpOptions {
+        timeout: t,
+        interface: plan.interface.clone(),
+        source_ip: plan.source_ip,
+    };
     let tcp = tcp::connect(&dns_outcome.addresses, ep.port, &tcp_opts).await;
     let ok = tcp.result.is_ok();
     chain.push(tcp.result);
@@ -214,7 +241,15 @@ async fn run_endpoint(
             return chain.finish(ep);
         };
         let path = ep.path.as_deref().unwrap_or("/");
-        let out = ws::upgrade(stream, &plan.host, ep.port, path, ep.transport.uses_tls(), t).await;
+        let out = ws::upgrade(
+            stream,
+            &plan.host,
+            ep.port,
+            path,
+            ep.transport.uses_tls(),
+            t,
+        )
+        .await;
         let ok = out.result.is_ok();
         chain.push(out.result);
         match out.socket.filter(|_| ok) {
@@ -248,7 +283,10 @@ async fn run_endpoint(
             http::probe(&mut s, &plan.host, ep.path.as_deref().unwrap_or("/"), t).await
         }
         // Profiles refuse WebSocket for non-MQTT endpoints; keep the chain honest anyway.
-        (_, Link::Ws(_)) => PhaseResult::skipped(protocol_phase(ep.protocol), "WebSocket transport is for MQTT only"),
+        (_, Link::Ws(_)) => PhaseResult::skipped(
+            protocol_phase(ep.protocol),
+            "WebSocket transport is for MQTT only",
+        ),
     };
     chain.push(result);
     chain.finish(ep)
@@ -323,7 +361,10 @@ impl Chain {
             planned.push(Phase::Websocket);
         }
         planned.push(protocol_phase(ep.protocol));
-        Chain { phases: Vec::new(), planned }
+        Chain {
+            phases: Vec::new(),
+            planned,
+        }
     }
 
     fn push(&mut self, r: PhaseResult) {
@@ -332,12 +373,16 @@ impl Chain {
 
     fn skip_rest(&mut self, reason: &str) {
         for p in self.planned.clone().into_iter().skip(self.phases.len()) {
-            self.phases.push(PhaseResult::skipped(p, format!("skipped: {reason}")));
+            self.phases
+                .push(PhaseResult::skipped(p, format!("skipped: {reason}")));
         }
     }
 
     fn finish(self, ep: &Endpoint) -> EndpointReport {
-        let failed = self.phases.iter().any(|p| p.status == crate::probe::Status::Failed);
+        let failed = self
+            .phases
+            .iter()
+            .any(|p| p.status == crate::probe::Status::Failed);
         let all_skipped_or_ok = !failed && self.phases.iter().all(|p| p.is_ok());
         EndpointReport {
             name: ep.name.clone(),

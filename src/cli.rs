@@ -192,7 +192,8 @@ pub struct ProfilesArgs {
 
 /// Parses a humantime duration ("30s", "5m", "1h 30m").
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 30s, 5m or 1h ({e})"))?;
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like 30s, 5m or 1h ({e})"))?;
     if d.is_zero() {
         return Err(format!("{s:?}: the duration must be above zero"));
     }

@@ -76,25 +76,45 @@ pub enum ConfigError {
 /// Builds the check plan from the arguments. Reads files (CA, certificates,
 /// connection string) and validates everything before any packet is sent.
 pub fn plan_check(args: &CheckArgs) -> Result<CheckPlan, ConfigError> {
-    let password_env = std::env::var("HUBPROBE_MQTT_PASSWORD").ok().filter(|p| !p.is_empty());
+    let password_env = std::env::var("HUBPROBE_MQTT_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
     plan_check_with(args, password_env)
 }
 
 /// [`plan_check`] with the password environment variable passed in (for tests).
-pub fn plan_check_with(args: &CheckArgs, password_env: Option<String>) -> Result<CheckPlan, ConfigError> {
-    let connection_string = load_connection_string(args.connection_string.as_deref(), args.connection_string_file.as_deref())?;
+pub fn plan_check_with(
+    args: &CheckArgs,
+    password_env: Option<String>,
+) -> Result<CheckPlan, ConfigError> {
+    let connection_string = load_connection_string(
+        args.connection_string.as_deref(),
+        args.connection_string_file.as_deref(),
+    )?;
     let sas_token = args.sas_token.as_deref().filter(|t| !t.trim().is_empty());
-    let given = [connection_string.is_some(), sas_token.is_some(), args.username.is_some()];
+    let given = [
+        connection_string.is_some(),
+        sas_token.is_some(),
+        args.username.is_some(),
+    ];
     if given.iter().filter(|g| **g).count() > 1 {
         return Err(ConfigError::ConflictingCredentials);
     }
 
     // Host: explicit, else the connection string's gateway or hub, else the token's resource.
-    let parsed_token = sas_token.map(parse_sas_token).transpose().map_err(ConfigError::SasToken)?;
-    let cs_host = connection_string
+    let parsed_token = sas_token
+        .map(parse_sas_token)
+        .transpose()
+        .map_err(ConfigError::SasToken)?;
+    let cs_host = connection_string.as_ref().map(|cs| {
+        cs.gateway_host_name
+            .clone()
+            .unwrap_or_else(|| cs.host_name.clone())
+    });
+    let token_host = parsed_token
         .as_ref()
-        .map(|cs| cs.gateway_host_name.clone().unwrap_or_else(|| cs.host_name.clone()));
-    let token_host = parsed_token.as_ref().and_then(|t| host_of(&t.resource)).map(str::to_string);
+        .and_then(|t| host_of(&t.resource))
+        .map(str::to_string);
     let host = args
         .host
         .clone()
@@ -116,8 +136,15 @@ pub fn plan_check_with(args: &CheckArgs, password_env: Option<String>) -> Result
 
     // Port overrides, then endpoint selection.
     for spec in &args.ports {
-        let (name, port) = spec.split_once('=').ok_or_else(|| ConfigError::BadPort(spec.clone()))?;
-        let port: u16 = port.trim().parse().ok().filter(|p| *p > 0).ok_or_else(|| ConfigError::BadPort(spec.clone()))?;
+        let (name, port) = spec
+            .split_once('=')
+            .ok_or_else(|| ConfigError::BadPort(spec.clone()))?;
+        let port: u16 = port
+            .trim()
+            .parse()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| ConfigError::BadPort(spec.clone()))?;
         let known = endpoint_names(&profile);
         let profile_name = profile.name.clone();
         let ep = profile
@@ -138,24 +165,37 @@ pub fn plan_check_with(args: &CheckArgs, password_env: Option<String>) -> Result
         let mut chosen = Vec::new();
         for name in &args.endpoints {
             let name = name.trim();
-            let ep = profile.endpoint(name).ok_or_else(|| ConfigError::UnknownEndpoint {
-                option: "--endpoint",
-                name: name.to_string(),
-                profile: profile.name.clone(),
-                known: endpoint_names(&profile),
-            })?;
-            if !chosen.iter().any(|e: &crate::profile::Endpoint| e.name == ep.name) {
+            let ep = profile
+                .endpoint(name)
+                .ok_or_else(|| ConfigError::UnknownEndpoint {
+                    option: "--endpoint",
+                    name: name.to_string(),
+                    profile: profile.name.clone(),
+                    known: endpoint_names(&profile),
+                })?;
+            if !chosen
+                .iter()
+                .any(|e: &crate::profile::Endpoint| e.name == ep.name)
+            {
                 chosen.push(ep.clone());
             }
         }
         chosen
     };
 
-    let dns_server = args.dns_server.as_deref().map(parse_dns_server).transpose()?;
+    let dns_server = args
+        .dns_server
+        .as_deref()
+        .map(parse_dns_server)
+        .transpose()?;
     let source_ip = args
         .source_ip
         .as_deref()
-        .map(|s| s.trim().parse::<IpAddr>().map_err(|_| ConfigError::BadSourceIp(s.to_string())))
+        .map(|s| {
+            s.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| ConfigError::BadSourceIp(s.to_string()))
+        })
         .transpose()?;
 
     let trust_source = match args.trust {
@@ -178,7 +218,9 @@ pub fn plan_check_with(args: &CheckArgs, password_env: Option<String>) -> Result
                 ttl: args.sas_ttl,
                 expiry: args.sas_expiry,
             },
-            None => Credentials::X509 { device_id: cs.device_id },
+            None => Credentials::X509 {
+                device_id: cs.device_id,
+            },
         }
     } else if let (Some(token), Some(parsed)) = (sas_token, parsed_token.as_ref()) {
         let device_id = args
@@ -186,7 +228,10 @@ pub fn plan_check_with(args: &CheckArgs, password_env: Option<String>) -> Result
             .clone()
             .or_else(|| device_id_of(&parsed.resource).map(str::to_string))
             .unwrap_or_default();
-        Credentials::SasToken { device_id, token: Secret::new(token.trim()) }
+        Credentials::SasToken {
+            device_id,
+            token: Secret::new(token.trim()),
+        }
     } else if let Some(username) = &args.username {
         let password = match &args.password_file {
             Some(path) => Some(read_secret_file(path, "password file")?),
@@ -198,7 +243,11 @@ pub fn plan_check_with(args: &CheckArgs, password_env: Option<String>) -> Result
             password: Secret::new(password.unwrap_or_default()),
         }
     } else if let Some(identity) = &client_identity {
-        let device_id = args.device_id.clone().or_else(|| common_name(identity.subject())).unwrap_or_default();
+        let device_id = args
+            .device_id
+            .clone()
+            .or_else(|| common_name(identity.subject()))
+            .unwrap_or_default();
         Credentials::X509 { device_id }
     } else {
         Credentials::None
@@ -228,27 +277,43 @@ pub fn plan_check_with(args: &CheckArgs, password_env: Option<String>) -> Result
 }
 
 /// Reads the connection string from the option/environment or a file.
-pub fn load_connection_string(value: Option<&str>, file: Option<&Path>) -> Result<Option<ConnectionString>, ConfigError> {
+pub fn load_connection_string(
+    value: Option<&str>,
+    file: Option<&Path>,
+) -> Result<Option<ConnectionString>, ConfigError> {
     let text = match (value, file) {
         (_, Some(path)) => Some(read_secret_file(path, "connection string file")?),
         (Some(v), None) if !v.trim().is_empty() => Some(v.to_string()),
         _ => None,
     };
-    text.map(|t| t.parse::<ConnectionString>().map_err(ConfigError::from)).transpose()
+    text.map(|t| t.parse::<ConnectionString>().map_err(ConfigError::from))
+        .transpose()
 }
 
 fn read_secret_file(path: &Path, what: &'static str) -> Result<String, ConfigError> {
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_string())
-        .map_err(|source| ConfigError::Read { what, path: path.to_path_buf(), source })
+        .map_err(|source| ConfigError::Read {
+            what,
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 fn endpoint_names(p: &Profile) -> String {
-    p.endpoints.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(", ")
+    p.endpoints
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn normalize_host(host: &str) -> Result<String, ConfigError> {
-    let h = host.trim().trim_start_matches('[').trim_end_matches(']').trim_end_matches('.');
+    let h = host
+        .trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.');
     if h.parse::<IpAddr>().is_ok() {
         return Ok(h.to_string());
     }
@@ -257,7 +322,9 @@ fn normalize_host(host: &str) -> Result<String, ConfigError> {
         && h.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         });
     if !valid {
         return Err(ConfigError::BadHost(host.to_string()));
@@ -291,16 +358,31 @@ mod tests {
 
     #[test]
     fn dns_server_forms() {
-        assert_eq!(parse_dns_server("127.0.0.1").unwrap(), "127.0.0.1:53".parse().unwrap());
-        assert_eq!(parse_dns_server("127.0.0.1:5353").unwrap(), "127.0.0.1:5353".parse().unwrap());
-        assert_eq!(parse_dns_server("::1").unwrap(), "[::1]:53".parse().unwrap());
-        assert_eq!(parse_dns_server("[::1]:5353").unwrap(), "[::1]:5353".parse().unwrap());
+        assert_eq!(
+            parse_dns_server("127.0.0.1").unwrap(),
+            "127.0.0.1:53".parse().unwrap()
+        );
+        assert_eq!(
+            parse_dns_server("127.0.0.1:5353").unwrap(),
+            "127.0.0.1:5353".parse().unwrap()
+        );
+        assert_eq!(
+            parse_dns_server("::1").unwrap(),
+            "[::1]:53".parse().unwrap()
+        );
+        assert_eq!(
+            parse_dns_server("[::1]:5353").unwrap(),
+            "[::1]:5353".parse().unwrap()
+        );
         assert!(parse_dns_server("dns.example").is_err());
     }
 
     #[test]
     fn hosts() {
-        assert_eq!(normalize_host("MyHub.Azure-Devices.net.").unwrap(), "myhub.azure-devices.net");
+        assert_eq!(
+            normalize_host("MyHub.Azure-Devices.net.").unwrap(),
+            "myhub.azure-devices.net"
+        );
         assert_eq!(normalize_host("[::1]").unwrap(), "::1");
         assert!(normalize_host("bad host").is_err());
         assert!(normalize_host("a..b").is_err());

@@ -149,7 +149,8 @@ pub struct Explanation {
     pub iothub_error: Option<&'static str>,
 }
 
-const E404104: Option<&str> = Some("404104 DeviceConnectionClosedRemotely (cause: the network path)");
+const E404104: Option<&str> =
+    Some("404104 DeviceConnectionClosedRemotely (cause: the network path)");
 const E401003: Option<&str> = Some("401003 IoTHubUnauthorized");
 
 /// The meaning and hint of a failure class.
@@ -200,7 +201,11 @@ pub fn explain(class: FailureClass) -> Explanation {
         HttpProtocolError => ("the answer is not HTTP", "something other than a web server answers on this port", None),
         HttpServerError => ("the server answered with a 5xx error", "a hub-side or proxy error; retry later and check the hub's health", Some("500xxx (hub-side errors)")),
     };
-    Explanation { meaning, hint, iothub_error }
+    Explanation {
+        meaning,
+        hint,
+        iothub_error,
+    }
 }
 
 /// How serious a finding is.
@@ -260,7 +265,10 @@ pub fn findings(endpoints: &[crate::report::EndpointReport], ctx: &Context<'_>) 
     let all_failed = !endpoints.is_empty() && endpoints.iter().all(|e| e.failed_phase().is_some());
 
     // 1. One finding per failure class, naming every endpoint it hit.
-    let mut by_class: std::collections::BTreeMap<FailureClass, Vec<&crate::report::EndpointReport>> = Default::default();
+    let mut by_class: std::collections::BTreeMap<
+        FailureClass,
+        Vec<&crate::report::EndpointReport>,
+    > = Default::default();
     for e in endpoints {
         if let Some(p) = e.failed_phase() {
             if let Some(c) = p.class {
@@ -270,7 +278,10 @@ pub fn findings(endpoints: &[crate::report::EndpointReport], ctx: &Context<'_>) 
     }
     for (class, eps) in &by_class {
         let ex = explain(*class);
-        let first = eps[0].failed_phase().and_then(|p| p.message.clone()).unwrap_or_default();
+        let first = eps[0]
+            .failed_phase()
+            .and_then(|p| p.message.clone())
+            .unwrap_or_default();
         let mut hint = ex.hint.to_string();
         if *class == FailureClass::TlsUnknownCa && !ctx.profile.trust.expected_anchors.is_empty() {
             hint.push_str(&format!(
@@ -279,12 +290,19 @@ pub fn findings(endpoints: &[crate::report::EndpointReport], ctx: &Context<'_>) 
                 ctx.profile.trust.expected_anchors.join(", ")
             ));
             if !ctx.profile.trust.legacy_anchors.is_empty() {
-                hint.push_str(&format!(" (legacy: {})", ctx.profile.trust.legacy_anchors.join(", ")));
+                hint.push_str(&format!(
+                    " (legacy: {})",
+                    ctx.profile.trust.legacy_anchors.join(", ")
+                ));
             }
         }
         out.push(Finding {
             code: class.id().to_string(),
-            severity: if all_failed { Severity::Critical } else { Severity::Warning },
+            severity: if all_failed {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            },
             class: Some(*class),
             endpoints: eps.iter().map(|e| e.name.clone()).collect(),
             summary: format!("{}: {first}", ex.meaning),
@@ -310,7 +328,9 @@ pub fn findings(endpoints: &[crate::report::EndpointReport], ctx: &Context<'_>) 
         .filter(|e| e.protocol == Protocol::Mqtt && e.failed_phase().is_none())
         .collect();
     for e in endpoints.iter().filter(|e| e.protocol == Protocol::Mqtt) {
-        let Some(class) = e.failed_phase().and_then(|p| p.class) else { continue };
+        let Some(class) = e.failed_phase().and_then(|p| p.class) else {
+            continue;
+        };
         if !path_blocked(class) {
             continue;
         }
@@ -329,8 +349,14 @@ pub fn findings(endpoints: &[crate::report::EndpointReport], ctx: &Context<'_>) 
                 severity: Severity::Warning,
                 class: Some(class),
                 endpoints: vec![e.name.clone(), alt.name.clone()],
-                summary: format!("port {} ({}) is blocked ({class}) but {} on port {} works", e.port, e.name, alt.name, alt.port),
-                hint: format!("use {how} (port {}), or open port {} outbound on the firewall", alt.port, e.port),
+                summary: format!(
+                    "port {} ({}) is blocked ({class}) but {} on port {} works",
+                    e.port, e.name, alt.name, alt.port
+                ),
+                hint: format!(
+                    "use {how} (port {}), or open port {} outbound on the firewall",
+                    alt.port, e.port
+                ),
                 iothub_error: None,
             });
         }
@@ -339,7 +365,11 @@ pub fn findings(endpoints: &[crate::report::EndpointReport], ctx: &Context<'_>) 
     // 3. Evidence on working phases: trust anchors, expiry, clock, address families, auth.
     let mut seen_anchor = std::collections::BTreeSet::new();
     for e in endpoints {
-        if let Some(tls) = e.phase(Phase::Tls).filter(|p| p.is_ok()).and_then(|p| p.evidence.as_ref()) {
+        if let Some(tls) = e
+            .phase(Phase::Tls)
+            .filter(|p| p.is_ok())
+            .and_then(|p| p.evidence.as_ref())
+        {
             if let Some(days) = tls.get("leaf_days_left").and_then(|v| v.as_f64()) {
                 if days < LEAF_EXPIRY_WARNING_DAYS {
                     out.push(Finding {
@@ -355,9 +385,19 @@ pub fn findings(endpoints: &[crate::report::EndpointReport], ctx: &Context<'_>) 
             }
             let anchor = tls.get("trust_anchor").filter(|a| !a.is_null());
             if let Some(anchor) = anchor {
-                let name = anchor.get("name").and_then(|v| v.as_str()).unwrap_or("?").to_string();
-                let legacy = anchor.get("legacy").and_then(|v| v.as_bool()).unwrap_or(false);
-                let expected = anchor.get("expected").and_then(|v| v.as_bool()).unwrap_or(false);
+                let name = anchor
+                    .get("name")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("?")
+                    .to_string();
+                let legacy = anchor
+                    .get("legacy")
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false);
+                let expected = anchor
+                    .get("expected")
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false);
                 if !seen_anchor.insert(name.clone()) {
                     continue;
                 }
@@ -410,7 +450,11 @@ pub fn findings(endpoints: &[crate::report::EndpointReport], ctx: &Context<'_>) 
                 });
             }
         }
-        if let Some(tcp) = e.phase(Phase::Tcp).filter(|p| p.is_ok()).and_then(|p| p.evidence.as_ref()) {
+        if let Some(tcp) = e
+            .phase(Phase::Tcp)
+            .filter(|p| p.is_ok())
+            .and_then(|p| p.evidence.as_ref())
+        {
             let failed: Vec<String> = tcp
                 .get("attempts")
                 .and_then(|a| a.as_array())
@@ -482,7 +526,8 @@ pub fn findings(endpoints: &[crate::report::EndpointReport], ctx: &Context<'_>) 
                 class: None,
                 endpoints: vec![],
                 summary: format!("the SAS token expires in {} s", sas.expires_in_s),
-                hint: "the hub closes the connection when the token expires; renew it earlier".into(),
+                hint: "the hub closes the connection when the token expires; renew it earlier"
+                    .into(),
                 iothub_error: E404104.map(str::to_string),
             });
         }
@@ -507,7 +552,10 @@ pub fn findings(endpoints: &[crate::report::EndpointReport], ctx: &Context<'_>) 
 }
 
 /// The overall verdict from the endpoints and findings.
-pub fn verdict(endpoints: &[crate::report::EndpointReport], findings: &[Finding]) -> crate::report::Verdict {
+pub fn verdict(
+    endpoints: &[crate::report::EndpointReport],
+    findings: &[Finding],
+) -> crate::report::Verdict {
     use crate::report::Verdict;
     if endpoints.is_empty() {
         return Verdict::Unknown;
@@ -553,12 +601,32 @@ mod tests {
     #[test]
     fn the_classes_the_issue_names_exist() {
         for id in [
-            "dns.nxdomain", "dns.servfail", "dns.refused", "dns.no_records", "dns.timeout", "dns.no_nameservers",
-            "tcp.refused", "tcp.timeout", "tcp.unreachable", "tcp.reset", "tcp.permission",
-            "tls.unknown_ca", "tls.expired", "tls.not_yet_valid", "tls.hostname_mismatch", "tls.protocol_version",
-            "tls.handshake_failure", "tls.closed", "tls.timeout",
-            "mqtt.bad_credentials", "mqtt.not_authorized", "mqtt.identifier_rejected", "mqtt.server_unavailable",
-            "mqtt.protocol_version", "mqtt.timeout", "mqtt.closed",
+            "dns.nxdomain",
+            "dns.servfail",
+            "dns.refused",
+            "dns.no_records",
+            "dns.timeout",
+            "dns.no_nameservers",
+            "tcp.refused",
+            "tcp.timeout",
+            "tcp.unreachable",
+            "tcp.reset",
+            "tcp.permission",
+            "tls.unknown_ca",
+            "tls.expired",
+            "tls.not_yet_valid",
+            "tls.hostname_mismatch",
+            "tls.protocol_version",
+            "tls.handshake_failure",
+            "tls.closed",
+            "tls.timeout",
+            "mqtt.bad_credentials",
+            "mqtt.not_authorized",
+            "mqtt.identifier_rejected",
+            "mqtt.server_unavailable",
+            "mqtt.protocol_version",
+            "mqtt.timeout",
+            "mqtt.closed",
         ] {
             assert!(FailureClass::from_id(id).is_some(), "{id}");
         }
@@ -566,9 +634,20 @@ mod tests {
 
     #[test]
     fn iothub_errors_where_they_apply() {
-        assert!(explain(FailureClass::MqttBadCredentials).iothub_error.unwrap().starts_with("401003"));
-        assert!(explain(FailureClass::TcpTimeout).iothub_error.unwrap().starts_with("404104"));
-        assert!(explain(FailureClass::MqttServerUnavailable).iothub_error.unwrap().starts_with("500"));
-        assert!(explain(FailureClass::TlsNotYetValid).hint.contains("clock is behind"));
+        assert!(explain(FailureClass::MqttBadCredentials)
+            .iothub_error
+            .unwrap()
+            .starts_with("401003"));
+        assert!(explain(FailureClass::TcpTimeout)
+            .iothub_error
+            .unwrap()
+            .starts_with("404104"));
+        assert!(explain(FailureClass::MqttServerUnavailable)
+            .iothub_error
+            .unwrap()
+            .starts_with("500"));
+        assert!(explain(FailureClass::TlsNotYetValid)
+            .hint
+            .contains("clock is behind"));
     }
 }

@@ -39,15 +39,27 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Logs go to stderr, filtered by RUST_LOG (off by default). No log line carries a
-/// secret: credentials are wrapped in `Secret`, whose Debug is redacted.
+/// secret: credentials are wrapped in `Secret`, whose Debug is redacted, and the
+/// WebSocket library's frame dumps (debug/trace, which would show the MQTT CONNECT
+/// with its SAS token) are dropped whatever RUST_LOG asks for.
 fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let no_payload_dumps = tracing_subscriber::filter::filter_fn(|meta| {
+        let payload_dumper = meta.target().starts_with("tungstenite")
+            || meta.target().starts_with("tokio_tungstenite");
+        !(payload_dumper && *meta.level() > tracing::Level::INFO)
+    });
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .try_init();
+        .with_filter(no_payload_dumps)
+        .with_filter(filter);
+    let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -65,7 +77,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let plan = hubprobe::config::plan_check(args)?;
     // Find out now, not after the probes, whether the report can be written.
-    let pending = args.report_file.as_deref().map(PendingFile::create).transpose()?;
+    let pending = args
+        .report_file
+        .as_deref()
+        .map(PendingFile::create)
+        .transpose()?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -81,8 +97,13 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     match args.output {
         OutputFormat::Json => print_stdout(&format!("{json}\n"))?,
         OutputFormat::Text => {
-            let color = !args.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
-            let opts = text::TextOptions { color, verbose: args.verbose };
+            let color = !args.no_color
+                && std::env::var_os("NO_COLOR").is_none()
+                && std::io::stdout().is_terminal();
+            let opts = text::TextOptions {
+                color,
+                verbose: args.verbose,
+            };
             print_stdout(&text::render(&report, opts))?;
         }
     }
@@ -103,7 +124,10 @@ fn sas_token(args: &SasTokenArgs) -> anyhow::Result<ExitCode> {
     let expiry = match args.expiry {
         Some(e) => e,
         None => {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
             now + args.ttl.as_secs()
         }
     };
@@ -120,8 +144,17 @@ fn profiles(args: &ProfilesArgs) -> anyhow::Result<ExitCode> {
             let mut out = String::new();
             for name in builtin_names() {
                 let p = Profile::load(name)?;
-                let eps: Vec<String> = p.endpoints.iter().map(|e| format!("{}:{}", e.name, e.port)).collect();
-                out.push_str(&format!("{:<14} {} ({})\n", p.name, p.description, eps.join(", ")));
+                let eps: Vec<String> = p
+                    .endpoints
+                    .iter()
+                    .map(|e| format!("{}:{}", e.name, e.port))
+                    .collect();
+                out.push_str(&format!(
+                    "{:<14} {} ({})\n",
+                    p.name,
+                    p.description,
+                    eps.join(", ")
+                ));
             }
             print_stdout(&out)?;
         }
@@ -162,13 +195,21 @@ impl PendingFile {
         let name = target
             .file_name()
             .with_context(|| format!("--report-file {}: not a file name", target.display()))?;
-        let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&tmp)
             .with_context(|| format!("cannot write the report in {}", dir.display()))?;
-        Ok(PendingFile { tmp, target: target.to_path_buf(), file })
+        Ok(PendingFile {
+            tmp,
+            target: target.to_path_buf(),
+            file,
+        })
     }
 
     fn commit(mut self, data: &[u8]) -> anyhow::Result<()> {
@@ -180,7 +221,8 @@ impl PendingFile {
             .and_then(|_| std::fs::rename(&self.tmp, &self.target));
         if let Err(e) = result {
             let _ = std::fs::remove_file(&self.tmp);
-            return Err(e).with_context(|| format!("cannot write the report to {}", self.target.display()));
+            return Err(e)
+                .with_context(|| format!("cannot write the report to {}", self.target.display()));
         }
         Ok(())
     }

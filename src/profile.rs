@@ -123,7 +123,11 @@ pub struct MqttSettings {
     #[serde(with = "humantime_serde_compat")]
     pub keepalive: Duration,
     /// Smallest keep-alive the hub accepts.
-    #[serde(default, with = "humantime_serde_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub keepalive_min: Option<Duration>,
     /// Largest useful keep-alive.
     #[serde(with = "humantime_serde_compat")]
@@ -201,11 +205,10 @@ impl Profile {
             origin: origin.to_string(),
             message: e.to_string().trim().replace('\n', " "),
         })?;
-        p.validate()
-            .map_err(|message| ProfileError::Invalid {
-                origin: origin.to_string(),
-                message,
-            })?;
+        p.validate().map_err(|message| ProfileError::Invalid {
+            origin: origin.to_string(),
+            message,
+        })?;
         Ok(p)
     }
 
@@ -218,8 +221,16 @@ impl Profile {
         }
         let mut seen = std::collections::HashSet::new();
         for e in &self.endpoints {
-            if e.name.is_empty() || !e.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(format!("endpoint name {:?} must be letters, digits, '-' or '_'", e.name));
+            if e.name.is_empty()
+                || !e
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(format!(
+                    "endpoint name {:?} must be letters, digits, '-' or '_'",
+                    e.name
+                ));
             }
             if !seen.insert(e.name.as_str()) {
                 return Err(format!("endpoint {:?} appears twice", e.name));
@@ -233,7 +244,10 @@ impl Profile {
                 }
             }
             if e.transport.uses_websocket() && e.protocol != Protocol::Mqtt {
-                return Err(format!("endpoint {:?}: WebSocket transport is for MQTT only", e.name));
+                return Err(format!(
+                    "endpoint {:?}: WebSocket transport is for MQTT only",
+                    e.name
+                ));
             }
         }
         let m = &self.mqtt;
@@ -269,8 +283,11 @@ mod humantime_serde_compat {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration like \"30s\" or \"4m\": {e}")))
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration like \"30s\" or \"4m\": {e}"
+            ))
+        })
     }
 }
 
@@ -312,11 +329,22 @@ mod tests {
         assert_eq!(names, ["mqtt-tls", "mqtt-ws", "amqps", "https"]);
         assert_eq!(p.endpoint("mqtt-tls").unwrap().port, 8883);
         let ws = p.endpoint("mqtt-ws").unwrap();
-        assert_eq!((ws.port, ws.path.as_deref()), (443, Some("/$iothub/websocket")));
+        assert_eq!(
+            (ws.port, ws.path.as_deref()),
+            (443, Some("/$iothub/websocket"))
+        );
         assert_eq!(p.endpoint("amqps").unwrap().port, 5671);
         assert_eq!(p.mqtt.keepalive_max, Duration::from_secs(1177));
-        assert!(p.trust.expected_anchors.iter().any(|a| a == "DigiCert Global Root G2"));
-        assert!(p.trust.legacy_anchors.iter().any(|a| a == "Baltimore CyberTrust Root"));
+        assert!(p
+            .trust
+            .expected_anchors
+            .iter()
+            .any(|a| a == "DigiCert Global Root G2"));
+        assert!(p
+            .trust
+            .legacy_anchors
+            .iter()
+            .any(|a| a == "Baltimore CyberTrust Root"));
     }
 
     #[test]
@@ -327,13 +355,23 @@ mod tests {
         assert_eq!(alpn.alpn, ["x-amzn-mqtt-ca"]);
         assert_eq!(p.mqtt.keepalive_min, Some(Duration::from_secs(30)));
         assert_eq!(p.mqtt.keepalive_max, Duration::from_secs(1200));
-        assert!(p.trust.expected_anchors.iter().any(|a| a == "Amazon Root CA 1"));
+        assert!(p
+            .trust
+            .expected_anchors
+            .iter()
+            .any(|a| a == "Amazon Root CA 1"));
     }
 
     #[test]
     fn host_suffix_selects_profile() {
-        assert_eq!(Profile::for_host("myhub.azure-devices.net").name, "azure-iot-hub");
-        assert_eq!(Profile::for_host("abc-ats.iot.eu-west-1.amazonaws.com").name, "aws-iot-core");
+        assert_eq!(
+            Profile::for_host("myhub.azure-devices.net").name,
+            "azure-iot-hub"
+        );
+        assert_eq!(
+            Profile::for_host("abc-ats.iot.eu-west-1.amazonaws.com").name,
+            "aws-iot-core"
+        );
         assert_eq!(Profile::for_host("broker.example.test").name, "mqtt-broker");
     }
 
@@ -342,7 +380,10 @@ mod tests {
         let base = include_str!("../probes/mqtt-broker.toml");
         let typo = base.replace("keepalive_max", "keepalive_maxx");
         let err = Profile::parse(&typo, "typo.toml").unwrap_err().to_string();
-        assert!(err.contains("typo.toml") && err.contains("keepalive_max"), "{err}");
+        assert!(
+            err.contains("typo.toml") && err.contains("keepalive_max"),
+            "{err}"
+        );
 
         let bad = base.replace("\"60s\"", "\"sixty\"");
         let err = Profile::parse(&bad, "bad.toml").unwrap_err().to_string();
@@ -352,7 +393,13 @@ mod tests {
         let err = Profile::parse(&dup, "dup.toml").unwrap_err().to_string();
         assert!(err.contains("appears twice"), "{err}");
 
-        assert!(matches!(Profile::load("no-such-profile"), Err(ProfileError::Unknown(_))));
-        assert!(matches!(Profile::load("/nonexistent/p.toml"), Err(ProfileError::Read { .. })));
+        assert!(matches!(
+            Profile::load("no-such-profile"),
+            Err(ProfileError::Unknown(_))
+        ));
+        assert!(matches!(
+            Profile::load("/nonexistent/p.toml"),
+            Err(ProfileError::Read { .. })
+        ));
     }
 }

@@ -101,9 +101,19 @@ fn strs(v: &[String]) -> Vec<&str> {
 fn all_phases_ok_with_the_device_key_over_tls_and_websocket() {
     let lab = Lab::start();
     let mut args = lab.args();
-    args.extend([HUB_HOST.into(), "--sas-expiry".into(), EXPIRY.to_string(), "-o".into(), "json".into()]);
+    args.extend([
+        HUB_HOST.into(),
+        "--sas-expiry".into(),
+        EXPIRY.to_string(),
+        "-o".into(),
+        "json".into(),
+    ]);
     let cs = connection_string("dev1");
-    let out = run_with_env(&strs(&args), &[("IOTHUB_DEVICE_CONNECTION_STRING", &cs)], Duration::from_secs(60));
+    let out = run_with_env(
+        &strs(&args),
+        &[("IOTHUB_DEVICE_CONNECTION_STRING", &cs)],
+        Duration::from_secs(60),
+    );
     let report = out.report();
     assert_eq!(out.code, 0, "{}", out.all_output());
     assert_eq!(report["schema"], "hubprobe.report/1");
@@ -139,7 +149,10 @@ fn all_phases_ok_with_the_device_key_over_tls_and_websocket() {
     let tls = &phase(&report, "mqtt-tls", "tls")["evidence"];
     assert_eq!(tls["trust_anchor"]["name"], TEST_CA_CN);
     assert_eq!(tls["trust_anchor"]["expected"], true);
-    assert!(tls["trust_anchor"]["origin"].as_str().unwrap().starts_with("ca-file"));
+    assert!(tls["trust_anchor"]["origin"]
+        .as_str()
+        .unwrap()
+        .starts_with("ca-file"));
     assert_eq!(tls["chain"][0]["sans"][0], HUB_HOST);
     assert!(tls["leaf_days_left"].as_f64().unwrap() > 365.0);
     assert!(tls["version"].as_str().unwrap().starts_with("TLSv1."));
@@ -152,18 +165,39 @@ fn all_phases_ok_with_the_device_key_over_tls_and_websocket() {
         assert_eq!(mqtt["ping_rtts_ms"].as_array().unwrap().len(), 3);
         assert_eq!(mqtt["disconnect_sent"], true);
     }
-    assert_eq!(phase(&report, "mqtt-ws", "websocket")["evidence"]["status"], 101);
-    assert_eq!(phase(&report, "mqtt-ws", "websocket")["evidence"]["subprotocol"], "mqtt");
-    assert_eq!(phase(&report, "amqps", "amqp")["evidence"]["received"], "AMQP 3 1.0.0");
+    assert_eq!(
+        phase(&report, "mqtt-ws", "websocket")["evidence"]["status"],
+        101
+    );
+    assert_eq!(
+        phase(&report, "mqtt-ws", "websocket")["evidence"]["subprotocol"],
+        "mqtt"
+    );
+    assert_eq!(
+        phase(&report, "amqps", "amqp")["evidence"]["received"],
+        "AMQP 3 1.0.0"
+    );
     let http = &phase(&report, "https", "http")["evidence"];
     assert_eq!(http["status"], 404);
     assert!(http["clock_offset_s"].as_f64().unwrap().abs() < 5.0);
 
     // The token's lifetime is reported, never the token.
-    assert_eq!(report["target"]["sas_token"]["resource"], format!("{HUB_HOST}/devices/dev1"));
-    assert!(finding(&report, "sas_token_lifetime").is_none(), "a token valid until 2100 causes no periodic reconnect");
+    assert_eq!(
+        report["target"]["sas_token"]["resource"],
+        format!("{HUB_HOST}/devices/dev1")
+    );
+    assert!(
+        finding(&report, "sas_token_lifetime").is_none(),
+        "a token valid until 2100 causes no periodic reconnect"
+    );
     let token = lab_token("dev1");
-    let sig = token.split("sig=").nth(1).unwrap().split('&').next().unwrap();
+    let sig = token
+        .split("sig=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
     assert!(!out.all_output().contains(sig));
     assert!(!out.all_output().contains(DEVICE_KEY));
 }
@@ -172,18 +206,28 @@ fn all_phases_ok_with_the_device_key_over_tls_and_websocket() {
 fn text_output_shows_every_phase_with_marks_and_times() {
     let lab = Lab::start();
     let mut args = lab.args();
-    args.extend([HUB_HOST.into(), "--endpoint".into(), "mqtt-tls,mqtt-ws".into()]);
+    args.extend([
+        HUB_HOST.into(),
+        "--endpoint".into(),
+        "mqtt-tls,mqtt-ws".into(),
+    ]);
     let out = run(&strs(&args));
     assert_eq!(out.code, 0, "{}", out.all_output());
     let lines: Vec<&str> = out.stdout.lines().collect();
     for ph in ["dns", "tcp", "tls", "websocket", "mqtt"] {
         assert!(
-            lines.iter().any(|l| l.trim_start().starts_with(&format!("✓ {ph}")) && l.contains(" ms")),
+            lines
+                .iter()
+                .any(|l| l.trim_start().starts_with(&format!("✓ {ph}")) && l.contains(" ms")),
             "no ✓ line for {ph}:\n{}",
             out.stdout
         );
     }
-    assert!(out.stdout.contains("reachable, authentication not tested"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("reachable, authentication not tested"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("verdict: OK"));
     assert!(!out.stdout.contains("\x1b["), "NO_COLOR is set: no colour");
 }
@@ -192,14 +236,30 @@ fn text_output_shows_every_phase_with_marks_and_times() {
 fn wrong_key_is_refused_and_explained() {
     let lab = Lab::start();
     let mut args = lab.args();
-    args.extend([HUB_HOST.into(), "--endpoint".into(), "mqtt-tls,mqtt-ws".into(), "-o".into(), "json".into()]);
+    args.extend([
+        HUB_HOST.into(),
+        "--endpoint".into(),
+        "mqtt-tls,mqtt-ws".into(),
+        "-o".into(),
+        "json".into(),
+    ]);
     let wrong = "HostName=hub.hubprobe.test;DeviceId=dev1;SharedAccessKey=d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXk=";
-    let out = run_with_env(&strs(&args), &[("IOTHUB_DEVICE_CONNECTION_STRING", wrong)], Duration::from_secs(60));
+    let out = run_with_env(
+        &strs(&args),
+        &[("IOTHUB_DEVICE_CONNECTION_STRING", wrong)],
+        Duration::from_secs(60),
+    );
     let report = out.report();
     assert_eq!(out.code, 2, "{}", out.all_output());
     // mosquitto answers a bad password with CONNACK 5.
-    assert_eq!(outcome(&report, "mqtt-tls", "mqtt"), ("failed".into(), "mqtt.not_authorized".into()));
-    assert_eq!(outcome(&report, "mqtt-ws", "mqtt"), ("failed".into(), "mqtt.not_authorized".into()));
+    assert_eq!(
+        outcome(&report, "mqtt-tls", "mqtt"),
+        ("failed".into(), "mqtt.not_authorized".into())
+    );
+    assert_eq!(
+        outcome(&report, "mqtt-ws", "mqtt"),
+        ("failed".into(), "mqtt.not_authorized".into())
+    );
     let f = finding(&report, "mqtt.not_authorized").expect("finding");
     assert_eq!(f["severity"], "critical");
     assert!(f["iothub_error"].as_str().unwrap().starts_with("401003"));
@@ -212,7 +272,13 @@ fn wrong_key_is_refused_and_explained() {
 fn no_credentials_proves_reachability_without_testing_auth() {
     let lab = Lab::start();
     let mut args = lab.args();
-    args.extend([HUB_HOST.into(), "--endpoint".into(), "mqtt-tls".into(), "-o".into(), "json".into()]);
+    args.extend([
+        HUB_HOST.into(),
+        "--endpoint".into(),
+        "mqtt-tls".into(),
+        "-o".into(),
+        "json".into(),
+    ]);
     let out = run(&strs(&args));
     let report = out.report();
     assert_eq!(out.code, 0, "{}", out.all_output());
@@ -220,24 +286,54 @@ fn no_credentials_proves_reachability_without_testing_auth() {
     assert_eq!(mqtt["status"], "ok");
     assert_eq!(mqtt["evidence"]["auth_tested"], false);
     assert_eq!(mqtt["evidence"]["connack"]["code"], 5);
-    assert!(mqtt["evidence"]["note"].as_str().unwrap().contains("authentication not tested"));
-    assert!(mqtt["evidence"]["client_id"].as_str().unwrap().starts_with("hubprobe-"));
-    assert_eq!(finding(&report, "auth_not_tested").unwrap()["severity"], "info");
+    assert!(mqtt["evidence"]["note"]
+        .as_str()
+        .unwrap()
+        .contains("authentication not tested"));
+    assert!(mqtt["evidence"]["client_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("hubprobe-"));
+    assert_eq!(
+        finding(&report, "auth_not_tested").unwrap()["severity"],
+        "info"
+    );
 }
 
 #[test]
 fn ready_sas_token_is_accepted() {
     let lab = Lab::start();
     let mut args = lab.args();
-    args.extend([HUB_HOST.into(), "--endpoint".into(), "mqtt-tls".into(), "-o".into(), "json".into()]);
+    args.extend([
+        HUB_HOST.into(),
+        "--endpoint".into(),
+        "mqtt-tls".into(),
+        "-o".into(),
+        "json".into(),
+    ]);
     let token = lab_token("dev1");
-    let out = run_with_env(&strs(&args), &[("HUBPROBE_SAS_TOKEN", &token)], Duration::from_secs(60));
+    let out = run_with_env(
+        &strs(&args),
+        &[("HUBPROBE_SAS_TOKEN", &token)],
+        Duration::from_secs(60),
+    );
     let report = out.report();
     assert_eq!(out.code, 0, "{}", out.all_output());
     assert_eq!(report["target"]["auth"], "sas-token");
     assert_eq!(report["target"]["device_id"], "dev1");
-    assert_eq!(phase(&report, "mqtt-tls", "mqtt")["evidence"]["connack"]["code"], 0);
-    assert!(!out.all_output().contains(token.split("sig=").nth(1).unwrap().split('&').next().unwrap()));
+    assert_eq!(
+        phase(&report, "mqtt-tls", "mqtt")["evidence"]["connack"]["code"],
+        0
+    );
+    assert!(!out.all_output().contains(
+        token
+            .split("sig=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap()
+    ));
 }
 
 #[test]
@@ -277,10 +373,19 @@ fn x509_device_identity_is_accepted_and_required() {
     assert_eq!(report["target"]["device_id"], "dev1");
     let tls = &phase(&report, "mqtt-tls", "tls")["evidence"];
     assert_eq!(tls["client_certificate_requested"], true);
-    assert!(tls["client_certificate"]["subject"].as_str().unwrap().contains("dev1"));
-    assert_eq!(phase(&report, "mqtt-tls", "mqtt")["evidence"]["connack"]["code"], 0);
+    assert!(tls["client_certificate"]["subject"]
+        .as_str()
+        .unwrap()
+        .contains("dev1"));
+    assert_eq!(
+        phase(&report, "mqtt-tls", "mqtt")["evidence"]["connack"]["code"],
+        0
+    );
     let key_pem = std::fs::read_to_string(&certs.client.key_pem).unwrap();
-    let key_body: String = key_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let key_body: String = key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
     assert!(!out.all_output().contains(&key_body[..40]));
 
     // Without the certificate the broker refuses the handshake.
@@ -310,7 +415,11 @@ fn blocked_mqtt_port_with_working_websocket_recommends_websocket() {
         "--endpoint".into(),
         "mqtt-tls,mqtt-ws".into(),
         "--port".into(),
-        format!("mqtt-tls={},mqtt-ws={}", refused.port(), lab.broker.port("wss")),
+        format!(
+            "mqtt-tls={},mqtt-ws={}",
+            refused.port(),
+            lab.broker.port("wss")
+        ),
         "-o".into(),
         "json".into(),
     ];
@@ -318,11 +427,17 @@ fn blocked_mqtt_port_with_working_websocket_recommends_websocket() {
     let report = out.report();
     assert_eq!(out.code, 1, "{}", out.all_output());
     assert_eq!(report["verdict"], "warning");
-    assert_eq!(outcome(&report, "mqtt-tls", "tcp"), ("failed".into(), "tcp.refused".into()));
+    assert_eq!(
+        outcome(&report, "mqtt-tls", "tcp"),
+        ("failed".into(), "tcp.refused".into())
+    );
     assert_eq!(outcome(&report, "mqtt-tls", "tls").0, "skipped");
     assert_eq!(outcome(&report, "mqtt-tls", "mqtt").0, "skipped");
     let f = finding(&report, "port_blocked_use_alternative").expect("websocket recommendation");
-    assert!(f["hint"].as_str().unwrap().contains("MQTT over WebSocket"), "{f:#}");
+    assert!(
+        f["hint"].as_str().unwrap().contains("MQTT over WebSocket"),
+        "{f:#}"
+    );
 }
 
 #[test]
@@ -348,17 +463,116 @@ fn hub_name_from_the_connection_string_and_alias_cname() {
         "-o".into(),
         "json".into(),
     ];
-    let out = run_with_env(&strs(&args), &[("IOTHUB_DEVICE_CONNECTION_STRING", &connection_string("dev1"))], Duration::from_secs(60));
+    let out = run_with_env(
+        &strs(&args),
+        &[(
+            "IOTHUB_DEVICE_CONNECTION_STRING",
+            &connection_string("dev1"),
+        )],
+        Duration::from_secs(60),
+    );
     let report = out.report();
     assert_eq!(out.code, 0, "{}", out.all_output());
     assert_eq!(report["target"]["host"], HUB_HOST);
 
     let mut args = lab.args();
-    args.extend(["alias.hubprobe.test".into(), "--endpoint".into(), "mqtt-tls".into(), "-o".into(), "json".into()]);
+    args.extend([
+        "alias.hubprobe.test".into(),
+        "--endpoint".into(),
+        "mqtt-tls".into(),
+        "-o".into(),
+        "json".into(),
+    ]);
     let out = run(&strs(&args));
     let report = out.report();
     let dns = &phase(&report, "mqtt-tls", "dns")["evidence"];
     assert_eq!(dns["cname_chain"][0], HUB_HOST);
     // The certificate is for hub.hubprobe.test, not the alias.
-    assert_eq!(outcome(&report, "mqtt-tls", "tls"), ("failed".into(), "tls.hostname_mismatch".into()));
+    assert_eq!(
+        outcome(&report, "mqtt-tls", "tls"),
+        ("failed".into(), "tls.hostname_mismatch".into())
+    );
+}
+
+#[test]
+fn secrets_never_appear_in_any_output_or_log() {
+    let lab = Lab::start();
+    let token = lab_token("dev1");
+    let sig_encoded = token
+        .split("sig=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_string();
+    let sig_decoded = sig_encoded
+        .replace("%2B", "+")
+        .replace("%2F", "/")
+        .replace("%3D", "=");
+    let forbidden = [
+        DEVICE_KEY.to_string(),
+        sig_encoded,
+        sig_decoded,
+        "sig=".to_string(),
+    ];
+    let cs = connection_string("dev1");
+    let base = {
+        let mut a = lab.args();
+        a.extend([
+            HUB_HOST.into(),
+            "--endpoint".into(),
+            "mqtt-tls,mqtt-ws".into(),
+            "--sas-expiry".into(),
+            EXPIRY.to_string(),
+        ]);
+        a
+    };
+    let env_cs = [
+        ("IOTHUB_DEVICE_CONNECTION_STRING", cs.as_str()),
+        ("RUST_LOG", "trace"),
+    ];
+    let env_token = [
+        ("HUBPROBE_SAS_TOKEN", token.as_str()),
+        ("RUST_LOG", "trace"),
+    ];
+    for (extra, env) in [
+        (&["-vv"][..], &env_cs[..]),
+        (&["-o", "json"][..], &env_cs[..]),
+        (&["-vv"][..], &env_token[..]),
+        (&["-o", "json"][..], &env_token[..]),
+    ] {
+        let mut args = base.clone();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let out = run_with_env(&strs(&args), env, Duration::from_secs(60));
+        assert_eq!(out.code, 0, "{}", out.all_output());
+        assert!(
+            out.stderr.len() > 1000,
+            "RUST_LOG=trace produced logs to search: {}",
+            out.stderr.len()
+        );
+        for secret in &forbidden {
+            assert!(
+                !out.all_output().contains(secret.as_str()),
+                "{secret:?} leaked with {extra:?}"
+            );
+        }
+    }
+    // The same with a wrong key, where errors are printed.
+    let wrong = format!("HostName={HUB_HOST};DeviceId=dev1;SharedAccessKey=d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXk=");
+    let mut args = base.clone();
+    args.push("-vv".into());
+    let out = run_with_env(
+        &strs(&args),
+        &[
+            ("IOTHUB_DEVICE_CONNECTION_STRING", &wrong),
+            ("RUST_LOG", "trace"),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, 2);
+    assert!(!out
+        .all_output()
+        .contains("d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXk"));
+    assert!(!out.all_output().contains("sig="));
 }

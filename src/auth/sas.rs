@@ -63,7 +63,9 @@ pub fn parse_sas_token(token: &str) -> Result<SasToken, SasError> {
     let rest = token
         .trim()
         .strip_prefix("SharedAccessSignature ")
-        .ok_or(SasError::Malformed("it does not start with 'SharedAccessSignature '"))?;
+        .ok_or(SasError::Malformed(
+            "it does not start with 'SharedAccessSignature '",
+        ))?;
     let mut sr = None;
     let mut se = None;
     let mut sig = false;
@@ -73,7 +75,12 @@ pub fn parse_sas_token(token: &str) -> Result<SasToken, SasError> {
             .ok_or(SasError::Malformed("a field is not key=value"))?;
         match k {
             "sr" => sr = Some(url_decode(v).ok_or(SasError::Malformed("sr is not URL-encoded"))?),
-            "se" => se = Some(v.parse::<u64>().map_err(|_| SasError::Malformed("se is not a Unix time"))?),
+            "se" => {
+                se = Some(
+                    v.parse::<u64>()
+                        .map_err(|_| SasError::Malformed("se is not a Unix time"))?,
+                )
+            }
             "sig" => sig = true,
             _ => {}
         }
@@ -105,7 +112,9 @@ pub fn url_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' | b'~' => {
+                out.push(b as char)
+            }
             b' ' => out.push('+'),
             _ => out.push_str(&format!("%{b:02X}")),
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{stream_error_kind, Phase, PhaseResult, StreamFault, Stopwatch};
+use super::{stream_error_kind, Phase, PhaseResult, Stopwatch, StreamFault};
 use crate::diagnose::FailureClass;
 
 /// The SASL protocol header: "AMQP", protocol id 3, version 1.0.0.
@@ -24,9 +24,15 @@ pub struct AmqpEvidence {
 }
 
 /// Sends the SASL header and reads the server's.
-pub async fn probe<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, timeout: Duration) -> PhaseResult {
+pub async fn probe<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    timeout: Duration,
+) -> PhaseResult {
     let clock = Stopwatch::start();
-    let mut ev = AmqpEvidence { sent: describe(&SASL_HEADER), received: None };
+    let mut ev = AmqpEvidence {
+        sent: describe(&SASL_HEADER),
+        received: None,
+    };
     let exchange = async {
         stream.write_all(&SASL_HEADER).await?;
         stream.flush().await?;
@@ -46,7 +52,10 @@ pub async fn probe<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, timeout: D
             Phase::Amqp,
             clock.elapsed(),
             FailureClass::AmqpTimeout,
-            format!("no AMQP header within {}", humantime::format_duration(timeout)),
+            format!(
+                "no AMQP header within {}",
+                humantime::format_duration(timeout)
+            ),
             &ev,
         ),
         Ok(Err(e)) => {
@@ -55,7 +64,13 @@ pub async fn probe<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, timeout: D
                 Some(_) => FailureClass::AmqpClosed,
                 None => FailureClass::AmqpProtocolError,
             };
-            PhaseResult::failed(Phase::Amqp, clock.elapsed(), class, format!("AMQP header exchange: {e}"), &ev)
+            PhaseResult::failed(
+                Phase::Amqp,
+                clock.elapsed(),
+                class,
+                format!("AMQP header exchange: {e}"),
+                &ev,
+            )
         }
         Ok(Ok((_, 0))) => PhaseResult::failed(
             Phase::Amqp,
@@ -75,7 +90,10 @@ pub async fn probe<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, timeout: D
                 Phase::Amqp,
                 clock.elapsed(),
                 FailureClass::AmqpProtocolError,
-                format!("the server answered {} that is not an AMQP header", ev.received.as_deref().unwrap_or("")),
+                format!(
+                    "the server answered {} that is not an AMQP header",
+                    ev.received.as_deref().unwrap_or("")
+                ),
                 &ev,
             )
         }

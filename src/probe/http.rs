@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{stream_error_kind, Phase, PhaseResult, StreamFault, Stopwatch};
+use super::{stream_error_kind, Phase, PhaseResult, Stopwatch, StreamFault};
 use crate::diagnose::FailureClass;
 
 /// Most response header bytes read.
@@ -36,7 +36,12 @@ pub struct HttpEvidence {
 }
 
 /// Sends `GET path` to `host` and reads the response head.
-pub async fn probe<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, host: &str, path: &str, timeout: Duration) -> PhaseResult {
+pub async fn probe<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    host: &str,
+    path: &str,
+    timeout: Duration,
+) -> PhaseResult {
     let clock = Stopwatch::start();
     let request_line = format!("GET {path} HTTP/1.1");
     let mut ev = HttpEvidence {
@@ -72,7 +77,10 @@ pub async fn probe<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, host: &str
                 Phase::Http,
                 clock.elapsed(),
                 FailureClass::HttpTimeout,
-                format!("no HTTP response within {}", humantime::format_duration(timeout)),
+                format!(
+                    "no HTTP response within {}",
+                    humantime::format_duration(timeout)
+                ),
                 &ev,
             )
         }
@@ -82,7 +90,13 @@ pub async fn probe<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, host: &str
                 Some(_) => FailureClass::HttpClosed,
                 None => FailureClass::HttpProtocolError,
             };
-            return PhaseResult::failed(Phase::Http, clock.elapsed(), class, format!("HTTP request: {e}"), &ev);
+            return PhaseResult::failed(
+                Phase::Http,
+                clock.elapsed(),
+                class,
+                format!("HTTP request: {e}"),
+                &ev,
+            );
         }
         Ok(Ok(h)) => h,
     };
@@ -122,7 +136,11 @@ pub async fn probe<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, host: &str
             }
         }
     }
-    if let Some(date) = ev.date.as_deref().and_then(|d| httpdate::parse_http_date(d).ok()) {
+    if let Some(date) = ev
+        .date
+        .as_deref()
+        .and_then(|d| httpdate::parse_http_date(d).ok())
+    {
         ev.clock_offset_s = Some(clock_offset(sent_at, received_at, date));
     }
     if status >= 500 {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::stream::Link;
-use super::{ms, stream_error_kind, Phase, PhaseResult, StreamFault, Stopwatch};
+use super::{ms, stream_error_kind, Phase, PhaseResult, Stopwatch, StreamFault};
 use crate::auth::Secret;
 use crate::diagnose::FailureClass;
 
@@ -110,9 +110,15 @@ pub async fn probe(link: &mut Link, opts: &MqttOptions) -> PhaseResult {
     };
     let mut buf = BytesMut::with_capacity(256);
     let sent = Instant::now();
-    if let Err(e) = tokio::time::timeout(opts.timeout, link.send(&connect)).await.unwrap_or_else(|_| {
-        Err(io::Error::new(io::ErrorKind::TimedOut, "sending CONNECT timed out"))
-    }) {
+    if let Err(e) = tokio::time::timeout(opts.timeout, link.send(&connect))
+        .await
+        .unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "sending CONNECT timed out",
+            ))
+        })
+    {
         let (class, msg) = classify_io(&e, "sending CONNECT");
         return PhaseResult::failed(Phase::Mqtt, clock.elapsed(), class, msg, &ev);
     }
@@ -121,7 +127,13 @@ pub async fn probe(link: &mut Link, opts: &MqttOptions) -> PhaseResult {
         Ok(Packet::ConnAck(c)) => c,
         Ok(other) => {
             let msg = format!("expected CONNACK, got {}", packet_name(&other));
-            return PhaseResult::failed(Phase::Mqtt, clock.elapsed(), FailureClass::MqttProtocolError, msg, &ev);
+            return PhaseResult::failed(
+                Phase::Mqtt,
+                clock.elapsed(),
+                FailureClass::MqttProtocolError,
+                msg,
+                &ev,
+            );
         }
         Err(f) => {
             let (class, msg) = f.classify("CONNACK", opts.timeout);
@@ -143,7 +155,9 @@ pub async fn probe(link: &mut Link, opts: &MqttOptions) -> PhaseResult {
         // MQTT layer works end to end, it does not test this device's credentials.
         let proves_reachability = matches!(
             code,
-            ConnectReturnCode::BadClientId | ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized
+            ConnectReturnCode::BadClientId
+                | ConnectReturnCode::BadUserNamePassword
+                | ConnectReturnCode::NotAuthorized
         );
         if throwaway && proves_reachability {
             ev.note = Some(format!(
@@ -152,7 +166,11 @@ pub async fn probe(link: &mut Link, opts: &MqttOptions) -> PhaseResult {
             ));
             return PhaseResult::ok(Phase::Mqtt, clock.elapsed(), &ev);
         }
-        let msg = format!("CONNACK refused the connection: {} (code {})", connack_name(code), code as u8);
+        let msg = format!(
+            "CONNACK refused the connection: {} (code {})",
+            connack_name(code),
+            code as u8
+        );
         return PhaseResult::failed(Phase::Mqtt, clock.elapsed(), class, msg, &ev);
     }
     if opts.auth == "none" {
@@ -164,7 +182,12 @@ pub async fn probe(link: &mut Link, opts: &MqttOptions) -> PhaseResult {
         let ping = [0xC0u8, 0x00];
         if let Err(e) = tokio::time::timeout(opts.timeout, link.send(&ping))
             .await
-            .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "sending PINGREQ timed out")))
+            .unwrap_or_else(|_| {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "sending PINGREQ timed out",
+                ))
+            })
         {
             let (class, msg) = classify_io(&e, "sending PINGREQ");
             return PhaseResult::failed(Phase::Mqtt, clock.elapsed(), class, msg, &ev);
@@ -172,8 +195,19 @@ pub async fn probe(link: &mut Link, opts: &MqttOptions) -> PhaseResult {
         match read_packet(link, &mut buf, start + opts.timeout, Expect::PingResp).await {
             Ok(Packet::PingResp) => ev.ping_rtts_ms.push(ms(start.elapsed())),
             Ok(other) => {
-                let msg = format!("expected PINGRESP {} of {}, got {}", i + 1, opts.pings, packet_name(&other));
-                return PhaseResult::failed(Phase::Mqtt, clock.elapsed(), FailureClass::MqttProtocolError, msg, &ev);
+                let msg = format!(
+                    "expected PINGRESP {} of {}, got {}",
+                    i + 1,
+                    opts.pings,
+                    packet_name(&other)
+                );
+                return PhaseResult::failed(
+                    Phase::Mqtt,
+                    clock.elapsed(),
+                    FailureClass::MqttProtocolError,
+                    msg,
+                    &ev,
+                );
             }
             Err(f) => {
                 let (class, msg) = f.classify("PINGRESP", opts.timeout);
@@ -252,7 +286,12 @@ impl ReadFail {
     }
 }
 
-async fn read_packet(link: &mut Link, buf: &mut BytesMut, deadline: Instant, expect: Expect) -> Result<Packet, ReadFail> {
+async fn read_packet(
+    link: &mut Link,
+    buf: &mut BytesMut,
+    deadline: Instant,
+    expect: Expect,
+) -> Result<Packet, ReadFail> {
     // Bounded: every turn either parses, fails, or waits on the deadline.
     loop {
         if let Some(&first) = buf.first() {
@@ -275,17 +314,29 @@ async fn read_packet(link: &mut Link, buf: &mut BytesMut, deadline: Instant, exp
                 Err(e) => {
                     let head = hex_prefix(buf);
                     buf.advance(buf.len());
-                    return Err(ReadFail::Garbage(format!("malformed MQTT packet ({e}): {head}")));
+                    return Err(ReadFail::Garbage(format!(
+                        "malformed MQTT packet ({e}): {head}"
+                    )));
                 }
             }
         }
         match tokio::time::timeout_at(deadline, link.recv(buf)).await {
-            Err(_) => return Err(ReadFail::Timeout { unparsed: buf.len() }),
-            Ok(Ok(0)) => return Err(ReadFail::Closed { unparsed: buf.len() }),
+            Err(_) => {
+                return Err(ReadFail::Timeout {
+                    unparsed: buf.len(),
+                })
+            }
+            Ok(Ok(0)) => {
+                return Err(ReadFail::Closed {
+                    unparsed: buf.len(),
+                })
+            }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 if e.kind() == io::ErrorKind::UnexpectedEof {
-                    return Err(ReadFail::Closed { unparsed: buf.len() });
+                    return Err(ReadFail::Closed {
+                        unparsed: buf.len(),
+                    });
                 }
                 return Err(ReadFail::Io(e));
             }
@@ -298,7 +349,13 @@ fn hex_prefix(buf: &[u8]) -> String {
     let printable: String = buf
         .iter()
         .take(16)
-        .map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' })
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '.'
+            }
+        })
         .collect();
     format!("first bytes {} {:?}", shown.join(" "), printable)
 }
@@ -320,7 +377,9 @@ pub fn connack_class(code: ConnectReturnCode) -> FailureClass {
         ConnectReturnCode::BadClientId => FailureClass::MqttIdentifierRejected,
         ConnectReturnCode::ServiceUnavailable => FailureClass::MqttServerUnavailable,
         ConnectReturnCode::BadUserNamePassword => FailureClass::MqttBadCredentials,
-        ConnectReturnCode::NotAuthorized | ConnectReturnCode::Success => FailureClass::MqttNotAuthorized,
+        ConnectReturnCode::NotAuthorized | ConnectReturnCode::Success => {
+            FailureClass::MqttNotAuthorized
+        }
     }
 }
 
@@ -361,11 +420,26 @@ mod tests {
 
     #[test]
     fn connack_codes_map_to_classes() {
-        assert_eq!(connack_class(ConnectReturnCode::BadUserNamePassword), FailureClass::MqttBadCredentials);
-        assert_eq!(connack_class(ConnectReturnCode::NotAuthorized), FailureClass::MqttNotAuthorized);
-        assert_eq!(connack_class(ConnectReturnCode::BadClientId), FailureClass::MqttIdentifierRejected);
-        assert_eq!(connack_class(ConnectReturnCode::ServiceUnavailable), FailureClass::MqttServerUnavailable);
-        assert_eq!(connack_class(ConnectReturnCode::RefusedProtocolVersion), FailureClass::MqttProtocolVersion);
+        assert_eq!(
+            connack_class(ConnectReturnCode::BadUserNamePassword),
+            FailureClass::MqttBadCredentials
+        );
+        assert_eq!(
+            connack_class(ConnectReturnCode::NotAuthorized),
+            FailureClass::MqttNotAuthorized
+        );
+        assert_eq!(
+            connack_class(ConnectReturnCode::BadClientId),
+            FailureClass::MqttIdentifierRejected
+        );
+        assert_eq!(
+            connack_class(ConnectReturnCode::ServiceUnavailable),
+            FailureClass::MqttServerUnavailable
+        );
+        assert_eq!(
+            connack_class(ConnectReturnCode::RefusedProtocolVersion),
+            FailureClass::MqttProtocolVersion
+        );
     }
 
     #[test]

@@ -22,7 +22,11 @@ pub enum Stream {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -31,7 +35,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, data),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, data),
@@ -67,7 +75,10 @@ impl Link {
                 s.write_all(data).await?;
                 s.flush().await
             }
-            Link::Ws(ws) => ws.send(Message::binary(data.to_vec())).await.map_err(ws_to_io),
+            Link::Ws(ws) => ws
+                .send(Message::binary(data.to_vec()))
+                .await
+                .map_err(ws_to_io),
         }
     }
 
@@ -93,7 +104,10 @@ impl Link {
                     }
                     Some(Ok(Message::Close(_))) => return Ok(0),
                     Some(Ok(Message::Text(_))) => {
-                        return Err(io::Error::new(io::ErrorKind::InvalidData, "text frame on an MQTT WebSocket"))
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "text frame on an MQTT WebSocket",
+                        ))
                     }
                     // Ping/Pong are answered by tungstenite itself.
                     Some(Ok(_)) => continue,
@@ -125,7 +139,10 @@ pub fn ws_to_io(e: tungstenite::Error) -> io::Error {
             io::Error::new(io::ErrorKind::UnexpectedEof, "WebSocket closed")
         }
         tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
-            io::Error::new(io::ErrorKind::ConnectionReset, "WebSocket reset without closing handshake")
+            io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "WebSocket reset without closing handshake",
+            )
         }
         other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
     }

@@ -89,7 +89,9 @@ pub async fn connect(addresses: &[IpAddr], port: u16, opts: &TcpOptions) -> TcpO
                 .take(MAX_ADDRESSES_PER_FAMILY),
         );
     }
-    let attempts = chosen.iter().map(|ip| attempt(SocketAddr::new(*ip, port), opts));
+    let attempts = chosen
+        .iter()
+        .map(|ip| attempt(SocketAddr::new(*ip, port), opts));
     let results = futures_util::future::join_all(attempts).await;
 
     let mut evidence = TcpEvidence {
@@ -232,7 +234,11 @@ async fn attempt(addr: SocketAddr, opts: &TcpOptions) -> AttemptResult {
 }
 
 fn prepare(addr: SocketAddr, opts: &TcpOptions) -> Result<TcpSocket, (FailureClass, String)> {
-    let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
     let fail = |what: &str, e: io::Error| {
         let class = match e.kind() {
             io::ErrorKind::PermissionDenied => FailureClass::TcpPermission,
@@ -251,7 +257,10 @@ fn prepare(addr: SocketAddr, opts: &TcpOptions) -> Result<TcpSocket, (FailureCla
             .bind_device(Some(iface.as_bytes()))
             .map_err(|e| fail(&format!("cannot bind to interface {iface:?}"), e))?;
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        return Err((FailureClass::TcpError, format!("binding to interface {iface:?} needs Linux")));
+        return Err((
+            FailureClass::TcpError,
+            format!("binding to interface {iface:?} needs Linux"),
+        ));
     }
     if let Some(src) = opts.source_ip {
         socket
@@ -266,10 +275,18 @@ fn prepare(addr: SocketAddr, opts: &TcpOptions) -> Result<TcpSocket, (FailureCla
 pub fn classify_connect_error(e: &io::Error) -> (FailureClass, &'static str) {
     use io::ErrorKind as K;
     match e.kind() {
-        K::ConnectionRefused => (FailureClass::TcpRefused, "refused (nothing listens, or a firewall rejects)"),
+        K::ConnectionRefused => (
+            FailureClass::TcpRefused,
+            "refused (nothing listens, or a firewall rejects)",
+        ),
         K::TimedOut => (FailureClass::TcpTimeout, "timed out in the kernel"),
-        K::ConnectionReset | K::ConnectionAborted => (FailureClass::TcpReset, "reset while connecting"),
-        K::PermissionDenied => (FailureClass::TcpPermission, "forbidden by the local system (firewall or policy)"),
+        K::ConnectionReset | K::ConnectionAborted => {
+            (FailureClass::TcpReset, "reset while connecting")
+        }
+        K::PermissionDenied => (
+            FailureClass::TcpPermission,
+            "forbidden by the local system (firewall or policy)",
+        ),
         K::HostUnreachable | K::NetworkUnreachable | K::AddrNotAvailable => {
             (FailureClass::TcpUnreachable, "unreachable (no route)")
         }
@@ -277,9 +294,10 @@ pub fn classify_connect_error(e: &io::Error) -> (FailureClass, &'static str) {
             Some(libc::EHOSTUNREACH) | Some(libc::ENETUNREACH) | Some(libc::EADDRNOTAVAIL) => {
                 (FailureClass::TcpUnreachable, "unreachable (no route)")
             }
-            Some(libc::EPERM) | Some(libc::EACCES) => {
-                (FailureClass::TcpPermission, "forbidden by the local system (firewall or policy)")
-            }
+            Some(libc::EPERM) | Some(libc::EACCES) => (
+                FailureClass::TcpPermission,
+                "forbidden by the local system (firewall or policy)",
+            ),
             _ => (FailureClass::TcpError, "failed"),
         },
     }
@@ -301,7 +319,11 @@ mod tests {
             (libc::EACCES, FailureClass::TcpPermission),
         ];
         for (errno, want) in cases {
-            assert_eq!(classify_connect_error(&io::Error::from_raw_os_error(errno)).0, want, "errno {errno}");
+            assert_eq!(
+                classify_connect_error(&io::Error::from_raw_os_error(errno)).0,
+                want,
+                "errno {errno}"
+            );
         }
     }
 
@@ -322,7 +344,10 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let opts = TcpOptions { timeout: Duration::from_secs(3), ..Default::default() };
+        let opts = TcpOptions {
+            timeout: Duration::from_secs(3),
+            ..Default::default()
+        };
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         let ok = connect(&[lo], open, &opts).await;
         assert!(ok.result.is_ok() && ok.stream.is_some());

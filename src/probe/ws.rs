@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::{self, http};
 use tokio_tungstenite::WebSocketStream;
 
 use super::stream::{ws_to_io, Stream};
-use super::{stream_error_kind, Phase, PhaseResult, StreamFault, Stopwatch};
+use super::{stream_error_kind, Phase, PhaseResult, Stopwatch, StreamFault};
 use crate::diagnose::FailureClass;
 
 /// Evidence of the upgrade.
@@ -37,12 +37,28 @@ pub struct WsOutcome {
 }
 
 /// Upgrades `stream` to a WebSocket at `path` on `host:port`.
-pub async fn upgrade(stream: Stream, host: &str, port: u16, path: &str, tls: bool, timeout: Duration) -> WsOutcome {
+pub async fn upgrade(
+    stream: Stream,
+    host: &str,
+    port: u16,
+    path: &str,
+    tls: bool,
+    timeout: Duration,
+) -> WsOutcome {
     let clock = Stopwatch::start();
     let scheme = if tls { "wss" } else { "ws" };
-    let host_part = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
+    let host_part = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
     let url = format!("{scheme}://{host_part}:{port}{path}");
-    let mut evidence = WsEvidence { url: url.clone(), status: None, subprotocol: None, server: None };
+    let mut evidence = WsEvidence {
+        url: url.clone(),
+        status: None,
+        subprotocol: None,
+        server: None,
+    };
     let mut request = match url.as_str().into_client_request() {
         Ok(r) => r,
         Err(e) => {
@@ -58,9 +74,10 @@ pub async fn upgrade(stream: Stream, host: &str, port: u16, path: &str, tls: boo
             }
         }
     };
-    request
-        .headers_mut()
-        .insert("Sec-WebSocket-Protocol", http::HeaderValue::from_static("mqtt"));
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        http::HeaderValue::from_static("mqtt"),
+    );
 
     let fail = |class, message: String, evidence: &WsEvidence| WsOutcome {
         result: PhaseResult::failed(Phase::Websocket, clock.elapsed(), class, message, evidence),
@@ -69,7 +86,10 @@ pub async fn upgrade(stream: Stream, host: &str, port: u16, path: &str, tls: boo
     match tokio::time::timeout(timeout, tokio_tungstenite::client_async(request, stream)).await {
         Err(_) => fail(
             FailureClass::WebsocketTimeout,
-            format!("no upgrade answer within {}", humantime::format_duration(timeout)),
+            format!(
+                "no upgrade answer within {}",
+                humantime::format_duration(timeout)
+            ),
             &evidence,
         ),
         Ok(Ok((socket, response))) => {
@@ -94,7 +114,9 @@ pub async fn upgrade(stream: Stream, host: &str, port: u16, path: &str, tls: boo
         Ok(Err(e)) => {
             let io = ws_to_io(e);
             let class = match stream_error_kind(&io) {
-                Some(StreamFault::Closed) | Some(StreamFault::Reset) => FailureClass::WebsocketClosed,
+                Some(StreamFault::Closed) | Some(StreamFault::Reset) => {
+                    FailureClass::WebsocketClosed
+                }
                 Some(StreamFault::Timeout) => FailureClass::WebsocketTimeout,
                 None => FailureClass::WebsocketProtocolError,
             };

@@ -154,7 +154,9 @@ pub struct EndpointReport {
 impl EndpointReport {
     /// The first failed phase, if any.
     pub fn failed_phase(&self) -> Option<&PhaseResult> {
-        self.phases.iter().find(|p| p.status == crate::probe::Status::Failed)
+        self.phases
+            .iter()
+            .find(|p| p.status == crate::probe::Status::Failed)
     }
     /// The phase of this kind, if it is part of the chain.
     pub fn phase(&self, phase: crate::probe::Phase) -> Option<&PhaseResult> {
@@ -182,7 +184,14 @@ pub fn new_id() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// This machine's host name.

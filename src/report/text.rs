@@ -97,7 +97,11 @@ pub fn render(report: &Report, opts: TextOptions) -> String {
                 Severity::Warning => (p.yellow("‼"), p.yellow("warning")),
                 Severity::Info => (p.dim("i"), p.dim("info")),
             };
-            let scope = if f.endpoints.is_empty() { String::new() } else { format!(" [{}]", f.endpoints.join(", ")) };
+            let scope = if f.endpoints.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", f.endpoints.join(", "))
+            };
             let _ = writeln!(out, "  {mark} {label} {}{scope}: {}", f.code, f.summary);
             let _ = writeln!(out, "      → {}", f.hint);
             if let Some(code) = &f.iothub_error {
@@ -171,7 +175,9 @@ fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
 
 /// The one-line gist of a successful phase's evidence.
 fn summary(ph: &PhaseResult) -> String {
-    let Some(ev) = &ph.evidence else { return String::new() };
+    let Some(ev) = &ph.evidence else {
+        return String::new();
+    };
     match ph.phase {
         Phase::Dns => {
             let addrs: Vec<String> = ev
@@ -195,7 +201,10 @@ fn summary(ph: &PhaseResult) -> String {
                 .and_then(|a| a.get("name"))
                 .and_then(Value::as_str)
                 .unwrap_or("?");
-            let days = ev.get("leaf_days_left").and_then(Value::as_f64).unwrap_or(f64::NAN);
+            let days = ev
+                .get("leaf_days_left")
+                .and_then(Value::as_f64)
+                .unwrap_or(f64::NAN);
             let mut out = format!(
                 "{} {}, root \"{anchor}\", leaf expires in {days:.0} d",
                 s(ev, "version").unwrap_or("?"),
@@ -218,7 +227,11 @@ fn summary(ph: &PhaseResult) -> String {
                 .and_then(Value::as_str)
                 .unwrap_or("?");
             let mut out = format!("CONNACK {connack}");
-            if let Some(pings) = ev.get("ping_rtts_ms").and_then(Value::as_array).filter(|a| !a.is_empty()) {
+            if let Some(pings) = ev
+                .get("ping_rtts_ms")
+                .and_then(Value::as_array)
+                .filter(|a| !a.is_empty())
+            {
                 let v: Vec<f64> = pings.iter().filter_map(Value::as_f64).collect();
                 let avg = v.iter().sum::<f64>() / v.len() as f64;
                 let _ = write!(out, ", {} pings avg {avg:.1} ms", v.len());
@@ -241,7 +254,9 @@ fn summary(ph: &PhaseResult) -> String {
 
 /// Extra lines for `-v`.
 fn details(ph: &PhaseResult) -> Vec<String> {
-    let Some(ev) = &ph.evidence else { return vec![] };
+    let Some(ev) = &ph.evidence else {
+        return vec![];
+    };
     let mut out = Vec::new();
     match ph.phase {
         Phase::Dns => {
@@ -251,7 +266,11 @@ fn details(ph: &PhaseResult) -> Vec<String> {
                     out.push(format!("servers: {}", list.join(", ")));
                 }
             }
-            if let Some(chain) = ev.get("cname_chain").and_then(Value::as_array).filter(|c| !c.is_empty()) {
+            if let Some(chain) = ev
+                .get("cname_chain")
+                .and_then(Value::as_array)
+                .filter(|c| !c.is_empty())
+            {
                 let list: Vec<&str> = chain.iter().filter_map(Value::as_str).collect();
                 out.push(format!("CNAME chain: {}", list.join(" → ")));
             }
@@ -272,12 +291,21 @@ fn details(ph: &PhaseResult) -> Vec<String> {
                         .collect();
                     let status = s(f, "status").unwrap_or("?");
                     let class = s(f, "class").map(|c| format!(" {c}")).unwrap_or_default();
-                    out.push(format!("{}: {status}{class} {}", fam.to_uppercase(), recs.join(", ")));
+                    out.push(format!(
+                        "{}: {status}{class} {}",
+                        fam.to_uppercase(),
+                        recs.join(", ")
+                    ));
                 }
             }
         }
         Phase::Tcp => {
-            for a in ev.get("attempts").and_then(Value::as_array).into_iter().flatten() {
+            for a in ev
+                .get("attempts")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 out.push(format!(
                     "{} {} {}",
                     s(a, "address").unwrap_or("?"),
@@ -287,7 +315,13 @@ fn details(ph: &PhaseResult) -> Vec<String> {
             }
         }
         Phase::Tls => {
-            for (i, c) in ev.get("chain").and_then(Value::as_array).into_iter().flatten().enumerate() {
+            for (i, c) in ev
+                .get("chain")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
                 out.push(format!(
                     "[{i}] {} (issuer {}), valid {} → {}, sha256 {}",
                     s(c, "subject").unwrap_or("?"),

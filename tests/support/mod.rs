@@ -27,8 +27,12 @@ pub struct Run {
 impl Run {
     /// The stdout parsed as a JSON report, validated against docs/report.schema.json.
     pub fn report(&self) -> Value {
-        let v: Value = serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr));
+        let v: Value = serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        });
         assert_valid(&v);
         v
     }
@@ -86,7 +90,10 @@ pub fn run_cmd(cmd: &mut Command, env: &[(&str, &str)], limit: Duration) -> Run 
         if start.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("hubprobe {:?} did not finish within {limit:?}", cmd.get_args().collect::<Vec<_>>());
+            panic!(
+                "hubprobe {:?} did not finish within {limit:?}",
+                cmd.get_args().collect::<Vec<_>>()
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     };
@@ -117,7 +124,11 @@ pub fn assert_valid(report: &Value) {
         .iter_errors(report)
         .map(|e| format!("{} at {}", e, e.instance_path))
         .collect();
-    assert!(errors.is_empty(), "report violates the schema:\n{}\n{report:#}", errors.join("\n"));
+    assert!(
+        errors.is_empty(),
+        "report violates the schema:\n{}\n{report:#}",
+        errors.join("\n")
+    );
 }
 
 /// The endpoint named `name` in a report.
@@ -151,7 +162,11 @@ pub fn outcome(report: &Value, name: &str, ph: &str) -> (String, String) {
 
 /// The finding with `code`, if any.
 pub fn finding<'a>(report: &'a Value, code: &str) -> Option<&'a Value> {
-    report["findings"].as_array().unwrap().iter().find(|f| f["code"] == code)
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == code)
 }
 
 /// The lab profile file.

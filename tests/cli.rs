@@ -1,0 +1,328 @@
+//! Bad input gets one clear message and exit code 3 (UNKNOWN), loses nothing and
+//! leaks no secret; the small commands (sas-token, schema, profiles) do what they say.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{run, run_with_env};
+
+const KEY: &str = "c2VjcmV0LWtleS0xMjM0NTY3ODkwYWJjZGVmZ2hpams=";
+
+fn assert_usage_error(out: &support::Run, needle: &str) {
+    assert_eq!(out.code, 3, "exit 3 expected: {}", out.all_output());
+    assert!(out.stdout.is_empty(), "nothing on stdout: {}", out.stdout);
+    assert!(
+        out.stderr.contains(needle),
+        "stderr should say {needle:?}: {}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+}
+
+#[test]
+fn wrong_flags_and_values_exit_3() {
+    assert_usage_error(
+        &run(&["check", "h.example.test", "--bogus"]),
+        "unexpected argument",
+    );
+    assert_usage_error(
+        &run(&["check", "h.example.test", "--timeout", "soon"]),
+        "not a duration",
+    );
+    assert_usage_error(
+        &run(&["check", "h.example.test", "--timeout", "0s"]),
+        "above zero",
+    );
+    assert_usage_error(
+        &run(&["check", "h.example.test", "-o", "xml"]),
+        "invalid value",
+    );
+    assert_usage_error(&run(&["check", "h.example.test", "--pings", "99"]), "99");
+    assert_usage_error(
+        &run(&["check", "h.example.test", "--cert", "c.pem"]),
+        "--key",
+    );
+    assert_usage_error(&run(&["frobnicate"]), "unrecognized subcommand");
+    let none = run(&[]);
+    assert_eq!(none.code, 3, "{}", none.all_output());
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    let help = run(&["check", "--help"]);
+    assert_eq!(help.code, 0);
+    for flag in [
+        "--profile",
+        "--endpoint",
+        "--port",
+        "--dns-server",
+        "--interface",
+        "--source-ip",
+        "--ca-file",
+        "--timeout",
+        "--deadline",
+        "--connection-string",
+        "--sas-token",
+        "--cert",
+        "--key",
+    ] {
+        assert!(help.stdout.contains(flag), "--help lacks {flag}");
+    }
+    let version = run(&["--version"]);
+    assert_eq!(version.code, 0);
+    assert!(version.stdout.contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn help_never_shows_secret_environment_values() {
+    let cs = format!("HostName=h.azure-devices.net;DeviceId=d;SharedAccessKey={KEY}");
+    let out = run_with_env(
+        &["check", "--help"],
+        &[("IOTHUB_DEVICE_CONNECTION_STRING", &cs)],
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.code, 0);
+    assert!(!out.all_output().contains(KEY));
+}
+
+#[test]
+fn malformed_connection_strings_are_named_not_echoed() {
+    for (cs, needle) in [
+        (
+            "HostName=h.azure-devices.net;DeviceId=d;SharedAccessKey=not*base64*SECRETISH"
+                .to_string(),
+            "not valid base64",
+        ),
+        (
+            format!("DeviceId=d;SharedAccessKey={KEY}"),
+            "HostName is missing",
+        ),
+        (
+            format!("HostName=h;DeviceId=d;SharedAccessKey={KEY};Extra=1"),
+            "part 4 has an unknown key",
+        ),
+        // A pasted key alone: its '=' padding makes it look like key=value.
+        (KEY.to_string(), "part 1 has an unknown key"),
+        (
+            "HostName=h;DeviceId=d;SharedAccessKey".to_string(),
+            "not Key=Value",
+        ),
+    ] {
+        let out = run_with_env(
+            &["check", "-o", "json"],
+            &[("IOTHUB_DEVICE_CONNECTION_STRING", &cs)],
+            Duration::from_secs(10),
+        );
+        assert_usage_error(&out, needle);
+        assert!(
+            !out.all_output().contains(KEY) && !out.all_output().contains("SECRETISH"),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn unknown_endpoints_ports_and_profiles_exit_3() {
+    let out = run(&[
+        "check",
+        "h.azure-devices.net",
+        "--endpoint",
+        "mqtt-tls,nope",
+    ]);
+    assert_usage_error(&out, "no endpoint \"nope\"");
+    assert!(
+        out.stderr.contains("mqtt-ws"),
+        "lists the endpoints it has: {}",
+        out.stderr
+    );
+    assert_usage_error(
+        &run(&["check", "h.azure-devices.net", "--port", "mqtt-tls=0"]),
+        "ENDPOINT=PORT",
+    );
+    assert_usage_error(
+        &run(&["check", "h.azure-devices.net", "--port", "mqtt-tls"]),
+        "ENDPOINT=PORT",
+    );
+    assert_usage_error(
+        &run(&["check", "h.azure-devices.net", "--port", "amqp=1"]),
+        "no endpoint \"amqp\"",
+    );
+    assert_usage_error(
+        &run(&["check", "h.example.test", "--profile", "nope"]),
+        "unknown profile",
+    );
+    assert_usage_error(
+        &run(&[
+            "check",
+            "h.example.test",
+            "--profile",
+            "/nonexistent/p.toml",
+        ]),
+        "cannot read profile file",
+    );
+    assert_usage_error(
+        &run(&["check", "h.example.test", "--dns-server", "dns.example"]),
+        "--dns-server",
+    );
+    assert_usage_error(&run(&["check", "not a host"]), "not a valid host name");
+    assert_usage_error(&run(&["check"]), "no hub host");
+    assert_usage_error(
+        &run(&[
+            "check",
+            "h.example.test",
+            "--ca-file",
+            "/nonexistent/ca.pem",
+        ]),
+        "/nonexistent/ca.pem",
+    );
+}
+
+#[test]
+fn a_profile_with_a_typo_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo.toml");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/probes/mqtt-broker.toml"
+    ))
+    .unwrap()
+    .replace("keepalive_max", "keepalive_maximum");
+    std::fs::write(&path, text).unwrap();
+    let out = run(&[
+        "check",
+        "h.example.test",
+        "--profile",
+        path.to_str().unwrap(),
+    ]);
+    assert_usage_error(&out, "keepalive_maximum");
+}
+
+#[test]
+fn unwritable_report_file_fails_before_probing_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // A regular file where a directory should be: no user, root included, can write below it.
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, b"x").unwrap();
+    let target = blocker.join("report.json");
+    let out = run(&[
+        "check",
+        "127.0.0.1",
+        "--profile",
+        "mqtt-broker",
+        "--report-file",
+        target.to_str().unwrap(),
+    ]);
+    assert_usage_error(&out, "cannot write the report");
+    assert!(
+        out.elapsed < Duration::from_secs(5),
+        "fails before any probe: {:?}",
+        out.elapsed
+    );
+
+    let missing = dir.path().join("missing/report.json");
+    let out = run(&[
+        "check",
+        "127.0.0.1",
+        "--profile",
+        "mqtt-broker",
+        "--report-file",
+        missing.to_str().unwrap(),
+    ]);
+    assert_usage_error(&out, "cannot write the report");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "only the blocker file remains");
+}
+
+#[test]
+fn report_file_is_written_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("report.json");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = format!("mqtt={}", listener.local_addr().unwrap().port());
+    drop(listener);
+    let out = run(&[
+        "check",
+        "127.0.0.1",
+        "--profile",
+        "mqtt-broker",
+        "--endpoint",
+        "mqtt",
+        "--port",
+        &port,
+        "--report-file",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 2, "{}", out.all_output());
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&target).unwrap()).unwrap();
+    support::assert_valid(&report);
+    assert_eq!(report["endpoints"][0]["phases"][1]["class"], "tcp.refused");
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["report.json"], "no temporary file left behind");
+}
+
+#[test]
+fn sas_token_command_matches_the_reference() {
+    let cs = format!("HostName=myhub.azure-devices.net;DeviceId=dev1;SharedAccessKey={KEY}");
+    let out = run_with_env(
+        &["sas-token", "--expiry", "1900000000"],
+        &[("IOTHUB_DEVICE_CONNECTION_STRING", &cs)],
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.code, 0, "{}", out.all_output());
+    assert_eq!(
+        out.stdout.trim(),
+        "SharedAccessSignature sr=myhub.azure-devices.net%2Fdevices%2Fdev1&sig=tKCRwQzBysUph5v0OdvwNUZHHOE3DVZwAjk%2FjH227n4%3D&se=1900000000"
+    );
+    assert!(out.stderr.is_empty());
+
+    let out = run(&["sas-token"]);
+    assert_usage_error(&out, "no connection string");
+    let x509 = "HostName=h.azure-devices.net;DeviceId=d;x509=true";
+    let out = run_with_env(
+        &["sas-token"],
+        &[("IOTHUB_DEVICE_CONNECTION_STRING", x509)],
+        Duration::from_secs(10),
+    );
+    assert_usage_error(&out, "no SharedAccessKey");
+}
+
+#[test]
+fn schema_command_prints_the_shipped_schema() {
+    let out = run(&["schema"]);
+    assert_eq!(out.code, 0);
+    let printed: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let shipped: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/report.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(printed, shipped);
+    assert!(jsonschema::validator_for(&printed).is_ok());
+}
+
+#[test]
+fn profiles_command_lists_and_prints() {
+    let out = run(&["profiles"]);
+    assert_eq!(out.code, 0);
+    for name in ["azure-iot-hub", "aws-iot-core", "mqtt-broker"] {
+        assert!(out.stdout.contains(name), "{}", out.stdout);
+    }
+    let out = run(&["profiles", "azure-iot-hub"]);
+    assert_eq!(out.code, 0);
+    assert!(out.stdout.contains("/$iothub/websocket"));
+    let out = run(&[
+        "profiles",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/lab-hub.toml"),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.all_output());
+    assert!(out.stdout.contains("hubprobe Test Root CA"));
+}
