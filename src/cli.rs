@@ -27,6 +27,8 @@ pub enum Command {
     Schema,
     /// List the built-in hub profiles, or print one.
     Profiles(ProfilesArgs),
+    /// Print the failure-class catalogue (class, meaning, hint, IoT Hub error) as Markdown.
+    Classes,
 }
 
 /// Report format on stdout.

@@ -208,6 +208,24 @@ pub fn explain(class: FailureClass) -> Explanation {
     }
 }
 
+/// The failure-class catalogue as a Markdown table (docs/failure-classes.md holds
+/// exactly this; `hubprobe classes` prints it).
+pub fn catalogue_markdown() -> String {
+    let mut out =
+        String::from("| class | what it means | what to do | IoT Hub error |\n|---|---|---|---|\n");
+    for c in FailureClass::ALL {
+        let e = explain(*c);
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            c.id(),
+            e.meaning,
+            e.hint,
+            e.iothub_error.unwrap_or("")
+        ));
+    }
+    out
+}
+
 /// How serious a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -630,6 +648,15 @@ mod tests {
         ] {
             assert!(FailureClass::from_id(id).is_some(), "{id}");
         }
+    }
+
+    #[test]
+    fn docs_hold_the_current_catalogue() {
+        let doc = include_str!("../docs/failure-classes.md");
+        assert!(
+            doc.contains(&catalogue_markdown()),
+            "docs/failure-classes.md is stale: regenerate its table with `hubprobe classes`"
+        );
     }
 
     #[test]

@@ -71,6 +71,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::Ok)
         }
         Command::Profiles(args) => profiles(&args),
+        Command::Classes => {
+            print_stdout(&hubprobe::diagnose::catalogue_markdown())?;
+            Ok(ExitCode::Ok)
+        }
     }
 }
 

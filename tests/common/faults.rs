@@ -169,6 +169,8 @@ where
                 continue;
             };
             shared.accepted.fetch_add(1, Ordering::SeqCst);
+            // Reply at once, as a hub does, instead of waiting on the client's delayed ACK.
+            let _ = stream.set_nodelay(true);
             let fut = handle(stream, shared.clone());
             tokio::spawn(fut);
         }
