@@ -22,7 +22,8 @@ struct Sample {
     code: i32,
 }
 
-/// Runs the binary and reaps it with wait4 to read its peak RSS.
+/// Runs the binary and reaps it with wait4 (not `Child::wait`) to read its peak RSS.
+#[allow(clippy::zombie_processes)]
 fn measure(args: &[String], env: &[(&str, &str)]) -> (Sample, String) {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hubprobe"));
     cmd.args(args).env("NO_COLOR", "1").env_remove("RUST_LOG");
