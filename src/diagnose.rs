@@ -677,4 +677,259 @@ mod tests {
             .hint
             .contains("clock is behind"));
     }
+
+    mod findings {
+        use super::super::*;
+        use crate::probe::{Phase, PhaseResult};
+        use crate::profile::{Profile, Protocol, Transport};
+        use crate::report::{EndpointReport, SasTokenInfo, Verdict};
+        use serde_json::json;
+        use std::time::Duration;
+
+        fn ok(phase: Phase, ev: serde_json::Value) -> PhaseResult {
+            PhaseResult::ok(phase, Duration::from_millis(1), ev)
+        }
+
+        fn failed(phase: Phase, class: FailureClass) -> PhaseResult {
+            PhaseResult::failed(phase, Duration::from_millis(1), class, "detail", json!({}))
+        }
+
+        fn endpoint(
+            name: &str,
+            transport: Transport,
+            port: u16,
+            phases: Vec<PhaseResult>,
+        ) -> EndpointReport {
+            let failed = phases
+                .iter()
+                .any(|p| p.status == crate::probe::Status::Failed);
+            EndpointReport {
+                name: name.into(),
+                protocol: Protocol::Mqtt,
+                transport,
+                port,
+                verdict: if failed {
+                    Verdict::Critical
+                } else {
+                    Verdict::Ok
+                },
+                phases,
+            }
+        }
+
+        fn mqtt_ok(
+            name: &str,
+            transport: Transport,
+            port: u16,
+            tls_ev: serde_json::Value,
+        ) -> EndpointReport {
+            endpoint(
+                name,
+                transport,
+                port,
+                vec![
+                    ok(Phase::Dns, json!({})),
+                    ok(Phase::Tcp, json!({"attempts": []})),
+                    ok(Phase::Tls, tls_ev),
+                    ok(Phase::Mqtt, json!({"auth_tested": true})),
+                ],
+            )
+        }
+
+        fn blocked(
+            name: &str,
+            transport: Transport,
+            port: u16,
+            class: FailureClass,
+        ) -> EndpointReport {
+            endpoint(
+                name,
+                transport,
+                port,
+                vec![ok(Phase::Dns, json!({})), failed(Phase::Tcp, class)],
+            )
+        }
+
+        fn run(
+            eps: &[EndpointReport],
+            auth: &str,
+            sas: Option<&SasTokenInfo>,
+        ) -> (Vec<Finding>, Verdict) {
+            let profile = Profile::load("azure-iot-hub").unwrap();
+            let ctx = Context {
+                profile: &profile,
+                auth,
+                sas_token: sas,
+            };
+            let f = findings(eps, &ctx);
+            let v = verdict(eps, &f);
+            (f, v)
+        }
+
+        fn codes(f: &[Finding]) -> Vec<&str> {
+            f.iter().map(|f| f.code.as_str()).collect()
+        }
+
+        fn good_anchor() -> serde_json::Value {
+            json!({"trust_anchor": {"name": "DigiCert Global Root G2", "expected": true, "legacy": false}, "leaf_days_left": 200.0})
+        }
+
+        #[test]
+        fn everything_ok_is_ok() {
+            let eps = [mqtt_ok("mqtt-tls", Transport::Tls, 8883, good_anchor())];
+            let (f, v) = run(&eps, "sas-key", None);
+            assert!(f.is_empty(), "{f:?}");
+            assert_eq!(v, Verdict::Ok);
+        }
+
+        #[test]
+        fn all_endpoints_failing_is_critical() {
+            let eps = [
+                blocked("mqtt-tls", Transport::Tls, 8883, FailureClass::TcpTimeout),
+                blocked("mqtt-ws", Transport::Wss, 443, FailureClass::TcpTimeout),
+            ];
+            let (f, v) = run(&eps, "none", None);
+            assert_eq!(codes(&f), ["tcp.timeout"]);
+            assert_eq!(f[0].severity, Severity::Critical);
+            assert_eq!(f[0].endpoints, ["mqtt-tls", "mqtt-ws"]);
+            assert_eq!(v, Verdict::Critical);
+        }
+
+        #[test]
+        fn blocked_8883_with_websocket_open_recommends_websocket() {
+            let eps = [
+                blocked("mqtt-tls", Transport::Tls, 8883, FailureClass::TcpTimeout),
+                mqtt_ok("mqtt-ws", Transport::Wss, 443, good_anchor()),
+            ];
+            let (f, v) = run(&eps, "sas-key", None);
+            assert_eq!(codes(&f), ["tcp.timeout", "port_blocked_use_alternative"]);
+            assert!(f[1].hint.contains("MQTT over WebSocket"));
+            assert_eq!(f[0].severity, Severity::Warning);
+            assert_eq!(v, Verdict::Warning);
+        }
+
+        #[test]
+        fn plaintext_is_never_recommended_for_a_blocked_tls_port() {
+            let plain = endpoint(
+                "mqtt",
+                Transport::Tcp,
+                1883,
+                vec![
+                    ok(Phase::Dns, json!({})),
+                    ok(Phase::Tcp, json!({})),
+                    ok(Phase::Mqtt, json!({})),
+                ],
+            );
+            let eps = [
+                blocked("mqtt-tls", Transport::Tls, 8883, FailureClass::TcpRefused),
+                plain,
+            ];
+            let (f, _) = run(&eps, "none", None);
+            assert!(
+                !codes(&f).contains(&"port_blocked_use_alternative"),
+                "{f:?}"
+            );
+        }
+
+        #[test]
+        fn not_a_path_problem_gets_no_alternative() {
+            let eps = [
+                endpoint(
+                    "mqtt-tls",
+                    Transport::Tls,
+                    8883,
+                    vec![
+                        ok(Phase::Dns, json!({})),
+                        failed(Phase::Tls, FailureClass::TlsUnknownCa),
+                    ],
+                ),
+                mqtt_ok("mqtt-ws", Transport::Wss, 443, good_anchor()),
+            ];
+            let (f, _) = run(&eps, "none", None);
+            assert!(!codes(&f).contains(&"port_blocked_use_alternative"));
+            let hint = &f.iter().find(|f| f.code == "tls.unknown_ca").unwrap().hint;
+            assert!(
+                hint.contains("DigiCert Global Root G2") && hint.contains("Baltimore"),
+                "{hint}"
+            );
+        }
+
+        #[test]
+        fn anchors_expiry_and_clock() {
+            let legacy = json!({"trust_anchor": {"name": "Baltimore CyberTrust Root", "expected": false, "legacy": true}, "leaf_days_left": 10.0});
+            let proxy = json!({"trust_anchor": {"name": "Contoso Inspection CA", "expected": false, "legacy": false}, "leaf_days_left": 300.0});
+            let mut https = mqtt_ok("https", Transport::Tls, 443, good_anchor());
+            https.phases[3] = ok(Phase::Http, json!({"clock_offset_s": -300.0}));
+            let eps = [
+                mqtt_ok("mqtt-tls", Transport::Tls, 8883, legacy),
+                mqtt_ok("mqtt-ws", Transport::Wss, 443, proxy),
+                https,
+            ];
+            let (f, v) = run(&eps, "sas-key", None);
+            let c = codes(&f);
+            for want in [
+                "tls_leaf_expiring",
+                "trust_anchor_legacy",
+                "trust_anchor_unexpected",
+                "clock_offset",
+            ] {
+                assert!(c.contains(&want), "{want} missing from {c:?}");
+            }
+            let clock = f.iter().find(|f| f.code == "clock_offset").unwrap();
+            assert!(
+                clock.summary.contains("300 s ahead of"),
+                "{}",
+                clock.summary
+            );
+            assert_eq!(v, Verdict::Warning);
+        }
+
+        #[test]
+        fn sas_token_lifetime_and_expiry() {
+            let eps = [mqtt_ok("mqtt-tls", Transport::Tls, 8883, good_anchor())];
+            let hour = SasTokenInfo {
+                resource: "h/devices/d".into(),
+                expires_at: "x".into(),
+                expires_in_s: 3600,
+                ttl_s: Some(3600),
+            };
+            let (f, v) = run(&eps, "sas-key", Some(&hour));
+            let life = f.iter().find(|f| f.code == "sas_token_lifetime").unwrap();
+            assert!(life.summary.contains("48 min"), "{}", life.summary);
+            assert!(life.iothub_error.as_deref().unwrap().starts_with("404104"));
+            assert_eq!(v, Verdict::Ok);
+
+            let expired = SasTokenInfo {
+                resource: "h/devices/d".into(),
+                expires_at: "x".into(),
+                expires_in_s: -5,
+                ttl_s: None,
+            };
+            let (f, v) = run(&eps, "sas-token", Some(&expired));
+            assert!(codes(&f).contains(&"sas_token_expired"));
+            assert_eq!(v, Verdict::Critical);
+        }
+
+        #[test]
+        fn auth_not_tested_only_without_credentials() {
+            let mut ep = mqtt_ok("mqtt-tls", Transport::Tls, 8883, good_anchor());
+            ep.phases[3] = ok(Phase::Mqtt, json!({"auth_tested": false}));
+            let (f, v) = run(std::slice::from_ref(&ep), "none", None);
+            assert_eq!(codes(&f), ["auth_not_tested"]);
+            assert_eq!(v, Verdict::Ok);
+        }
+
+        #[test]
+        fn a_chain_that_never_ran_is_unknown() {
+            let mut ep = endpoint(
+                "mqtt-tls",
+                Transport::Tls,
+                8883,
+                vec![PhaseResult::skipped(Phase::Dns, "deadline")],
+            );
+            ep.verdict = Verdict::Unknown;
+            let (_, v) = run(&[ep], "none", None);
+            assert_eq!(v, Verdict::Unknown);
+        }
+    }
 }
