@@ -57,7 +57,10 @@ pub struct CheckPlan {
 pub async fn run(plan: &CheckPlan) -> Report {
     let started = SystemTime::now();
     let clock = Instant::now();
-    let deadline_at = clock + plan.deadline;
+    // config caps the deadline; saturate anyway rather than overflow the clock.
+    let deadline_at = clock
+        .checked_add(plan.deadline)
+        .unwrap_or(clock + Duration::from_secs(86_400));
 
     let sas = sas_for_run(plan, started);
     let dns_result = if let Some(budget) = budget(plan.timeout, deadline_at) {
@@ -71,8 +74,7 @@ pub async fn run(plan: &CheckPlan) -> Report {
     };
 
     // A hub allows one MQTT connection per device identity: a second CONNECT with the
-    // same client id makes it drop the first. So MQTT phases that use the device's own
-    // identity take turns; everything else runs concurrently.
+    // same client id makes it drop the first (see run_endpoint).
     let identity_lock = tokio::sync::Mutex::new(());
     let chains = plan.endpoints.iter().map(|e| {
         run_endpoint(
@@ -142,8 +144,9 @@ fn sas_for_run(plan: &CheckPlan, started: SystemTime) -> Option<(Secret, SasToke
         .as_secs();
     let info = |resource: String, expiry: u64, ttl: Option<u64>| SasTokenInfo {
         resource,
-        expires_at: report::rfc3339(UNIX_EPOCH + Duration::from_secs(expiry)),
-        expires_in_s: expiry as i64 - now as i64,
+        expires_at: report::rfc3339_unix(expiry),
+        expires_in_s: (expiry as i128 - now as i128).clamp(i64::MIN as i128, i64::MAX as i128)
+            as i64,
         ttl_s: ttl,
     };
     match &plan.credentials {
@@ -155,7 +158,7 @@ fn sas_for_run(plan: &CheckPlan, started: SystemTime) -> Option<(Secret, SasToke
             expiry,
         } => {
             let resource = resource_uri(&plan.hub_host, device_id, module_id.as_deref());
-            let exp = expiry.unwrap_or(now + ttl.as_secs());
+            let exp = expiry.unwrap_or_else(|| now.saturating_add(ttl.as_secs()));
             // The key was validated when the plan was built; a failure here cannot leak it.
             let token = generate_sas_token(&resource, key, exp).ok()?;
             let ttl = exp.saturating_sub(now);
@@ -187,6 +190,25 @@ async fn run_endpoint(
         chain.skip_rest("DNS failed");
         return chain.finish(ep);
     }
+
+    // A hub allows one connection per device identity, so MQTT endpoints that use the
+    // device's own identity take turns, whole chain at a time: a connection never sits
+    // idle waiting for its turn (a hub or proxy might drop it, and the report would
+    // blame the path). The wait is bounded by the run's deadline.
+    let _turn = match (ep.protocol, &plan.credentials) {
+        (Protocol::Mqtt, Credentials::None) | (Protocol::Amqp | Protocol::Http, _) => None,
+        (Protocol::Mqtt, _) => {
+            match tokio::time::timeout_at(deadline_at, identity_lock.lock()).await {
+                Ok(guard) => Some(guard),
+                Err(_) => {
+                    chain.skip_rest(
+                        "the run's deadline passed while another endpoint used the device identity",
+                    );
+                    return chain.finish(ep);
+                }
+            }
+        }
+    };
 
     // TCP
     let Some(t) = budget(plan.timeout, deadline_at) else {
@@ -264,11 +286,6 @@ async fn run_endpoint(
     };
 
     // Protocol
-    let _turn = match (ep.protocol, &plan.credentials) {
-        (Protocol::Mqtt, Credentials::None) => None,
-        (Protocol::Mqtt, _) => Some(identity_lock.lock().await),
-        _ => None,
-    };
     let Some(t) = budget(plan.timeout, deadline_at) else {
         chain.skip_rest("the run's deadline passed");
         return chain.finish(ep);

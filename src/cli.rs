@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::auth::Secret;
+
 /// hubprobe: why does this device drop off its IoT hub? Probes DNS, TCP, TLS and
 /// MQTT against every hub endpoint, times each phase and explains each failure.
 #[derive(Debug, Parser)]
@@ -107,29 +109,31 @@ pub struct CheckArgs {
     #[arg(long, value_name = "PEM", requires = "cert")]
     pub key: Option<PathBuf>,
 
-    /// Device connection string (HostName=…;DeviceId=…;SharedAccessKey=…). Prefer the
-    /// environment variable or --connection-string-file: command lines are visible to other users.
-    #[arg(long, env = "IOTHUB_DEVICE_CONNECTION_STRING", hide_env_values = true)]
-    pub connection_string: Option<String>,
+    /// Device connection string (HostName=…;DeviceId=…;SharedAccessKey=…) [env:
+    /// IOTHUB_DEVICE_CONNECTION_STRING, used when no credential option is given]. Prefer the
+    /// environment or --connection-string-file: command lines are visible to other users.
+    #[arg(long, value_parser = parse_secret, conflicts_with = "connection_string_file")]
+    pub connection_string: Option<Secret>,
 
     /// Read the device connection string from this file.
-    #[arg(long, value_name = "FILE", conflicts_with = "connection_string")]
+    #[arg(long, value_name = "FILE")]
     pub connection_string_file: Option<PathBuf>,
 
-    /// A ready SAS token (SharedAccessSignature sr=…&sig=…&se=…).
-    #[arg(long, env = "HUBPROBE_SAS_TOKEN", hide_env_values = true)]
-    pub sas_token: Option<String>,
+    /// A ready SAS token (SharedAccessSignature sr=…&sig=…&se=…) [env: HUBPROBE_SAS_TOKEN,
+    /// used when no credential option is given].
+    #[arg(long, value_parser = parse_secret)]
+    pub sas_token: Option<Secret>,
 
-    /// Device id (for --sas-token, --cert or --username when it cannot be derived).
+    /// Device id (with --sas-token, --cert or --username when it cannot be derived).
     #[arg(long)]
     pub device_id: Option<String>,
 
-    /// MQTT user name for generic brokers (password from HUBPROBE_MQTT_PASSWORD or --password-file).
+    /// MQTT user name for generic brokers (password from --password-file or HUBPROBE_MQTT_PASSWORD).
     #[arg(long)]
     pub username: Option<String>,
 
     /// Read the MQTT password from this file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", requires = "username")]
     pub password_file: Option<PathBuf>,
 
     /// Lifetime of the SAS token generated from the connection string's key.
@@ -168,9 +172,9 @@ pub struct CheckArgs {
 /// `hubprobe sas-token`.
 #[derive(Debug, Args)]
 pub struct SasTokenArgs {
-    /// Device connection string.
-    #[arg(long, env = "IOTHUB_DEVICE_CONNECTION_STRING", hide_env_values = true)]
-    pub connection_string: Option<String>,
+    /// Device connection string [env: IOTHUB_DEVICE_CONNECTION_STRING].
+    #[arg(long, value_parser = parse_secret)]
+    pub connection_string: Option<Secret>,
 
     /// Read the connection string from this file.
     #[arg(long, value_name = "FILE", conflicts_with = "connection_string")]
@@ -190,6 +194,11 @@ pub struct SasTokenArgs {
 pub struct ProfilesArgs {
     /// Print this profile's TOML (a built-in name or a file).
     pub name: Option<String>,
+}
+
+/// Wraps a secret argument so that it cannot be printed by accident.
+fn parse_secret(s: &str) -> Result<Secret, String> {
+    Ok(Secret::new(s))
 }
 
 /// Parses a humantime duration ("30s", "5m", "1h 30m").

@@ -5,6 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::auth::sas::{device_id_of, host_of, parse_sas_token, SasError};
 use crate::auth::{ConnectionString, ConnectionStringError, Credentials, Secret};
@@ -68,30 +69,105 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The connection string says `x509=true` but no certificate was given.
+    #[error(
+        "the connection string says x509=true: give the device certificate with --cert and --key"
+    )]
+    X509WithoutCertificate,
+    /// No device id could be derived.
+    #[error("no device id: {0}; give --device-id")]
+    NoDeviceId(&'static str),
+    /// `--device-id` without any credential.
+    #[error("--device-id goes with a credential (connection string, --sas-token, --cert/--key or --username)")]
+    DeviceIdWithoutCredentials,
+    /// A keep-alive below one second.
+    #[error("--keepalive must be at least 1s (MQTT counts whole seconds; 0 turns keep-alive off)")]
+    KeepAliveTooShort,
+    /// A duration or time beyond what hubprobe accepts.
+    #[error("{option} {value}: at most {max}")]
+    OutOfRange {
+        /// The option.
+        option: &'static str,
+        /// What was given.
+        value: String,
+        /// The limit.
+        max: String,
+    },
+    /// The network interface does not exist.
+    #[error("--interface {0:?}: no such network interface")]
+    NoInterface(String),
     /// A keep-alive MQTT cannot express.
     #[error("--keepalive {0} s is above MQTT's limit of 65535 s")]
     KeepAliveTooLong(u64),
 }
 
+/// Credentials found in the environment. They apply only when no credential
+/// option is on the command line (the command line wins over the environment).
+#[derive(Default)]
+pub struct EnvCredentials {
+    /// `IOTHUB_DEVICE_CONNECTION_STRING`.
+    pub connection_string: Option<Secret>,
+    /// `HUBPROBE_SAS_TOKEN`.
+    pub sas_token: Option<Secret>,
+    /// `HUBPROBE_MQTT_PASSWORD`.
+    pub mqtt_password: Option<Secret>,
+}
+
+impl EnvCredentials {
+    /// Reads the process environment (empty values count as unset).
+    pub fn from_process() -> Self {
+        let get = |k: &str| {
+            std::env::var(k)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .map(Secret::new)
+        };
+        EnvCredentials {
+            connection_string: get("IOTHUB_DEVICE_CONNECTION_STRING"),
+            sas_token: get("HUBPROBE_SAS_TOKEN"),
+            mqtt_password: get("HUBPROBE_MQTT_PASSWORD"),
+        }
+    }
+}
+
+/// Longest accepted `--deadline`.
+pub const MAX_DEADLINE: Duration = Duration::from_secs(24 * 3600);
+/// Longest accepted `--timeout`.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Longest accepted `--sas-ttl` (ten years).
+pub const MAX_SAS_TTL: Duration = Duration::from_secs(10 * 365 * 86_400);
+/// Latest expiry RFC 3339 can express (9999-12-31T23:59:59Z).
+pub const MAX_UNIX_SECONDS: u64 = 253_402_300_799;
+
 /// Builds the check plan from the arguments. Reads files (CA, certificates,
 /// connection string) and validates everything before any packet is sent.
 pub fn plan_check(args: &CheckArgs) -> Result<CheckPlan, ConfigError> {
-    let password_env = std::env::var("HUBPROBE_MQTT_PASSWORD")
-        .ok()
-        .filter(|p| !p.is_empty());
-    plan_check_with(args, password_env)
+    plan_check_with(args, EnvCredentials::from_process())
 }
 
 /// [`plan_check`] with the password environment variable passed in (for tests).
-pub fn plan_check_with(
-    args: &CheckArgs,
-    password_env: Option<String>,
-) -> Result<CheckPlan, ConfigError> {
+pub fn plan_check_with(args: &CheckArgs, env: EnvCredentials) -> Result<CheckPlan, ConfigError> {
+    check_ranges(args)?;
+    let cli_credentials = args.connection_string.is_some()
+        || args.connection_string_file.is_some()
+        || args.sas_token.is_some()
+        || args.username.is_some();
+    let (cs_value, token_value) = if cli_credentials {
+        (args.connection_string.as_ref(), args.sas_token.as_ref())
+    } else {
+        if env.connection_string.is_some() && env.sas_token.is_some() {
+            return Err(ConfigError::ConflictingCredentials);
+        }
+        (env.connection_string.as_ref(), env.sas_token.as_ref())
+    };
+    let password_env = env.mqtt_password.map(|p| p.expose().to_string());
     let connection_string = load_connection_string(
-        args.connection_string.as_deref(),
+        cs_value.map(Secret::expose),
         args.connection_string_file.as_deref(),
     )?;
-    let sas_token = args.sas_token.as_deref().filter(|t| !t.trim().is_empty());
+    let sas_token = token_value
+        .map(Secret::expose)
+        .filter(|t| !t.trim().is_empty());
     let given = [
         connection_string.is_some(),
         sas_token.is_some(),
@@ -218,6 +294,7 @@ pub fn plan_check_with(
                 ttl: args.sas_ttl,
                 expiry: args.sas_expiry,
             },
+            None if client_identity.is_none() => return Err(ConfigError::X509WithoutCertificate),
             None => Credentials::X509 {
                 device_id: cs.device_id,
             },
@@ -227,7 +304,9 @@ pub fn plan_check_with(
             .device_id
             .clone()
             .or_else(|| device_id_of(&parsed.resource).map(str::to_string))
-            .unwrap_or_default();
+            .ok_or(ConfigError::NoDeviceId(
+                "the SAS token's resource names no device",
+            ))?;
         Credentials::SasToken {
             device_id,
             token: Secret::new(token.trim()),
@@ -247,13 +326,25 @@ pub fn plan_check_with(
             .device_id
             .clone()
             .or_else(|| common_name(identity.subject()))
-            .unwrap_or_default();
+            .ok_or(ConfigError::NoDeviceId(
+                "the device certificate's subject has no CN",
+            ))?;
         Credentials::X509 { device_id }
     } else {
+        if args.device_id.is_some() {
+            return Err(ConfigError::DeviceIdWithoutCredentials);
+        }
         Credentials::None
     };
 
     let keep_alive = args.keepalive.unwrap_or(profile.mqtt.keepalive);
+    if keep_alive < Duration::from_secs(1) {
+        // MQTT counts whole seconds; 0 would switch keep-alive off.
+        return Err(ConfigError::KeepAliveTooShort);
+    }
+    if let Some(iface) = &args.interface {
+        check_interface(iface)?;
+    }
     if keep_alive.as_secs() > u16::MAX as u64 {
         return Err(ConfigError::KeepAliveTooLong(keep_alive.as_secs()));
     }
@@ -274,6 +365,40 @@ pub fn plan_check_with(
         timeout: args.timeout,
         deadline: args.deadline,
     })
+}
+
+fn check_ranges(args: &CheckArgs) -> Result<(), ConfigError> {
+    let too_long = |option: &'static str, value: Duration, max: Duration| {
+        (value > max).then(|| ConfigError::OutOfRange {
+            option,
+            value: humantime::format_duration(value).to_string(),
+            max: humantime::format_duration(max).to_string(),
+        })
+    };
+    if let Some(e) = too_long("--deadline", args.deadline, MAX_DEADLINE)
+        .or_else(|| too_long("--timeout", args.timeout, MAX_TIMEOUT))
+        .or_else(|| too_long("--sas-ttl", args.sas_ttl, MAX_SAS_TTL))
+    {
+        return Err(e);
+    }
+    if let Some(e) = args.sas_expiry.filter(|e| *e > MAX_UNIX_SECONDS) {
+        return Err(ConfigError::OutOfRange {
+            option: "--sas-expiry",
+            value: e.to_string(),
+            max: format!("{MAX_UNIX_SECONDS} (9999-12-31)"),
+        });
+    }
+    Ok(())
+}
+
+fn check_interface(name: &str) -> Result<(), ConfigError> {
+    let c = std::ffi::CString::new(name).map_err(|_| ConfigError::NoInterface(name.to_string()))?;
+    // SAFETY: c is a valid NUL-terminated string for the duration of the call.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if index == 0 {
+        return Err(ConfigError::NoInterface(name.to_string()));
+    }
+    Ok(())
 }
 
 /// Reads the connection string from the option/environment or a file.

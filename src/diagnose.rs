@@ -149,8 +149,9 @@ pub struct Explanation {
     pub iothub_error: Option<&'static str>,
 }
 
+/// For faults that cut connections: when they hit established sessions, IoT Hub logs them so.
 const E404104: Option<&str> =
-    Some("404104 DeviceConnectionClosedRemotely (cause: the network path)");
+    Some("404104 DeviceConnectionClosedRemotely (cause 2, the network path, when it cuts established connections)");
 const E401003: Option<&str> = Some("401003 IoTHubUnauthorized");
 
 /// The meaning and hint of a failure class.
@@ -164,8 +165,8 @@ pub fn explain(class: FailureClass) -> Explanation {
         DnsTimeout => ("no DNS answer in time", "UDP/TCP port 53 to the resolver is blocked or the resolver is down; check /etc/resolv.conf", None),
         DnsNoNameservers => ("no DNS server is configured", "configure a resolver (/etc/resolv.conf, DHCP) or give --dns-server", None),
         DnsError => ("DNS resolution failed", "see the message; compare with another resolver via --dns-server", None),
-        TcpRefused => ("the port is closed or a firewall rejects the connection", "open the outbound port on the firewall, or use the endpoint on 443 (MQTT over WebSocket)", None),
-        TcpTimeout => ("SYN packets go unanswered: a firewall silently drops them", "allow the outbound port on the firewall/proxy; if only 8883 is blocked use MQTT over WebSocket on 443", E404104),
+        TcpRefused => ("the port is closed or a firewall rejects the connection", "open the outbound port on the firewall; if only the MQTT port is blocked, use MQTT over WebSocket on 443", None),
+        TcpTimeout => ("SYN packets go unanswered: a firewall silently drops them", "allow the outbound port on the firewall/proxy; if only 8883 is blocked use MQTT over WebSocket on 443", None),
         TcpUnreachable => ("no route to the hub's address", "check the default route, the interface and IPv6 connectivity", None),
         TcpReset => ("the connection was reset while connecting", "a firewall or proxy resets the connection; allow the destination", E404104),
         TcpPermission => ("the local system forbade the connection", "a local firewall rule or security policy blocks it; --interface needs CAP_NET_RAW", None),
@@ -189,7 +190,7 @@ pub fn explain(class: FailureClass) -> Explanation {
         MqttIdentifierRejected => ("the hub rejected the client id", "the client id must equal the device id (IoT Hub) and be allowed by the broker", None),
         MqttServerUnavailable => ("the hub said it is unavailable", "a hub-side problem (IoT Hub 500xxx); retry with backoff and check the hub's health", Some("500xxx (hub-side errors)")),
         MqttProtocolVersion => ("the server does not accept MQTT 3.1.1", "the server needs another MQTT version", None),
-        MqttTimeout => ("no MQTT answer in time", "the server accepted TLS but does not speak MQTT here, or is overloaded", None),
+        MqttTimeout => ("no MQTT answer in time (CONNACK or PINGRESP)", "the server does not speak MQTT on this port, or is overloaded; a PINGRESP timeout after CONNACK means the path or the server stalls", None),
         MqttClosed => ("the server closed the connection without answering", "the server dropped the CONNECT: unknown device, wrong user name form, or a hub-side limit", E404104),
         MqttReset => ("the server reset the connection", "a firewall or the server reset the MQTT session", E404104),
         MqttProtocolError => ("the server's answer is not MQTT", "something other than an MQTT broker answers on this port (a proxy?)", None),
@@ -280,7 +281,8 @@ pub fn findings(endpoints: &[crate::report::EndpointReport], ctx: &Context<'_>) 
     use crate::profile::{Protocol, Transport};
 
     let mut out = Vec::new();
-    let all_failed = !endpoints.is_empty() && endpoints.iter().all(|e| e.failed_phase().is_some());
+    // No endpoint works: every failure is then critical.
+    let all_failed = !endpoints.is_empty() && !endpoints.iter().any(works);
 
     // 1. One finding per failure class, naming every endpoint it hit.
     let mut by_class: std::collections::BTreeMap<
@@ -316,7 +318,9 @@ pub fn findings(endpoints: &[crate::report::EndpointReport], ctx: &Context<'_>) 
         }
         out.push(Finding {
             code: class.id().to_string(),
-            severity: if all_failed {
+            // The device's identity refused is fatal even if unauthenticated
+            // endpoints (AMQP header, HTTPS) answer.
+            severity: if all_failed || is_auth_failure(*class) {
                 Severity::Critical
             } else {
                 Severity::Warning
@@ -416,10 +420,8 @@ pub fn findings(endpoints: &[crate::report::EndpointReport], ctx: &Context<'_>) 
                     .get("expected")
                     .and_then(|v| v.as_bool())
                     .unwrap_or(false);
-                if !seen_anchor.insert(name.clone()) {
-                    continue;
-                }
-                if legacy {
+                let first_time = seen_anchor.insert(name.clone());
+                if first_time && legacy {
                     out.push(Finding {
                         code: "trust_anchor_legacy".into(),
                         severity: Severity::Warning,
@@ -432,7 +434,11 @@ pub fn findings(endpoints: &[crate::report::EndpointReport], ctx: &Context<'_>) 
                         ),
                         iothub_error: None,
                     });
-                } else if !expected && !ctx.profile.trust.expected_anchors.is_empty() {
+                } else if first_time
+                    && !legacy
+                    && !expected
+                    && !ctx.profile.trust.expected_anchors.is_empty()
+                {
                     out.push(Finding {
                         code: "trust_anchor_unexpected".into(),
                         severity: Severity::Warning,
@@ -546,10 +552,14 @@ pub fn findings(endpoints: &[crate::report::EndpointReport], ctx: &Context<'_>) 
                 summary: format!("the SAS token expires in {} s", sas.expires_in_s),
                 hint: "the hub closes the connection when the token expires; renew it earlier"
                     .into(),
-                iothub_error: E404104.map(str::to_string),
+                iothub_error: Some(
+                    "404104 DeviceConnectionClosedRemotely (cause 1: SAS token expiry)".into(),
+                ),
             });
         }
-        let lifetime = sas.ttl_s.unwrap_or(sas.expires_in_s.max(0) as u64);
+        // Only a token hubprobe generated has a known lifetime; a ready token only says
+        // how long it has left.
+        let lifetime = sas.ttl_s.unwrap_or(0);
         if lifetime > 0 && lifetime <= 24 * 3600 {
             let renew = lifetime as f64 * 0.8 / 60.0;
             out.push(Finding {
@@ -569,6 +579,21 @@ pub fn findings(endpoints: &[crate::report::EndpointReport], ctx: &Context<'_>) 
     out
 }
 
+/// An endpoint whose every phase passed.
+fn works(e: &crate::report::EndpointReport) -> bool {
+    !e.phases.is_empty() && e.phases.iter().all(|p| p.is_ok())
+}
+
+/// Classes that mean the hub refused the device's identity.
+pub fn is_auth_failure(class: FailureClass) -> bool {
+    matches!(
+        class,
+        FailureClass::MqttBadCredentials
+            | FailureClass::MqttNotAuthorized
+            | FailureClass::MqttIdentifierRejected
+    )
+}
+
 /// The overall verdict from the endpoints and findings.
 pub fn verdict(
     endpoints: &[crate::report::EndpointReport],
@@ -579,14 +604,16 @@ pub fn verdict(
         return Verdict::Unknown;
     }
     let mut v = Verdict::Ok;
-    if endpoints.iter().all(|e| e.failed_phase().is_some()) {
+    let any_failed = endpoints.iter().any(|e| e.failed_phase().is_some());
+    if any_failed && !endpoints.iter().any(works) {
         v = Verdict::Critical;
-    } else if endpoints.iter().any(|e| e.failed_phase().is_some()) {
+    } else if any_failed {
         v = Verdict::Warning;
     }
-    if endpoints.iter().any(|e| e.verdict == Verdict::Unknown) {
-        // A chain that never ran (deadline before it started) proves nothing.
-        v = v.max(Verdict::Unknown);
+    if v == Verdict::Ok && endpoints.iter().any(|e| e.verdict == Verdict::Unknown) {
+        // A chain that never ran (deadline before it started) proves nothing; a
+        // failure elsewhere still says more than "unknown".
+        v = Verdict::Unknown;
     }
     for f in findings {
         let fv = match f.severity {
@@ -665,7 +692,7 @@ mod tests {
             .iothub_error
             .unwrap()
             .starts_with("401003"));
-        assert!(explain(FailureClass::TcpTimeout)
+        assert!(explain(FailureClass::TcpReset)
             .iothub_error
             .unwrap()
             .starts_with("404104"));
@@ -857,8 +884,9 @@ mod tests {
         #[test]
         fn anchors_expiry_and_clock() {
             let legacy = json!({"trust_anchor": {"name": "Baltimore CyberTrust Root", "expected": false, "legacy": true}, "leaf_days_left": 10.0});
+            // https shares mqtt-tls's anchor: the anchor finding comes once, the clock one still comes.
             let proxy = json!({"trust_anchor": {"name": "Contoso Inspection CA", "expected": false, "legacy": false}, "leaf_days_left": 300.0});
-            let mut https = mqtt_ok("https", Transport::Tls, 443, good_anchor());
+            let mut https = mqtt_ok("https", Transport::Tls, 443, legacy.clone());
             https.phases[3] = ok(Phase::Http, json!({"clock_offset_s": -300.0}));
             let eps = [
                 mqtt_ok("mqtt-tls", Transport::Tls, 8883, legacy),
@@ -875,6 +903,11 @@ mod tests {
             ] {
                 assert!(c.contains(&want), "{want} missing from {c:?}");
             }
+            assert_eq!(
+                c.iter().filter(|c| **c == "trust_anchor_legacy").count(),
+                1,
+                "{c:?}"
+            );
             let clock = f.iter().find(|f| f.code == "clock_offset").unwrap();
             assert!(
                 clock.summary.contains("300 s ahead of"),
@@ -917,6 +950,42 @@ mod tests {
             let (f, v) = run(std::slice::from_ref(&ep), "none", None);
             assert_eq!(codes(&f), ["auth_not_tested"]);
             assert_eq!(v, Verdict::Ok);
+        }
+
+        #[test]
+        fn refused_identity_is_critical_even_if_other_endpoints_answer() {
+            let eps = [
+                endpoint(
+                    "mqtt-tls",
+                    Transport::Tls,
+                    8883,
+                    vec![
+                        ok(Phase::Dns, json!({})),
+                        failed(Phase::Mqtt, FailureClass::MqttNotAuthorized),
+                    ],
+                ),
+                mqtt_ok("https", Transport::Tls, 443, good_anchor()),
+            ];
+            let (f, v) = run(&eps, "sas-key", None);
+            assert_eq!(f[0].severity, Severity::Critical);
+            assert_eq!(v, Verdict::Critical);
+        }
+
+        #[test]
+        fn a_failure_outranks_a_chain_that_never_ran() {
+            let mut skipped = endpoint(
+                "mqtt-ws",
+                Transport::Wss,
+                443,
+                vec![PhaseResult::skipped(Phase::Dns, "deadline")],
+            );
+            skipped.verdict = Verdict::Unknown;
+            let eps = [
+                blocked("mqtt-tls", Transport::Tls, 8883, FailureClass::TcpTimeout),
+                skipped,
+            ];
+            let (_, v) = run(&eps, "none", None);
+            assert_eq!(v, Verdict::Critical);
         }
 
         #[test]

@@ -95,11 +95,9 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     drop(runtime);
 
     let json = serde_json::to_string_pretty(&report).context("cannot serialize the report")?;
-    if let Some(file) = pending {
-        file.commit(json.as_bytes())?;
-    }
-    match args.output {
-        OutputFormat::Json => print_stdout(&format!("{json}\n"))?,
+    // Both outputs are attempted; either failing makes the run UNKNOWN (exit 3).
+    let printed = match args.output {
+        OutputFormat::Json => print_stdout(&format!("{json}\n")),
         OutputFormat::Text => {
             let color = !args.no_color
                 && std::env::var_os("NO_COLOR").is_none()
@@ -108,15 +106,26 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                 color,
                 verbose: args.verbose,
             };
-            print_stdout(&text::render(&report, opts))?;
+            print_stdout(&text::render(&report, opts))
         }
-    }
+    };
+    let written = match pending {
+        Some(file) => file.commit(json.as_bytes()),
+        None => Ok(()),
+    };
+    printed?;
+    written?;
     Ok(report.verdict.exit_code())
 }
 
 fn sas_token(args: &SasTokenArgs) -> anyhow::Result<ExitCode> {
+    let env = hubprobe::config::EnvCredentials::from_process();
+    let value = args
+        .connection_string
+        .as_ref()
+        .or(env.connection_string.as_ref());
     let Some(cs) = hubprobe::config::load_connection_string(
-        args.connection_string.as_deref(),
+        value.map(hubprobe::auth::Secret::expose),
         args.connection_string_file.as_deref(),
     )?
     else {
@@ -132,9 +141,15 @@ fn sas_token(args: &SasTokenArgs) -> anyhow::Result<ExitCode> {
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_secs();
-            now + args.ttl.as_secs()
+            now.saturating_add(args.ttl.as_secs())
         }
     };
+    if expiry > hubprobe::config::MAX_UNIX_SECONDS {
+        bail!(
+            "the expiry {expiry} is past 9999-12-31 ({}): choose a shorter --ttl or an earlier --expiry",
+            hubprobe::config::MAX_UNIX_SECONDS
+        );
+    }
     let resource = resource_uri(&cs.host_name, &cs.device_id, cs.module_id.as_deref());
     let token = generate_sas_token(&resource, key, expiry)?;
     // The one place hubprobe prints a secret, on purpose, to stdout only.

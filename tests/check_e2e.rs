@@ -235,14 +235,10 @@ fn text_output_shows_every_phase_with_marks_and_times() {
 #[test]
 fn wrong_key_is_refused_and_explained() {
     let lab = Lab::start();
+    // All four endpoints: AMQP and HTTPS answer without authenticating, yet a refused
+    // identity is CRITICAL.
     let mut args = lab.args();
-    args.extend([
-        HUB_HOST.into(),
-        "--endpoint".into(),
-        "mqtt-tls,mqtt-ws".into(),
-        "-o".into(),
-        "json".into(),
-    ]);
+    args.extend([HUB_HOST.into(), "-o".into(), "json".into()]);
     let wrong = "HostName=hub.hubprobe.test;DeviceId=dev1;SharedAccessKey=d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXk=";
     let out = run_with_env(
         &strs(&args),
@@ -559,7 +555,25 @@ fn secrets_never_appear_in_any_output_or_log() {
         }
     }
     // The same with a wrong key, where errors are printed.
-    let wrong = format!("HostName={HUB_HOST};DeviceId=dev1;SharedAccessKey=d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXk=");
+    let wrong_key = "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXk=";
+    let wrong = format!("HostName={HUB_HOST};DeviceId=dev1;SharedAccessKey={wrong_key}");
+    let wrong_token = generate_sas_token(
+        &resource_uri(HUB_HOST, "dev1", None),
+        &Secret::new(wrong_key),
+        EXPIRY,
+    )
+    .unwrap()
+    .token
+    .expose()
+    .to_string();
+    let wrong_sig = wrong_token
+        .split("sig=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_string();
     let mut args = base.clone();
     args.push("-vv".into());
     let out = run_with_env(
@@ -571,8 +585,99 @@ fn secrets_never_appear_in_any_output_or_log() {
         Duration::from_secs(60),
     );
     assert_eq!(out.code, 2);
-    assert!(!out
-        .all_output()
-        .contains("d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXk"));
-    assert!(!out.all_output().contains("sig="));
+    for secret in [&wrong_key[..40], wrong_sig.as_str(), "sig="] {
+        assert!(!out.all_output().contains(secret), "{secret:?} leaked");
+    }
+}
+
+#[test]
+fn broker_passwords_and_private_keys_never_appear() {
+    let lab = Lab::start();
+    let certs = lab.broker.certs();
+    let password = "pw-Secret-4711-do-not-print";
+    let dir = tempfile::tempdir().unwrap();
+    let pw_file = dir.path().join("pw");
+    std::fs::write(&pw_file, password).unwrap();
+    let key_pem = std::fs::read_to_string(&certs.client.key_pem).unwrap();
+    let key_body: String = key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let ports = format!("mqtt-tls={}", lab.broker.port("tls"));
+    let mtls = format!("mqtt-tls={}", lab.broker.port("mtls"));
+    let (dns, ca) = (lab.dns(), lab.ca());
+    let cert = certs.client.cert_pem.display().to_string();
+    let key = certs.client.key_pem.display().to_string();
+    let pw_path = pw_file.to_str().unwrap().to_string();
+    let common_args = [
+        "--profile",
+        "mqtt-broker",
+        "--endpoint",
+        "mqtt-tls",
+        "--dns-server",
+        &dns,
+        "--trust",
+        "none",
+        "--ca-file",
+        &ca,
+    ];
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>);
+    let runs: Vec<Case> = vec![
+        // a password from the environment, refused by the broker (not in its file)
+        (
+            vec![
+                "check",
+                HUB_HOST,
+                "--port",
+                &ports,
+                "--username",
+                "someone",
+                "-vv",
+            ],
+            vec![("HUBPROBE_MQTT_PASSWORD", password), ("RUST_LOG", "trace")],
+        ),
+        // a password from a file
+        (
+            vec![
+                "check",
+                HUB_HOST,
+                "--port",
+                &ports,
+                "--username",
+                "someone",
+                "--password-file",
+                &pw_path,
+                "-vv",
+            ],
+            vec![("RUST_LOG", "trace")],
+        ),
+        // the device's private key, accepted; as text and as JSON
+        (
+            vec![
+                "check", HUB_HOST, "--port", &mtls, "--cert", &cert, "--key", &key, "-vv",
+            ],
+            vec![("RUST_LOG", "trace")],
+        ),
+        (
+            vec![
+                "check", HUB_HOST, "--port", &mtls, "--cert", &cert, "--key", &key, "-o", "json",
+            ],
+            vec![("RUST_LOG", "trace")],
+        ),
+    ];
+    for (mut args, env) in runs {
+        args.extend_from_slice(&common_args);
+        let out = run_with_env(&args, &env, Duration::from_secs(60));
+        assert!(out.code == 0 || out.code == 2, "{}", out.all_output());
+        assert!(out.stderr.len() > 1000, "trace logs were produced");
+        let all = out.all_output();
+        assert!(!all.contains(password), "the password leaked: {args:?}");
+        for chunk in key_body.as_bytes().chunks(24) {
+            let chunk = std::str::from_utf8(chunk).unwrap();
+            assert!(
+                !all.contains(chunk),
+                "private key material leaked: {args:?}"
+            );
+        }
+    }
 }

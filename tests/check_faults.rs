@@ -325,8 +325,31 @@ fn the_deadline_bounds_the_whole_run() {
     );
     assert_class(&out, "tls", "tls.timeout");
     assert!(
-        out.elapsed < Duration::from_secs(10),
+        out.elapsed < Duration::from_secs(5),
         "deadline 1.5 s, phase timeout 30 s: {:?}",
         out.elapsed
     );
+}
+
+#[test]
+fn slow_pings_cannot_stretch_the_mqtt_phase_past_its_timeout_or_the_deadline() {
+    let certs = common::Certs::generate();
+    let dns = Dns::start();
+    let ca = certs.ca_pem().display().to_string();
+    let slow = common::tls_then(&certs, TlsThen::SlowPings(Duration::from_millis(900)));
+    // 20 pings of 0.9 s each would take 18 s; the phase has 1 s and the run 2 s.
+    let out = check_tls(
+        &dns,
+        &ca,
+        slow.port(),
+        &["--timeout", "1s", "--deadline", "2s", "--pings", "20"],
+    );
+    let report = assert_class(&out, "mqtt", "mqtt.timeout");
+    let mqtt = support::phase(&report, "mqtt-tls", "mqtt");
+    assert!(
+        mqtt["message"].as_str().unwrap().contains("PINGRESP"),
+        "{mqtt:#}"
+    );
+    assert!(mqtt["duration_ms"].as_f64().unwrap() < 1500.0, "{mqtt:#}");
+    assert!(out.elapsed < Duration::from_secs(5), "{:?}", out.elapsed);
 }

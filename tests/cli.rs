@@ -326,3 +326,160 @@ fn profiles_command_lists_and_prints() {
     assert_eq!(out.code, 0, "{}", out.all_output());
     assert!(out.stdout.contains("hubprobe Test Root CA"));
 }
+
+#[test]
+fn command_line_credentials_win_over_the_environment() {
+    // A connection string in the environment and a token on the command line: the
+    // command line is used, no conflict (the probe targets a refused port: no network).
+    let cs = format!("HostName=h.azure-devices.net;DeviceId=envdev;SharedAccessKey={KEY}");
+    let token =
+        "SharedAccessSignature sr=h.azure-devices.net%2Fdevices%2Fclidev&sig=abc&se=4102444800";
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = format!("mqtt-tls={}", listener.local_addr().unwrap().port());
+    drop(listener);
+    let out = run_with_env(
+        &[
+            "check",
+            "127.0.0.1",
+            "--profile",
+            "azure-iot-hub",
+            "--endpoint",
+            "mqtt-tls",
+            "--port",
+            &port,
+            "--sas-token",
+            token,
+            "-o",
+            "json",
+        ],
+        &[("IOTHUB_DEVICE_CONNECTION_STRING", &cs)],
+        Duration::from_secs(30),
+    );
+    let report = out.report();
+    assert_eq!(
+        report["target"]["auth"],
+        "sas-token",
+        "{}",
+        out.all_output()
+    );
+    assert_eq!(report["target"]["device_id"], "clidev");
+
+    // Both in the environment, nothing on the command line: ambiguous, exit 3.
+    let out = run_with_env(
+        &["check", "127.0.0.1"],
+        &[
+            ("IOTHUB_DEVICE_CONNECTION_STRING", &cs),
+            ("HUBPROBE_SAS_TOKEN", token),
+        ],
+        Duration::from_secs(10),
+    );
+    assert_usage_error(&out, "give only one of");
+    // Two on the command line: exit 3.
+    let out = run(&[
+        "check",
+        "127.0.0.1",
+        "--sas-token",
+        token,
+        "--username",
+        "u",
+    ]);
+    assert_usage_error(&out, "give only one of");
+}
+
+#[test]
+fn options_that_cannot_work_are_refused() {
+    let x509 = "HostName=h.azure-devices.net;DeviceId=d;x509=true";
+    let out = run_with_env(
+        &["check"],
+        &[("IOTHUB_DEVICE_CONNECTION_STRING", x509)],
+        Duration::from_secs(10),
+    );
+    assert_usage_error(&out, "x509=true");
+    assert_usage_error(
+        &run(&["check", "127.0.0.1", "--device-id", "d"]),
+        "--device-id goes with a credential",
+    );
+    assert_usage_error(
+        &run(&["check", "127.0.0.1", "--password-file", "/tmp/x"]),
+        "--username",
+    );
+    assert_usage_error(
+        &run(&["check", "127.0.0.1", "--keepalive", "500ms"]),
+        "at least 1s",
+    );
+    assert_usage_error(
+        &run(&["check", "127.0.0.1", "--interface", "nosuchif0"]),
+        "no such network interface",
+    );
+    assert_usage_error(
+        &run(&[
+            "check",
+            "127.0.0.1",
+            "--sas-token",
+            "SharedAccessSignature sr=h&sig=x&se=1",
+        ]),
+        "no device id",
+    );
+}
+
+#[test]
+fn absurd_durations_and_times_are_errors_not_panics() {
+    assert_usage_error(
+        &run(&["check", "127.0.0.1", "--deadline", "300000000000y"]),
+        "",
+    );
+    assert_usage_error(
+        &run(&["check", "127.0.0.1", "--deadline", "2d"]),
+        "--deadline",
+    );
+    assert_usage_error(
+        &run(&["check", "127.0.0.1", "--timeout", "2h"]),
+        "--timeout",
+    );
+    let cs = format!("HostName=h.azure-devices.net;DeviceId=d;SharedAccessKey={KEY}");
+    let env = [("IOTHUB_DEVICE_CONNECTION_STRING", cs.as_str())];
+    let out = run_with_env(
+        &["check", "127.0.0.1", "--sas-expiry", "253402300800"],
+        &env,
+        Duration::from_secs(10),
+    );
+    assert_usage_error(&out, "--sas-expiry");
+    let out = run_with_env(
+        &["check", "127.0.0.1", "--sas-ttl", "18446744073709551615s"],
+        &env,
+        Duration::from_secs(10),
+    );
+    assert_usage_error(&out, "");
+    let out = run_with_env(
+        &["sas-token", "--ttl", "500000y"],
+        &env,
+        Duration::from_secs(10),
+    );
+    assert_usage_error(&out, "9999");
+    // A token that claims an expiry far in the future is reported, clamped, not a crash.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = format!("mqtt-tls={}", listener.local_addr().unwrap().port());
+    drop(listener);
+    let token =
+        "SharedAccessSignature sr=h.azure-devices.net%2Fdevices%2Fd&sig=abc&se=99999999999999";
+    let out = run(&[
+        "check",
+        "127.0.0.1",
+        "--profile",
+        "azure-iot-hub",
+        "--endpoint",
+        "mqtt-tls",
+        "--port",
+        &port,
+        "--sas-token",
+        token,
+        "-o",
+        "json",
+    ]);
+    let report = out.report();
+    assert_eq!(out.code, 2, "{}", out.all_output());
+    assert!(report["target"]["sas_token"]["expires_at"]
+        .as_str()
+        .unwrap()
+        .starts_with("9999-12-31"));
+}

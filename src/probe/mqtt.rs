@@ -35,7 +35,7 @@ pub struct MqttOptions {
     pub auth: &'static str,
     /// PINGREQ round trips after an accepted CONNACK.
     pub pings: u32,
-    /// Timeout for CONNACK and for each PINGRESP.
+    /// Bound on the whole phase: CONNECT, CONNACK, every ping and the DISCONNECT.
     pub timeout: Duration,
 }
 
@@ -110,7 +110,9 @@ pub async fn probe(link: &mut Link, opts: &MqttOptions) -> PhaseResult {
     };
     let mut buf = BytesMut::with_capacity(256);
     let sent = Instant::now();
-    if let Err(e) = tokio::time::timeout(opts.timeout, link.send(&connect))
+    // One deadline for the whole phase: every send, read and ping counts against it.
+    let phase_deadline = sent + opts.timeout;
+    if let Err(e) = tokio::time::timeout_at(phase_deadline, link.send(&connect))
         .await
         .unwrap_or_else(|_| {
             Err(io::Error::new(
@@ -123,7 +125,7 @@ pub async fn probe(link: &mut Link, opts: &MqttOptions) -> PhaseResult {
         return PhaseResult::failed(Phase::Mqtt, clock.elapsed(), class, msg, &ev);
     }
 
-    let connack = match read_packet(link, &mut buf, sent + opts.timeout, Expect::ConnAck).await {
+    let connack = match read_packet(link, &mut buf, phase_deadline, Expect::ConnAck).await {
         Ok(Packet::ConnAck(c)) => c,
         Ok(other) => {
             let msg = format!("expected CONNACK, got {}", packet_name(&other));
@@ -180,7 +182,7 @@ pub async fn probe(link: &mut Link, opts: &MqttOptions) -> PhaseResult {
     for i in 0..opts.pings {
         let start = Instant::now();
         let ping = [0xC0u8, 0x00];
-        if let Err(e) = tokio::time::timeout(opts.timeout, link.send(&ping))
+        if let Err(e) = tokio::time::timeout_at(phase_deadline, link.send(&ping))
             .await
             .unwrap_or_else(|_| {
                 Err(io::Error::new(
@@ -192,7 +194,7 @@ pub async fn probe(link: &mut Link, opts: &MqttOptions) -> PhaseResult {
             let (class, msg) = classify_io(&e, "sending PINGREQ");
             return PhaseResult::failed(Phase::Mqtt, clock.elapsed(), class, msg, &ev);
         }
-        match read_packet(link, &mut buf, start + opts.timeout, Expect::PingResp).await {
+        match read_packet(link, &mut buf, phase_deadline, Expect::PingResp).await {
             Ok(Packet::PingResp) => ev.ping_rtts_ms.push(ms(start.elapsed())),
             Ok(other) => {
                 let msg = format!(
@@ -217,11 +219,12 @@ pub async fn probe(link: &mut Link, opts: &MqttOptions) -> PhaseResult {
     }
 
     let disconnect = [0xE0u8, 0x00];
-    let bounded = Duration::from_secs(2).min(opts.timeout);
-    if let Ok(Ok(())) = tokio::time::timeout(bounded, link.send(&disconnect)).await {
+    // A polite goodbye, but never past the phase deadline nor longer than 2 s.
+    let goodbye = phase_deadline.min(Instant::now() + Duration::from_secs(2));
+    if let Ok(Ok(())) = tokio::time::timeout_at(goodbye, link.send(&disconnect)).await {
         ev.disconnect_sent = true;
     }
-    let _ = tokio::time::timeout(bounded, link.close()).await;
+    let _ = tokio::time::timeout_at(goodbye, link.close()).await;
     PhaseResult::ok(Phase::Mqtt, clock.elapsed(), &ev)
 }
 
@@ -267,7 +270,7 @@ impl ReadFail {
             ReadFail::Io(e) => classify_io(e, &format!("waiting for {waiting_for}")),
             ReadFail::Timeout { unparsed: 0 } => (
                 FailureClass::MqttTimeout,
-                format!("no {waiting_for} within {}", humantime::format_duration(timeout)),
+                format!("no {waiting_for} within the phase timeout ({})", humantime::format_duration(timeout)),
             ),
             ReadFail::Timeout { unparsed } => (
                 FailureClass::MqttProtocolError,
@@ -443,7 +446,7 @@ mod tests {
     }
 
     #[test]
-    fn connect_carries_the_password_but_options_do_not_print_it() {
+    fn connect_carries_the_password() {
         let opts = MqttOptions {
             client_id: "dev1".into(),
             username: Some("h/dev1/?api-version=2021-04-12".into()),

@@ -7,6 +7,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use socket2::{Domain, Socket, Type};
 use tokio::net::{TcpSocket, TcpStream};
@@ -16,6 +17,10 @@ use crate::diagnose::FailureClass;
 
 /// Most addresses tried per family, so a name with many records stays bounded.
 pub const MAX_ADDRESSES_PER_FAMILY: usize = 4;
+
+/// After the first connection, how long the other attempts may still finish and be
+/// recorded before they are abandoned.
+pub const CONNECTED_GRACE: Duration = Duration::from_millis(100);
 
 /// How to connect.
 #[derive(Debug, Clone, Default)]
@@ -89,10 +94,36 @@ pub async fn connect(addresses: &[IpAddr], port: u16, opts: &TcpOptions) -> TcpO
                 .take(MAX_ADDRESSES_PER_FAMILY),
         );
     }
-    let attempts = chosen
+    // All addresses at once; the phase ends at the first connection (plus a short
+    // grace so near-simultaneous answers are still recorded), so a black-holed address
+    // of one family does not stall the device's working path.
+    let mut pending: futures_util::stream::FuturesUnordered<_> = chosen
         .iter()
-        .map(|ip| attempt(SocketAddr::new(*ip, port), opts));
-    let results = futures_util::future::join_all(attempts).await;
+        .enumerate()
+        .map(|(i, ip)| async move { (i, attempt(SocketAddr::new(*ip, port), opts).await) })
+        .collect();
+    let mut results: Vec<Option<AttemptResult>> = chosen.iter().map(|_| None).collect();
+    let mut connected_after: Option<Duration> = None;
+    loop {
+        let next = match connected_after {
+            None => pending.next().await,
+            Some(_) => match tokio::time::timeout(CONNECTED_GRACE, pending.next()).await {
+                Ok(n) => n,
+                Err(_) => break,
+            },
+        };
+        let Some((i, r)) = next else { break };
+        if matches!(r, AttemptResult::Connected(..)) && connected_after.is_none() {
+            connected_after = Some(clock.elapsed());
+        }
+        results[i] = Some(r);
+    }
+    drop(pending);
+    let results = results.into_iter().map(|r| {
+        r.unwrap_or_else(|| {
+            AttemptResult::Skipped("abandoned: another address connected first".to_string())
+        })
+    });
 
     let mut evidence = TcpEvidence {
         port,
@@ -155,9 +186,11 @@ pub async fn connect(addresses: &[IpAddr], port: u16, opts: &TcpOptions) -> TcpO
     }
 
     match best {
-        Some((took, stream)) => {
+        Some((_, stream)) => {
             evidence.remote_address = stream.peer_addr().ok().map(|a| a.to_string());
             evidence.local_address = stream.local_addr().ok().map(|a| a.to_string());
+            // The phase took as long as the device waited for its first connection.
+            let took = connected_after.unwrap_or_else(|| clock.elapsed());
             TcpOutcome {
                 result: PhaseResult::ok(Phase::Tcp, took, &evidence),
                 stream: Some(stream),

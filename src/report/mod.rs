@@ -169,6 +169,16 @@ pub fn rfc3339(t: std::time::SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// RFC 3339 UTC of a Unix time, clamped to the years 1970–9999 that RFC 3339 can
+/// express (a token may claim any expiry).
+pub fn rfc3339_unix(secs: u64) -> String {
+    const MAX: u64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.min(MAX)),
+    )
+    .to_string()
+}
+
 /// A random id (UUID v4 form).
 pub fn new_id() -> String {
     let mut b = [0u8; 16];

@@ -53,14 +53,14 @@ pub fn render(report: &Report, opts: TextOptions) -> String {
     let mut out = String::new();
     let t = &report.target;
     let identity = match (&t.device_id, t.auth.as_str()) {
-        (Some(d), auth) => format!("device {d}, auth {auth}"),
+        (Some(d), auth) => format!("device {}, auth {auth}", clean(d)),
         (None, _) => "no device identity".to_string(),
     };
     let _ = writeln!(
         out,
         "{} {} (profile {}, {identity})",
         p.bold("hubprobe check"),
-        p.bold(&t.host),
+        p.bold(&clean(&t.host)),
         t.profile
     );
     for e in &report.endpoints {
@@ -76,11 +76,12 @@ pub fn render(report: &Report, opts: TextOptions) -> String {
             let _ = writeln!(out, "  {}", phase_line(ph, &p));
             if opts.verbose >= 1 {
                 for d in details(ph) {
-                    let _ = writeln!(out, "      {}", p.dim(&d));
+                    let _ = writeln!(out, "      {}", p.dim(&clean(&d)));
                 }
             }
             if opts.verbose >= 2 {
                 if let Some(ev) = &ph.evidence {
+                    // JSON escapes control characters itself.
                     let json = serde_json::to_string_pretty(ev).unwrap_or_default();
                     for l in json.lines() {
                         let _ = writeln!(out, "      {}", p.dim(l));
@@ -102,8 +103,13 @@ pub fn render(report: &Report, opts: TextOptions) -> String {
             } else {
                 format!(" [{}]", f.endpoints.join(", "))
             };
-            let _ = writeln!(out, "  {mark} {label} {}{scope}: {}", f.code, f.summary);
-            let _ = writeln!(out, "      → {}", f.hint);
+            let _ = writeln!(
+                out,
+                "  {mark} {label} {}{scope}: {}",
+                f.code,
+                clean(&f.summary)
+            );
+            let _ = writeln!(out, "      → {}", clean(&f.hint));
             if let Some(code) = &f.iothub_error {
                 let _ = writeln!(out, "      IoT Hub: {code}");
             }
@@ -143,22 +149,37 @@ fn phase_line(ph: &PhaseResult, p: &Paint) -> String {
             "{} {name} {:>9}  {}",
             p.green("✓"),
             fmt_ms(ph.duration_ms),
-            summary(ph)
+            clean(&summary(ph))
         ),
         Status::Failed => format!(
             "{} {name} {:>9}  {} {}",
             p.red("✗"),
             fmt_ms(ph.duration_ms),
             p.red(ph.class.map(|c| c.id()).unwrap_or("failed")),
-            ph.message.as_deref().unwrap_or("")
+            clean(ph.message.as_deref().unwrap_or(""))
         ),
         Status::Skipped => format!(
             "{} {name} {:>9}  {}",
             p.dim("-"),
             "",
-            p.dim(ph.message.as_deref().unwrap_or("skipped"))
+            p.dim(&clean(ph.message.as_deref().unwrap_or("skipped")))
         ),
     }
+}
+
+/// Escapes control characters: strings that came from the network (status lines,
+/// certificate subjects, server headers) must not drive the operator's terminal.
+pub fn clean(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 fn fmt_ms(d: Option<f64>) -> String {
@@ -342,4 +363,18 @@ fn details(ph: &PhaseResult) -> Vec<String> {
         _ => {}
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            clean("HTTP/1.1 200 OK\x1b[2J\r\n"),
+            "HTTP/1.1 200 OK\\u{1b}[2J\\r\\n"
+        );
+        assert_eq!(clean("CN=héllo, O=x"), "CN=héllo, O=x");
+    }
 }

@@ -46,6 +46,8 @@ pub enum TlsThen {
     /// return code, then answers PINGREQ with PINGRESP until the client leaves.
     /// Any code 0..=255 is sent as is.
     Connack(u8),
+    /// Like `Connack(0)`, but every PINGRESP comes this late (a stalling path or server).
+    SlowPings(Duration),
 }
 
 /// A CONNECT a [`TlsThen::Connack`] server received.
@@ -287,8 +289,16 @@ pub fn tls_then_with(certs: &Certs, identity: &Identity, then: TlsThen) -> Fault
                     let _ = tls.shutdown().await;
                 }
                 TlsThen::Connack(code) => {
-                    let _ =
-                        tokio::time::timeout(MAX_HOLD, serve_mqtt(&mut tls, code, &shared)).await;
+                    let _ = tokio::time::timeout(
+                        MAX_HOLD,
+                        serve_mqtt(&mut tls, code, Duration::ZERO, &shared),
+                    )
+                    .await;
+                    let _ = tls.shutdown().await;
+                }
+                TlsThen::SlowPings(delay) => {
+                    let _ = tokio::time::timeout(MAX_HOLD, serve_mqtt(&mut tls, 0, delay, &shared))
+                        .await;
                     let _ = tls.shutdown().await;
                 }
             }
@@ -298,7 +308,7 @@ pub fn tls_then_with(certs: &Certs, identity: &Identity, then: TlsThen) -> Fault
 
 /// Minimal MQTT 3.1.1 server side: CONNECT -> CONNACK(code), then PINGREQ ->
 /// PINGRESP, until DISCONNECT / EOF / a decode error.
-async fn serve_mqtt<S>(s: &mut S, code: u8, shared: &Shared) -> io::Result<()>
+async fn serve_mqtt<S>(s: &mut S, code: u8, ping_delay: Duration, shared: &Shared) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -322,6 +332,7 @@ where
                 }
             }
             Ok(Packet::PingReq) if connected => {
+                tokio::time::sleep(ping_delay).await;
                 s.write_all(&[0xd0, 0x00]).await?;
                 s.flush().await?;
             }

@@ -1,0 +1,70 @@
+//! The TCP phase inside a network namespace of the test's own: a black-holed IPv6
+//! address next to a working IPv4 one must not stall the phase, and both are reported.
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use common::Netns;
+use hubprobe::probe::tcp::{connect, TcpOptions};
+
+#[test]
+fn a_black_holed_address_does_not_stall_a_working_one() {
+    let ns = Netns::new();
+    let port = 18884u16;
+    ns.nft(&format!(
+        "add table inet t\n\
+         add chain inet t output {{ type filter hook output priority 0; policy accept; }}\n\
+         add rule inet t output ip6 daddr ::1 tcp dport {port} tcp flags & (syn | ack) == syn drop\n"
+    ));
+    let (ok, took, stalled) = ns.run(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let addrs: Vec<IpAddr> = vec!["::1".parse().unwrap(), "127.0.0.1".parse().unwrap()];
+            let opts = TcpOptions {
+                timeout: Duration::from_secs(5),
+                ..Default::default()
+            };
+            let start = Instant::now();
+            let out = connect(&addrs, port, &opts).await;
+            let took = start.elapsed();
+            drop(listener);
+            let stalled = connect(
+                &addrs[..1],
+                port,
+                &TcpOptions {
+                    timeout: Duration::from_millis(500),
+                    ..Default::default()
+                },
+            )
+            .await;
+            (out.result, took, stalled.result)
+        })
+    });
+    assert!(ok.is_ok(), "{ok:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "the IPv4 connection ends the phase, not the 5 s timeout: {took:?}"
+    );
+    let ev = ok.evidence.unwrap();
+    assert_eq!(ev["remote_address"], format!("127.0.0.1:{port}"));
+    let attempts = ev["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0]["family"], "ipv6");
+    assert_eq!(attempts[0]["status"], "skipped");
+    assert!(attempts[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("abandoned"));
+    assert_eq!(attempts[1]["status"], "ok");
+    assert!(ok.duration_ms.unwrap() < 1000.0);
+    // Alone, the black-holed address is a timeout.
+    assert_eq!(stalled.class.map(|c| c.id()), Some("tcp.timeout"));
+}
