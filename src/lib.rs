@@ -12,3 +12,4 @@ pub mod exit;
 pub mod probe;
 pub mod profile;
 pub mod report;
+pub mod tune;
