@@ -22,6 +22,7 @@ use crate::profile::{Endpoint, Profile, Protocol};
 use crate::report::{self, EndpointReport, Report, SasTokenInfo, Target, Verdict};
 
 /// Everything a check needs, resolved from the command line and profile.
+#[derive(Clone)]
 pub struct CheckPlan {
     /// The hub profile.
     pub profile: Profile,
@@ -125,6 +126,7 @@ pub async fn run(plan: &CheckPlan) -> Report {
         verdict,
         endpoints,
         findings,
+        keepalive: None,
     }
 }
 
@@ -416,4 +418,75 @@ impl Chain {
             phases: self.phases,
         }
     }
+}
+
+/// Builds an endpoint's transport up to its protocol (TCP → TLS → WebSocket), each
+/// step bounded by `timeout`, for sessions that outlive a check (the tuner's).
+/// The error is one line naming the failing step's class.
+pub async fn open_link(
+    plan: &CheckPlan,
+    ep: &Endpoint,
+    addresses: &[std::net::IpAddr],
+    timeout: Duration,
+) -> Result<Link, String> {
+    let why = |r: &PhaseResult| {
+        format!(
+            "{}: {}",
+            r.class.map(|c| c.id()).unwrap_or("failed"),
+            r.message.as_deref().unwrap_or("")
+        )
+    };
+    let tcp_opts = TcpOptions {
+        timeout,
+        interface: plan.interface.clone(),
+        source_ip: plan.source_ip,
+    };
+    let tcp = tcp::connect(addresses, ep.port, &tcp_opts).await;
+    let Some(tcp_stream) = tcp.stream.filter(|_| tcp.result.is_ok()) else {
+        return Err(why(&tcp.result));
+    };
+    let stream = if ep.transport.uses_tls() {
+        let opts = TlsOptions {
+            server_name: plan.host.clone(),
+            alpn: ep.alpn.clone(),
+            timeout,
+            expected_anchors: plan.profile.trust.expected_anchors.clone(),
+            legacy_anchors: plan.profile.trust.legacy_anchors.clone(),
+            client_identity: plan.client_identity.clone(),
+        };
+        let out = tls::handshake(tcp_stream, &opts, &plan.trust).await;
+        match out.stream.filter(|_| out.result.is_ok()) {
+            Some(s) => Stream::Tls(Box::new(s)),
+            None => return Err(why(&out.result)),
+        }
+    } else {
+        Stream::Plain(tcp_stream)
+    };
+    if ep.transport.uses_websocket() {
+        let path = ep.path.as_deref().unwrap_or("/");
+        let out = ws::upgrade(
+            stream,
+            &plan.host,
+            ep.port,
+            path,
+            ep.transport.uses_tls(),
+            timeout,
+        )
+        .await;
+        return match out.socket.filter(|_| out.result.is_ok()) {
+            Some(s) => Ok(Link::Ws(Box::new(s))),
+            None => Err(why(&out.result)),
+        };
+    }
+    Ok(Link::Stream(stream))
+}
+
+/// MQTT options for a long session with the device identity of `plan` and the
+/// given keep-alive (a fresh SAS token is generated per session).
+pub fn session_options(plan: &CheckPlan, keep_alive: Duration, timeout: Duration) -> MqttOptions {
+    let sas = sas_for_run(plan, SystemTime::now());
+    let mut opts = mqtt_options(plan, sas.as_ref().map(|s| &s.0), timeout);
+    opts.keep_alive = keep_alive.as_secs().clamp(1, u16::MAX as u64) as u16;
+    opts.pings = 0;
+    opts
 }

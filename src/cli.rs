@@ -23,6 +23,10 @@ pub struct Cli {
 pub enum Command {
     /// Probe every endpoint of a hub: DNS → TCP → TLS → MQTT/AMQP/HTTPS, timed and classified.
     Check(Box<CheckArgs>),
+    /// Measure the network's stability and the path's idle timeout; recommend a keep-alive.
+    Tune(Box<TuneArgs>),
+    /// Serve the tuner's reflector: fast, parallel idle-timeout discovery near the hub.
+    Reflect(ReflectArgs),
     /// Print an IoT Hub SAS token for a device connection string (prints a secret, on purpose).
     SasToken(SasTokenArgs),
     /// Print the JSON Schema of the report (hubprobe.report/1).
@@ -53,9 +57,9 @@ pub enum TrustArg {
     None,
 }
 
-/// `hubprobe check`.
+/// Which hub, how to reach it and as whom: shared by `check` and `tune`.
 #[derive(Debug, Args)]
-pub struct CheckArgs {
+pub struct TargetArgs {
     /// Hub host name (default: HostName, or GatewayHostName, of the connection string).
     pub host: Option<String>,
 
@@ -88,10 +92,6 @@ pub struct CheckArgs {
     /// Timeout of each phase.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub timeout: Duration,
-
-    /// Deadline of the whole check.
-    #[arg(long, value_parser = parse_duration, default_value = "60s")]
-    pub deadline: Duration,
 
     /// Trust store for the hub's certificate.
     #[arg(long, value_enum, default_value = "system")]
@@ -147,6 +147,18 @@ pub struct CheckArgs {
     /// Keep-alive announced in MQTT CONNECT (default: the profile's).
     #[arg(long, value_parser = parse_duration)]
     pub keepalive: Option<Duration>,
+}
+
+/// `hubprobe check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The hub and how to reach it.
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// Deadline of the whole check.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub deadline: Duration,
 
     /// PINGREQ round trips after an accepted CONNACK.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=20))]
@@ -167,6 +179,92 @@ pub struct CheckArgs {
     /// No colour (also when NO_COLOR is set or stdout is not a terminal).
     #[arg(long)]
     pub no_color: bool,
+}
+
+/// `hubprobe tune`.
+#[derive(Debug, Args)]
+pub struct TuneArgs {
+    /// The hub and how to reach it.
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// A `hubprobe reflect` server near the hub (HOST:PORT): fast, parallel idle-timeout
+    /// discovery. Without it the hub itself is used, one MQTT session at a time (slower).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub reflector: Option<String>,
+
+    /// Speak TLS to the reflector (verified with --trust/--ca-file against its host name).
+    #[arg(long, requires = "reflector")]
+    pub reflector_tls: bool,
+
+    /// RTT samples for the stability figures.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub samples: u32,
+
+    /// Mean time between RTT samples (exponentially distributed: Poisson sampling).
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub sample_interval: Duration,
+
+    /// Shortest idle time tried in discovery.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub min_idle: Duration,
+
+    /// Longest idle time tried (default: a little above the profile's keep-alive cap;
+    /// a path timeout above the cap cannot change the answer).
+    #[arg(long, value_parser = parse_duration)]
+    pub max_idle: Option<Duration>,
+
+    /// Most connections the reflector ladder opens at once.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(2..=1024))]
+    pub max_connections: u32,
+
+    /// Notice a dead connection within this time (shortens the keep-alive).
+    #[arg(long, value_parser = parse_duration)]
+    pub detect_within: Option<Duration>,
+
+    /// Never ping more often than this (e.g. a carrier rule: 5m); conflicts are reported.
+    #[arg(long, value_parser = parse_duration)]
+    pub operator_floor: Option<Duration>,
+
+    /// Skip idle-timeout discovery (stability sampling only).
+    #[arg(long)]
+    pub no_discovery: bool,
+
+    /// Output format on stdout.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+
+    /// Also write the JSON report to this file (atomically).
+    #[arg(long, value_name = "FILE")]
+    pub report_file: Option<PathBuf>,
+
+    /// No progress display on stderr (it is only shown on a terminal anyway).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// `hubprobe reflect`.
+#[derive(Debug, Args)]
+pub struct ReflectArgs {
+    /// Address to listen on, e.g. 0.0.0.0:7883 or [::]:7883.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+
+    /// Serve TLS with this certificate chain (PEM; with --key).
+    #[arg(long, value_name = "PEM", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// Private key for --cert (PEM).
+    #[arg(long, value_name = "PEM", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// Most connections served at once.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Longest idle time a client may ask for.
+    #[arg(long, value_parser = parse_duration, default_value = "2h")]
+    pub max_idle: Duration,
 }
 
 /// `hubprobe sas-token`.

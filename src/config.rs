@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::auth::sas::{device_id_of, host_of, parse_sas_token, SasError};
 use crate::auth::{ConnectionString, ConnectionStringError, Credentials, Secret};
 use crate::check::CheckPlan;
-use crate::cli::{CheckArgs, TrustArg};
+use crate::cli::{CheckArgs, TargetArgs, TrustArg};
 use crate::probe::tls::{ClientIdentity, TlsSetupError, TrustSource, TrustStore};
 use crate::profile::{Profile, ProfileError};
 
@@ -142,11 +142,36 @@ pub const MAX_UNIX_SECONDS: u64 = 253_402_300_799;
 /// Builds the check plan from the arguments. Reads files (CA, certificates,
 /// connection string) and validates everything before any packet is sent.
 pub fn plan_check(args: &CheckArgs) -> Result<CheckPlan, ConfigError> {
-    plan_check_with(args, EnvCredentials::from_process())
+    plan_target(
+        &args.target,
+        args.deadline,
+        args.pings,
+        EnvCredentials::from_process(),
+    )
+}
+
+/// [`plan_check`] for any command that targets a hub (`check`, `tune`).
+pub fn plan_target(
+    args: &TargetArgs,
+    deadline: Duration,
+    pings: u32,
+    env: EnvCredentials,
+) -> Result<CheckPlan, ConfigError> {
+    if deadline > MAX_DEADLINE {
+        return Err(ConfigError::OutOfRange {
+            option: "--deadline",
+            value: humantime::format_duration(deadline).to_string(),
+            max: humantime::format_duration(MAX_DEADLINE).to_string(),
+        });
+    }
+    let mut plan = plan_check_with(args, env)?;
+    plan.deadline = deadline;
+    plan.pings = pings;
+    Ok(plan)
 }
 
 /// [`plan_check`] with the password environment variable passed in (for tests).
-pub fn plan_check_with(args: &CheckArgs, env: EnvCredentials) -> Result<CheckPlan, ConfigError> {
+fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, ConfigError> {
     check_ranges(args)?;
     let cli_credentials = args.connection_string.is_some()
         || args.connection_string_file.is_some()
@@ -361,13 +386,13 @@ pub fn plan_check_with(args: &CheckArgs, env: EnvCredentials) -> Result<CheckPla
         client_identity,
         credentials,
         keep_alive,
-        pings: args.pings,
+        pings: 0,
         timeout: args.timeout,
-        deadline: args.deadline,
+        deadline: MAX_DEADLINE,
     })
 }
 
-fn check_ranges(args: &CheckArgs) -> Result<(), ConfigError> {
+fn check_ranges(args: &TargetArgs) -> Result<(), ConfigError> {
     let too_long = |option: &'static str, value: Duration, max: Duration| {
         (value > max).then(|| ConfigError::OutOfRange {
             option,
@@ -375,8 +400,7 @@ fn check_ranges(args: &CheckArgs) -> Result<(), ConfigError> {
             max: humantime::format_duration(max).to_string(),
         })
     };
-    if let Some(e) = too_long("--deadline", args.deadline, MAX_DEADLINE)
-        .or_else(|| too_long("--timeout", args.timeout, MAX_TIMEOUT))
+    if let Some(e) = too_long("--timeout", args.timeout, MAX_TIMEOUT)
         .or_else(|| too_long("--sas-ttl", args.sas_ttl, MAX_SAS_TTL))
     {
         return Err(e);

@@ -9,7 +9,9 @@ use anyhow::{bail, Context as _};
 use clap::Parser;
 
 use hubprobe::auth::sas::{generate_sas_token, resource_uri};
-use hubprobe::cli::{CheckArgs, Cli, Command, OutputFormat, ProfilesArgs, SasTokenArgs};
+use hubprobe::cli::{
+    CheckArgs, Cli, Command, OutputFormat, ProfilesArgs, ReflectArgs, SasTokenArgs, TuneArgs,
+};
 use hubprobe::exit::ExitCode;
 use hubprobe::profile::{builtin_names, Profile, BUILTIN};
 use hubprobe::report::{self, text};
@@ -65,6 +67,8 @@ fn init_logging() {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check(args) => check(&args),
+        Command::Tune(args) => tune(&args),
+        Command::Reflect(args) => reflect(&args),
         Command::SasToken(args) => sas_token(&args),
         Command::Schema => {
             print_stdout(report::JSON_SCHEMA)?;
@@ -116,6 +120,195 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     printed?;
     written?;
     Ok(report.verdict.exit_code())
+}
+
+fn tune(args: &TuneArgs) -> anyhow::Result<ExitCode> {
+    use hubprobe::tune::run::{Mode, TuneSettings};
+    let plan = hubprobe::config::plan_target(
+        &args.target,
+        hubprobe::config::MAX_DEADLINE,
+        0,
+        hubprobe::config::EnvCredentials::from_process(),
+    )?;
+    if hubprobe::tune::run::mqtt_endpoint(&plan).is_none() {
+        bail!("the selected endpoints include no MQTT endpoint to tune");
+    }
+    let pending = args
+        .report_file
+        .as_deref()
+        .map(PendingFile::create)
+        .transpose()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let mode = match &args.reflector {
+        None => Mode::Hub,
+        Some(spec) => {
+            let target = runtime.block_on(reflector_target(spec, args.reflector_tls, &plan))?;
+            Mode::Reflector {
+                target,
+                name: spec.clone(),
+            }
+        }
+    };
+    let cap = plan.profile.mqtt.keepalive_max;
+    // A little above the cap (a timeout above it cannot change the answer), but no
+    // more than RFC 5382's 2 h 4 min for profiles without a real cap.
+    let max_idle = args
+        .max_idle
+        .unwrap_or_else(|| cap.mul_f64(1.1).min(std::time::Duration::from_secs(7440)));
+    if args.min_idle >= max_idle {
+        bail!(
+            "--min-idle must be below --max-idle ({})",
+            humantime::format_duration(max_idle)
+        );
+    }
+    let settings = TuneSettings {
+        mode,
+        samples: args.samples,
+        sample_interval: args.sample_interval,
+        min_idle: args.min_idle,
+        max_idle,
+        max_connections: args.max_connections as usize,
+        detect_within: args.detect_within,
+        operator_floor: args.operator_floor,
+        discovery: !args.no_discovery,
+    };
+    let show = !args.no_progress && std::io::stderr().is_terminal();
+    let bar = ProgressBar { show };
+    let report = runtime.block_on(hubprobe::tune::run::tune(&plan, &settings, &bar));
+    bar.clear();
+    drop(runtime);
+    let json = serde_json::to_string_pretty(&report).context("cannot serialize the report")?;
+    let printed = match args.output {
+        OutputFormat::Json => print_stdout(&format!("{json}\n")),
+        OutputFormat::Text => {
+            let color = std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
+            let opts = text::TextOptions { color, verbose: 0 };
+            print_stdout(&text::render(&report, opts))
+        }
+    };
+    let written = match pending {
+        Some(file) => file.commit(json.as_bytes()),
+        None => Ok(()),
+    };
+    printed?;
+    written?;
+    Ok(report.verdict.exit_code())
+}
+
+/// Resolves `HOST:PORT` of the reflector (DNS like the hub's) and sets up TLS.
+async fn reflector_target(
+    spec: &str,
+    tls: bool,
+    plan: &hubprobe::check::CheckPlan,
+) -> anyhow::Result<hubprobe::tune::reflector::ReflectorTarget> {
+    use hubprobe::tune::reflector::ReflectorTarget;
+    let (host, port) = spec
+        .rsplit_once(':')
+        .and_then(|(h, p)| {
+            Some((
+                h.trim_start_matches('[').trim_end_matches(']'),
+                p.parse::<u16>().ok()?,
+            ))
+        })
+        .filter(|(h, p)| !h.is_empty() && *p > 0)
+        .with_context(|| format!("--reflector {spec:?}: expected HOST:PORT"))?;
+    let opts = hubprobe::probe::dns::DnsOptions {
+        server: plan.dns_server,
+        timeout: plan.timeout,
+    };
+    let out = hubprobe::probe::dns::resolve(host, &opts).await;
+    let Some(addr) = out
+        .addresses
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(out.addresses.first())
+    else {
+        bail!(
+            "--reflector {spec}: cannot resolve {host}: {}",
+            out.result.message.as_deref().unwrap_or("no address")
+        );
+    };
+    let addr = std::net::SocketAddr::new(*addr, port);
+    if !tls {
+        return Ok(ReflectorTarget::plain(addr));
+    }
+    let mut options = hubprobe::probe::tls::TlsOptions::new(host);
+    options.timeout = plan.timeout;
+    Ok(ReflectorTarget::tls(addr, options, plan.trust.clone()))
+}
+
+fn reflect(args: &ReflectArgs) -> anyhow::Result<ExitCode> {
+    use hubprobe::tune::reflector::{serve, server_tls_config, ReflectorConfig};
+    let tls = match (&args.cert, &args.key) {
+        (Some(c), Some(k)) => Some(server_tls_config(c, k)?),
+        _ => None,
+    };
+    let cfg = ReflectorConfig {
+        max_connections: args.max_connections,
+        max_idle: args.max_idle,
+        ..ReflectorConfig::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let local = listener.local_addr().ok();
+        eprintln!(
+            "hubprobe reflect: listening on {} ({})",
+            local.map(|a| a.to_string()).unwrap_or_default(),
+            if tls.is_some() { "TLS" } else { "plain TCP" }
+        );
+        let shutdown = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+            }
+        };
+        serve(listener, tls, cfg, shutdown).await.context("reflector")?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::Ok)
+}
+
+/// A one-line progress display on stderr (only on a terminal).
+struct ProgressBar {
+    show: bool,
+}
+
+impl ProgressBar {
+    fn clear(&self) {
+        if self.show {
+            eprint!("\r\x1b[2K");
+        }
+    }
+}
+
+impl hubprobe::tune::run::Progress for ProgressBar {
+    fn update(&self, stage: &str, done: u64, total: u64, note: &str) {
+        if !self.show {
+            return;
+        }
+        let width = 30usize;
+        let filled = if total == 0 {
+            0
+        } else {
+            (done.min(total) as usize * width) / total as usize
+        };
+        eprint!(
+            "\r\x1b[2K{stage:<10} [{}{}] {done}/{total} {note}",
+            "#".repeat(filled),
+            "-".repeat(width - filled)
+        );
+    }
 }
 
 fn sas_token(args: &SasTokenArgs) -> anyhow::Result<ExitCode> {

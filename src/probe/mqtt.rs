@@ -461,3 +461,107 @@ mod tests {
         assert!(bytes.windows(9).any(|w| w == b"SECRETSIG"));
     }
 }
+
+/// A long-lived MQTT session (CONNECT accepted), for measurements that ping on
+/// demand: the tuner's RTT samples and its hub-only idle probes.
+pub struct Session {
+    link: Link,
+    buf: BytesMut,
+}
+
+/// Why a ping got no PINGRESP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PingFailure {
+    /// Its class (`mqtt.timeout`, `mqtt.reset`, `mqtt.closed`, ...).
+    pub class: FailureClass,
+    /// What happened.
+    pub message: String,
+}
+
+impl Session {
+    /// Sends CONNECT with `opts` and requires an accepted CONNACK within `opts.timeout`.
+    pub async fn connect(mut link: Link, opts: &MqttOptions) -> Result<Session, PingFailure> {
+        let fail = |class, message: String| PingFailure { class, message };
+        let connect = encode_connect(opts).map_err(|e| {
+            fail(
+                FailureClass::MqttProtocolError,
+                format!("cannot encode CONNECT: {e}"),
+            )
+        })?;
+        let deadline = Instant::now() + opts.timeout;
+        match tokio::time::timeout_at(deadline, link.send(&connect)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let (class, msg) = classify_io(&e, "sending CONNECT");
+                return Err(fail(class, msg));
+            }
+            Err(_) => {
+                return Err(fail(
+                    FailureClass::MqttTimeout,
+                    "sending CONNECT timed out".into(),
+                ))
+            }
+        }
+        let mut buf = BytesMut::with_capacity(256);
+        match read_packet(&mut link, &mut buf, deadline, Expect::ConnAck).await {
+            Ok(Packet::ConnAck(c)) if c.code == ConnectReturnCode::Success => {
+                Ok(Session { link, buf })
+            }
+            Ok(Packet::ConnAck(c)) => Err(fail(
+                connack_class(c.code),
+                format!(
+                    "CONNACK refused the connection: {} (code {})",
+                    connack_name(c.code),
+                    c.code as u8
+                ),
+            )),
+            Ok(other) => Err(fail(
+                FailureClass::MqttProtocolError,
+                format!("expected CONNACK, got {}", packet_name(&other)),
+            )),
+            Err(f) => {
+                let (class, msg) = f.classify("CONNACK", opts.timeout);
+                Err(fail(class, msg))
+            }
+        }
+    }
+
+    /// One PINGREQ → PINGRESP round trip, bounded by `timeout`; its RTT.
+    pub async fn ping(&mut self, timeout: Duration) -> Result<Duration, PingFailure> {
+        let start = Instant::now();
+        let deadline = start + timeout;
+        match tokio::time::timeout_at(deadline, self.link.send(&[0xC0, 0x00])).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let (class, message) = classify_io(&e, "sending PINGREQ");
+                return Err(PingFailure { class, message });
+            }
+            Err(_) => {
+                return Err(PingFailure {
+                    class: FailureClass::MqttTimeout,
+                    message: "sending PINGREQ timed out".into(),
+                })
+            }
+        }
+        match read_packet(&mut self.link, &mut self.buf, deadline, Expect::PingResp).await {
+            Ok(Packet::PingResp) => Ok(start.elapsed()),
+            Ok(other) => Err(PingFailure {
+                class: FailureClass::MqttProtocolError,
+                message: format!("expected PINGRESP, got {}", packet_name(&other)),
+            }),
+            Err(f) => {
+                let (class, message) = f.classify("PINGRESP", timeout);
+                Err(PingFailure { class, message })
+            }
+        }
+    }
+
+    /// Sends DISCONNECT and closes, bounded by `timeout`.
+    pub async fn close(mut self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, async {
+            let _ = self.link.send(&[0xE0, 0x00]).await;
+            self.link.close().await;
+        })
+        .await;
+    }
+}

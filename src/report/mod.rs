@@ -59,7 +59,7 @@ pub struct Report {
     pub schema: String,
     /// Unique id of this run (fleet tooling drops repeats by it).
     pub id: String,
-    /// What produced it: `check`.
+    /// What produced it: `check` or `tune`.
     pub kind: String,
     /// hubprobe version.
     pub hubprobe_version: String,
@@ -79,6 +79,9 @@ pub struct Report {
     pub endpoints: Vec<EndpointReport>,
     /// What the results mean.
     pub findings: Vec<Finding>,
+    /// The keep-alive tuner's measurements and recommendation (`kind: "tune"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive: Option<crate::tune::run::KeepaliveReport>,
 }
 
 /// What was probed and how.

@@ -59,7 +59,7 @@ pub fn render(report: &Report, opts: TextOptions) -> String {
     let _ = writeln!(
         out,
         "{} {} (profile {}, {identity})",
-        p.bold("hubprobe check"),
+        p.bold(&format!("hubprobe {}", report.kind)),
         p.bold(&clean(&t.host)),
         t.profile
     );
@@ -89,6 +89,9 @@ pub fn render(report: &Report, opts: TextOptions) -> String {
                 }
             }
         }
+    }
+    if let Some(k) = &report.keepalive {
+        keepalive_section(&mut out, k, &p);
     }
     if !report.findings.is_empty() {
         let _ = writeln!(out, "{}", p.bold("findings"));
@@ -164,6 +167,110 @@ fn phase_line(ph: &PhaseResult, p: &Paint) -> String {
             "",
             p.dim(&clean(ph.message.as_deref().unwrap_or("skipped")))
         ),
+    }
+}
+
+/// The tuner's section: the recommendation first, then the measurements behind it.
+fn keepalive_section(out: &mut String, k: &crate::tune::run::KeepaliveReport, p: &Paint) {
+    let r = &k.recommendation;
+    let path = match &k.discovery {
+        Some(d) => match (
+            d.longest_survived_ms,
+            d.shortest_failed_ms,
+            d.no_drop_up_to_ms,
+        ) {
+            (Some(ok), Some(fail), _) => format!(
+                "; the path drops idle flows after {}–{} s",
+                ok / 1000,
+                fail.div_ceil(1000)
+            ),
+            (None, Some(fail), _) => format!(
+                "; the path drops flows idle for {} s or less",
+                fail.div_ceil(1000)
+            ),
+            (_, None, Some(upto)) => format!("; no idle drop up to {} s", upto / 1000),
+            _ => String::new(),
+        },
+        None => "; idle timeout not measured".to_string(),
+    };
+    let confidence = format!("{:?}", r.confidence).to_lowercase();
+    let _ = writeln!(
+        out,
+        "{}",
+        p.bold(&format!(
+            "keep-alive ({} mode, endpoint {})",
+            k.mode, k.endpoint
+        ))
+    );
+    let _ = writeln!(
+        out,
+        "  {} keep-alive {} s (PINGRESP timeout {} s, TCP_USER_TIMEOUT {} s){path}; confidence {confidence}",
+        p.green("→"),
+        r.keepalive_s,
+        r.pingresp_timeout_s,
+        r.tcp_user_timeout_s
+    );
+    let _ = writeln!(
+        out,
+        "    per device {}–{} s (random spread), about {} bytes a day",
+        r.spread.min_s, r.spread.max_s, r.bytes_per_day
+    );
+    let st = &k.stability;
+    let loss = st
+        .loss_rate
+        .map(|l| format!("{:.1} %", l * 100.0))
+        .unwrap_or_else(|| "-".into());
+    let warm = &st.warm;
+    let pct = warm
+        .rtt_percentiles
+        .map(|q| {
+            format!(
+                "RTT p50/p95/p99 {:.1}/{:.1}/{:.1} ms",
+                q.p50_ms, q.p95_ms, q.p99_ms
+            )
+        })
+        .unwrap_or_else(|| "no RTT".into());
+    let rto = warm
+        .rto
+        .map(|r| format!(", SRTT {:.1} ms, RTO {:.0} ms", r.srtt_ms, r.rto_ms))
+        .unwrap_or_default();
+    let jitter = warm
+        .jitter_ms
+        .map(|j| format!(", jitter {j:.1} ms"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "  stability: {} samples ({} cold), loss {loss}, {} outage(s); {pct}{rto}{jitter}",
+        st.samples,
+        st.cold.samples,
+        st.outages.len()
+    );
+    if let Some(d) = &k.discovery {
+        let secs = k
+            .discovery_ms
+            .map(|m| format!(" in {:.0} s", m / 1000.0))
+            .unwrap_or_default();
+        let kind = d
+            .drop_kind
+            .map(|k| format!(", {k:?}").to_lowercase())
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  discovery{secs}: {} idle probes in {} round(s){kind}{}",
+            d.results.len(),
+            d.rounds,
+            if d.inconsistent {
+                ", INCONSISTENT path"
+            } else {
+                ""
+            }
+        );
+    }
+    for reason in &r.reasons {
+        let _ = writeln!(out, "    - {}", clean(reason));
+    }
+    for c in &r.conflicts {
+        let _ = writeln!(out, "    {} {}", p.yellow("‼"), clean(c));
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod discovery;
 pub mod recommend;
 pub mod reflector;
+pub mod run;
 pub mod stats;
 
 use std::time::Duration;
@@ -32,7 +33,10 @@ pub enum IdleOutcome {
 impl IdleOutcome {
     /// Whether the flow is gone (any kind of drop).
     pub fn dropped(&self) -> bool {
-        matches!(self, IdleOutcome::SilentDrop | IdleOutcome::Reset | IdleOutcome::OneWay)
+        matches!(
+            self,
+            IdleOutcome::SilentDrop | IdleOutcome::Reset | IdleOutcome::OneWay
+        )
     }
 }
 
@@ -40,7 +44,7 @@ impl IdleOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdleResult {
     /// How long the connection was left idle.
-    #[serde(with = "crate::tune::duration_ms")]
+    #[serde(rename = "idle_ms", with = "crate::tune::duration_ms")]
     pub idle: Duration,
     /// What happened.
     pub outcome: IdleOutcome,

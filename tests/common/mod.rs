@@ -10,6 +10,8 @@
 //!   [`closes`], [`tls_then`], [`dns_rcode`], [`dns_silent`]) — in-process peers
 //!   that misbehave on purpose.
 //! * [`Netns`] — a private network namespace with nftables, e.g. to black-hole SYNs.
+//! * [`Nat`] — a real NAT: client ⇄ router ⇄ server namespaces, masquerade,
+//!   a known conntrack idle timeout, loss and outages on demand.
 //! * small client helpers ([`tls_connect`], [`mqtt_connect`], [`dns_query`], ...)
 //!   for tests that need to talk to the lab directly.
 //!
@@ -26,6 +28,7 @@ pub mod certs;
 pub mod dns;
 pub mod faults;
 pub mod mosquitto;
+pub mod nat;
 pub mod netns;
 pub mod util;
 
@@ -42,6 +45,9 @@ pub use faults::{
     tls_then, tls_then_with, FaultServer, SeenConnect, TlsThen,
 };
 pub use mosquitto::{hub_password, hub_username, Mosquitto, API_VERSION, LISTENERS};
+pub use nat::{
+    join_within, parse_conntrack_line, spawn_in, CtEntry, Nat, TimeoutMechanism, NAT_TABLE,
+};
 pub use netns::{Exec, Netns};
 pub use util::{
     find_program, free_port, free_ports, mqtt_connect, mqtt_connect_packet, parse_connack,
