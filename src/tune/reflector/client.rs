@@ -17,6 +17,10 @@ use crate::tune::IdleOutcome;
 /// (stale `ECHO` answers to earlier, timed-out requests are skipped).
 const MAX_LINES_PER_WAIT: usize = 1024;
 
+/// Longest any single duration argument may be (idle, grace, timeouts):
+/// longer values are refused rather than overflowing a deadline.
+pub const MAX_PROBE_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Where the reflector is and how to reach it.
 #[derive(Debug, Clone)]
 pub struct ReflectorTarget {
@@ -159,6 +163,19 @@ pub async fn probe_idle(
     grace: Duration,
     connect_timeout: Duration,
 ) -> IdleOutcome {
+    let tls_timeout = target
+        .tls
+        .as_ref()
+        .map_or(Duration::ZERO, |t| t.options.timeout);
+    if [idle, grace, connect_timeout, tls_timeout]
+        .iter()
+        .any(|d| *d > MAX_PROBE_DURATION)
+    {
+        return IdleOutcome::Error(format!(
+            "idle, grace and timeouts must each be at most {} s",
+            MAX_PROBE_DURATION.as_secs()
+        ));
+    }
     let bound = target.setup_bound(connect_timeout) + connect_timeout + idle + grace * 2;
     // The steps below are bounded one by one; this outer bound is a backstop.
     let outcome = match timeout(
@@ -398,7 +415,7 @@ impl EchoSession {
         self.seq += 1;
         let nonce = format!("{}-{}", self.prefix, self.seq);
         let started = Instant::now();
-        let deadline = started + timeout;
+        let deadline = started + timeout.min(MAX_PROBE_DURATION);
         match timeout_at(
             deadline,
             send_line(&mut self.conn, &format!("{VERSION} ECHO {nonce}")),

@@ -82,7 +82,7 @@ mod server;
 #[cfg(test)]
 mod tests;
 
-pub use client::{probe_idle, EchoSession, ReflectorTarget, ReflectorTls};
+pub use client::{probe_idle, EchoSession, ReflectorTarget, ReflectorTls, MAX_PROBE_DURATION};
 pub use protocol::{MAX_LINE, MAX_NONCE, VERSION};
 pub use server::{
     serve, server_tls_config, ReflectorConfig, ReflectorTlsError, MAX_REQUESTS_PER_CONNECTION,

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use tokio::time::{timeout, timeout_at, Instant};
+use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 
 use super::protocol::{
@@ -25,6 +25,9 @@ use super::protocol::{
 
 /// Most requests one connection may make (ECHO lines, then possibly one IDLE).
 pub const MAX_REQUESTS_PER_CONNECTION: u32 = 100_000;
+
+/// Upper limit for every duration in [`ReflectorConfig`].
+const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Longest the server spends closing a connection gracefully (flushing the
 /// last line, TLS close_notify, draining what the client still sends).
@@ -78,6 +81,14 @@ impl ReflectorConfig {
         if self.request_timeout.is_zero() || self.reply_timeout.is_zero() {
             return Err(invalid(
                 "reflector: request_timeout and reply_timeout must be positive",
+            ));
+        }
+        if [self.max_idle, self.request_timeout, self.reply_timeout]
+            .iter()
+            .any(|d| *d > MAX_DURATION)
+        {
+            return Err(invalid(
+                "reflector: max_idle, request_timeout and reply_timeout must each be at most 30 days",
             ));
         }
         Ok(())
@@ -298,8 +309,8 @@ impl Session {
         if !self.send(&format!("PING {nonce}")).await {
             return End::Abort;
         }
-        let deadline = Instant::now() + self.cfg.reply_timeout;
-        let line = match timeout_at(deadline, self.reader.read_line(&mut self.conn)).await {
+        let reply = self.reader.read_line(&mut self.conn);
+        let line = match timeout(self.cfg.reply_timeout, reply).await {
             // No answer: the path is gone (or the client gave up). Reset so no
             // retransmission state lingers.
             Err(_) => return End::Abort,

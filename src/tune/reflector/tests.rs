@@ -789,3 +789,62 @@ fn line_cap_matches_the_documented_limit() {
     assert_eq!(MAX_LINE, 128);
     assert_eq!(VERSION, "HPR1");
 }
+
+#[tokio::test]
+async fn absurd_durations_are_refused_not_panicked_on() {
+    let server = Server::plain().await;
+    let out = probe_idle(&server.target(), Duration::MAX, Duration::MAX, STEP).await;
+    assert!(
+        matches!(&out, IdleOutcome::Error(m) if m.contains("at most")),
+        "{out:?}"
+    );
+    let mut session = EchoSession::open(&server.target(), STEP).await.unwrap();
+    assert!(session.echo(Duration::MAX).await.is_some());
+    server.stop().await;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cfg = ReflectorConfig {
+        reply_timeout: Duration::MAX,
+        ..ReflectorConfig::default()
+    };
+    let err = serve(listener, None, cfg, std::future::pending())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+}
+
+#[tokio::test]
+async fn reset_under_tls_is_still_reset() {
+    // A TLS fake: handshake, OK, then a TCP reset during the idle. The reset
+    // must surface through the TLS layer as a reset, not as a TLS error.
+    let pki = pki();
+    let acceptor = tokio_rustls::TlsAcceptor::from(server_tls_config(&pki.cert, &pki.key).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut tls = acceptor.accept(tcp).await.unwrap();
+        let mut r = LineReader::new();
+        let req = tokio::time::timeout(STEP, r.read_line(&mut tls))
+            .await
+            .unwrap()
+            .unwrap();
+        let nonce = req.rsplit(' ').next().unwrap().to_string();
+        tls.write_all(format!("OK {nonce}\n").as_bytes())
+            .await
+            .unwrap();
+        tls.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (tcp, _) = tls.into_inner();
+        reset(tcp);
+    });
+    let out = probe_idle(
+        &tls_target(addr, &pki.ca),
+        Duration::from_millis(500),
+        GRACE,
+        STEP,
+    )
+    .await;
+    assert_eq!(out, IdleOutcome::Reset);
+    task.await.unwrap();
+}
