@@ -1,0 +1,144 @@
+//! Benchmark: idle-timeout discovery wall time as a multiple of the true idle
+//! timeout T, in reflector mode and hub-only mode, at two values of T, through the
+//! namespace NAT of the tests (client ⇄ router with a conntrack timeout T ⇄ server).
+//!
+//!     cargo bench --bench tune        # T = 10 s and 30 s, both modes (~6 min)
+//!
+//! Under `cargo test --all-targets` it runs once with T = 3 s in reflector mode, as a
+//! smoke test of the benchmark itself.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Nat, Netns};
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_listening(ns: &Netns, port: u16) {
+    for _ in 0..100 {
+        let out = ns
+            .command("ss")
+            .args(["-Htln", &format!("sport = :{port}")])
+            .output()
+            .expect("ss");
+        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on {port}");
+}
+
+fn start_peers(nat: &Nat, dir: &std::path::Path) -> (Killed, Killed) {
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener 1883 {}\nallow_anonymous true\nset_tcp_nodelay true\nuser root\npersistence false\n",
+            nat.server_addr()
+        ),
+    )
+    .unwrap();
+    let mosquitto = common::find_program("mosquitto").expect("mosquitto");
+    let broker = nat
+        .server_ns()
+        .command(mosquitto.to_str().unwrap())
+        .args(["-c", conf.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let reflector = nat
+        .server_ns()
+        .command(env!("CARGO_BIN_EXE_hubprobe"))
+        .args([
+            "reflect",
+            "--listen",
+            &format!("{}:7883", nat.server_addr()),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_listening(nat.server_ns(), 1883);
+    wait_listening(nat.server_ns(), 7883);
+    (Killed(broker), Killed(reflector))
+}
+
+fn measure(t_s: u64, reflector_mode: bool) -> String {
+    let nat = Nat::new(Duration::from_secs(t_s));
+    let dir = tempfile::tempdir().unwrap();
+    let _peers = start_peers(&nat, dir.path());
+    let host = nat.server_addr().to_string();
+    let refl = format!("{host}:7883");
+    let max_idle = format!("{}s", t_s * 3);
+    let mut cmd = nat.client_ns().command(env!("CARGO_BIN_EXE_hubprobe"));
+    cmd.args([
+        "tune",
+        &host,
+        "--profile",
+        "mqtt-broker",
+        "--endpoint",
+        "mqtt",
+        "--timeout",
+        "2s",
+        "--samples",
+        "10",
+        "--sample-interval",
+        "50ms",
+        "--min-idle",
+        "2s",
+        "--max-idle",
+        &max_idle,
+        "-o",
+        "json",
+    ]);
+    if reflector_mode {
+        cmd.args(["--reflector", &refl]);
+    }
+    let start = Instant::now();
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .expect("run hubprobe tune");
+    let wall = start.elapsed();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let k = &report["keepalive"];
+    let d_ms = k["discovery_ms"].as_f64().unwrap();
+    let est = k["discovery"]["estimate_ms"].as_f64().unwrap_or(f64::NAN) / 1000.0;
+    let t = t_s as f64;
+    format!(
+        "{:<9} T = {t_s:>3} s: discovery {:>6.1} s = {:.2} × T (whole run {:.1} s); estimate {est:.2} s ({:+.1} %), keep-alive {} s",
+        if reflector_mode { "reflector" } else { "hub-only" },
+        d_ms / 1000.0,
+        d_ms / 1000.0 / t,
+        wall.as_secs_f64(),
+        (est - t) / t * 100.0,
+        k["recommendation"]["keepalive_s"]
+    )
+}
+
+fn main() {
+    let benching = std::env::args().any(|a| a == "--bench");
+    if !benching {
+        println!("{}", measure(3, true));
+        return;
+    }
+    for t in [10, 30] {
+        println!("{}", measure(t, true));
+        println!("{}", measure(t, false));
+    }
+}
