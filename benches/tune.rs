@@ -131,8 +131,49 @@ fn measure(t_s: u64, reflector_mode: bool) -> String {
     )
 }
 
+fn sample_text(t_s: u64) -> String {
+    let nat = Nat::new(Duration::from_secs(t_s));
+    let dir = tempfile::tempdir().unwrap();
+    let _peers = start_peers(&nat, dir.path());
+    let host = nat.server_addr().to_string();
+    let refl = format!("{host}:7883");
+    let out = nat
+        .client_ns()
+        .command(env!("CARGO_BIN_EXE_hubprobe"))
+        .args([
+            "tune",
+            &host,
+            "--profile",
+            "mqtt-broker",
+            "--endpoint",
+            "mqtt",
+            "--timeout",
+            "2s",
+            "--samples",
+            "60",
+            "--sample-interval",
+            "200ms",
+            "--min-idle",
+            "2s",
+            "--max-idle",
+            "30s",
+            "--reflector",
+            &refl,
+        ])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run hubprobe tune");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
+    if std::env::var_os("HUBPROBE_BENCH_SAMPLE").is_some() {
+        // The text view of one reflector-mode run at T = 10 s, for the README.
+        println!("{}", sample_text(10));
+        return;
+    }
     if !benching {
         println!("{}", measure(3, true));
         return;

@@ -170,6 +170,16 @@ fn phase_line(ph: &PhaseResult, p: &Paint) -> String {
     }
 }
 
+/// Milliseconds as seconds with one decimal below 100 s.
+fn secs1(ms: u64) -> String {
+    let s = ms as f64 / 1000.0;
+    if s < 100.0 {
+        format!("{s:.1}")
+    } else {
+        format!("{s:.0}")
+    }
+}
+
 /// The tuner's section: the recommendation first, then the measurements behind it.
 fn keepalive_section(out: &mut String, k: &crate::tune::run::KeepaliveReport, p: &Paint) {
     let r = &k.recommendation;
@@ -181,13 +191,12 @@ fn keepalive_section(out: &mut String, k: &crate::tune::run::KeepaliveReport, p:
         ) {
             (Some(ok), Some(fail), _) => format!(
                 "; the path drops idle flows after {}–{} s",
-                ok / 1000,
-                fail.div_ceil(1000)
+                secs1(ok),
+                secs1(fail)
             ),
-            (None, Some(fail), _) => format!(
-                "; the path drops flows idle for {} s or less",
-                fail.div_ceil(1000)
-            ),
+            (None, Some(fail), _) => {
+                format!("; the path drops flows idle for {} s or less", secs1(fail))
+            }
             (_, None, Some(upto)) => format!("; no idle drop up to {} s", upto / 1000),
             _ => String::new(),
         },
@@ -250,10 +259,12 @@ fn keepalive_section(out: &mut String, k: &crate::tune::run::KeepaliveReport, p:
             .discovery_ms
             .map(|m| format!(" in {:.0} s", m / 1000.0))
             .unwrap_or_default();
-        let kind = d
-            .drop_kind
-            .map(|k| format!(", {k:?}").to_lowercase())
-            .unwrap_or_default();
+        let kind = match d.drop_kind {
+            Some(crate::tune::discovery::DropKind::SilentDrop) => ", silent drop",
+            Some(crate::tune::discovery::DropKind::Reset) => ", dropped with a TCP reset",
+            Some(crate::tune::discovery::DropKind::OneWay) => ", one-way (downstream lost)",
+            None => "",
+        };
         let _ = writeln!(
             out,
             "  discovery{secs}: {} idle probes in {} round(s){kind}{}",

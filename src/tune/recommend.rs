@@ -297,6 +297,16 @@ pub fn pingresp_timeout(stats: Option<&LinkStats>) -> Duration {
     Duration::from_secs(secs as u64)
 }
 
+/// Seconds for a sentence: one decimal below 100 s (short NAT timeouts need it to
+/// tell 9.5 from 10.4), whole seconds above.
+fn show_s(s: f64) -> String {
+    if s < 100.0 {
+        format!("{s:.1}")
+    } else {
+        format!("{s:.0}")
+    }
+}
+
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
@@ -345,18 +355,18 @@ pub fn recommend(inputs: &Inputs) -> Recommendation {
                         kind: LimitKind::Nat,
                         value_s: k,
                         reason: format!(
-                            "the path dropped a flow left idle for {:.0} s and kept one idle for {:.0} s; \
-                             95 % of {:.0} s minus {rto_text} leaves room for a lost PINGREQ to be \
+                            "the path dropped a flow left idle for {} s and kept one idle for {} s; \
+                             95 % of {} s minus {rto_text} leaves room for a lost PINGREQ to be \
                              retransmitted before the NAT forgets the flow",
-                            secs(f),
-                            lower,
-                            lower
+                            show_s(secs(f)),
+                            show_s(lower),
+                            show_s(lower)
                         ),
                     });
                     reasons.push(format!(
-                        "The path drops idle flows after {:.0}–{:.0} s{}.",
-                        lower.floor(),
-                        secs(f),
+                        "The path drops idle flows after {}–{} s{}.",
+                        show_s(if lower < 100.0 { lower } else { lower.floor() }),
+                        show_s(secs(f)),
                         if b.inconsistent {
                             " (not consistently)"
                         } else {
@@ -559,7 +569,8 @@ pub fn recommend(inputs: &Inputs) -> Recommendation {
         )
     } else {
         format!(
-            "No room for a per-device spread below {k} s (a floor applies): devices of a fleet may ping in lockstep."
+            "No room for a per-device spread below {k} s ({}): devices of a fleet may ping in lockstep.",
+            if floor_applied >= k { "a floor applies" } else { "too short to spread in whole seconds" }
         )
     });
     let per_round = bytes_per_round(inputs.tls);
