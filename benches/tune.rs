@@ -10,77 +10,21 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Nat, Netns};
+use common::{InNs, Nat};
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_listening(ns: &Netns, port: u16) {
-    for _ in 0..100 {
-        let out = ns
-            .command("ss")
-            .args(["-Htln", &format!("sport = :{port}")])
-            .output()
-            .expect("ss");
-        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("nothing listens on {port}");
-}
-
-fn start_peers(nat: &Nat, dir: &std::path::Path) -> (Killed, Killed) {
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener 1883 {}\nallow_anonymous true\nset_tcp_nodelay true\nuser root\npersistence false\n",
-            nat.server_addr()
-        ),
+fn start_peers(nat: &Nat) -> (InNs, InNs) {
+    (
+        nat.start_mosquitto(1883),
+        nat.start_reflector(env!("CARGO_BIN_EXE_hubprobe"), 7883),
     )
-    .unwrap();
-    let mosquitto = common::find_program("mosquitto").expect("mosquitto");
-    let broker = nat
-        .server_ns()
-        .command(mosquitto.to_str().unwrap())
-        .args(["-c", conf.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let reflector = nat
-        .server_ns()
-        .command(env!("CARGO_BIN_EXE_hubprobe"))
-        .args([
-            "reflect",
-            "--listen",
-            &format!("{}:7883", nat.server_addr()),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_listening(nat.server_ns(), 1883);
-    wait_listening(nat.server_ns(), 7883);
-    (Killed(broker), Killed(reflector))
 }
 
 fn measure(t_s: u64, reflector_mode: bool) -> String {
     let nat = Nat::new(Duration::from_secs(t_s));
-    let dir = tempfile::tempdir().unwrap();
-    let _peers = start_peers(&nat, dir.path());
+    let _peers = start_peers(&nat);
     let host = nat.server_addr().to_string();
     let refl = format!("{host}:7883");
     let max_idle = format!("{}s", t_s * 3);
@@ -133,8 +77,7 @@ fn measure(t_s: u64, reflector_mode: bool) -> String {
 
 fn sample_text(t_s: u64) -> String {
     let nat = Nat::new(Duration::from_secs(t_s));
-    let dir = tempfile::tempdir().unwrap();
-    let _peers = start_peers(&nat, dir.path());
+    let _peers = start_peers(&nat);
     let host = nat.server_addr().to_string();
     let refl = format!("{host}:7883");
     let out = nat

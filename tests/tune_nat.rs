@@ -6,92 +6,22 @@
 mod common;
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{Nat, Netns};
+use common::{InNs, Nat};
 use serde_json::Value;
 use support::{run_cmd, Run};
 
 const MQTT_PORT: u16 = 1883;
 const REFLECT_PORT: u16 = 7883;
 
-/// A process started inside a namespace (`ip netns exec` execs it, so killing the
-/// child kills the program), killed on drop.
-struct InNs {
-    child: Child,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Drop for InNs {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_listening(ns: &Netns, port: u16) {
-    // Bounded: 100 × 50 ms.
-    for _ in 0..100 {
-        let out = ns
-            .command("ss")
-            .args(["-Htln", &format!("sport = :{port}")])
-            .output()
-            .expect("ss");
-        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("nothing listens on port {port} in {}", ns.name());
-}
-
 fn reflector(nat: &Nat) -> InNs {
-    let child = nat
-        .server_ns()
-        .command(support::bin())
-        .args([
-            "reflect",
-            "--listen",
-            &format!("{}:{REFLECT_PORT}", nat.server_addr()),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start hubprobe reflect in the server namespace");
-    wait_listening(nat.server_ns(), REFLECT_PORT);
-    InNs { child, _dir: None }
+    nat.start_reflector(support::bin(), REFLECT_PORT)
 }
 
 fn mosquitto(nat: &Nat) -> InNs {
-    let bin = common::find_program("mosquitto")
-        .expect("mosquitto not installed: apt-get install mosquitto");
-    let dir = tempfile::tempdir().unwrap();
-    let conf: PathBuf = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {MQTT_PORT} {}\nallow_anonymous true\nset_tcp_nodelay true\nuser root\npersistence false\nlog_dest stderr\n",
-            nat.server_addr()
-        ),
-    )
-    .unwrap();
-    let child = nat
-        .server_ns()
-        .command(bin.to_str().unwrap())
-        .args(["-c", conf.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start mosquitto in the server namespace");
-    wait_listening(nat.server_ns(), MQTT_PORT);
-    InNs {
-        child,
-        _dir: Some(dir),
-    }
+    nat.start_mosquitto(MQTT_PORT)
 }
 
 /// `hubprobe tune` in the client namespace against the server's mosquitto.

@@ -46,7 +46,8 @@ pub use faults::{
 };
 pub use mosquitto::{hub_password, hub_username, Mosquitto, API_VERSION, LISTENERS};
 pub use nat::{
-    join_within, parse_conntrack_line, spawn_in, CtEntry, Nat, TimeoutMechanism, NAT_TABLE,
+    join_within, parse_conntrack_line, spawn_in, wait_listening, CtEntry, InNs, Nat,
+    TimeoutMechanism, NAT_TABLE,
 };
 pub use netns::{Exec, Netns};
 pub use util::{

@@ -531,3 +531,89 @@ pub fn join_within<R>(handle: JoinHandle<R>, limit: Duration, what: &str) -> R {
     }
     panic!("{what} did not finish");
 }
+
+/// A program started inside a namespace (`ip netns exec` execs it, so killing the
+/// child kills the program), killed on drop; keeps its config directory alive.
+pub struct InNs {
+    child: std::process::Child,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for InNs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits (bounded: 100 × 50 ms) until something listens on TCP `port` in `ns`.
+pub fn wait_listening(ns: &Netns, port: u16) {
+    for _ in 0..100 {
+        let out = ns
+            .command("ss")
+            .args(["-Htln", &format!("sport = :{port}")])
+            .output()
+            .expect("ss (iproute2)");
+        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on port {port} in {}", ns.name());
+}
+
+impl Nat {
+    /// Starts mosquitto in the server namespace on `port` of the server address
+    /// (anonymous, replies without Nagle delay).
+    pub fn start_mosquitto(&self, port: u16) -> InNs {
+        let bin =
+            find_program("mosquitto").expect("mosquitto not installed: apt-get install mosquitto");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} {}\nallow_anonymous true\nset_tcp_nodelay true\nuser root\n\
+                 persistence false\nlog_dest stderr\n",
+                self.server_addr()
+            ),
+        )
+        .expect("write mosquitto.conf");
+        let child = self
+            .server_ns()
+            .command(bin.to_str().expect("UTF-8 path"))
+            .args(["-c", conf.to_str().expect("UTF-8 path")])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start mosquitto in the server namespace");
+        let started = InNs {
+            child,
+            _dir: Some(dir),
+        };
+        wait_listening(self.server_ns(), port);
+        started
+    }
+
+    /// Starts `hubprobe reflect` (the binary at `bin`) in the server namespace on
+    /// `port` of the server address.
+    pub fn start_reflector(&self, bin: &str, port: u16) -> InNs {
+        let child = self
+            .server_ns()
+            .command(bin)
+            .args([
+                "reflect",
+                "--listen",
+                &format!("{}:{port}", self.server_addr()),
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start hubprobe reflect in the server namespace");
+        let started = InNs { child, _dir: None };
+        wait_listening(self.server_ns(), port);
+        started
+    }
+}
