@@ -234,3 +234,73 @@ fn reflect_and_tune_refuse_bad_input() {
     assert_eq!(out.code, 3);
     assert!(out.stderr.contains("no MQTT endpoint"), "{}", out.stderr);
 }
+
+#[test]
+fn reflector_over_tls_is_verified_against_the_given_ca() {
+    let broker = Mosquitto::start(&[]);
+    let certs = broker.certs();
+    let cert = certs.server.cert_pem.to_str().unwrap().to_string();
+    let key = certs.server.key_pem.to_str().unwrap().to_string();
+    let reflector = Reflector::start(&["--cert", &cert, "--key", &key]);
+    let port = format!("mqtt={}", broker.port("plain"));
+    let refl = format!("localhost:{}", reflector.port);
+    let ca = certs.ca_pem().to_str().unwrap().to_string();
+    let args = |trust_ca: bool| {
+        let mut a = vec![
+            "tune",
+            "127.0.0.1",
+            "--profile",
+            "mqtt-broker",
+            "--endpoint",
+            "mqtt",
+            "--port",
+            &port,
+            "--reflector",
+            &refl,
+            "--reflector-tls",
+            "--samples",
+            "5",
+            "--sample-interval",
+            "10ms",
+            "--min-idle",
+            "1s",
+            "--max-idle",
+            "2s",
+            "--timeout",
+            "2s",
+            "-o",
+            "json",
+            "--trust",
+            "none",
+        ];
+        if trust_ca {
+            a.extend(["--ca-file", ca.as_str()]);
+        }
+        a.into_iter().map(str::to_string).collect::<Vec<_>>()
+    };
+    let ok = run(&args(true).iter().map(String::as_str).collect::<Vec<_>>());
+    let report = ok.report();
+    assert_eq!(ok.code, 0, "{}", ok.all_output());
+    assert_eq!(report["keepalive"]["stability"]["answered"], 5);
+    assert_eq!(report["keepalive"]["discovery"]["no_drop_up_to_ms"], 2000);
+
+    // Without the reflector's CA nothing can be measured through it: every sample is
+    // lost and every idle probe is an error, never a fake survival.
+    let bad = run(&args(false).iter().map(String::as_str).collect::<Vec<_>>());
+    let report = bad.report();
+    assert_eq!(
+        report["keepalive"]["stability"]["answered"],
+        0,
+        "{}",
+        bad.all_output()
+    );
+    let results = report["keepalive"]["discovery"]["results"]
+        .as_array()
+        .unwrap();
+    assert!(
+        results.iter().all(|r| r["outcome"]["kind"] == "error"),
+        "{results:?}"
+    );
+    assert!(finding(&report, "no_rtt_samples").is_some());
+    assert_eq!(bad.code, 2);
+}
