@@ -52,6 +52,8 @@ pub struct CheckPlan {
     pub timeout: Duration,
     /// Whole-run deadline.
     pub deadline: Duration,
+    /// Operator labels copied into the report.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Runs the check and builds the report. Never fails: failures are data.
@@ -127,6 +129,8 @@ pub async fn run(plan: &CheckPlan) -> Report {
         endpoints,
         findings,
         keepalive: None,
+        canary: None,
+        labels: plan.labels.clone(),
     }
 }
 

@@ -147,6 +147,10 @@ pub struct TargetArgs {
     /// Keep-alive announced in MQTT CONNECT (default: the profile's).
     #[arg(long, value_parser = parse_duration)]
     pub keepalive: Option<Duration>,
+
+    /// A label for fleet grouping, put in the report (repeatable): site=berlin-3.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
 }
 
 /// `hubprobe check`.
@@ -297,6 +301,36 @@ pub struct ProfilesArgs {
 /// Wraps a secret argument so that it cannot be printed by accident.
 fn parse_secret(s: &str) -> Result<Secret, String> {
     Ok(Secret::new(s))
+}
+
+/// Parses `KEY=VALUE` for `--label`: the key is 1–64 characters of `[A-Za-z0-9_.-]`,
+/// the value at most 256 characters without control characters.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))?;
+    check_label(k, v)?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// Checks a label key and value (see [`parse_label`]).
+pub fn check_label(k: &str, v: &str) -> Result<(), String> {
+    if k.is_empty()
+        || k.len() > 64
+        || !k
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    {
+        return Err(format!(
+            "label key {k:?}: use 1-64 characters of letters, digits, '_', '.', '-'"
+        ));
+    }
+    if v.len() > 256 || v.chars().any(char::is_control) {
+        return Err(format!(
+            "label {k}: the value must be at most 256 characters, without control characters"
+        ));
+    }
+    Ok(())
 }
 
 /// Parses a humantime duration ("30s", "5m", "1h 30m").

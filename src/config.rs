@@ -389,6 +389,7 @@ fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, 
         pings: 0,
         timeout: args.timeout,
         deadline: MAX_DEADLINE,
+        labels: args.labels.iter().cloned().collect(),
     })
 }
 

@@ -3,6 +3,7 @@
 //! The library holds everything; `main.rs` only parses the command line, runs
 //! and maps the verdict to an exit code.
 
+pub mod agent;
 pub mod auth;
 pub mod check;
 pub mod cli;

@@ -82,6 +82,12 @@ pub struct Report {
     /// The keep-alive tuner's measurements and recommendation (`kind: "tune"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keepalive: Option<crate::tune::run::KeepaliveReport>,
+    /// The agent's canary MQTT session: disconnects and their diagnosis (agent only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<crate::agent::history::CanaryReport>,
+    /// Operator labels (site, firmware, network type …) for fleet grouping.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// What was probed and how.
