@@ -404,14 +404,10 @@ impl PendingFile {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let name = target
+        target
             .file_name()
             .with_context(|| format!("--report-file {}: not a file name", target.display()))?;
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
+        let tmp = hubprobe::fsio::temp_path(target);
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -430,7 +426,8 @@ impl PendingFile {
             .write_all(data)
             .and_then(|_| self.file.write_all(b"\n"))
             .and_then(|_| self.file.sync_all())
-            .and_then(|_| std::fs::rename(&self.tmp, &self.target));
+            .and_then(|_| std::fs::rename(&self.tmp, &self.target))
+            .and_then(|_| hubprobe::fsio::sync_dir(self.target.parent().unwrap_or(Path::new("."))));
         if let Err(e) = result {
             let _ = std::fs::remove_file(&self.tmp);
             return Err(e)

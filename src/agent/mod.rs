@@ -1,4 +1,7 @@
 //! `hubprobe agent`: periodic checks, the canary session, the spool, the uploader
 //! and the Prometheus textfile.
 
+pub mod config;
 pub mod history;
+pub mod schedule;
+pub mod spool;
