@@ -468,8 +468,8 @@ impl AgentConfig {
             return Err(bad("[hub] host", "must not be empty".into()));
         }
         let s = &self.schedule;
-        if s.interval < Duration::from_secs(1) {
-            return Err(bad("[schedule] interval", "must be at least 1s".into()));
+        if s.interval < Duration::from_millis(100) {
+            return Err(bad("[schedule] interval", "must be at least 100ms".into()));
         }
         if s.spread > s.interval / 2 {
             return Err(bad(

@@ -144,6 +144,13 @@ pub struct CanaryReport {
     pub recent: Vec<DisconnectEvent>,
     /// What the whole kept history points to.
     pub diagnosis: Diagnosis,
+    /// Failed connection attempts since the last session ended (0 when connected).
+    #[serde(default)]
+    pub connect_failures: u32,
+    /// The last failed attempt: its class id and what was seen (a refused CONNACK
+    /// shows here as `mqtt.not_authorized: …`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_error: Option<String>,
 }
 
 /// The kept history: the last disconnects, totals since the history began, and

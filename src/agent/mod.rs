@@ -3,5 +3,7 @@
 
 pub mod config;
 pub mod history;
+pub mod run;
 pub mod schedule;
+pub mod session;
 pub mod spool;
