@@ -182,7 +182,10 @@ fn main() {
     let mut peak = 0;
     while child.try_wait().unwrap().is_none() {
         peak = peak.max(rss(pid).1);
-        assert!(t0.elapsed() < Duration::from_secs(300), "cycles never ended");
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "cycles never ended"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     println!(

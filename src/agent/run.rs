@@ -253,7 +253,7 @@ pub async fn run(opts: AgentOptions, cfg: AgentConfig) -> Result<ExitCode, Agent
             sig = signals.next_stop() => { let _ = sig; break 'cycles; }
         };
         if let Some(s) = &session {
-            if loaded.cfg.canary.enabled {
+            if loaded.cfg.canary.enabled && !opts.once {
                 report.canary = Some(s.handle.report(&s.settings, &loaded.plan));
             }
         }
@@ -571,10 +571,9 @@ impl Uploader {
             } else {
                 self.topic.clone()
             };
-            let sent = tokio::select! {
-                r = self.handle.publish(topic, payload, self.timeout) => r,
-                _ = stop.changed() => return false,
-            };
+            // Not interrupted by a stop: a clean stop finishes the publish in flight
+            // (bounded by the timeout), so its report is marked delivered, not resent.
+            let sent = self.handle.publish(topic, payload, self.timeout).await;
             match sent {
                 Ok(()) => {
                     if let Some(s) = lock(&self.spool).as_ref() {
