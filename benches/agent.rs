@@ -7,6 +7,8 @@
 //! 4. upload: reports/s the uploader delivers from a pre-filled spool (QoS 1, each
 //!    PUBACK awaited and the delivery made durable before the next).
 //!
+//! Run:
+//!
 //!     cargo bench --bench agent                               # figures for the README
 //!     HUBPROBE_BENCH_IDLE=60s cargo bench --bench agent       # shorter idle window
 //!
