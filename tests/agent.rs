@@ -654,3 +654,47 @@ fn periodic_tune_reports_a_keepalive_and_the_canary_steps_aside() {
         last_check["canary"]
     );
 }
+
+#[test]
+fn no_secret_in_logs_reports_or_state_even_at_trace() {
+    let lab = Lab::start();
+    let cfg = lab.config(&[]);
+    let state = lab.path("state");
+    let out = run_with_env(
+        &[
+            "agent",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--cycles",
+            "2",
+        ],
+        &[("RUST_LOG", "trace")],
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        out.code,
+        0,
+        "{}",
+        out.stderr.chars().take(4000).collect::<String>()
+    );
+    assert!(out.stderr.len() > 1000, "trace logging is on");
+    // Everything the agent wrote: its output, the spool, the NDJSON, the state.
+    let mut everything = out.all_output();
+    for dir in [lab.spool(), lab.spool().join("delivered"), state] {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_file() {
+                everything.push_str(&std::fs::read_to_string(p).unwrap());
+            }
+        }
+    }
+    everything.push_str(&std::fs::read_to_string(lab.path("reports.ndjson")).unwrap());
+    assert!(!everything.contains(DEVICE_KEY), "the device key leaked");
+    assert!(!everything.contains("sig="), "a SAS signature leaked");
+    assert!(
+        !everything.contains("SharedAccessSignature sr="),
+        "a SAS token leaked"
+    );
+}
