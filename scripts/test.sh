@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine, set-up included.
 # Installs the real peers the tests talk to (mosquitto, dnsmasq, nftables, conntrack,
-# iproute2), then runs the quality gates and every test. Needs root (apt-get, network
-# namespaces); a missing peer fails the tests, it never skips them.
+# iproute2, promtool from prometheus, prometheus-node-exporter), then runs the quality
+# gates and every test. Needs root (apt-get, network namespaces); a missing peer fails
+# the tests, it never skips them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(mosquitto mosquitto-clients dnsmasq-base nftables conntrack iproute2 ca-certificates procps)
+packages=(mosquitto mosquitto-clients dnsmasq-base nftables conntrack iproute2 ca-certificates procps
+          prometheus prometheus-node-exporter)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,8 +19,8 @@ if ((${#missing[@]})); then
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-# The Debian package may start a system broker; the tests start their own on free
-# loopback ports, so a running one does no harm.
+# The Debian packages may start a system broker or node_exporter (:9100); the tests start
+# their own on free loopback ports, so a running one does no harm.
 
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
