@@ -158,6 +158,8 @@ fn main() {
             summary: "stable".into(),
             evidence: vec![],
         },
+        connect_failures: 0,
+        connect_error: None,
     });
 
     let text = render(&check, Some(&keepalive));

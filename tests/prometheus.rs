@@ -455,6 +455,8 @@ fn canary() -> CanaryReport {
             summary: "drops after ~240 s idle".into(),
             evidence: vec![],
         },
+        connect_failures: 3,
+        connect_error: Some("tcp.timeout: connect to 192.0.2.1:8883: no answer to SYN".into()),
     }
 }
 
@@ -512,6 +514,17 @@ fn tune_keepalive_and_a_canary_section_are_valid_and_match_the_report() {
     let m = samples(&text);
     assert_eq!(get(&m, &format!("hubprobe_canary_up{e}")), 0.0);
     assert_eq!(get(&m, &format!("hubprobe_canary_sessions_total{e}")), 5.0);
+    assert_eq!(
+        get(&m, &format!("hubprobe_canary_connect_failures{e}")),
+        3.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            r#"hubprobe_canary_connect_error_info{endpoint="mqtt",class="tcp.timeout"}"#
+        ),
+        1.0
+    );
     assert_eq!(
         get(
             &m,

@@ -127,6 +127,10 @@ metrics! {
         "Since when the current canary session is up, Unix time in seconds.";
     CANARY_SESSIONS = "hubprobe_canary_sessions_total", Counter, ["endpoint"],
         "Canary sessions opened (kept across agent restarts).";
+    CANARY_CONNECT_FAILURES = "hubprobe_canary_connect_failures", Gauge, ["endpoint"],
+        "Failed canary connection attempts since the last session ended (0 while connected).";
+    CANARY_CONNECT_ERROR = "hubprobe_canary_connect_error_info", Gauge, ["endpoint", "class"],
+        "Constant 1 while canary connections fail; class of the last failed attempt (mqtt.not_authorized, tcp.timeout ...).";
     CANARY_DISCONNECTS = "hubprobe_canary_disconnects_total", Counter, ["endpoint", "cause"],
         "Canary disconnects by cause (every cause listed).";
     CANARY_DIAGNOSIS = "hubprobe_canary_diagnosis_info", Gauge, ["endpoint", "kind", "iothub_cause"],
@@ -566,6 +570,16 @@ fn canary_metrics(out: &mut Exposition, c: &CanaryReport) {
         out.add(&CANARY_SINCE, &ep, t);
     }
     out.add(&CANARY_SESSIONS, &ep, c.sessions_total as f64);
+    out.add(&CANARY_CONNECT_FAILURES, &ep, f64::from(c.connect_failures));
+    if let Some(e) = &c.connect_error {
+        // Only the class id: the message may be long and varies per attempt.
+        let class = e.split(':').next().unwrap_or("").trim();
+        out.add(
+            &CANARY_CONNECT_ERROR,
+            &[("endpoint", c.endpoint.as_str()), ("class", class)],
+            1.0,
+        );
+    }
     // Every known cause, zeros included (so rate() sees the series from the start),
     // then any cause a newer history may hold.
     for cause in DisconnectCause::ALL {

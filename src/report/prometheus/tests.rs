@@ -132,6 +132,8 @@ fn canary() -> CanaryReport {
             summary: "idle".into(),
             evidence: vec![],
         },
+        connect_failures: 0,
+        connect_error: None,
     }
 }
 
