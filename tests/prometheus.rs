@@ -486,6 +486,14 @@ fn tune_keepalive_and_a_canary_section_are_valid_and_match_the_report() {
             &m,
             r#"hubprobe_link_probes{endpoint="mqtt",result="answered"}"#
         ),
+        k["stability"]["answered"].as_f64().unwrap()
+    );
+    // 10 samples were asked for: answered + lost (a loaded machine may lose one).
+    assert_eq!(
+        get(
+            &m,
+            r#"hubprobe_link_probes{endpoint="mqtt",result="answered"}"#
+        ) + get(&m, r#"hubprobe_link_probes{endpoint="mqtt",result="lost"}"#),
         10.0
     );
     assert_eq!(
