@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine, set-up included.
 # Installs the real peers the tests talk to (mosquitto, dnsmasq, nftables, conntrack,
-# iproute2), then runs the quality gates and every test. Needs root (apt-get, network
-# namespaces); a missing peer fails the tests, it never skips them.
+# iproute2) and the packaging tools (systemd-analyze, dpkg, cargo-deb, shellcheck,
+# node_exporter), then runs the quality gates and every test. Needs root (apt-get,
+# network namespaces, dpkg -i); a missing peer fails the tests, it never skips them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(mosquitto mosquitto-clients dnsmasq-base nftables conntrack iproute2 ca-certificates procps)
+packages=(mosquitto mosquitto-clients dnsmasq-base nftables conntrack iproute2 ca-certificates procps
+    systemd dpkg adduser shellcheck prometheus-node-exporter)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,6 +21,18 @@ if ((${#missing[@]})); then
 fi
 # The Debian package may start a system broker; the tests start their own on free
 # loopback ports, so a running one does no harm.
+# node_exporter's package starts it on every interface where systemd runs; the
+# packaging test starts its own on loopback, so the system one is stopped.
+if [ -d /run/systemd/system ]; then
+    systemctl disable --now prometheus-node-exporter.service >/dev/null 2>&1 || true
+fi
+
+# cargo-deb for the packaging test (tests/packaging.rs builds the .deb with it).
+# Compiling it takes about 2 min 15 s on 2 cores.
+cargo_deb_version=3.8.0
+if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $cargo_deb_version" ]; then
+    cargo install cargo-deb --locked --version "$cargo_deb_version"
+fi
 
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
