@@ -54,6 +54,10 @@ pub struct CheckPlan {
     pub deadline: Duration,
     /// Operator labels copied into the report.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// The agent's identity lock: held by its canary session while connected. A
+    /// check that finds it held does not CONNECT with the identity (the hub would
+    /// drop the canary); one that gets it keeps it for the whole run.
+    pub identity_share: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
 /// Runs the check and builds the report. Never fails: failures are data.
@@ -79,6 +83,15 @@ pub async fn run(plan: &CheckPlan) -> Report {
     // A hub allows one MQTT connection per device identity: a second CONNECT with the
     // same client id makes it drop the first (see run_endpoint).
     let identity_lock = tokio::sync::Mutex::new(());
+    // In the agent, the canary session holds the identity while it is connected: then
+    // the chains stop before CONNECT. Otherwise the check keeps the identity for the
+    // whole run, so the canary does not reconnect in the middle of it.
+    let shared = plan
+        .identity_share
+        .as_ref()
+        .map(|m| m.clone().try_lock_owned());
+    let canary_holds = matches!(shared, Some(Err(_)));
+    let _shared_guard = shared.and_then(Result::ok);
     let chains = plan.endpoints.iter().map(|e| {
         run_endpoint(
             plan,
@@ -87,6 +100,7 @@ pub async fn run(plan: &CheckPlan) -> Report {
             sas.as_ref().map(|s| &s.0),
             deadline_at,
             &identity_lock,
+            canary_holds,
         )
     });
     let endpoints: Vec<EndpointReport> = futures_util::future::join_all(chains).await;
@@ -143,6 +157,24 @@ fn budget(timeout: Duration, deadline_at: Instant) -> Option<Duration> {
 
 /// The SAS token this run uses (generated once, so every endpoint sends the same)
 /// and what the report may say about it.
+/// How the plan's SAS tokens age: the lifetime of generated tokens (renewable:
+/// a device key without a pinned expiry) and the fixed expiry (Unix seconds) of a
+/// given token or a pinned one.
+pub fn token_timing(plan: &CheckPlan) -> (Option<Duration>, Option<u64>) {
+    match &plan.credentials {
+        Credentials::DeviceKey {
+            ttl, expiry: None, ..
+        } => (Some(*ttl), None),
+        Credentials::DeviceKey {
+            expiry: Some(e), ..
+        } => (None, Some(*e)),
+        Credentials::SasToken { token, .. } => {
+            (None, parse_sas_token(token.expose()).ok().map(|t| t.expiry))
+        }
+        _ => (None, None),
+    }
+}
+
 fn sas_for_run(plan: &CheckPlan, started: SystemTime) -> Option<(Secret, SasTokenInfo)> {
     let now = started
         .duration_since(UNIX_EPOCH)
@@ -185,6 +217,7 @@ async fn run_endpoint(
     sas_token: Option<&Secret>,
     deadline_at: Instant,
     identity_lock: &tokio::sync::Mutex<()>,
+    canary_holds: bool,
 ) -> EndpointReport {
     let mut chain = Chain::new(ep);
     let Some(dns_outcome) = dns_outcome else {
@@ -201,8 +234,12 @@ async fn run_endpoint(
     // device's own identity take turns, whole chain at a time: a connection never sits
     // idle waiting for its turn (a hub or proxy might drop it, and the report would
     // blame the path). The wait is bounded by the run's deadline.
+    let uses_identity =
+        ep.protocol == Protocol::Mqtt && !matches!(plan.credentials, Credentials::None);
+    let delegated = uses_identity && canary_holds;
     let _turn = match (ep.protocol, &plan.credentials) {
         (Protocol::Mqtt, Credentials::None) | (Protocol::Amqp | Protocol::Http, _) => None,
+        (Protocol::Mqtt, _) if delegated => None,
         (Protocol::Mqtt, _) => {
             match tokio::time::timeout_at(deadline_at, identity_lock.lock()).await {
                 Ok(guard) => Some(guard),
@@ -297,6 +334,14 @@ async fn run_endpoint(
         return chain.finish(ep);
     };
     let result = match (ep.protocol, link) {
+        (Protocol::Mqtt, mut link) if delegated => {
+            link.close().await;
+            chain.delegated = true;
+            PhaseResult::skipped(
+                Phase::Mqtt,
+                "skipped: the agent's canary session is connected with this identity (a hub allows one connection per identity); its state is in the report's canary section",
+            )
+        }
         (Protocol::Mqtt, mut link) => {
             let opts = mqtt_options(plan, sas_token, t);
             mqtt::probe(&mut link, &opts).await
@@ -372,6 +417,8 @@ fn mqtt_options(plan: &CheckPlan, sas_token: Option<&Secret>, timeout: Duration)
 struct Chain {
     phases: Vec<PhaseResult>,
     planned: Vec<Phase>,
+    /// The MQTT phase was left to the agent's connected canary session.
+    delegated: bool,
 }
 
 impl Chain {
@@ -387,6 +434,7 @@ impl Chain {
         Chain {
             phases: Vec::new(),
             planned,
+            delegated: false,
         }
     }
 
@@ -406,7 +454,13 @@ impl Chain {
             .phases
             .iter()
             .any(|p| p.status == crate::probe::Status::Failed);
-        let all_skipped_or_ok = !failed && self.phases.iter().all(|p| p.is_ok());
+        // A protocol phase left to the agent's connected canary counts as fine.
+        let delegated = self.delegated;
+        let all_skipped_or_ok = !failed
+            && self
+                .phases
+                .iter()
+                .all(|p| p.is_ok() || (delegated && p.phase == Phase::Mqtt));
         EndpointReport {
             name: ep.name.clone(),
             protocol: ep.protocol,

@@ -25,6 +25,9 @@ pub enum Command {
     Check(Box<CheckArgs>),
     /// Measure the network's stability and the path's idle timeout; recommend a keep-alive.
     Tune(Box<TuneArgs>),
+    /// Run periodically: checks on a jittered schedule, a canary MQTT session, spool,
+    /// Prometheus textfile, store-and-forward upload (configured by a TOML file).
+    Agent(AgentArgs),
     /// Serve the tuner's reflector: fast, parallel idle-timeout discovery near the hub.
     Reflect(ReflectArgs),
     /// Print an IoT Hub SAS token for a device connection string (prints a secret, on purpose).
@@ -185,6 +188,60 @@ pub struct CheckArgs {
     pub no_color: bool,
 }
 
+/// `hubprobe agent`. The flags and HUBPROBE_* variables override the file.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The configuration file (see packaging/config.example.toml).
+    #[arg(
+        long,
+        env = "HUBPROBE_CONFIG",
+        default_value = "/etc/hubprobe/config.toml"
+    )]
+    pub config: PathBuf,
+
+    /// State directory: canary history, and the spool unless [spool] dir is set
+    /// [default: $STATE_DIRECTORY (systemd), else /var/lib/hubprobe].
+    #[arg(long, env = "HUBPROBE_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Spool directory (overrides [spool] dir).
+    #[arg(long, env = "HUBPROBE_SPOOL_DIR", value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+
+    /// Time between checks (overrides [schedule] interval).
+    #[arg(long, env = "HUBPROBE_INTERVAL", value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+
+    /// Random spread around the interval (overrides [schedule] spread; 0s for none).
+    #[arg(long, value_parser = parse_duration_or_zero)]
+    pub spread: Option<Duration>,
+
+    /// Prometheus textfile (overrides [prometheus] textfile).
+    #[arg(long, env = "HUBPROBE_TEXTFILE", value_name = "FILE")]
+    pub textfile: Option<PathBuf>,
+
+    /// A label for every report (repeatable; over the file's [labels]).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+
+    /// One cycle (check, spool, textfile, upload), then exit with the check's exit
+    /// code: for a systemd timer. No canary.
+    #[arg(long, conflicts_with = "cycles")]
+    pub once: bool,
+
+    /// Stop after this many checks (uploads are drained first).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub cycles: Option<u64>,
+
+    /// How long the final upload of --once / --cycles may take.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub drain_timeout: Duration,
+
+    /// Validate the configuration (file, identity, profile) and exit: 0 valid, 3 not.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
 /// `hubprobe tune`.
 #[derive(Debug, Args)]
 pub struct TuneArgs {
@@ -331,6 +388,14 @@ pub fn check_label(k: &str, v: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// [`parse_duration`], also accepting zero (`0`, `0s`).
+pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    match s.trim() {
+        "0" | "0s" => Ok(Duration::ZERO),
+        _ => parse_duration(s),
+    }
 }
 
 /// Parses a humantime duration ("30s", "5m", "1h 30m").

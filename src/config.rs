@@ -390,6 +390,7 @@ fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, 
         timeout: args.timeout,
         deadline: MAX_DEADLINE,
         labels: args.labels.iter().cloned().collect(),
+        identity_share: None,
     })
 }
 

@@ -10,7 +10,8 @@ use clap::Parser;
 
 use hubprobe::auth::sas::{generate_sas_token, resource_uri};
 use hubprobe::cli::{
-    CheckArgs, Cli, Command, OutputFormat, ProfilesArgs, ReflectArgs, SasTokenArgs, TuneArgs,
+    AgentArgs, CheckArgs, Cli, Command, OutputFormat, ProfilesArgs, ReflectArgs, SasTokenArgs,
+    TuneArgs,
 };
 use hubprobe::exit::ExitCode;
 use hubprobe::profile::{builtin_names, Profile, BUILTIN};
@@ -30,7 +31,12 @@ fn main() -> std::process::ExitCode {
             return code.into();
         }
     };
-    init_logging();
+    // The agent logs what it does by default (to the journal under systemd).
+    let default_filter = match cli.command {
+        Command::Agent(_) => "hubprobe=info",
+        _ => "off",
+    };
+    init_logging(default_filter);
     match run(cli) {
         Ok(code) => code.into(),
         Err(e) => {
@@ -44,13 +50,13 @@ fn main() -> std::process::ExitCode {
 /// secret: credentials are wrapped in `Secret`, whose Debug is redacted, and the
 /// WebSocket library's frame dumps (debug/trace, which would show the MQTT CONNECT
 /// with its SAS token) are dropped whatever RUST_LOG asks for.
-fn init_logging() {
+fn init_logging(default_filter: &str) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::Layer as _;
 
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let no_payload_dumps = tracing_subscriber::filter::filter_fn(|meta| {
         let payload_dumper = meta.target().starts_with("tungstenite")
             || meta.target().starts_with("tokio_tungstenite");
@@ -68,6 +74,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check(args) => check(&args),
         Command::Tune(args) => tune(&args),
+        Command::Agent(args) => agent(&args),
         Command::Reflect(args) => reflect(&args),
         Command::SasToken(args) => sas_token(&args),
         Command::Schema => {
@@ -240,6 +247,37 @@ async fn reflector_target(
     Ok(ReflectorTarget::tls(addr, options, plan.trust.clone()))
 }
 
+fn agent(args: &AgentArgs) -> anyhow::Result<ExitCode> {
+    use hubprobe::agent::run::{default_state_dir, load, run, AgentOptions};
+    let opts = AgentOptions {
+        config: args.config.clone(),
+        state_dir: args.state_dir.clone().unwrap_or_else(default_state_dir),
+        spool_dir: args.spool_dir.clone(),
+        interval: args.interval,
+        spread: args.spread,
+        textfile: args.textfile.clone(),
+        labels: args.labels.clone(),
+        once: args.once,
+        cycles: args.cycles,
+        drain_timeout: args.drain_timeout,
+    };
+    let cfg = load(&opts)?;
+    if args.check_config {
+        // The identity, profile, trust store and files too, as a start would.
+        cfg.plan(
+            &opts.config,
+            hubprobe::config::EnvCredentials::from_process(),
+        )?;
+        println!("{}: valid", opts.config.display());
+        return Ok(ExitCode::Ok);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    Ok(runtime.block_on(run(opts, cfg))?)
+}
+
 fn reflect(args: &ReflectArgs) -> anyhow::Result<ExitCode> {
     use hubprobe::tune::reflector::{serve, server_tls_config, ReflectorConfig};
     let tls = match (&args.cert, &args.key) {
@@ -404,14 +442,10 @@ impl PendingFile {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let name = target
+        target
             .file_name()
             .with_context(|| format!("--report-file {}: not a file name", target.display()))?;
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
+        let tmp = hubprobe::fsio::temp_path(target);
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -430,7 +464,8 @@ impl PendingFile {
             .write_all(data)
             .and_then(|_| self.file.write_all(b"\n"))
             .and_then(|_| self.file.sync_all())
-            .and_then(|_| std::fs::rename(&self.tmp, &self.target));
+            .and_then(|_| std::fs::rename(&self.tmp, &self.target))
+            .and_then(|_| hubprobe::fsio::sync_dir(self.target.parent().unwrap_or(Path::new("."))));
         if let Err(e) = result {
             let _ = std::fs::remove_file(&self.tmp);
             return Err(e)

@@ -1,4 +1,9 @@
 //! `hubprobe agent`: periodic checks, the canary session, the spool, the uploader
 //! and the Prometheus textfile.
 
+pub mod config;
 pub mod history;
+pub mod run;
+pub mod schedule;
+pub mod session;
+pub mod spool;

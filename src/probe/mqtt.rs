@@ -526,6 +526,12 @@ impl Session {
         }
     }
 
+    /// The link and what was read past the CONNACK, for callers that drive the
+    /// session themselves (the agent's canary).
+    pub fn into_parts(self) -> (Link, BytesMut) {
+        (self.link, self.buf)
+    }
+
     /// One PINGREQ → PINGRESP round trip, bounded by `timeout`; its RTT.
     pub async fn ping(&mut self, timeout: Duration) -> Result<Duration, PingFailure> {
         let start = Instant::now();

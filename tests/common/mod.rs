@@ -30,6 +30,7 @@ pub mod faults;
 pub mod mosquitto;
 pub mod nat;
 pub mod netns;
+pub mod subscriber;
 pub mod util;
 
 pub use certs::{

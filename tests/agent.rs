@@ -1,0 +1,584 @@
+//! `hubprobe agent` against real peers: mosquitto as the hub (TLS, a device key,
+//! SAS tokens), dnsmasq for its name, a subscriber reading back what the agent
+//! uploads. Cycles, spool, NDJSON, textfile, store-and-forward through a broker
+//! outage, kill -9 mid-cycle, retention, an unwritable spool, signals, config errors.
+
+mod common;
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::subscriber::Subscriber;
+use common::{Dns, Mosquitto, HUB_HOST};
+use serde_json::Value;
+use support::{assert_valid, run_with_env};
+
+/// A device key for the lab (base64 of 32 bytes). Never printed by hubprobe.
+const DEVICE_KEY: &str = "dGhpcy1pcy1hLWxhYi1kZXZpY2Uta2V5LTEyMzQ1Njc=";
+
+struct Lab {
+    broker: Mosquitto,
+    dns: Dns,
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    fn start() -> Lab {
+        Self::with(Mosquitto::start(&[]))
+    }
+
+    fn persistent() -> Lab {
+        Self::with(Mosquitto::start_persistent(&[]))
+    }
+
+    fn with(broker: Mosquitto) -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("connection-string"),
+            format!("HostName={HUB_HOST};DeviceId=dev1;SharedAccessKey={DEVICE_KEY}\n"),
+        )
+        .unwrap();
+        Lab {
+            broker,
+            dns: Dns::start(),
+            dir,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn spool(&self) -> PathBuf {
+        self.path("spool")
+    }
+
+    /// A configuration for the lab hub's anonymous TLS listener (any SAS token is
+    /// accepted there, so generated tokens with short lifetimes work), with
+    /// `overrides` appended to the named sections.
+    fn config(&self, sections: &[(&str, &str)]) -> PathBuf {
+        let extra = |name: &str| {
+            sections
+                .iter()
+                .filter(|(s, _)| *s == name)
+                .map(|(_, body)| format!("{body}\n"))
+                .collect::<String>()
+        };
+        let text = format!(
+            r#"[hub]
+host = "{HUB_HOST}"
+profile = "{profile}"
+endpoints = ["mqtt-tls"]
+ports = {{ mqtt-tls = {port} }}
+dns_server = "{dns}"
+trust = "none"
+ca_file = "{ca}"
+timeout = "2s"
+{hub}
+[identity]
+connection_string_file = "{cs}"
+{identity}
+[schedule]
+interval = "1s"
+spread = "0s"
+deadline = "10s"
+{schedule}
+[canary]
+ping_timeout = "2s"
+reconnect_min = "200ms"
+reconnect_max = "1s"
+{canary}
+[spool]
+dir = "{spool}"
+{spool_extra}
+[ndjson]
+path = "{ndjson}"
+[prometheus]
+textfile = "{prom}"
+[upload]
+enabled = true
+rate = 100
+{upload}
+[labels]
+site = "lab"
+"#,
+            profile = support::lab_profile(),
+            port = self.broker.port("tls_anon"),
+            dns = self.dns.addr(),
+            ca = self.broker.certs().ca_pem().display(),
+            cs = self.path("connection-string").display(),
+            spool = self.spool().display(),
+            ndjson = self.path("reports.ndjson").display(),
+            prom = self.path("hubprobe.prom").display(),
+            hub = extra("hub"),
+            identity = extra("identity"),
+            schedule = extra("schedule"),
+            canary = extra("canary"),
+            spool_extra = extra("spool"),
+            upload = extra("upload"),
+        );
+        let p = self.path("config.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn subscriber(&self, id: &str) -> Subscriber {
+        Subscriber::start(self.broker.addr("plain"), id, "devices/#")
+    }
+
+    fn agent(&self, config: &Path, extra: &[&str], limit: Duration) -> support::Run {
+        let state = self.path("state");
+        let mut args = vec![
+            "agent",
+            "--config",
+            config.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        run_with_env(&args, &[], limit)
+    }
+
+    fn spawn_agent(&self, config: &Path, extra: &[&str]) -> Child {
+        Command::new(support::bin())
+            .args(["agent", "--config"])
+            .arg(config)
+            .arg("--state-dir")
+            .arg(self.path("state"))
+            .args(extra)
+            .env_remove("IOTHUB_DEVICE_CONNECTION_STRING")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.path("agent.log")).unwrap())
+            .spawn()
+            .expect("spawn hubprobe agent")
+    }
+}
+
+/// Spooled reports (pending and delivered), oldest first, each parsed and checked
+/// against the schema.
+fn spooled(dir: &Path) -> Vec<(String, bool, Value)> {
+    let mut v = Vec::new();
+    for (sub, delivered) in [(dir.to_path_buf(), false), (dir.join("delivered"), true)] {
+        let Ok(rd) = std::fs::read_dir(&sub) else {
+            continue;
+        };
+        for e in rd {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(".json") {
+                continue;
+            }
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            let report: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|err| panic!("corrupt spool file {name}: {err}\n{text}"));
+            assert_valid(&report);
+            v.push((name, delivered, report));
+        }
+    }
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn ids_of(reports: &[(String, bool, Value)]) -> Vec<String> {
+    reports
+        .iter()
+        .map(|(_, _, r)| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn sigterm(child: &Child) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> i32 {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code().unwrap_or(-1);
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the agent did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn cycles_spool_ndjson_textfile_and_upload() {
+    let lab = Lab::start();
+    let sub = lab.subscriber("reader-1");
+    let cfg = lab.config(&[]);
+    let out = lab.agent(&cfg, &["--cycles", "3"], Duration::from_secs(60));
+    assert_eq!(out.code, 0, "{}", out.all_output());
+    assert!(
+        !out.all_output().contains(DEVICE_KEY),
+        "the device key leaked"
+    );
+    assert!(!out.all_output().contains("sig="), "a SAS signature leaked");
+
+    // Three checks, all delivered (the run drains uploads before it ends).
+    let reports = spooled(&lab.spool());
+    assert_eq!(reports.len(), 3, "{reports:?}");
+    assert!(reports.iter().all(|(_, delivered, _)| *delivered));
+    for (_, _, r) in &reports {
+        assert_eq!(r["kind"], "check");
+        assert_eq!(r["verdict"], "ok", "{r:#}");
+        assert_eq!(r["labels"]["site"], "lab");
+        assert_eq!(r["target"]["device_id"], "dev1");
+        let c = &r["canary"];
+        assert_eq!(c["endpoint"], "mqtt-tls");
+        assert_eq!(c["keepalive_s"], 240);
+    }
+    // By the last check the canary had long been connected.
+    let last = &reports[2].2;
+    assert_eq!(last["canary"]["connected"], true, "{:#}", last["canary"]);
+    assert!(last["canary"]["sessions_total"].as_u64().unwrap() >= 1);
+
+    // The same reports, once each, in order, on the hub's device-to-cloud topic.
+    let got = sub.wait_for(3, Duration::from_secs(10));
+    let ids = ids_of(&reports);
+    let got_ids: Vec<String> = got
+        .iter()
+        .map(|m| {
+            let r: Value = serde_json::from_slice(&m.payload).unwrap();
+            assert_valid(&r);
+            assert!(
+                m.topic
+                    .starts_with("devices/dev1/messages/events/$.ct=application%2Fjson"),
+                "{}",
+                m.topic
+            );
+            assert!(m.topic.contains("hubprobe=report"), "{}", m.topic);
+            let id = r["id"].as_str().unwrap().to_string();
+            assert!(m.topic.ends_with(&format!("$.mid={id}")), "{}", m.topic);
+            id
+        })
+        .collect();
+    assert_eq!(got_ids, ids);
+
+    // NDJSON: one line per report, same ids.
+    let nd = std::fs::read_to_string(lab.path("reports.ndjson")).unwrap();
+    let nd_ids: Vec<String> = nd
+        .lines()
+        .map(|l| {
+            let r: Value = serde_json::from_str(l).unwrap();
+            r["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(nd_ids, ids);
+
+    // The textfile is there, replaced whole each cycle (no temporary left).
+    assert!(lab.path("hubprobe.prom").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(lab.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn check_config_validates_and_names_the_key() {
+    let lab = Lab::start();
+    let cfg = lab.config(&[]);
+    let ok = lab.agent(&cfg, &["--check-config"], Duration::from_secs(20));
+    assert_eq!(ok.code, 0, "{}", ok.all_output());
+    assert!(ok.stdout.contains("valid"));
+
+    let bad = lab.path("bad.toml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("interval = \"1s\"", "intervall = \"1s\""),
+    )
+    .unwrap();
+    let out = lab.agent(&bad, &["--check-config"], Duration::from_secs(20));
+    assert_eq!(out.code, 3, "{}", out.all_output());
+    assert!(
+        out.stderr.contains("[schedule] intervall") && out.stderr.contains("unknown field"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        out.stderr.trim().lines().count(),
+        1,
+        "one clear line: {}",
+        out.stderr
+    );
+
+    // A connection string file with a malformed key: named, the key not echoed.
+    std::fs::write(
+        lab.path("connection-string"),
+        format!("HostName={HUB_HOST};DeviceId=dev1;SharedAccessKey=not*base64{DEVICE_KEY}"),
+    )
+    .unwrap();
+    let out = lab.agent(&cfg, &["--check-config"], Duration::from_secs(20));
+    assert_eq!(out.code, 3, "{}", out.all_output());
+    assert!(
+        !out.all_output().contains(DEVICE_KEY),
+        "{}",
+        out.all_output()
+    );
+
+    // A missing file.
+    let out = lab.agent(
+        &lab.path("nope.toml"),
+        &["--check-config"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.code, 3);
+    assert!(out.stderr.contains("cannot read config"), "{}", out.stderr);
+    // Not a panic anywhere.
+    assert!(!out.stderr.contains("panicked"));
+}
+
+#[test]
+fn broker_outage_then_every_report_arrives_once_in_order() {
+    let mut lab = Lab::persistent();
+    let sub = lab.subscriber("reader-outage");
+    let cfg = lab.config(&[]);
+    let mut agent = lab.spawn_agent(&cfg, &[]);
+    // Up: the first reports go out.
+    wait_until(Duration::from_secs(20), "2 uploads", || {
+        sub.received().len() >= 2
+    });
+    // Down: checks fail and are spooled, nothing can be delivered.
+    lab.broker.stop();
+    let before = spooled(&lab.spool()).len();
+    wait_until(
+        Duration::from_secs(30),
+        "3 reports during the outage",
+        || {
+            spooled(&lab.spool()).iter().filter(|(_, d, _)| !d).count() >= 3
+                && spooled(&lab.spool()).len() >= before + 3
+        },
+    );
+    let during: Vec<String> = spooled(&lab.spool())
+        .iter()
+        .filter(|(_, d, r)| !d && r["verdict"] == "critical")
+        .map(|(_, _, r)| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        during.len() >= 3,
+        "checks during the outage fail: {during:?}"
+    );
+    // Up again: the backlog drains.
+    lab.broker.start_again();
+    wait_until(Duration::from_secs(40), "the backlog to drain", || {
+        let s = spooled(&lab.spool());
+        s.iter().filter(|(_, d, _)| !d).count() <= 1
+            && during
+                .iter()
+                .all(|id| sub.received().iter().any(|m| m.topic.contains(id.as_str())))
+    });
+    sigterm(&agent);
+    assert_eq!(wait_exit(&mut agent, Duration::from_secs(15)), 0);
+
+    // Every delivered report arrived, in spool order, none twice.
+    let reports = spooled(&lab.spool());
+    let delivered: Vec<String> = reports
+        .iter()
+        .filter(|(_, d, _)| *d)
+        .map(|(_, _, r)| r["id"].as_str().unwrap().to_string())
+        .collect();
+    let got: Vec<String> = sub
+        .received()
+        .iter()
+        .map(|m| {
+            let r: Value = serde_json::from_slice(&m.payload).unwrap();
+            r["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let unique: BTreeSet<&String> = got.iter().collect();
+    assert_eq!(unique.len(), got.len(), "a report arrived twice: {got:?}");
+    assert_eq!(got, delivered, "arrival order = spool order");
+    for id in &during {
+        assert!(got.contains(id), "outage report {id} never arrived");
+    }
+}
+
+#[test]
+fn kill_9_mid_cycle_loses_nothing_and_leaves_no_corrupt_file() {
+    let lab = Lab::start();
+    let sub = lab.subscriber("reader-kill");
+    let cfg = lab.config(&[]);
+    let mut agent = lab.spawn_agent(&cfg, &[]);
+    wait_until(Duration::from_secs(20), "3 reports", || {
+        spooled(&lab.spool()).len() >= 3
+    });
+    // Kill while it works (checks every second, uploads right after each).
+    std::thread::sleep(Duration::from_millis(1300));
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    let after_kill = spooled(&lab.spool()); // parses and validates every file
+    assert!(after_kill.len() >= 3);
+
+    // Restart: it carries on with what is pending, and everything is delivered.
+    let out = lab.agent(&cfg, &["--cycles", "2"], Duration::from_secs(60));
+    assert_eq!(out.code, 0, "{}", out.all_output());
+    let all = spooled(&lab.spool());
+    assert!(all.iter().all(|(_, d, _)| *d), "all delivered: {all:?}");
+    assert_eq!(all.len(), after_kill.len() + 2);
+    let got: BTreeSet<String> = sub
+        .wait_for(all.len(), Duration::from_secs(10))
+        .iter()
+        .map(|m| {
+            let r: Value = serde_json::from_slice(&m.payload).unwrap();
+            r["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let want: BTreeSet<String> = ids_of(&all).into_iter().collect();
+    assert_eq!(got, want, "every report reached the broker");
+    // At most the one in flight at the kill may have been sent twice.
+    let n = sub.received().len();
+    assert!(n <= all.len() + 1, "{n} messages for {} reports", all.len());
+    // No temporary files survive the restart.
+    let tmp: Vec<_> = std::fs::read_dir(lab.spool())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(tmp.is_empty(), "{tmp:?}");
+}
+
+#[test]
+fn retention_keeps_the_spool_under_its_byte_limit() {
+    let lab = Lab::start();
+    // No upload: nothing is ever delivered, so retention must drop undelivered ones.
+    let cfg = lab.config(&[
+        ("spool", "max_bytes = \"64KiB\"\nmax_reports = 1000"),
+        ("upload", "# upload off below"),
+    ]);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("enabled = true\nrate", "enabled = false\nrate");
+    std::fs::write(&cfg, text).unwrap();
+    // Reports are a few KiB each: 40 cycles pass 64 KiB several times over.
+    let out = lab.agent(
+        &cfg,
+        &["--cycles", "40", "--interval", "100ms"],
+        Duration::from_secs(120),
+    );
+    assert_eq!(out.code, 0, "{}", out.all_output());
+    let reports = spooled(&lab.spool());
+    let bytes: u64 = std::fs::read_dir(lab.spool())
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum();
+    assert!(bytes <= 64 * 1024, "{bytes} bytes in the spool");
+    assert!(
+        reports.len() < 40,
+        "retention removed some: {}",
+        reports.len()
+    );
+    assert!(out.stderr.contains("retention removed"), "{}", out.stderr);
+    // The newest ones are kept.
+    let nd = std::fs::read_to_string(lab.path("reports.ndjson")).unwrap();
+    let last_id = serde_json::from_str::<Value>(nd.lines().last().unwrap()).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(ids_of(&reports).last().unwrap(), &last_id);
+}
+
+#[test]
+fn read_only_spool_is_logged_and_the_agent_keeps_running() {
+    let lab = Lab::start();
+    let cfg = lab.config(&[]);
+    let spool = lab.spool();
+    std::fs::create_dir_all(spool.join("delivered")).unwrap();
+    // A read-only bind mount: root ignores permission bits, not a read-only mount.
+    let ro = Command::new("mount")
+        .args(["--bind", "-o", "ro"])
+        .arg(&spool)
+        .arg(&spool)
+        .status()
+        .expect("mount");
+    assert!(ro.success(), "cannot bind-mount the spool read-only");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(spool.clone());
+    let out = lab.agent(&cfg, &["--cycles", "2"], Duration::from_secs(60));
+    assert_eq!(out.code, 0, "{}", out.all_output());
+    assert!(
+        out.stderr.contains("cannot write report") && out.stderr.contains("keeps running"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("panicked"));
+    // The other outputs still work.
+    assert_eq!(
+        std::fs::read_to_string(lab.path("reports.ndjson"))
+            .unwrap()
+            .lines()
+            .count(),
+        2
+    );
+    assert!(lab.path("hubprobe.prom").exists());
+}
+
+#[test]
+fn sighup_reloads_and_sigterm_stops_cleanly() {
+    let lab = Lab::start();
+    let cfg = lab.config(&[]);
+    let mut agent = lab.spawn_agent(&cfg, &[]);
+    wait_until(Duration::from_secs(20), "a report", || {
+        !spooled(&lab.spool()).is_empty()
+    });
+    // A broken file on SIGHUP is refused and the agent keeps the running one.
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, good.replace("[labels]", "[labels]\nbogus key = 1")).unwrap();
+    unsafe {
+        libc::kill(agent.id() as i32, libc::SIGHUP);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(agent.try_wait().unwrap().is_none(), "still running");
+    // A good new file: its labels show in later reports.
+    std::fs::write(&cfg, good.replace("site = \"lab\"", "site = \"reloaded\"")).unwrap();
+    unsafe {
+        libc::kill(agent.id() as i32, libc::SIGHUP);
+    }
+    wait_until(
+        Duration::from_secs(20),
+        "a report with the new label",
+        || {
+            spooled(&lab.spool())
+                .iter()
+                .any(|(_, _, r)| r["labels"]["site"] == "reloaded")
+        },
+    );
+    sigterm(&agent);
+    assert_eq!(wait_exit(&mut agent, Duration::from_secs(15)), 0);
+    let log = std::fs::read_to_string(lab.path("agent.log")).unwrap();
+    assert!(log.contains("reload refused"), "{log}");
+    assert!(log.contains("configuration reloaded"), "{log}");
+    assert!(log.contains("agent stopped"), "{log}");
+    assert!(!log.contains(DEVICE_KEY));
+    // Every file in the spool is whole.
+    spooled(&lab.spool());
+}
