@@ -62,6 +62,21 @@ impl Out {
 fn tool(program: &str, args: &[&str], env: &[(&str, &str)], limit: Duration) -> Out {
     let mut cmd = Command::new(program);
     cmd.args(args).envs(env.iter().copied());
+    // The installed hubprobe must read only what the test gives it.
+    for var in [
+        "IOTHUB_DEVICE_CONNECTION_STRING",
+        "HUBPROBE_SAS_TOKEN",
+        "HUBPROBE_MQTT_PASSWORD",
+        "HUBPROBE_CONFIG",
+        "HUBPROBE_STATE_DIR",
+        "HUBPROBE_SPOOL_DIR",
+        "HUBPROBE_TEXTFILE",
+        "HUBPROBE_INTERVAL",
+        "HUBPROBE_PROFILE",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
     run_bounded(&mut cmd, limit)
 }
 
@@ -273,6 +288,7 @@ struct Installed;
 
 impl Drop for Installed {
     fn drop(&mut self) {
+        let _ = fs::remove_file(IDENTITY_FILE);
         let _ = tool(
             "dpkg",
             &["--purge", "hubprobe"],
@@ -431,6 +447,8 @@ fn deb_installs_runs_removes_and_purges() {
     );
     assert_eq!(group.code, 0, "group hubprobe created: {}", group.all());
 
+    check_config_as_the_service_user();
+
     // Installing again (an upgrade in place) keeps the user and succeeds.
     dpkg(&["-i", deb]);
     assert_eq!(dpkg_status(), "install ok installed");
@@ -469,6 +487,77 @@ fn deb_installs_runs_removes_and_purges() {
         Duration::from_secs(30),
     );
     assert_eq!(user.code, 0, "the system user is kept: {}", user.all());
+}
+
+const IDENTITY_FILE: &str = "/etc/hubprobe/connection-string";
+const CHECK_CONFIG: [&str; 5] = [
+    INSTALLED_BIN,
+    "agent",
+    "--config",
+    "/etc/hubprobe/config.toml",
+    "--check-config",
+];
+
+/// `hubprobe agent --check-config` as `user`, on the installed configuration.
+fn check_config_as(user: &str) -> Out {
+    let mut args = vec!["-u", user, "--"];
+    args.extend(CHECK_CONFIG);
+    tool("runuser", &args, &[], Duration::from_secs(60))
+}
+
+/// The installed configuration is valid as shipped once the identity file is in
+/// place, and the documented permissions (root:hubprobe 0640) let the service user
+/// read it and nobody else.
+fn check_config_as_the_service_user() {
+    // No identity yet: exit 3, naming the missing file.
+    let _ = fs::remove_file(IDENTITY_FILE);
+    let out = check_config_as("hubprobe");
+    assert_eq!(out.code, 3, "no identity file: {}", out.all());
+    assert!(out.stderr.contains(IDENTITY_FILE), "{}", out.all());
+
+    // As packaging/README.md says: created with its final mode, then filled.
+    let key = "c2VjcmV0LWtleS0xMjM0NTY3ODkwYWJjZGVmZ2hpams=";
+    let install = tool(
+        "install",
+        &[
+            "-m",
+            "0640",
+            "-o",
+            "root",
+            "-g",
+            "hubprobe",
+            "/dev/null",
+            IDENTITY_FILE,
+        ],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert_eq!(install.code, 0, "{}", install.all());
+    fs::write(
+        IDENTITY_FILE,
+        format!(
+            "HostName=my-hub.azure-devices.net;DeviceId=dev1;ModuleId=hubprobe;SharedAccessKey={key}\n"
+        ),
+    )
+    .unwrap();
+
+    let out = check_config_as("hubprobe");
+    assert_eq!(out.code, 0, "valid as the hubprobe user: {}", out.all());
+    assert!(out.stdout.contains("valid"), "{}", out.all());
+    assert!(!out.all().contains(key), "the key leaked: {}", out.all());
+
+    let out = check_config_as("nobody");
+    assert_eq!(
+        out.code,
+        3,
+        "another user cannot read the identity: {}",
+        out.all()
+    );
+    assert!(out.stderr.contains(IDENTITY_FILE), "{}", out.all());
+    assert!(!out.all().contains(key), "the key leaked: {}", out.all());
+    eprintln!("check-config as nobody: {}", out.stderr.trim());
+
+    fs::remove_file(IDENTITY_FILE).unwrap();
 }
 
 /// Kills node_exporter when the test ends.
