@@ -15,6 +15,8 @@ mod support;
 use std::fs;
 use std::io::Read;
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -588,26 +590,48 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     Some(body)
 }
 
+/// uid and gid of the `prometheus` user that Debian's node_exporter package creates.
+fn prometheus_user() -> (u32, u32) {
+    let out = tool(
+        "getent",
+        &["passwd", "prometheus"],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        out.code, 0,
+        "no prometheus user: scripts/test.sh installs prometheus-node-exporter, which creates it"
+    );
+    let fields: Vec<&str> = out.stdout.trim().split(':').collect();
+    (fields[2].parse().unwrap(), fields[3].parse().unwrap())
+}
+
 /// The documented node_exporter integration: the agent writes its textfile in
 /// its own state directory (Debian's textfile directory is root's), a symlink in
 /// the textfile directory points at it, and node_exporter's textfile collector
 /// serves it — also after the file has been replaced by rename, as the agent does.
 #[test]
 fn node_exporter_reads_the_textfile_through_the_symlink() {
+    // node_exporter runs as Debian's `prometheus` user, as its package runs it, and
+    // gets to the file as the units leave it: through directories mode 0755.
+    let (uid, gid) = prometheus_user();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let textfile_dir = dir.path().join("node-exporter");
     fs::create_dir_all(&state).unwrap();
     fs::create_dir_all(&textfile_dir).unwrap();
+    for d in [dir.path(), &state, &textfile_dir] {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let target = state.join("hubprobe.prom");
+    // The agent's own writer, under the units' UMask=0022.
+    // SAFETY: umask only swaps the process's file-mode mask.
+    unsafe { libc::umask(0o022) };
     let write_atomically = |value: u32| {
-        let tmp = state.join(".hubprobe.prom.tmp");
-        fs::write(
-            &tmp,
-            format!("# HELP hubprobe_test_value A test value.\n# TYPE hubprobe_test_value gauge\nhubprobe_test_value {value}\n"),
-        )
-        .unwrap();
-        fs::rename(&tmp, &target).unwrap();
+        let text = format!(
+            "# HELP hubprobe_test_value A test value.\n# TYPE hubprobe_test_value gauge\nhubprobe_test_value {value}\n"
+        );
+        hubprobe::fsio::write_atomic(&target, text.as_bytes()).unwrap();
     };
     write_atomically(1);
     std::os::unix::fs::symlink(&target, textfile_dir.join("hubprobe.prom")).unwrap();
@@ -618,6 +642,8 @@ fn node_exporter_reads_the_textfile_through_the_symlink() {
         .unwrap()
         .port();
     let child = Command::new("prometheus-node-exporter")
+        .uid(uid)
+        .gid(gid)
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--collector.disable-defaults")
         .arg("--collector.textfile")
