@@ -2,13 +2,13 @@
 # The whole test suite on a fresh Debian machine, set-up included.
 # Installs the real peers the tests talk to (mosquitto, dnsmasq, nftables, conntrack,
 # iproute2) and the packaging tools (systemd-analyze, dpkg, cargo-deb, shellcheck,
-# node_exporter), then runs the quality gates and every test. Needs root (apt-get,
+# node_exporter, strace), then runs the quality gates and every test. Needs root (apt-get,
 # network namespaces, dpkg -i); a missing peer fails the tests, it never skips them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(mosquitto mosquitto-clients dnsmasq-base nftables conntrack iproute2 ca-certificates procps
-    systemd dpkg adduser shellcheck prometheus-node-exporter)
+    systemd dpkg adduser shellcheck prometheus-node-exporter strace)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -10,8 +10,10 @@
 //! The package test installs into this machine's root file system (CI runs as
 //! root on a throw-away machine) and purges the package again, even when it fails.
 
+mod common;
 mod support;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Read;
 use std::net::TcpListener;
@@ -680,4 +682,213 @@ fn node_exporter_reads_the_textfile_through_the_symlink() {
     );
     write_atomically(2);
     scrape_until("hubprobe_test_value 2");
+}
+
+/// The values of every `KEY=` line of a unit file, in order.
+fn directive_values(unit: &str, key: &str) -> Vec<String> {
+    let prefix = format!("{key}=");
+    unit.lines()
+        .filter_map(|l| l.trim().strip_prefix(&prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The system calls in a `systemd-analyze syscall-filter` group, nested groups
+/// expanded, as this machine's systemd defines them.
+fn syscall_group(group: &str, cache: &mut BTreeMap<String, BTreeSet<String>>) -> BTreeSet<String> {
+    if let Some(set) = cache.get(group) {
+        return set.clone();
+    }
+    let out = tool(
+        "systemd-analyze",
+        &["syscall-filter", "--no-pager", group],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.code, 0, "syscall-filter {group}: {}", out.all());
+    let mut set = BTreeSet::new();
+    for item in out
+        .stdout
+        .lines()
+        .map(|l| l.split('#').next().unwrap().trim())
+        .filter(|l| !l.is_empty() && *l != group)
+    {
+        if item.starts_with('@') {
+            set.extend(syscall_group(item, cache));
+        } else {
+            set.insert(item.to_string());
+        }
+    }
+    assert!(!set.is_empty(), "empty syscall group {group}");
+    cache.insert(group.to_string(), set.clone());
+    set
+}
+
+/// What the unit's `SystemCallFilter=` lines allow: the union of the allow lists
+/// minus the union of the `~` deny lists.
+fn allowed_syscalls(unit: &str) -> BTreeSet<String> {
+    let mut cache = BTreeMap::new();
+    let (mut allow, mut deny) = (BTreeSet::new(), BTreeSet::new());
+    for value in directive_values(unit, "SystemCallFilter") {
+        let (target, list) = match value.strip_prefix('~') {
+            Some(rest) => (&mut deny, rest.to_string()),
+            None => (&mut allow, value),
+        };
+        for item in list.split_whitespace() {
+            if item.starts_with('@') {
+                target.extend(syscall_group(item, &mut cache));
+            } else {
+                target.insert(item.to_string());
+            }
+        }
+    }
+    assert!(!allow.is_empty(), "no SystemCallFilter allow list");
+    allow.difference(&deny).cloned().collect()
+}
+
+/// The sandbox lets the agent do its work: the agent runs whole cycles against the
+/// lab hub (dnsmasq for the name, mosquitto over TLS with a device key: check,
+/// canary session, spool, NDJSON, textfile, upload) under strace, and every system
+/// call it makes is one `hubprobe-agent.service` allows, every socket it opens of an
+/// address family the unit allows. (The kernel-side sandbox itself needs systemd as
+/// PID 1, which CI does not have; this checks the unit against real behaviour.)
+#[test]
+fn the_agent_stays_within_the_units_syscall_filter_and_address_families() {
+    // Both services: the timer's one cycle does a subset of what the agent does.
+    let sandboxes: Vec<(&str, BTreeSet<String>, BTreeSet<String>)> = SERVICES
+        .iter()
+        .map(|name| {
+            let unit = fs::read_to_string(unit_source(name)).unwrap();
+            let families = directive_values(&unit, "RestrictAddressFamilies")
+                .iter()
+                .flat_map(|v| v.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+                .collect();
+            (*name, allowed_syscalls(&unit), families)
+        })
+        .collect();
+
+    let broker = common::Mosquitto::start(&[]);
+    let dns = common::Dns::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    fs::write(
+        path("connection-string"),
+        format!(
+            "HostName={};DeviceId=dev1;SharedAccessKey=dGhpcy1pcy1hLWxhYi1kZXZpY2Uta2V5LTEyMzQ1Njc=\n",
+            common::HUB_HOST
+        ),
+    )
+    .unwrap();
+    let config = format!(
+        r#"[hub]
+host = "{host}"
+profile = "{profile}"
+endpoints = ["mqtt-tls"]
+ports = {{ mqtt-tls = {port} }}
+dns_server = "{dns}"
+trust = "none"
+ca_file = "{ca}"
+timeout = "2s"
+[identity]
+connection_string_file = "{cs}"
+[schedule]
+interval = "1s"
+spread = "0s"
+deadline = "10s"
+[canary]
+enabled = true
+[spool]
+dir = "{spool}"
+[ndjson]
+path = "{ndjson}"
+[prometheus]
+textfile = "{prom}"
+[upload]
+enabled = true
+rate = 100
+"#,
+        host = common::HUB_HOST,
+        profile = support::lab_profile(),
+        port = broker.port("tls_anon"),
+        dns = dns.addr(),
+        ca = broker.certs().ca_pem().display(),
+        cs = path("connection-string").display(),
+        spool = path("spool").display(),
+        ndjson = path("reports.ndjson").display(),
+        prom = path("hubprobe.prom").display(),
+    );
+    fs::write(path("config.toml"), config).unwrap();
+
+    let trace = path("strace.txt");
+    let out = tool(
+        "strace",
+        &[
+            "-f",
+            "-qq",
+            "-o",
+            trace.to_str().unwrap(),
+            support::bin(),
+            "agent",
+            "--config",
+            path("config.toml").to_str().unwrap(),
+            "--state-dir",
+            path("state").to_str().unwrap(),
+            "--cycles",
+            "2",
+        ],
+        &[],
+        Duration::from_secs(120),
+    );
+    assert_eq!(out.code, 0, "agent --cycles 2 under strace: {}", out.all());
+    // It did the whole job: reports spooled and delivered over the TLS session.
+    let delivered = fs::read_dir(path("spool").join("delivered"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(delivered >= 2, "two reports uploaded: {}", out.all());
+    assert!(path("hubprobe.prom").exists() && path("reports.ndjson").exists());
+
+    let text = fs::read_to_string(&trace).unwrap();
+    let mut used = BTreeSet::new();
+    let mut opened = BTreeSet::new();
+    for line in text.lines() {
+        // "PID name(args) = result"; "<... name resumed>" and signal lines are skipped.
+        let call = line
+            .split_once(' ')
+            .map_or(line, |(_, rest)| rest)
+            .trim_start();
+        let Some((name, args)) = call.split_once('(') else {
+            continue;
+        };
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            continue;
+        }
+        used.insert(name.to_string());
+        if name == "socket" {
+            opened.insert(args.split(',').next().unwrap().trim().to_string());
+        }
+    }
+    assert!(
+        used.contains("connect") && used.contains("rename") && opened.contains("AF_INET"),
+        "the trace holds the agent's work: {used:?}"
+    );
+    for (name, allowed, families) in &sandboxes {
+        let refused: Vec<&String> = used.difference(allowed).collect();
+        assert!(
+            refused.is_empty(),
+            "{name}'s SystemCallFilter refuses calls the agent makes: {refused:?}"
+        );
+        let refused: Vec<&String> = opened.difference(families).collect();
+        assert!(
+            refused.is_empty(),
+            "{name}'s RestrictAddressFamilies refuses sockets the agent opens: {refused:?}"
+        );
+    }
+    eprintln!(
+        "agent: {} distinct system calls, socket families {opened:?}",
+        used.len()
+    );
 }
