@@ -749,9 +749,10 @@ fn allowed_syscalls(unit: &str) -> BTreeSet<String> {
 /// The sandbox lets the agent do its work: the agent runs whole cycles against the
 /// lab hub (dnsmasq for the name, mosquitto over TLS with a device key: check,
 /// canary session, spool, NDJSON, textfile, upload) under strace, and every system
-/// call it makes is one `hubprobe-agent.service` allows, every socket it opens of an
-/// address family the unit allows. (The kernel-side sandbox itself needs systemd as
-/// PID 1, which CI does not have; this checks the unit against real behaviour.)
+/// call it makes is one the units allow, every socket it opens of an address family
+/// they allow, and no memory it maps is writable and executable. (The kernel-side
+/// sandbox needs systemd as PID 1, which CI does not have; this checks the units
+/// against the agent's real behaviour instead.)
 #[test]
 fn the_agent_stays_within_the_units_syscall_filter_and_address_families() {
     // Both services: the timer's one cycle does a subset of what the agent does.
@@ -850,6 +851,7 @@ rate = 100
     let text = fs::read_to_string(&trace).unwrap();
     let mut used = BTreeSet::new();
     let mut opened = BTreeSet::new();
+    let mut write_exec = Vec::new();
     for line in text.lines() {
         // "PID name(args) = result"; "<... name resumed>" and signal lines are skipped.
         let call = line
@@ -867,6 +869,14 @@ rate = 100
             continue;
         }
         used.insert(name.to_string());
+        // MemoryDenyWriteExecute= refuses writable+executable mappings and making
+        // memory executable afterwards.
+        let exec = args.contains("PROT_EXEC");
+        if (name == "mmap" && exec && args.contains("PROT_WRITE"))
+            || (name.ends_with("mprotect") && exec)
+        {
+            write_exec.push(call.to_string());
+        }
         if name == "socket" {
             opened.insert(args.split(',').next().unwrap().trim().to_string());
         }
@@ -874,6 +884,10 @@ rate = 100
     assert!(
         used.contains("connect") && used.contains("rename") && opened.contains("AF_INET"),
         "the trace holds the agent's work: {used:?}"
+    );
+    assert!(
+        write_exec.is_empty(),
+        "MemoryDenyWriteExecute=yes would refuse: {write_exec:?}"
     );
     for (name, allowed, families) in &sandboxes {
         let refused: Vec<&String> = used.difference(allowed).collect();
