@@ -54,10 +54,66 @@ pub struct CheckPlan {
     pub deadline: Duration,
     /// Operator labels copied into the report.
     pub labels: std::collections::BTreeMap<String, String>,
-    /// The agent's identity lock: held by its canary session while connected. A
-    /// check that finds it held does not CONNECT with the identity (the hub would
-    /// drop the canary); one that gets it keeps it for the whole run.
-    pub identity_share: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// The agent's identity, shared by its canary session and its checks.
+    pub identity_share: Option<Arc<IdentityShare>>,
+}
+
+/// A hub allows one MQTT connection per identity. In the agent, the canary session
+/// holds `lock` while it connects and while it is connected; a check that finds a
+/// live canary does not CONNECT with the identity (the hub would drop the canary),
+/// and one that gets the lock keeps it for its whole run.
+#[derive(Debug, Default)]
+pub struct IdentityShare {
+    /// Held by whoever uses the identity on MQTT.
+    pub lock: Arc<tokio::sync::Mutex<()>>,
+    /// The endpoint of the canary's live session (set only while it holds `lock`).
+    pub live_canary: std::sync::Mutex<Option<String>>,
+}
+
+impl IdentityShare {
+    /// The endpoint of the canary's live session, if there is one.
+    pub fn live_canary(&self) -> Option<String> {
+        self.live_canary
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records the canary's session going up (`Some`) or down (`None`).
+    pub fn set_live_canary(&self, endpoint: Option<String>) {
+        *self.live_canary.lock().unwrap_or_else(|p| p.into_inner()) = endpoint;
+    }
+}
+
+/// What a check does about the shared identity.
+enum Share {
+    /// Not in the agent, or the check holds the lock (released when the run ends).
+    Own {
+        _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    },
+    /// The canary's live session on this endpoint stands in for the MQTT phase.
+    Canary(String),
+}
+
+/// Takes the shared identity for the run, or finds the canary's live session;
+/// polls (bounded by the deadline) while the canary is between the two.
+async fn take_share(plan: &CheckPlan, deadline_at: Instant) -> Share {
+    let Some(share) = &plan.identity_share else {
+        return Share::Own { _guard: None };
+    };
+    loop {
+        if let Ok(g) = share.lock.clone().try_lock_owned() {
+            return Share::Own { _guard: Some(g) };
+        }
+        if let Some(ep) = share.live_canary() {
+            return Share::Canary(ep);
+        }
+        // The canary is connecting: its attempt is bounded by the phase timeouts.
+        if Instant::now() + Duration::from_millis(20) >= deadline_at {
+            return Share::Own { _guard: None };
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Runs the check and builds the report. Never fails: failures are data.
@@ -86,12 +142,11 @@ pub async fn run(plan: &CheckPlan) -> Report {
     // In the agent, the canary session holds the identity while it is connected: then
     // the chains stop before CONNECT. Otherwise the check keeps the identity for the
     // whole run, so the canary does not reconnect in the middle of it.
-    let shared = plan
-        .identity_share
-        .as_ref()
-        .map(|m| m.clone().try_lock_owned());
-    let canary_holds = matches!(shared, Some(Err(_)));
-    let _shared_guard = shared.and_then(Result::ok);
+    let share = take_share(plan, deadline_at).await;
+    let canary = match &share {
+        Share::Canary(ep) => Some(ep.as_str()),
+        Share::Own { .. } => None,
+    };
     let chains = plan.endpoints.iter().map(|e| {
         run_endpoint(
             plan,
@@ -100,7 +155,7 @@ pub async fn run(plan: &CheckPlan) -> Report {
             sas.as_ref().map(|s| &s.0),
             deadline_at,
             &identity_lock,
-            canary_holds,
+            canary,
         )
     });
     let endpoints: Vec<EndpointReport> = futures_util::future::join_all(chains).await;
@@ -217,7 +272,7 @@ async fn run_endpoint(
     sas_token: Option<&Secret>,
     deadline_at: Instant,
     identity_lock: &tokio::sync::Mutex<()>,
-    canary_holds: bool,
+    canary: Option<&str>,
 ) -> EndpointReport {
     let mut chain = Chain::new(ep);
     let Some(dns_outcome) = dns_outcome else {
@@ -236,7 +291,7 @@ async fn run_endpoint(
     // blame the path). The wait is bounded by the run's deadline.
     let uses_identity =
         ep.protocol == Protocol::Mqtt && !matches!(plan.credentials, Credentials::None);
-    let delegated = uses_identity && canary_holds;
+    let delegated = uses_identity && canary.is_some();
     let _turn = match (ep.protocol, &plan.credentials) {
         (Protocol::Mqtt, Credentials::None) | (Protocol::Amqp | Protocol::Http, _) => None,
         (Protocol::Mqtt, _) if delegated => None,
@@ -339,7 +394,10 @@ async fn run_endpoint(
             chain.delegated = true;
             PhaseResult::skipped(
                 Phase::Mqtt,
-                "skipped: the agent's canary session is connected with this identity (a hub allows one connection per identity); its state is in the report's canary section",
+                format!(
+                    "skipped: the agent's canary session is connected with this identity on {} (a hub allows one connection per identity); its state is in the report's canary section",
+                    canary.unwrap_or("?")
+                ),
             )
         }
         (Protocol::Mqtt, mut link) => {

@@ -582,3 +582,119 @@ fn sighup_reloads_and_sigterm_stops_cleanly() {
     // Every file in the spool is whole.
     spooled(&lab.spool());
 }
+
+#[test]
+fn once_exits_with_the_check_code_and_uploads_to_a_topic() {
+    let lab = Lab::start();
+    let sub = Subscriber::start(lab.broker.addr("plain"), "reader-once", "fleet/#");
+    let cfg = lab.config(&[(
+        "upload",
+        "to = \"topic\"\ntopic = \"fleet/{device_id}/reports\"",
+    )]);
+    let out = lab.agent(&cfg, &["--once"], Duration::from_secs(60));
+    assert_eq!(out.code, 0, "{}", out.all_output());
+    let got = sub.wait_for(1, Duration::from_secs(10));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].topic, "fleet/dev1/reports");
+    let r: Value = serde_json::from_slice(&got[0].payload).unwrap();
+    assert_valid(&r);
+    // --once keeps no canary: the report has no canary section.
+    assert!(r.get("canary").is_none(), "{r:#}");
+
+    // A hub that refuses TCP: CRITICAL, exit 2, the report still spooled.
+    let refused = common::refused_port();
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("mqtt-tls = {}", lab.broker.port("tls_anon")),
+        &format!("mqtt-tls = {}", refused.port()),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let out = lab.agent(
+        &cfg,
+        &["--once", "--drain-timeout", "2s"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, 2, "{}", out.all_output());
+    let reports = spooled(&lab.spool());
+    assert_eq!(reports.len(), 2);
+    assert_eq!(reports[1].2["verdict"], "critical");
+    assert!(!reports[1].1, "undelivered: the hub is unreachable");
+}
+
+#[test]
+fn periodic_tune_reports_a_keepalive_and_the_canary_steps_aside() {
+    let lab = Lab::start();
+    let cfg = lab.config(&[("schedule", "tune_interval = \"1s\"\ntune_samples = 3")]);
+    let out = lab.agent(&cfg, &["--cycles", "2"], Duration::from_secs(120));
+    assert_eq!(out.code, 0, "{}", out.all_output());
+    let reports = spooled(&lab.spool());
+    let kinds: Vec<&str> = reports
+        .iter()
+        .map(|(_, _, r)| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["check", "tune", "check", "tune"], "{kinds:?}");
+    for (_, delivered, r) in &reports {
+        assert!(delivered);
+        if r["kind"] == "tune" {
+            let k = &r["keepalive"];
+            assert!(
+                k["recommendation"]["keepalive_s"].as_u64().unwrap() > 0,
+                "{k:#}"
+            );
+            assert_eq!(r["labels"]["site"], "lab");
+        }
+    }
+    // The canary closed for the tune on purpose: that is not a disconnect.
+    let last_check = &reports[2].2;
+    let totals = last_check["canary"]["disconnects_total"]
+        .as_object()
+        .unwrap();
+    assert!(
+        totals.values().all(|v| v == 0),
+        "{:#}",
+        last_check["canary"]
+    );
+}
+
+#[test]
+fn no_secret_in_logs_reports_or_state_even_at_trace() {
+    let lab = Lab::start();
+    let cfg = lab.config(&[]);
+    let state = lab.path("state");
+    let out = run_with_env(
+        &[
+            "agent",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--cycles",
+            "2",
+        ],
+        &[("RUST_LOG", "trace")],
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        out.code,
+        0,
+        "{}",
+        out.stderr.chars().take(4000).collect::<String>()
+    );
+    assert!(out.stderr.len() > 1000, "trace logging is on");
+    // Everything the agent wrote: its output, the spool, the NDJSON, the state.
+    let mut everything = out.all_output();
+    for dir in [lab.spool(), lab.spool().join("delivered"), state] {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_file() {
+                everything.push_str(&std::fs::read_to_string(p).unwrap());
+            }
+        }
+    }
+    everything.push_str(&std::fs::read_to_string(lab.path("reports.ndjson")).unwrap());
+    assert!(!everything.contains(DEVICE_KEY), "the device key leaked");
+    assert!(!everything.contains("sig="), "a SAS signature leaked");
+    assert!(
+        !everything.contains("SharedAccessSignature sr="),
+        "a SAS token leaked"
+    );
+}

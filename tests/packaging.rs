@@ -421,6 +421,7 @@ fn deb_installs_runs_removes_and_purges() {
         "packaging.md",
         "failure-classes.md",
         "report.schema.json",
+        "agent.md",
         "copyright",
         "examples/config.toml",
     ] {

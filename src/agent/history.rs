@@ -322,7 +322,9 @@ pub fn diagnose(events: &[DisconnectEvent], ctx: DiagnosisContext) -> Diagnosis 
         }
     }
 
-    // Cause 2 (path): failures that show after an idle period of near-constant length.
+    // Cause 2 (path): failures that show after an idle period of near-constant
+    // length, with the path fine again at once (the next connect works): only idle
+    // flows die. Failed reconnects point to outages instead (below).
     let after_idle: Vec<&DisconnectEvent> = window
         .iter()
         .filter(|e| {
@@ -331,7 +333,7 @@ pub fn diagnose(events: &[DisconnectEvent], ctx: DiagnosisContext) -> Diagnosis 
                 DisconnectCause::NoPingresp
                     | DisconnectCause::TcpReset
                     | DisconnectCause::EofWithoutDisconnect
-            )
+            ) && e.failed_attempts == 0
         })
         .collect();
     if after_idle.len() >= MIN_EVENTS && after_idle.len() * 10 >= window.len() * 7 {
@@ -455,6 +457,18 @@ mod tests {
         assert_eq!(d.kind, DiagnosisKind::IdleTimeout, "{d:?}");
         assert_eq!(d.iothub_cause, Some(2));
         assert!(d.summary.contains("240"), "{}", d.summary);
+    }
+
+    #[test]
+    fn outages_after_keepalive_silence_are_not_an_idle_timeout() {
+        // An outage is also seen as a missing PINGRESP after one keep-alive of
+        // silence, but the reconnects fail: the network, not an idle timeout.
+        let e: Vec<_> = [5.0, 11.0, 3.0, 8.0]
+            .iter()
+            .map(|l| ev(*l, 1.0, DisconnectCause::NoPingresp, 3))
+            .collect();
+        let d = diagnose(&e, ctx(Some(3600.0)));
+        assert_eq!(d.kind, DiagnosisKind::Network, "{d:?}");
     }
 
     #[test]

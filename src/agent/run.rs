@@ -87,7 +87,7 @@ pub fn load(opts: &AgentOptions) -> Result<AgentConfig, AgentConfigError> {
 fn prepare(
     opts: &AgentOptions,
     cfg: AgentConfig,
-    identity: Arc<tokio::sync::Mutex<()>>,
+    identity: Arc<crate::check::IdentityShare>,
 ) -> Result<Loaded, AgentConfigError> {
     let mut plan = cfg.plan(&opts.config, EnvCredentials::from_process())?;
     plan.identity_share = Some(identity);
@@ -195,7 +195,7 @@ pub async fn run(opts: AgentOptions, cfg: AgentConfig) -> Result<ExitCode, Agent
             "cannot create the state directory: {e}; the canary history is not kept"
         );
     }
-    let identity = Arc::new(tokio::sync::Mutex::new(()));
+    let identity = Arc::new(crate::check::IdentityShare::default());
     let mut loaded = prepare(&opts, cfg, identity.clone())?;
     let mut spool = open_spool(&loaded);
     let mut session = loaded
@@ -253,7 +253,7 @@ pub async fn run(opts: AgentOptions, cfg: AgentConfig) -> Result<ExitCode, Agent
             sig = signals.next_stop() => { let _ = sig; break 'cycles; }
         };
         if let Some(s) = &session {
-            if loaded.cfg.canary.enabled {
+            if loaded.cfg.canary.enabled && !opts.once {
                 report.canary = Some(s.handle.report(&s.settings, &loaded.plan));
             }
         }
@@ -341,7 +341,7 @@ fn retention(cfg: &AgentConfig) -> Retention {
 
 async fn reload(
     opts: &AgentOptions,
-    identity: &Arc<tokio::sync::Mutex<()>>,
+    identity: &Arc<crate::check::IdentityShare>,
     loaded: &mut Loaded,
     session: &mut Option<RunningSession>,
     spool: &mut Arc<Mutex<Option<Spool>>>,
@@ -571,10 +571,9 @@ impl Uploader {
             } else {
                 self.topic.clone()
             };
-            let sent = tokio::select! {
-                r = self.handle.publish(topic, payload, self.timeout) => r,
-                _ = stop.changed() => return false,
-            };
+            // Not interrupted by a stop: a clean stop finishes the publish in flight
+            // (bounded by the timeout), so its report is marked delivered, not resent.
+            let sent = self.handle.publish(topic, payload, self.timeout).await;
             match sent {
                 Ok(()) => {
                     if let Some(s) = lock(&self.spool).as_ref() {

@@ -10,7 +10,7 @@
 //! PINGRESP stay distinguishable, and the TLS verification is the probe's own.
 //!
 //! A hub allows one connection per identity. The session holds the identity lock
-//! (`CheckPlan::identity_share`) while it is connected; a check that finds it held
+//! (`CheckPlan::identity_share`) while it connects and while it is connected; a check that finds it live
 //! does not CONNECT with the identity (the canary's state stands in for it), and a
 //! reconnect waits while a check holds it.
 
@@ -240,7 +240,7 @@ pub async fn run(
         let guard = match &identity {
             Some(m) => {
                 tokio::select! {
-                    g = m.clone().lock_owned() => Some(g),
+                    g = m.lock.clone().lock_owned() => Some(g),
                     _ = stop.changed() => return,
                 }
             }
@@ -293,9 +293,15 @@ pub async fn run(
         }
         failures = 0;
         last_class = None;
+        if let Some(share) = &identity {
+            share.set_live_canary(Some(settings.endpoint.name.clone()));
+        }
         tracing::info!(endpoint = %settings.endpoint.name, "canary: session up");
 
         let ended = hold(&plan, &settings, link, buf, &mut publishes, &mut stop).await;
+        if let Some(share) = &identity {
+            share.set_live_canary(None);
+        }
         drop(guard);
         let mut st = lock(&handle.state);
         st.connected_since = None;

@@ -1,0 +1,524 @@
+//! The agent's canary session: every way a session ends, caused for real and
+//! classified, and the diagnosis over the history — token renewal (404104 cause 1),
+//! an idle-dropping NAT (cause 2, through the namespace NAT) and outages (cause 2).
+//! The history survives an agent restart.
+
+mod common;
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Dns, Mosquitto, Nat, TlsThen, HUB_HOST};
+use hubprobe::auth::sas::{generate_sas_token, resource_uri};
+use hubprobe::auth::Secret;
+use serde_json::Value;
+use support::assert_valid;
+
+const DEVICE_KEY: &str = "dGhpcy1pcy1hLWxhYi1kZXZpY2Uta2V5LTEyMzQ1Njc=";
+
+/// An agent configuration for the lab hub name on `port`, canary on, no upload.
+fn lab_config(dir: &Path, dns: &Dns, ca: &Path, port: u16, hub: &str, identity: &str) -> PathBuf {
+    let text = format!(
+        r#"[hub]
+host = "{HUB_HOST}"
+profile = "{profile}"
+endpoints = ["mqtt-tls"]
+ports = {{ mqtt-tls = {port} }}
+dns_server = "{dns}"
+trust = "none"
+ca_file = "{ca}"
+timeout = "2s"
+{hub}
+[identity]
+{identity}
+[schedule]
+interval = "1s"
+spread = "0s"
+deadline = "8s"
+[canary]
+ping_timeout = "1s"
+reconnect_min = "200ms"
+reconnect_max = "1s"
+[spool]
+dir = "{spool}"
+"#,
+        profile = support::lab_profile(),
+        dns = dns.addr(),
+        ca = ca.display(),
+        spool = dir.join("spool").display(),
+    );
+    let p = dir.join("config.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn key_identity(dir: &Path, extra: &str) -> String {
+    let cs = dir.join("connection-string");
+    std::fs::write(
+        &cs,
+        format!("HostName={HUB_HOST};DeviceId=dev1;SharedAccessKey={DEVICE_KEY}"),
+    )
+    .unwrap();
+    format!("connection_string_file = \"{}\"\n{extra}", cs.display())
+}
+
+struct Agent {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Agent {
+    fn spawn(cmd: Command, config: &Path, dir: &Path) -> Agent {
+        let mut cmd = cmd;
+        cmd.args(["agent", "--config"])
+            .arg(config)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .env_remove("IOTHUB_DEVICE_CONNECTION_STRING")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("agent.log")).unwrap());
+        Agent {
+            child: cmd.spawn().expect("spawn hubprobe agent"),
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn local(config: &Path, dir: &Path) -> Agent {
+        Self::spawn(Command::new(support::bin()), config, dir)
+    }
+
+    /// Every spooled report, oldest first, validated.
+    fn reports(&self) -> Vec<Value> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(self.dir.join("spool"))
+            .map(|rd| {
+                rd.map(|e| e.unwrap().path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+            .iter()
+            .map(|p| {
+                let r: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+                assert_valid(&r);
+                r
+            })
+            .collect()
+    }
+
+    /// All disconnects the reports carried (each report: those since the previous).
+    fn disconnects(&self) -> Vec<Value> {
+        self.reports()
+            .iter()
+            .flat_map(|r| {
+                r["canary"]["recent"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// The saved history file.
+    fn history(&self) -> Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(self.dir.join("state/canary-history.json"))
+                .unwrap_or_else(|e| panic!("no history file: {e}\n{}", self.log())),
+        )
+        .unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until `f` holds for the reports.
+    fn wait(&self, limit: Duration, what: &str, f: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let end = Instant::now() + limit;
+        loop {
+            let r = self.reports();
+            if f(&r) {
+                return r;
+            }
+            assert!(
+                Instant::now() < end,
+                "timed out waiting for {what}\n--- agent log ---\n{}\n--- last report canary ---\n{:#}",
+                self.log(),
+                r.last().map(|r| r["canary"].clone()).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn stop(mut self) -> String {
+        // SAFETY: kill(2) on our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let end = Instant::now() + Duration::from_secs(15);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < end, "agent did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let log = self.log();
+        assert!(!log.contains(DEVICE_KEY), "the device key leaked");
+        assert!(!log.contains("sig="), "a SAS signature leaked");
+        log
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn causes(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["cause"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Connects with `client_id` on the broker's plain listener and leaves: the broker
+/// drops the older session with that id (MQTT 3.1.1: no DISCONNECT to it).
+fn take_over(addr: SocketAddr, client_id: &str) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut out = bytes::BytesMut::new();
+    let c = rumqttc::mqttbytes::v4::Connect::new(client_id);
+    c.write(&mut out).unwrap();
+    s.write_all(&out).unwrap();
+    let mut connack = [0u8; 4];
+    s.read_exact(&mut connack).unwrap();
+    assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
+    s.write_all(&[0xE0, 0x00]).unwrap();
+}
+
+#[test]
+fn takeover_is_eof_without_disconnect_and_history_survives_restart() {
+    let broker = Mosquitto::start(&[]);
+    let dns = Dns::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = lab_config(
+        dir.path(),
+        &dns,
+        broker.certs().ca_pem(),
+        broker.port("tls_anon"),
+        "",
+        &key_identity(dir.path(), ""),
+    );
+    let agent = Agent::local(&cfg, dir.path());
+    agent.wait(Duration::from_secs(20), "a connected canary", |r| {
+        r.iter().any(|r| r["canary"]["connected"] == true)
+    });
+    take_over(broker.addr("plain"), "dev1");
+    let reports = agent.wait(
+        Duration::from_secs(20),
+        "the disconnect and the reconnect",
+        |_| {
+            let d = agent.history();
+            d["events"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e["reconnect_s"].is_number()))
+        },
+    );
+    let _ = reports;
+    let ev = agent.history()["events"][0].clone();
+    assert_eq!(ev["cause"], "eof_without_disconnect", "{ev:#}");
+    assert!(ev["session_lived_s"].as_f64().unwrap() > 0.0);
+    assert!(ev["reconnect_s"].as_f64().unwrap() < 5.0, "{ev:#}");
+    // The report after it says so too, once.
+    agent.wait(
+        Duration::from_secs(10),
+        "the disconnect in a report",
+        |_| causes(&agent.disconnects()) == ["eof_without_disconnect"],
+    );
+    agent.stop();
+
+    // Restart: totals and sessions carry on from the saved history.
+    let agent = Agent::local(&cfg, dir.path());
+    let before = agent.reports().len();
+    let r = agent.wait(Duration::from_secs(20), "a report of the new run", |r| {
+        r.len() > before + 1 && r.last().unwrap()["canary"]["connected"] == true
+    });
+    let c = &r.last().unwrap()["canary"];
+    assert_eq!(c["disconnects_total"]["eof_without_disconnect"], 1, "{c:#}");
+    assert!(c["sessions_total"].as_u64().unwrap() >= 3, "{c:#}");
+    // Reported once: not again after the restart.
+    assert_eq!(causes(&agent.disconnects()), ["eof_without_disconnect"]);
+    agent.stop();
+}
+
+#[test]
+fn server_disconnect_and_missing_pingresp() {
+    let certs = common::Certs::generate();
+    let dns = Dns::start();
+    // A server that accepts, then sends DISCONNECT right after the CONNACK.
+    let bye = common::tls_then(
+        &certs,
+        TlsThen::Garbage(vec![0x20, 0x02, 0x00, 0x00, 0xE0, 0x00]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = lab_config(
+        dir.path(),
+        &dns,
+        certs.ca_pem(),
+        bye.port(),
+        "",
+        &key_identity(dir.path(), ""),
+    );
+    let agent = Agent::local(&cfg, dir.path());
+    agent.wait(Duration::from_secs(20), "server_disconnect", |_| {
+        causes(&agent.disconnects())
+            .iter()
+            .any(|c| c == "server_disconnect")
+    });
+    agent.stop();
+
+    // A server whose PINGRESPs come 10 s late: keep-alive 2 s, PINGRESP timeout 1 s.
+    let slow = common::tls_then(&certs, TlsThen::SlowPings(Duration::from_secs(10)));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = lab_config(
+        dir.path(),
+        &dns,
+        certs.ca_pem(),
+        slow.port(),
+        "keepalive = \"2s\"",
+        &key_identity(dir.path(), ""),
+    );
+    let agent = Agent::local(&cfg, dir.path());
+    agent.wait(Duration::from_secs(30), "no_pingresp", |_| {
+        causes(&agent.disconnects())
+            .iter()
+            .any(|c| c == "no_pingresp")
+    });
+    let ev = agent
+        .disconnects()
+        .into_iter()
+        .find(|e| e["cause"] == "no_pingresp")
+        .unwrap();
+    let idle = ev["idle_before_s"].as_f64().unwrap();
+    assert!(
+        (1.8..=2.6).contains(&idle),
+        "the silence before the ping was the keep-alive: {ev:#}"
+    );
+    assert!(ev["detail"].as_str().unwrap().contains("PINGRESP"));
+    agent.stop();
+}
+
+#[test]
+fn refused_connect_is_reported_with_its_class() {
+    // The password listener knows no user: every CONNECT is refused (CONNACK 5).
+    let broker = Mosquitto::start(&[]);
+    let dns = Dns::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = lab_config(
+        dir.path(),
+        &dns,
+        broker.certs().ca_pem(),
+        broker.port("tls"),
+        "",
+        &key_identity(dir.path(), ""),
+    );
+    let agent = Agent::local(&cfg, dir.path());
+    let r = agent.wait(Duration::from_secs(20), "a refused canary", |r| {
+        r.iter()
+            .any(|r| r["canary"]["connect_failures"].as_u64().unwrap_or(0) >= 2)
+    });
+    let last = r
+        .iter()
+        .rev()
+        .find(|r| r["canary"]["connect_failures"].as_u64().unwrap_or(0) >= 2)
+        .unwrap();
+    let c = &last["canary"];
+    assert_eq!(c["connected"], false);
+    assert!(
+        c["connect_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("mqtt.not_authorized"),
+        "{c:#}"
+    );
+    // The check itself ran the MQTT phase (the canary held no session) and says why.
+    assert_eq!(last["verdict"], "critical");
+    let log = agent.stop();
+    assert!(!log.contains("SharedAccessSignature"), "{log}");
+}
+
+#[test]
+fn token_renewals_at_a_steady_period_are_cause_1_and_expiry_is_named() {
+    let broker = Mosquitto::start(&[]);
+    let dns = Dns::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Tokens of 3 s, renewed at 80 %: a reconnect every 2.4 s.
+    let cfg = lab_config(
+        dir.path(),
+        &dns,
+        broker.certs().ca_pem(),
+        broker.port("tls_anon"),
+        "",
+        &key_identity(dir.path(), "sas_ttl = \"3s\""),
+    );
+    let agent = Agent::local(&cfg, dir.path());
+    let r = agent.wait(
+        Duration::from_secs(40),
+        "the token-renewal diagnosis",
+        |r| {
+            r.last()
+                .is_some_and(|r| r["canary"]["diagnosis"]["kind"] == "token_renewal")
+        },
+    );
+    let c = &r.last().unwrap()["canary"];
+    assert_eq!(c["diagnosis"]["iothub_cause"], 1, "{c:#}");
+    assert!(c["disconnects_total"]["token_renewal"].as_u64().unwrap() >= 3);
+    let lived: Vec<f64> = agent
+        .disconnects()
+        .iter()
+        .map(|e| e["session_lived_s"].as_f64().unwrap())
+        .collect();
+    assert!(lived.iter().all(|l| (2.2..3.0).contains(l)), "{lived:?}");
+    agent.stop();
+
+    // A fixed token that expires in 3 s; the hub (here: a take-over after expiry)
+    // closes the session: token_expired.
+    let dir = tempfile::tempdir().unwrap();
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3;
+    let token = generate_sas_token(
+        &resource_uri(HUB_HOST, "dev1", None),
+        &Secret::new(DEVICE_KEY),
+        exp,
+    )
+    .unwrap();
+    let tf = dir.path().join("token");
+    std::fs::write(&tf, token.token.expose()).unwrap();
+    let cfg = lab_config(
+        dir.path(),
+        &dns,
+        broker.certs().ca_pem(),
+        broker.port("tls_anon"),
+        "",
+        &format!("sas_token_file = \"{}\"", tf.display()),
+    );
+    let agent = Agent::local(&cfg, dir.path());
+    agent.wait(Duration::from_secs(20), "a connected canary", |r| {
+        r.iter().any(|r| r["canary"]["connected"] == true)
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    take_over(broker.addr("plain"), "dev1");
+    agent.wait(Duration::from_secs(20), "token_expired", |_| {
+        causes(&agent.disconnects())
+            .iter()
+            .any(|c| c == "token_expired")
+    });
+    let log = agent.stop();
+    assert!(!log.contains(token.token.expose()), "the token leaked");
+}
+
+/// The agent in the client namespace, mosquitto in the server namespace.
+fn nat_agent(nat: &Nat, dir: &Path, keepalive: &str, interval: &str) -> Agent {
+    let text = format!(
+        r#"[hub]
+host = "{server}"
+profile = "mqtt-broker"
+endpoints = ["mqtt"]
+ports = {{ mqtt = 1883 }}
+timeout = "1s"
+keepalive = "{keepalive}"
+[schedule]
+interval = "{interval}"
+spread = "0s"
+deadline = "5s"
+[canary]
+ping_timeout = "1s"
+reconnect_min = "500ms"
+reconnect_max = "1s"
+[spool]
+dir = "{spool}"
+"#,
+        server = nat.server_addr(),
+        spool = dir.join("spool").display(),
+    );
+    let cfg = dir.join("config.toml");
+    std::fs::write(&cfg, text).unwrap();
+    Agent::spawn(nat.client_ns().command(support::bin()), &cfg, dir)
+}
+
+#[test]
+fn idle_dropping_nat_is_cause_2_with_the_idle_period() {
+    // The NAT forgets idle flows after 3 s; the canary's keep-alive is 5 s.
+    let nat = Nat::new(Duration::from_secs(3));
+    let _hub = nat.start_mosquitto(1883);
+    let dir = tempfile::tempdir().unwrap();
+    let agent = nat_agent(&nat, dir.path(), "5s", "4s");
+    let r = agent.wait(Duration::from_secs(60), "the idle-timeout diagnosis", |r| {
+        r.last()
+            .is_some_and(|r| r["canary"]["diagnosis"]["kind"] == "idle_timeout")
+    });
+    let d = &r.last().unwrap()["canary"]["diagnosis"];
+    assert_eq!(d["iothub_cause"], 2, "{d:#}");
+    let events = agent.history()["events"].as_array().unwrap().clone();
+    assert!(events.len() >= 3);
+    for e in &events {
+        assert_eq!(e["cause"], "no_pingresp", "silent drop: {e:#}");
+        let idle = e["idle_before_s"].as_f64().unwrap();
+        assert!((4.5..=5.8).contains(&idle), "{e:#}");
+    }
+    agent.stop();
+
+    // The same NAT answering forgotten flows with a reset: tcp_reset.
+    nat.reset_on_invalid(true);
+    let dir = tempfile::tempdir().unwrap();
+    let agent = nat_agent(&nat, dir.path(), "5s", "4s");
+    agent.wait(Duration::from_secs(40), "tcp_reset", |_| {
+        causes(&agent.disconnects())
+            .iter()
+            .any(|c| c == "tcp_reset")
+    });
+    agent.stop();
+}
+
+#[test]
+fn irregular_outages_are_the_network() {
+    // A NAT that keeps idle flows long; outages of a few seconds at irregular times.
+    let nat = Nat::new(Duration::from_secs(600));
+    let _hub = nat.start_mosquitto(1883);
+    let dir = tempfile::tempdir().unwrap();
+    let agent = nat_agent(&nat, dir.path(), "1s", "2s");
+    agent.wait(Duration::from_secs(20), "a connected canary", |r| {
+        r.iter().any(|r| r["canary"]["connected"] == true)
+    });
+    for (up, down) in [(2.0, 4.0), (7.0, 3.0), (1.0, 5.0), (4.0, 3.0)] {
+        std::thread::sleep(Duration::from_secs_f64(up));
+        nat.outage(true);
+        std::thread::sleep(Duration::from_secs_f64(down));
+        nat.outage(false);
+    }
+    let r = agent.wait(Duration::from_secs(30), "the network diagnosis", |r| {
+        r.last()
+            .is_some_and(|r| r["canary"]["diagnosis"]["kind"] == "network")
+    });
+    let d = &r.last().unwrap()["canary"]["diagnosis"];
+    assert_eq!(d["iothub_cause"], 2, "{d:#}");
+    let events = agent.history()["events"].as_array().unwrap().clone();
+    assert!(events.len() >= 3, "{events:#?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["failed_attempts"].as_u64().unwrap_or(0) > 0),
+        "{events:#?}"
+    );
+    agent.stop();
+}
