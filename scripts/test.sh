@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine, set-up included.
 # Installs the real peers the tests talk to (mosquitto, dnsmasq, nftables, conntrack,
-# iproute2) and the packaging tools (systemd-analyze, dpkg, cargo-deb, shellcheck,
-# node_exporter, strace), then runs the quality gates and every test. Needs root (apt-get,
-# network namespaces, dpkg -i); a missing peer fails the tests, it never skips them.
+# iproute2, promtool from prometheus, prometheus-node-exporter) and the packaging
+# tools (systemd-analyze, dpkg, cargo-deb, shellcheck, strace), then runs the quality
+# gates and every test. Needs root (apt-get, network namespaces, dpkg -i); a missing
+# peer fails the tests, it never skips them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(mosquitto mosquitto-clients dnsmasq-base nftables conntrack iproute2 ca-certificates procps
-    systemd dpkg adduser shellcheck prometheus-node-exporter strace)
+          prometheus prometheus-node-exporter systemd dpkg adduser shellcheck strace)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,13 +20,8 @@ if ((${#missing[@]})); then
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-# The Debian package may start a system broker; the tests start their own on free
-# loopback ports, so a running one does no harm.
-# node_exporter's package starts it on every interface where systemd runs; the
-# packaging test starts its own on loopback, so the system one is stopped.
-if [ -d /run/systemd/system ]; then
-    systemctl disable --now prometheus-node-exporter.service >/dev/null 2>&1 || true
-fi
+# The Debian packages may start a system broker or node_exporter (:9100); the tests start
+# their own on free loopback ports, so a running one does no harm.
 
 # cargo-deb for the packaging test (tests/packaging.rs builds the .deb with it).
 # Compiling it takes about 2 min 15 s on 2 cores.

@@ -47,6 +47,8 @@ pub enum OutputFormat {
     Text,
     /// The JSON report (hubprobe.report/1).
     Json,
+    /// Prometheus text exposition (docs/metrics.md), as node_exporter's textfile collector reads it.
+    Prometheus,
 }
 
 /// Which trust anchors verify the hub's certificate.

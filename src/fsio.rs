@@ -10,29 +10,45 @@ use std::path::{Path, PathBuf};
 /// is named `.NAME.tmp-PID` (dot-prefixed, so directory scanners such as
 /// node_exporter's textfile collector ignore it) and removed on failure.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    if path.file_name().is_none() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: not a file name", path.display()),
+        ));
+    }
     let tmp = temp_path(path);
     let result = (|| {
         let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
-        std::fs::rename(&tmp, path)?;
-        sync_dir(path.parent().unwrap_or(Path::new(".")))
+        std::fs::rename(&tmp, path)
     })();
-    if result.is_err() {
+    if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    result
+    // The rename is durable once the directory is synced. A failure here cannot undo
+    // it, and some file systems refuse to sync a directory: best effort.
+    let _ = sync_dir(path.parent().unwrap_or(Path::new(".")));
+    Ok(())
 }
 
-/// The temporary name [`write_atomic`] uses for `path`.
+/// A fresh temporary name for `path`: `.NAME.tmp-PID-SEQ` in the same directory
+/// (unique per call, so concurrent writers in one process never collide).
 pub fn temp_path(path: &Path) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "file".into());
     let dir = path.parent().unwrap_or(Path::new(""));
-    dir.join(format!(".{name}.tmp-{}", std::process::id()))
+    dir.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 /// fsyncs a directory so that a rename or unlink in it survives a power cut.

@@ -109,6 +109,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     // Both outputs are attempted; either failing makes the run UNKNOWN (exit 3).
     let printed = match args.output {
         OutputFormat::Json => print_stdout(&format!("{json}\n")),
+        OutputFormat::Prometheus => print_stdout(&report::prometheus::render(&report, None)),
         OutputFormat::Text => {
             let color = !args.no_color
                 && std::env::var_os("NO_COLOR").is_none()
@@ -190,6 +191,7 @@ fn tune(args: &TuneArgs) -> anyhow::Result<ExitCode> {
     let json = serde_json::to_string_pretty(&report).context("cannot serialize the report")?;
     let printed = match args.output {
         OutputFormat::Json => print_stdout(&format!("{json}\n")),
+        OutputFormat::Prometheus => print_stdout(&report::prometheus::render(&report, None)),
         OutputFormat::Text => {
             let color = std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
             let opts = text::TextOptions { color, verbose: 0 };

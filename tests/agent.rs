@@ -285,8 +285,46 @@ fn cycles_spool_ndjson_textfile_and_upload() {
         .collect();
     assert_eq!(nd_ids, ids);
 
-    // The textfile is there, replaced whole each cycle (no temporary left).
-    assert!(lab.path("hubprobe.prom").exists());
+    // The textfile holds the last check's metrics with the canary's, is valid for
+    // promtool, and was replaced whole each cycle (no temporary left).
+    let prom = std::fs::read_to_string(lab.path("hubprobe.prom")).unwrap();
+    assert!(prom.contains("\nhubprobe_success 1\n"), "{prom}");
+    assert!(prom.contains("hubprobe_canary_up 1"), "{prom}");
+    assert!(
+        prom.contains(
+            "hubprobe_canary_disconnects_total{endpoint=\"mqtt-tls\",cause=\"no_pingresp\"} 0"
+        ),
+        "{prom}"
+    );
+    assert!(prom.contains("label_site=\"lab\""), "{prom}");
+    // It is the last check's.
+    let finished = humantime::parse_rfc3339(reports[2].2["finished_at"].as_str().unwrap())
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let exported: f64 = prom
+        .lines()
+        .find_map(|l| l.strip_prefix("hubprobe_finished_timestamp_seconds "))
+        .expect("hubprobe_finished_timestamp_seconds")
+        .parse()
+        .unwrap();
+    assert!(
+        (exported - finished).abs() < 0.01,
+        "{exported} vs {finished}"
+    );
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(lab.path("hubprobe.prom")).unwrap())
+        .output()
+        .expect("promtool (Debian package prometheus)");
+    assert!(
+        promtool.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&promtool.stdout),
+        String::from_utf8_lossy(&promtool.stderr)
+    );
+
     let leftovers: Vec<_> = std::fs::read_dir(lab.dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -627,14 +627,14 @@ fn node_exporter_reads_the_textfile_through_the_symlink() {
         fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
     }
     let target = state.join("hubprobe.prom");
-    // The agent's own writer, under the units' UMask=0022.
+    // The agent's own textfile writer, under the units' UMask=0022.
     // SAFETY: umask only swaps the process's file-mode mask.
     unsafe { libc::umask(0o022) };
     let write_atomically = |value: u32| {
         let text = format!(
             "# HELP hubprobe_test_value A test value.\n# TYPE hubprobe_test_value gauge\nhubprobe_test_value {value}\n"
         );
-        hubprobe::fsio::write_atomic(&target, text.as_bytes()).unwrap();
+        hubprobe::report::prometheus::write_textfile(&target, &text).unwrap();
     };
     write_atomically(1);
     std::os::unix::fs::symlink(&target, textfile_dir.join("hubprobe.prom")).unwrap();

@@ -429,9 +429,8 @@ fn emit(
     }
     if let Some(path) = &loaded.textfile {
         if report.kind == "check" {
-            let text = String::new(); // PROM-MERGE: crate::report::prometheus::render(report, keepalive);
-            let _ = keepalive;
-            if let Err(e) = crate::fsio::write_atomic(path, text.as_bytes()) {
+            let text = crate::report::prometheus::render(report, keepalive);
+            if let Err(e) = crate::report::prometheus::write_textfile(path, &text) {
                 tracing::error!(file = %path.display(), "cannot write the Prometheus textfile: {e}");
             }
         }

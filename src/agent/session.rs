@@ -619,7 +619,8 @@ mod tests {
             Ok(Some(Packet::PubAck(a))) => assert_eq!(a.pkid, 7),
             other => panic!("{other:?}"),
         }
-        let mut junk = BytesMut::from(&b"HTTP/1.1 400"[..]);
+        // Packet type 0 is reserved: not MQTT.
+        let mut junk = BytesMut::from(&[0x00u8, 0x02, 0x00, 0x00][..]);
         assert!(parse_one(&mut junk).is_err());
         assert!(junk.is_empty());
     }

@@ -1,7 +1,8 @@
 //! The report model: one versioned JSON document per run (`hubprobe.report/1`),
-//! rendered as text, JSON or (later) Prometheus metrics. Changes within a major
+//! rendered as text, JSON or Prometheus metrics. Changes within a major
 //! version are additive; the JSON Schema lives in `docs/report.schema.json`.
 
+pub mod prometheus;
 pub mod text;
 
 use serde::{Deserialize, Serialize};
