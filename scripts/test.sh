@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine, set-up included.
 # Installs the real peers the tests talk to (mosquitto, dnsmasq, nftables, conntrack,
-# iproute2, promtool from prometheus, prometheus-node-exporter), then runs the quality
-# gates and every test. Needs root (apt-get, network namespaces); a missing peer fails
-# the tests, it never skips them.
+# iproute2, promtool from prometheus, prometheus-node-exporter) and the packaging
+# tools (systemd-analyze, dpkg, cargo-deb, shellcheck, strace), then runs the quality
+# gates and every test. Needs root (apt-get, network namespaces, dpkg -i); a missing
+# peer fails the tests, it never skips them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(mosquitto mosquitto-clients dnsmasq-base nftables conntrack iproute2 ca-certificates procps
-          prometheus prometheus-node-exporter)
+          prometheus prometheus-node-exporter systemd dpkg adduser shellcheck strace)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,6 +22,13 @@ if ((${#missing[@]})); then
 fi
 # The Debian packages may start a system broker or node_exporter (:9100); the tests start
 # their own on free loopback ports, so a running one does no harm.
+
+# cargo-deb for the packaging test (tests/packaging.rs builds the .deb with it).
+# Compiling it takes about 2 min 15 s on 2 cores.
+cargo_deb_version=3.8.0
+if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $cargo_deb_version" ]; then
+    cargo install cargo-deb --locked --version "$cargo_deb_version"
+fi
 
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
