@@ -483,3 +483,42 @@ fn absurd_durations_and_times_are_errors_not_panics() {
         .unwrap()
         .starts_with("9999-12-31"));
 }
+
+#[test]
+fn labels_go_into_the_report_and_bad_ones_exit_3() {
+    // A refused loopback port: the run is quick and still makes a report.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let p = format!("mqtt={port}");
+    let out = run(&[
+        "check",
+        "127.0.0.1",
+        "--profile",
+        "mqtt-broker",
+        "--endpoint",
+        "mqtt",
+        "--port",
+        &p,
+        "--label",
+        "site=berlin-3",
+        "--label",
+        "network.type=lte",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(out.code, 2, "{}", out.all_output());
+    let r = out.report();
+    assert_eq!(r["labels"]["site"], "berlin-3");
+    assert_eq!(r["labels"]["network.type"], "lte");
+    assert_usage_error(
+        &run(&["check", "127.0.0.1", "--label", "no-equals-sign"]),
+        "expected KEY=VALUE",
+    );
+    assert_usage_error(
+        &run(&["check", "127.0.0.1", "--label", "bad key=x"]),
+        "label key",
+    );
+}
