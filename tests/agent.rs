@@ -638,6 +638,9 @@ fn once_exits_with_the_check_code_and_uploads_to_a_topic() {
     assert_valid(&r);
     // --once keeps no canary: the report has no canary section.
     assert!(r.get("canary").is_none(), "{r:#}");
+    // ... and the check ran its own MQTT phase with the identity.
+    let mqtt = support::phase(&r, "mqtt-tls", "mqtt");
+    assert_eq!(mqtt["status"], "ok", "{mqtt:#}");
 
     // A hub that refuses TCP: CRITICAL, exit 2, the report still spooled.
     let refused = common::refused_port();

@@ -198,10 +198,16 @@ pub async fn run(opts: AgentOptions, cfg: AgentConfig) -> Result<ExitCode, Agent
     let identity = Arc::new(crate::check::IdentityShare::default());
     let mut loaded = prepare(&opts, cfg, identity.clone())?;
     let mut spool = open_spool(&loaded);
-    let mut session = loaded
-        .session
-        .clone()
-        .map(|s| RunningSession::start(loaded.plan.clone(), s, None));
+    // With --once the session only carries the upload: it starts after the check,
+    // which therefore runs its own MQTT phase with the identity.
+    let mut session = if opts.once {
+        None
+    } else {
+        loaded
+            .session
+            .clone()
+            .map(|s| RunningSession::start(loaded.plan.clone(), s, None))
+    };
     let new_report = Arc::new(Notify::new());
     let (up_stop_tx, up_stop) = watch::channel(false);
     let mut uploader = spawn_uploader(&loaded, &spool, &session, &new_report, up_stop.clone());
@@ -253,7 +259,10 @@ pub async fn run(opts: AgentOptions, cfg: AgentConfig) -> Result<ExitCode, Agent
             sig = signals.next_stop() => { let _ = sig; break 'cycles; }
         };
         if let Some(s) = &session {
-            if loaded.cfg.canary.enabled && !opts.once {
+            // The upload's session is the canary too: whenever a session runs, the
+            // report says how it fares (and a check that left its MQTT phase to it
+            // points here).
+            if !opts.once {
                 report.canary = Some(s.handle.report(&s.settings, &loaded.plan));
             }
         }
@@ -296,6 +305,12 @@ pub async fn run(opts: AgentOptions, cfg: AgentConfig) -> Result<ExitCode, Agent
             // One uploader at a time: the background one stops, the drain takes over.
             let _ = up_stop_tx.send(true);
             let _ = tokio::time::timeout(Duration::from_secs(5), &mut uploader).await;
+            if opts.once {
+                session = loaded
+                    .session
+                    .clone()
+                    .map(|s| RunningSession::start(loaded.plan.clone(), s, None));
+            }
             drain(&loaded, &spool, &session, opts.drain_timeout, &mut signals).await;
             break;
         }
