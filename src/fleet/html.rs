@@ -30,7 +30,7 @@ fn bars(id: &str, title: &str, rows: &[(String, f64, String)]) -> String {
     }
     for (i, (label, v, note)) in rows.iter().enumerate() {
         let y = 5.0 + i as f64 * 24.0;
-        let w = (v / max) * (W - 420.0);
+        let w = (v / max) * (W - 500.0);
         let _ = write!(
             o,
             "<text x=\"0\" y=\"{:.1}\" class=\"l\">{}</text><rect x=\"260\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"18\" class=\"bar\"><title>{}: {}</title></rect><text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
