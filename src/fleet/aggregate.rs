@@ -567,3 +567,124 @@ pub struct IncidentContext<'a> {
     /// The options.
     pub opts: &'a FleetOptions,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::record::PhaseObs;
+
+    fn obs(id: &str, device: &str, at_ms: i64, net: &str, class: Option<&str>) -> Observation {
+        Observation {
+            id: id.into(),
+            device: device.into(),
+            kind: "check".into(),
+            started_ms: at_ms,
+            verdict: if class.is_some() {
+                Verdict::Critical
+            } else {
+                Verdict::Ok
+            },
+            labels: vec![
+                ("network".into(), net.into()),
+                ("site".into(), format!("site-{net}")),
+            ],
+            phases: vec![PhaseObs {
+                endpoint: "mqtt-tls".into(),
+                phase: Phase::Tcp,
+                status: if class.is_some() {
+                    Status::Failed
+                } else {
+                    Status::Ok
+                },
+                duration_ms: Some(20.0),
+                class: class.map(str::to_string),
+                anchor: None,
+                clock_offset_s: None,
+            }],
+            keepalive_s: None,
+            idle_timeout_ms: None,
+            disconnects: vec![],
+        }
+    }
+
+    #[test]
+    fn repeats_are_dropped_and_the_latest_report_counts() {
+        let mut a = Aggregator::new(FleetOptions::default());
+        a.add(&obs("r1", "d1", 1_000, "n", Some("tcp.timeout")));
+        a.add(&obs("r1", "d1", 1_000, "n", Some("tcp.timeout")));
+        a.add(&obs("r2", "d1", 5_000, "n", None));
+        a.add(&obs("r0", "d1", 500, "n", Some("tcp.timeout"))); // older, arrives late
+        let s = a.finish();
+        assert_eq!(s.input.reports, 3);
+        assert_eq!(s.input.duplicates, 1);
+        assert_eq!(s.overall.latest_verdicts.ok, 1);
+        assert_eq!(s.overall.latest_verdicts.critical, 0);
+        let c = &s.overall.failure_classes[0];
+        assert_eq!((c.devices, c.reports), (1, 2));
+        let p = &s.overall.phases[0];
+        assert_eq!((p.attempts, p.ok, p.failed), (3, 1, 2));
+    }
+
+    fn fleet(wave: impl Fn(usize) -> &'static str) -> FleetSummary {
+        // 40 devices on 4 networks, a check every 10 min for 10 h; at 5 h the
+        // devices picked by `wave` fail at once.
+        let mut a = Aggregator::new(FleetOptions::default());
+        let nets = ["a", "b", "c", "d"];
+        let mut n = 0;
+        for slot in 0..60i64 {
+            for d in 0..40usize {
+                let at = slot * 600_000 + d as i64 * 1000;
+                let class = (slot == 30 && !wave(d).is_empty()).then(|| wave(d));
+                n += 1;
+                a.add(&obs(
+                    &format!("r{n}"),
+                    &format!("d{d}"),
+                    at,
+                    nets[d % 4],
+                    class,
+                ));
+            }
+        }
+        a.finish()
+    }
+
+    #[test]
+    fn a_wave_across_networks_is_the_hub() {
+        let s = fleet(|_| "mqtt.server_unavailable");
+        let w = &s.incidents.windows;
+        assert_eq!(w.len(), 1, "{w:#?}");
+        assert_eq!(w[0].likely_cause, "hub");
+        assert_eq!(w[0].devices, 40);
+        assert_eq!(w[0].networks.len(), 4);
+    }
+
+    #[test]
+    fn a_wave_on_one_network_is_that_network() {
+        let s = fleet(|d| if d % 4 == 1 { "tcp.timeout" } else { "" });
+        let w = &s.incidents.windows;
+        assert_eq!(w.len(), 1, "{w:#?}");
+        assert_eq!(w[0].likely_cause, "network");
+        assert_eq!(w[0].iothub_cause, Some(2));
+        assert_eq!(w[0].networks[0].value, "b");
+    }
+
+    #[test]
+    fn a_persistent_failure_is_no_incident() {
+        let mut a = Aggregator::new(FleetOptions::default());
+        for slot in 0..60i64 {
+            for d in 0..40usize {
+                let class = (d < 12).then_some("tls.unknown_ca");
+                a.add(&obs(
+                    &format!("r{slot}-{d}"),
+                    &format!("d{d}"),
+                    slot * 600_000 + d as i64 * 1000,
+                    ["a", "b", "c", "d"][d % 4],
+                    class,
+                ));
+            }
+        }
+        let s = a.finish();
+        assert!(s.incidents.windows.is_empty(), "{:#?}", s.incidents.windows);
+        assert_eq!(s.overall.trust.unknown_ca_devices, 12);
+    }
+}

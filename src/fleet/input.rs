@@ -256,14 +256,14 @@ impl Reader {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
                 Err(e) => {
+                    // Hand over the whole lines read so far, then report where it broke.
                     data.truncate(start);
                     let cut = data.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
-                    let rest = data.split_off(cut);
+                    data.truncate(cut);
                     let lines = count_lines(&data);
                     if !data.is_empty() && !self.send_lines(file, line, data) {
                         return false;
                     }
-                    let _ = rest;
                     return self.problem(
                         file,
                         line + lines,
