@@ -125,56 +125,52 @@ impl GroupAcc {
             }
         }
         self.devices.insert(dev);
-        for p in &o.phases {
-            if !self.endpoints.contains_key(p.endpoint.as_str()) {
-                self.endpoints
-                    .insert(p.endpoint.clone(), Default::default());
-            }
-            let eps = self
-                .endpoints
-                .get_mut(p.endpoint.as_str())
-                .expect("inserted");
-            let acc = &mut eps[phase_index(p.phase)];
-            match p.status {
-                Status::Ok => {
-                    acc.ok += 1;
-                    if let Some(d) = p.duration_ms {
-                        acc.durations.get_or_insert_with(Default::default).add(d);
+        for (ei, name) in o.endpoints.iter().enumerate() {
+            let eps = match self.endpoints.get_mut(name.as_str()) {
+                Some(e) => e,
+                None => self.endpoints.entry(name.clone()).or_default(),
+            };
+            for p in o.phases.iter().filter(|p| p.endpoint as usize == ei) {
+                let acc = &mut eps[phase_index(p.phase)];
+                match p.status {
+                    Status::Ok => {
+                        acc.ok += 1;
+                        if let Some(d) = p.duration_ms {
+                            acc.durations.get_or_insert_with(Default::default).add(d);
+                        }
                     }
+                    Status::Failed => acc.failed += 1,
+                    Status::Skipped => acc.skipped += 1,
                 }
-                Status::Failed => acc.failed += 1,
-                Status::Skipped => acc.skipped += 1,
-            }
-            if let Some(c) = &p.class {
-                if p.status == Status::Failed {
+                if let (Some(c), Status::Failed) = (&p.class, p.status) {
                     let ca = match self.classes.get_mut(c.as_str()) {
                         Some(ca) => ca,
                         None => self.classes.entry(c.clone()).or_default(),
                     };
                     ca.reports += 1;
                     ca.devices.insert(dev);
-                    if !ca.endpoints.contains(p.endpoint.as_str()) {
-                        ca.endpoints.insert(p.endpoint.clone());
+                    if !ca.endpoints.contains(name.as_str()) {
+                        ca.endpoints.insert(name.clone());
                     }
                     if c == "tls.unknown_ca" {
                         self.unknown_ca.insert(dev);
                     }
                 }
-            }
-            if let Some(a) = &p.anchor {
-                match self.anchors.get_mut(a.as_str()) {
-                    Some(s) => {
-                        s.insert(dev);
-                    }
-                    None => {
-                        self.anchors.insert(a.clone(), HashSet::from([dev]));
+                if let Some(off) = p.clock_offset_s {
+                    self.clock.add(off.abs());
+                    if off.abs() > CLOCK_OFFSET_WARNING_S {
+                        self.clock_off.insert(dev);
                     }
                 }
             }
-            if let Some(off) = p.clock_offset_s {
-                self.clock.add(off.abs());
-                if off.abs() > CLOCK_OFFSET_WARNING_S {
-                    self.clock_off.insert(dev);
+        }
+        for a in &o.anchors {
+            match self.anchors.get_mut(a.as_str()) {
+                Some(s) => {
+                    s.insert(dev);
+                }
+                None => {
+                    self.anchors.insert(a.clone(), HashSet::from([dev]));
                 }
             }
         }
@@ -588,8 +584,10 @@ mod tests {
                 ("network".into(), net.into()),
                 ("site".into(), format!("site-{net}")),
             ],
+            endpoints: vec!["mqtt-tls".into()],
+            anchors: vec![],
             phases: vec![PhaseObs {
-                endpoint: "mqtt-tls".into(),
+                endpoint: 0,
                 phase: Phase::Tcp,
                 status: if class.is_some() {
                     Status::Failed
@@ -598,7 +596,6 @@ mod tests {
                 },
                 duration_ms: Some(20.0),
                 class: class.map(str::to_string),
-                anchor: None,
                 clock_offset_s: None,
             }],
             keepalive_s: None,

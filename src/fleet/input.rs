@@ -135,24 +135,30 @@ fn parse_chunk(c: Chunk) -> Parsed {
         p.items.push((c.first_line, record::parse(&c.data)));
         return p;
     }
-    let body = c.data.strip_suffix(b"\n").unwrap_or(&c.data);
     if c.data.is_empty() {
         return p;
     }
-    for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+    let mut start = 0usize;
+    let ends = memchr::memchr_iter(b'\n', &c.data).chain(
+        // The last line of the input may lack its newline.
+        (!c.data.ends_with(b"\n")).then_some(c.data.len()),
+    );
+    for (line_no, end) in (c.first_line..).zip(ends) {
+        let line = &c.data[start..end];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             p.blank += 1;
         } else {
             p.records += 1;
-            p.items.push((c.first_line + i as u64, record::parse(line)));
+            p.items.push((line_no, record::parse(line)));
         }
+        start = end + 1;
     }
     p
 }
 
 fn count_lines(data: &[u8]) -> u64 {
-    data.iter().filter(|&&b| b == b'\n').count() as u64
+    memchr::memchr_iter(b'\n', data).count() as u64
 }
 
 /// Reads every input and sends chunks round-robin to the parser threads.
@@ -250,15 +256,15 @@ impl Reader {
         let mut data = head;
         let mut skipping = false;
         loop {
-            let start = data.len();
-            data.resize(start + CHUNK_BYTES, 0);
-            let n = match r.read(&mut data[start..]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+            let n = match r.fill_buf() {
+                Ok(buf) => {
+                    data.extend_from_slice(buf);
+                    buf.len()
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // Hand over the whole lines read so far, then report where it broke.
-                    data.truncate(start);
-                    let cut = data.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+                    let cut = memchr::memrchr(b'\n', &data).map_or(0, |p| p + 1);
                     data.truncate(cut);
                     let lines = count_lines(&data);
                     if !data.is_empty() && !self.send_lines(file, line, data) {
@@ -271,7 +277,7 @@ impl Reader {
                     );
                 }
             };
-            data.truncate(start + n);
+            r.consume(n);
             if n == 0 {
                 // End of input: the last line may lack its newline.
                 if !data.is_empty() && !skipping {
@@ -280,7 +286,7 @@ impl Reader {
                 return true;
             }
             if skipping {
-                match data.iter().position(|&b| b == b'\n') {
+                match memchr::memchr(b'\n', &data) {
                     Some(p) => {
                         data.drain(..=p);
                         line += 1;
@@ -292,9 +298,11 @@ impl Reader {
                     }
                 }
             }
-            match data.iter().rposition(|&b| b == b'\n') {
+            match memchr::memrchr(b'\n', &data) {
                 Some(p) if p + 1 >= CHUNK_BYTES / 2 || data.len() >= CHUNK_BYTES => {
-                    let rest = data.split_off(p + 1);
+                    let mut rest = Vec::with_capacity(CHUNK_BYTES * 2);
+                    rest.extend_from_slice(&data[p + 1..]);
+                    data.truncate(p + 1);
                     let lines = count_lines(&data);
                     if !self.send_lines(file, line, std::mem::replace(&mut data, rest)) {
                         return false;

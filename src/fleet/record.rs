@@ -132,8 +132,12 @@ pub struct Observation {
     pub verdict: Verdict,
     /// Operator labels.
     pub labels: Vec<(String, String)>,
+    /// Endpoint names, in report order ([`PhaseObs::endpoint`] indexes this).
+    pub endpoints: Vec<String>,
     /// Every phase that ran or was skipped.
     pub phases: Vec<PhaseObs>,
+    /// Names of the trust anchors that validated a chain (each once).
+    pub anchors: Vec<String>,
     /// Recommended keep-alive (tune reports), seconds.
     pub keepalive_s: Option<u64>,
     /// Measured idle timeout (tune reports with a discovery), milliseconds.
@@ -145,8 +149,8 @@ pub struct Observation {
 /// One phase of one endpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PhaseObs {
-    /// Endpoint name.
-    pub endpoint: String,
+    /// Index into [`Observation::endpoints`].
+    pub endpoint: u8,
     /// Which phase.
     pub phase: Phase,
     /// How it ended.
@@ -155,8 +159,6 @@ pub struct PhaseObs {
     pub duration_ms: Option<f64>,
     /// Failure class id.
     pub class: Option<String>,
-    /// Name of the trust anchor that validated the chain (TLS).
-    pub anchor: Option<String>,
     /// Server clock minus device clock, seconds (HTTPS `Date`).
     pub clock_offset_s: Option<f64>,
 }
@@ -191,12 +193,18 @@ impl Rejection {
 
 /// Parses one JSON report (a line or a whole document).
 pub fn parse(bytes: &[u8]) -> Result<Observation, Rejection> {
-    match serde_json::from_slice::<Lite<'_>>(bytes) {
+    // sonic-rs skips the fields the summary does not need (certificate chains and
+    // other evidence are most of a report) with SIMD; serde_json words the errors.
+    match sonic_rs::from_slice::<Lite<'_>>(bytes) {
         Ok(lite) => {
             check_schema(Some(&lite.schema))?;
             observation(lite)
         }
-        Err(e) => {
+        Err(_) => {
+            let e = match serde_json::from_slice::<Lite<'_>>(bytes) {
+                Err(e) => e.to_string(),
+                Ok(_) => "rejected by the fast parser".to_string(),
+            };
             // Slow path only for lines that are not reports: say which kind.
             match serde_json::from_slice::<SchemaOnly<'_>>(bytes) {
                 Err(_) => Err(Rejection::Malformed(format!("not JSON: {e}"))),
@@ -233,23 +241,27 @@ fn observation(lite: Lite<'_>) -> Result<Observation, Rejection> {
     let started_ms = parse_time_ms(&lite.started_at).ok_or_else(|| {
         Rejection::Malformed(format!("started_at {:?} is not RFC 3339", lite.started_at))
     })?;
-    let mut phases = Vec::new();
-    for ep in &lite.endpoints {
+    let mut phases = Vec::with_capacity(20);
+    let mut endpoints = Vec::with_capacity(lite.endpoints.len());
+    let mut anchors: Vec<String> = Vec::new();
+    for (i, ep) in lite.endpoints.iter().enumerate().take(u8::MAX as usize) {
+        endpoints.push(ep.name.to_string());
         for p in &ep.phases {
-            let (anchor, clock) = match &p.evidence {
-                Some(ev) => (
-                    ev.trust_anchor.as_ref().map(|a| a.name.to_string()),
-                    ev.clock_offset_s,
-                ),
-                None => (None, None),
-            };
+            let mut clock = None;
+            if let Some(ev) = &p.evidence {
+                clock = ev.clock_offset_s;
+                if let Some(a) = &ev.trust_anchor {
+                    if !anchors.iter().any(|x| *x == a.name) {
+                        anchors.push(a.name.to_string());
+                    }
+                }
+            }
             phases.push(PhaseObs {
-                endpoint: ep.name.to_string(),
+                endpoint: i as u8,
                 phase: p.phase,
                 status: p.status,
                 duration_ms: p.duration_ms,
                 class: p.class.as_ref().map(|c| c.to_string()),
-                anchor,
                 clock_offset_s: clock,
             });
         }
@@ -269,7 +281,9 @@ fn observation(lite: Lite<'_>) -> Result<Observation, Rejection> {
             .into_iter()
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect(),
+        endpoints,
         phases,
+        anchors,
         keepalive_s: lite
             .keepalive
             .as_ref()
