@@ -3,7 +3,6 @@
 //! by the number of reports.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::hash::{Hash, Hasher};
 
 use crate::agent::history::DisconnectCause;
 use crate::diagnose::CLOCK_OFFSET_WARNING_S;
@@ -228,12 +227,6 @@ pub struct Aggregator {
     last_ms: i64,
 }
 
-fn id_hash(id: &str) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    id.hash(&mut h);
-    h.finish() | 1 // 0 marks an empty slot
-}
-
 impl Aggregator {
     /// An empty aggregation.
     pub fn new(opts: FleetOptions) -> Aggregator {
@@ -288,7 +281,7 @@ impl Aggregator {
 
     /// Adds one report (a repeat of a recent id of the same device is counted and dropped).
     pub fn add(&mut self, o: &Observation) {
-        let h = id_hash(&o.id);
+        let h = o.id_hash;
         let network = self.labels.id(Self::label(o, &self.opts.network_label));
         let site = self.labels.id(Self::label(o, &self.opts.site_label));
         let group = match &self.opts.by {
@@ -571,7 +564,7 @@ mod tests {
 
     fn obs(id: &str, device: &str, at_ms: i64, net: &str, class: Option<&str>) -> Observation {
         Observation {
-            id: id.into(),
+            id_hash: crate::fleet::record::id_hash(id),
             device: device.into(),
             kind: "check".into(),
             started_ms: at_ms,

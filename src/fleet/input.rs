@@ -118,7 +118,7 @@ struct Parsed {
     items: Vec<(u64, Result<Observation, Rejection>)>,
 }
 
-fn parse_chunk(c: Chunk) -> Parsed {
+fn parse_chunk(c: Chunk, keep: &[String]) -> Parsed {
     let mut p = Parsed {
         file: c.file,
         records: 0,
@@ -132,7 +132,8 @@ fn parse_chunk(c: Chunk) -> Parsed {
     }
     if c.document {
         p.records += 1;
-        p.items.push((c.first_line, record::parse(&c.data)));
+        p.items
+            .push((c.first_line, record::parse_keeping(&c.data, Some(keep))));
         return p;
     }
     if c.data.is_empty() {
@@ -150,7 +151,8 @@ fn parse_chunk(c: Chunk) -> Parsed {
             p.blank += 1;
         } else {
             p.records += 1;
-            p.items.push((line_no, record::parse(line)));
+            p.items
+                .push((line_no, record::parse_keeping(line, Some(keep))));
         }
         start = end + 1;
     }
@@ -413,6 +415,10 @@ pub fn summarize(sources: &[Source], opts: FleetOptions) -> Result<FleetSummary,
         })
         .collect();
     let threads = opts.threads.clamp(1, 16);
+    // The parser threads keep only the labels the summary reads.
+    let mut keep = vec![opts.network_label.clone(), opts.site_label.clone()];
+    keep.extend(opts.by.clone());
+    let keep = &keep;
     let mut agg = Aggregator::new(opts);
     agg.input.files = inputs.len() as u64;
     agg.input.files_skipped = skipped;
@@ -425,7 +431,7 @@ pub fn summarize(sources: &[Source], opts: FleetOptions) -> Result<FleetSummary,
             let out = res_tx.clone();
             scope.spawn(move || {
                 for chunk in rx {
-                    if out.send(parse_chunk(chunk)).is_err() {
+                    if out.send(parse_chunk(chunk, keep)).is_err() {
                         return;
                     }
                 }

@@ -120,8 +120,8 @@ struct SchemaOnly<'a> {
 /// What the summary keeps of one report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
-    /// The report id.
-    pub id: String,
+    /// A hash of the report id (repeats are dropped by it).
+    pub id_hash: u64,
     /// Device identity: `target.device_id`, else `host`.
     pub device: String,
     /// `check`, `tune` …
@@ -191,14 +191,27 @@ impl Rejection {
     }
 }
 
-/// Parses one JSON report (a line or a whole document).
+/// A 64-bit hash of a report id, never 0 (0 marks an empty slot).
+pub fn id_hash(id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish() | 1
+}
+
+/// Parses one JSON report (a line or a whole document), keeping every label.
 pub fn parse(bytes: &[u8]) -> Result<Observation, Rejection> {
+    parse_keeping(bytes, None)
+}
+
+/// Parses one report, keeping only the labels named in `keep` (all when `None`).
+pub fn parse_keeping(bytes: &[u8], keep: Option<&[String]>) -> Result<Observation, Rejection> {
     // sonic-rs skips the fields the summary does not need (certificate chains and
     // other evidence are most of a report) with SIMD; serde_json words the errors.
     match sonic_rs::from_slice::<Lite<'_>>(bytes) {
         Ok(lite) => {
             check_schema(Some(&lite.schema))?;
-            observation(lite)
+            observation(lite, keep)
         }
         Err(_) => {
             let e = match serde_json::from_slice::<Lite<'_>>(bytes) {
@@ -237,7 +250,7 @@ fn check_schema(schema: Option<&str>) -> Result<(), Rejection> {
     }
 }
 
-fn observation(lite: Lite<'_>) -> Result<Observation, Rejection> {
+fn observation(lite: Lite<'_>, keep: Option<&[String]>) -> Result<Observation, Rejection> {
     let started_ms = parse_time_ms(&lite.started_at).ok_or_else(|| {
         Rejection::Malformed(format!("started_at {:?} is not RFC 3339", lite.started_at))
     })?;
@@ -271,7 +284,7 @@ fn observation(lite: Lite<'_>) -> Result<Observation, Rejection> {
         _ => lite.host.to_string(),
     };
     Ok(Observation {
-        id: lite.id.into_owned(),
+        id_hash: id_hash(&lite.id),
         device,
         kind: lite.kind.into_owned(),
         started_ms,
@@ -279,6 +292,7 @@ fn observation(lite: Lite<'_>) -> Result<Observation, Rejection> {
         labels: lite
             .labels
             .into_iter()
+            .filter(|(k, _)| keep.is_none_or(|keep| keep.iter().any(|x| x == k)))
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect(),
         endpoints,
