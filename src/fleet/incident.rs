@@ -199,8 +199,7 @@ impl IncidentAcc {
             }
         }
         for (s, e, sigs) in merged {
-            view.windows
-                .push(self.window(ctx, min_devices, s, e, &sigs));
+            view.windows.push(self.window(ctx, s, e, &sigs));
         }
         view
     }
@@ -208,7 +207,6 @@ impl IncidentAcc {
     fn window(
         &self,
         ctx: &IncidentContext<'_>,
-        _min_devices: u64,
         s: i64,
         e: i64,
         sigs: &BTreeSet<&Signature>,

@@ -88,7 +88,4 @@ pub enum FleetError {
     /// Every report was of a major schema version this build does not read.
     #[error("{0}")]
     UnknownSchema(String),
-    /// A parser thread failed.
-    #[error("internal error: {0}")]
-    Internal(String),
 }
