@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(mosquitto mosquitto-clients dnsmasq-base nftables conntrack iproute2 ca-certificates procps
-          prometheus prometheus-node-exporter systemd dpkg adduser shellcheck strace)
+          prometheus prometheus-node-exporter systemd dpkg adduser shellcheck strace
+          chromium jq python3 python3-venv python3-pip)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -28,6 +29,16 @@ fi
 cargo_deb_version=3.8.0
 if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $cargo_deb_version" ]; then
     cargo install cargo-deb --locked --version "$cargo_deb_version"
+fi
+
+# Python for the fleet tests and benchmark, in a venv (Debian's pip refuses system
+# installs): chDB runs the ClickHouse SQL in-process (tests/fleet_clickhouse.rs),
+# DuckDB is the benchmark's reference. tests find it at target/fleet-venv or in
+# HUBPROBE_FLEET_PYTHON.
+venv=target/fleet-venv
+if ! "$venv/bin/python" -c "import chdb, duckdb" 2>/dev/null; then
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/pip" install -q chdb==4.4.0 duckdb==2.0.1
 fi
 
 cargo fmt --check

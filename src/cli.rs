@@ -38,6 +38,9 @@ pub enum Command {
     Profiles(ProfilesArgs),
     /// Print the failure-class catalogue (class, meaning, hint, IoT Hub error) as Markdown.
     Classes,
+    /// Aggregate reports from many devices; tell a hub-side incident from device-side trouble.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
 }
 
 /// Report format on stdout.
@@ -49,6 +52,15 @@ pub enum OutputFormat {
     Json,
     /// Prometheus text exposition (docs/metrics.md), as node_exporter's textfile collector reads it.
     Prometheus,
+}
+
+/// Summary format on stdout (`fleet summarize`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SummaryFormat {
+    /// Human-readable sections.
+    Text,
+    /// The summary document (hubprobe.fleet/1).
+    Json,
 }
 
 /// Which trust anchors verify the hub's certificate.
@@ -408,4 +420,95 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?}: the duration must be above zero"));
     }
     Ok(d)
+}
+
+/// `hubprobe fleet …`.
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Summarize reports: files, NDJSON (.gz too), directories (recursively) or - for stdin.
+    Summarize(FleetSummarizeArgs),
+    /// Generate a realistic fleet of reports as NDJSON (for tests and benchmarks).
+    Synth(FleetSynthArgs),
+}
+
+/// `hubprobe fleet summarize`.
+#[derive(Debug, Args)]
+pub struct FleetSummarizeArgs {
+    /// Report files, NDJSON files, directories, or - for stdin.
+    #[arg(required = true, value_name = "PATH")]
+    pub inputs: Vec<String>,
+
+    /// Output format on stdout.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    pub output: SummaryFormat,
+
+    /// Also summarize per value of this label (label.site, label.firmware, …).
+    #[arg(long, value_name = "LABEL")]
+    pub by: Option<String>,
+
+    /// Also write a self-contained HTML page with charts to this file.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+
+    /// The label naming a device's network (incident view).
+    #[arg(long, value_name = "LABEL", default_value = "network")]
+    pub network_label: String,
+
+    /// The label naming a device's site.
+    #[arg(long, value_name = "LABEL", default_value = "site")]
+    pub site_label: String,
+
+    /// Width of the incident view's time buckets.
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    pub bucket: Duration,
+
+    /// Devices failing the same way in one bucket that make it an incident
+    /// (default: 2 % of the devices seen, at least 5).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub incident_min_devices: Option<u64>,
+
+    /// Distinct networks that make an incident hub-side.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u64).range(2..))]
+    pub incident_min_networks: u64,
+
+    /// Parser threads.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub threads: u32,
+}
+
+/// `hubprobe fleet synth`.
+#[derive(Debug, Args)]
+pub struct FleetSynthArgs {
+    /// Devices.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub devices: u32,
+
+    /// Sites.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub sites: u32,
+
+    /// Period covered.
+    #[arg(long, value_parser = parse_duration, default_value = "12h")]
+    pub duration: Duration,
+
+    /// Check period of every device.
+    #[arg(long, value_parser = parse_duration, default_value = "15m")]
+    pub interval: Duration,
+
+    /// Random seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Inject every failure pattern (firewall on 8883 at site-02, devices missing the
+    /// root CA, a hub incident, a NAT dropping idle flows after 240 s on cell-b).
+    #[arg(long)]
+    pub patterns: bool,
+
+    /// Share of reports written twice (store-and-forward repeats), 0–1.
+    #[arg(long, default_value_t = 0.0)]
+    pub repeat_share: f64,
+
+    /// Write here instead of stdout (gzip-compressed when it ends in .gz).
+    #[arg(long, short = 'O', value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }

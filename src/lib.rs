@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod diagnose;
 pub mod exit;
+pub mod fleet;
 pub mod fsio;
 pub mod probe;
 pub mod profile;

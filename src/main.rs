@@ -82,6 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::Ok)
         }
         Command::Profiles(args) => profiles(&args),
+        Command::Fleet(cmd) => fleet(&cmd),
         Command::Classes => {
             print_stdout(&hubprobe::diagnose::catalogue_markdown())?;
             Ok(ExitCode::Ok)
@@ -481,5 +482,102 @@ impl Drop for PendingFile {
     fn drop(&mut self) {
         // After a successful rename the temp path no longer exists; otherwise clean up.
         let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+fn fleet(cmd: &hubprobe::cli::FleetCommand) -> anyhow::Result<ExitCode> {
+    use hubprobe::cli::{FleetCommand, SummaryFormat};
+    use hubprobe::fleet::{self, FleetOptions, Source};
+    match cmd {
+        FleetCommand::Summarize(a) => {
+            let opts = FleetOptions {
+                by: a.by.as_deref().map(fleet::label_key),
+                network_label: fleet::label_key(&a.network_label),
+                site_label: fleet::label_key(&a.site_label),
+                bucket_s: a.bucket.as_secs().max(1),
+                incident_min_devices: a.incident_min_devices,
+                incident_min_networks: a.incident_min_networks,
+                threads: a.threads as usize,
+            };
+            let sources: Vec<Source> = a.inputs.iter().map(|s| Source::parse(s)).collect();
+            let pending = a.html.as_deref().map(PendingFile::create).transpose()?;
+            let summary = fleet::summarize(&sources, opts)?;
+            let printed = match a.output {
+                SummaryFormat::Json => {
+                    let json = serde_json::to_string_pretty(&summary)
+                        .context("cannot serialize the summary")?;
+                    print_stdout(&format!("{json}\n"))
+                }
+                SummaryFormat::Text => print_stdout(&fleet::render_text::render(&summary)),
+            };
+            let written = match pending {
+                Some(file) => file.commit(fleet::html::render(&summary).as_bytes()),
+                None => Ok(()),
+            };
+            printed?;
+            written?;
+            let i = &summary.input;
+            let rejected = i.malformed + i.foreign + i.unknown_schema;
+            if rejected > 0 {
+                eprintln!(
+                    "hubprobe fleet: {rejected} input lines were not used (see the input section)"
+                );
+                return Ok(ExitCode::Warning);
+            }
+            Ok(ExitCode::Ok)
+        }
+        FleetCommand::Synth(a) => {
+            if !(0.0..=1.0).contains(&a.repeat_share) {
+                bail!("--repeat-share must be between 0 and 1");
+            }
+            let mut cfg = fleet::synth::SynthConfig {
+                devices: a.devices as usize,
+                sites: a.sites as usize,
+                duration: a.duration,
+                interval: a.interval.max(std::time::Duration::from_secs(1)),
+                seed: a.seed,
+                repeat_share: a.repeat_share,
+                ..Default::default()
+            };
+            if a.patterns {
+                cfg = cfg.with_all_patterns();
+            }
+            let out: Box<dyn Write> = match &a.out {
+                None => Box::new(std::io::stdout().lock()),
+                Some(p) => {
+                    let f = std::fs::File::create(p)
+                        .with_context(|| format!("cannot create {}", p.display()))?;
+                    if p.extension().is_some_and(|e| e == "gz") {
+                        Box::new(flate2::write::GzEncoder::new(
+                            f,
+                            flate2::Compression::fast(),
+                        ))
+                    } else {
+                        Box::new(f)
+                    }
+                }
+            };
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
+            let mut err: Option<std::io::Error> = None;
+            fleet::synth::generate(&cfg, |r| {
+                if err.is_none() {
+                    if let Err(e) = serde_json::to_writer(&mut out, r)
+                        .map_err(std::io::Error::from)
+                        .and_then(|_| out.write_all(b"\n"))
+                    {
+                        err = Some(e);
+                    }
+                }
+            });
+            if let Some(e) = err {
+                return Err(e).context("cannot write the reports");
+            }
+            let inner = out
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .context("cannot write the reports")?;
+            drop(inner);
+            Ok(ExitCode::Ok)
+        }
     }
 }

@@ -1,0 +1,162 @@
+-- The aggregation of `hubprobe fleet summarize`, as ClickHouse SQL over the view
+-- hubprobe_reports_v1 (schema.sql). Each query is named by a `-- name:` line;
+-- tests/fleet_clickhouse.rs runs them in chDB on the same reports as
+-- `fleet summarize` and checks both give the same numbers (percentiles: within the
+-- summary's 1 % histogram error; ClickHouse's quantileExact is the reference).
+
+-- name: totals
+SELECT
+    (SELECT count() FROM hubprobe_reports_v1) AS reports,
+    (SELECT uniqExact(device) FROM hubprobe_reports_v1) AS devices,
+    (SELECT count() FROM hubprobe_reports) - (SELECT uniqExact(id) FROM hubprobe_reports) AS duplicates;
+
+-- name: kinds
+SELECT kind, count() AS reports FROM hubprobe_reports_v1 GROUP BY kind ORDER BY kind;
+
+-- name: latest_verdicts
+-- The verdict of each device's latest report (ties: the more severe verdict).
+SELECT verdict, count() AS devices
+FROM
+(
+    SELECT device,
+           argMax(verdict, (started_at, indexOf(['ok', 'warning', 'critical', 'unknown'], verdict))) AS verdict
+    FROM hubprobe_reports_v1
+    GROUP BY device
+)
+GROUP BY verdict
+ORDER BY verdict;
+
+-- name: phases
+-- Success share over attempts (skips excluded); percentiles of successful phases.
+SELECT
+    endpoint,
+    phase,
+    countIf(status IN ('ok', 'failed')) AS attempts,
+    countIf(status = 'ok') AS ok,
+    countIf(status = 'failed') AS failed,
+    countIf(status = 'skipped') AS skipped,
+    if(attempts > 0, ok / attempts, NULL) AS success_share,
+    quantileExactIf(0.5)(duration_ms, status = 'ok' AND has_duration) AS p50_ms,
+    quantileExactIf(0.9)(duration_ms, status = 'ok' AND has_duration) AS p90_ms,
+    quantileExactIf(0.99)(duration_ms, status = 'ok' AND has_duration) AS p99_ms
+FROM
+(
+    SELECT
+        JSONExtractString(ep, 'name') AS endpoint,
+        JSONExtractString(ph, 'phase') AS phase,
+        JSONExtractString(ph, 'status') AS status,
+        JSONHas(ph, 'duration_ms') AS has_duration,
+        JSONExtractFloat(ph, 'duration_ms') AS duration_ms
+    FROM hubprobe_reports_v1
+    ARRAY JOIN JSONExtractArrayRaw(raw, 'endpoints') AS ep
+    ARRAY JOIN JSONExtractArrayRaw(ep, 'phases') AS ph
+)
+GROUP BY endpoint, phase
+ORDER BY endpoint, phase;
+
+-- name: failure_classes
+-- Ranked by devices affected, with an example device (the first by name).
+SELECT class, uniqExact(device) AS devices, count() AS reports, min(device) AS example_device
+FROM
+(
+    SELECT device, JSONExtractString(ph, 'class') AS class
+    FROM hubprobe_reports_v1
+    ARRAY JOIN JSONExtractArrayRaw(raw, 'endpoints') AS ep
+    ARRAY JOIN JSONExtractArrayRaw(ep, 'phases') AS ph
+    WHERE JSONExtractString(ph, 'status') = 'failed' AND class != ''
+)
+GROUP BY class
+ORDER BY devices DESC, class;
+
+-- name: trust_anchors
+SELECT anchor AS name, uniqExact(device) AS devices
+FROM
+(
+    SELECT device, JSONExtractString(ph, 'evidence', 'trust_anchor', 'name') AS anchor
+    FROM hubprobe_reports_v1
+    ARRAY JOIN JSONExtractArrayRaw(raw, 'endpoints') AS ep
+    ARRAY JOIN JSONExtractArrayRaw(ep, 'phases') AS ph
+    WHERE anchor != ''
+)
+GROUP BY name
+ORDER BY devices DESC, name;
+
+-- name: unknown_ca
+SELECT uniqExact(device) AS devices
+FROM hubprobe_reports_v1
+ARRAY JOIN JSONExtractArrayRaw(raw, 'endpoints') AS ep
+ARRAY JOIN JSONExtractArrayRaw(ep, 'phases') AS ph
+WHERE JSONExtractString(ph, 'status') = 'failed' AND JSONExtractString(ph, 'class') = 'tls.unknown_ca';
+
+-- name: clock
+-- |server − device| clock offsets, seconds (HTTPS Date header).
+SELECT count() AS reports,
+       quantileExact(0.5)(abs(off)) AS p50_s,
+       quantileExact(0.9)(abs(off)) AS p90_s,
+       quantileExact(0.99)(abs(off)) AS p99_s,
+       uniqExactIf(device, abs(off) > 60) AS devices_over_warning
+FROM
+(
+    SELECT device, JSONExtractFloat(ph, 'evidence', 'clock_offset_s') AS off
+    FROM hubprobe_reports_v1
+    ARRAY JOIN JSONExtractArrayRaw(raw, 'endpoints') AS ep
+    ARRAY JOIN JSONExtractArrayRaw(ep, 'phases') AS ph
+    WHERE JSONHas(ph, 'evidence', 'clock_offset_s')
+);
+
+-- name: keepalive_recommended
+SELECT JSONExtractUInt(raw, 'keepalive', 'recommendation', 'keepalive_s') AS value, count() AS reports
+FROM hubprobe_reports_v1
+WHERE JSONHas(raw, 'keepalive', 'recommendation', 'keepalive_s')
+GROUP BY value
+ORDER BY value;
+
+-- name: idle_timeouts
+-- Measured path idle timeouts, rounded to whole seconds.
+SELECT intDiv(JSONExtractUInt(raw, 'keepalive', 'discovery', 'estimate_ms') + 500, 1000) AS value, count() AS reports
+FROM hubprobe_reports_v1
+WHERE JSONHas(raw, 'keepalive', 'discovery', 'estimate_ms')
+GROUP BY value
+ORDER BY value;
+
+-- name: disconnects
+SELECT JSONExtractString(ev, 'cause') AS cause, count() AS events, uniqExact(device) AS devices
+FROM hubprobe_reports_v1
+ARRAY JOIN JSONExtractArrayRaw(raw, 'canary', 'recent') AS ev
+GROUP BY cause
+ORDER BY cause;
+
+-- name: timeline
+-- Per 5-minute bucket: devices whose canary disconnected (token renewals are the
+-- client's own reconnects, not failures), devices with a failed check, checks and
+-- failed checks. The incident view flags buckets from these per-signature counts.
+SELECT bucket_ms,
+       sum(disconnected) AS disconnected_devices,
+       sum(failed_devices) AS failed_devices,
+       sum(checks) AS checks,
+       sum(failed_checks) AS failed_checks
+FROM
+(
+    SELECT toInt64(intDiv(JSONExtractUInt(ev, 'at_unix_ms'), 300000) * 300000) AS bucket_ms,
+           toUInt64(uniqExact(device)) AS disconnected, toUInt64(0) AS failed_devices,
+           toUInt64(0) AS checks, toUInt64(0) AS failed_checks
+    FROM hubprobe_reports_v1
+    ARRAY JOIN JSONExtractArrayRaw(raw, 'canary', 'recent') AS ev
+    WHERE JSONExtractString(ev, 'cause') != 'token_renewal'
+    GROUP BY bucket_ms
+    UNION ALL
+    SELECT toInt64(intDiv(toUnixTimestamp64Milli(started_at), 300000) * 300000) AS bucket_ms,
+           toUInt64(0), toUInt64(uniqExactIf(device, failed)), toUInt64(count()), toUInt64(countIf(failed))
+    FROM
+    (
+        SELECT device, started_at,
+               arrayExists(ep -> arrayExists(ph -> JSONExtractString(ph, 'status') = 'failed',
+                                              JSONExtractArrayRaw(ep, 'phases')),
+                           JSONExtractArrayRaw(raw, 'endpoints')) AS failed
+        FROM hubprobe_reports_v1
+        WHERE length(JSONExtractArrayRaw(raw, 'endpoints')) > 0
+    )
+    GROUP BY bucket_ms
+)
+GROUP BY bucket_ms
+ORDER BY bucket_ms;

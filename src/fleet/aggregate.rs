@@ -1,0 +1,680 @@
+//! The accumulators of the fleet summary: pure, fed one [`Observation`] at a time,
+//! memory bounded by the number of devices (and labels, endpoints, classes), never
+//! by the number of reports.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use crate::agent::history::DisconnectCause;
+use crate::diagnose::CLOCK_OFFSET_WARNING_S;
+use crate::probe::{Phase, Status};
+use crate::report::Verdict;
+
+use super::incident::IncidentAcc;
+use super::record::{Observation, Rejection};
+use super::sketch::LogHistogram;
+use super::summary::*;
+use super::FleetOptions;
+
+/// How many recent report ids are remembered per device to drop repeats (a
+/// store-and-forward upload repeats a report soon after the first copy).
+pub const DEDUP_IDS_PER_DEVICE: usize = 32;
+
+/// The phases in chain order (index = position in per-endpoint arrays).
+pub const PHASES: [Phase; 7] = [
+    Phase::Dns,
+    Phase::Tcp,
+    Phase::Tls,
+    Phase::Websocket,
+    Phase::Mqtt,
+    Phase::Amqp,
+    Phase::Http,
+];
+
+fn phase_index(p: Phase) -> usize {
+    PHASES.iter().position(|x| *x == p).unwrap_or(0)
+}
+
+/// Interns strings to small integers.
+#[derive(Debug, Default)]
+pub struct Interner {
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+}
+
+impl Interner {
+    /// The id of `s`, adding it when new.
+    pub fn id(&mut self, s: &str) -> u32 {
+        if let Some(&i) = self.ids.get(s) {
+            return i;
+        }
+        let i = self.names.len() as u32;
+        self.names.push(s.to_string());
+        self.ids.insert(s.to_string(), i);
+        i
+    }
+    /// The string of an id.
+    pub fn name(&self, i: u32) -> &str {
+        &self.names[i as usize]
+    }
+    /// How many strings.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// What is kept per device.
+#[derive(Debug, Clone)]
+struct DeviceState {
+    latest_ms: i64,
+    latest_verdict: Verdict,
+    /// Group (by `--by`) of the latest report.
+    latest_group: u32,
+    network: u32,
+    site: u32,
+    recent: [u64; DEDUP_IDS_PER_DEVICE],
+    filled: usize,
+    next: usize,
+}
+
+#[derive(Debug, Default, Clone)]
+struct PhaseAcc {
+    ok: u64,
+    failed: u64,
+    skipped: u64,
+    durations: Option<Box<LogHistogram>>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct ClassAcc {
+    reports: u64,
+    devices: HashSet<u32>,
+    endpoints: BTreeSet<String>,
+}
+
+/// The per-group accumulator (the whole fleet is one group too).
+#[derive(Debug, Default)]
+struct GroupAcc {
+    reports: u64,
+    kinds: BTreeMap<String, u64>,
+    devices: HashSet<u32>,
+    endpoints: BTreeMap<String, [PhaseAcc; 7]>,
+    classes: BTreeMap<String, ClassAcc>,
+    anchors: BTreeMap<String, HashSet<u32>>,
+    unknown_ca: HashSet<u32>,
+    clock: LogHistogram,
+    clock_off: HashSet<u32>,
+    tune_reports: u64,
+    keepalive: BTreeMap<u64, u64>,
+    idle: BTreeMap<u64, u64>,
+    idle_hist: LogHistogram,
+    disconnects: BTreeMap<DisconnectCause, (u64, HashSet<u32>)>,
+}
+
+impl GroupAcc {
+    fn add(&mut self, dev: u32, o: &Observation) {
+        self.reports += 1;
+        match self.kinds.get_mut(o.kind.as_str()) {
+            Some(n) => *n += 1,
+            None => {
+                self.kinds.insert(o.kind.clone(), 1);
+            }
+        }
+        self.devices.insert(dev);
+        for (ei, name) in o.endpoints.iter().enumerate() {
+            let eps = match self.endpoints.get_mut(name.as_str()) {
+                Some(e) => e,
+                None => self.endpoints.entry(name.clone()).or_default(),
+            };
+            for p in o.phases.iter().filter(|p| p.endpoint as usize == ei) {
+                let acc = &mut eps[phase_index(p.phase)];
+                match p.status {
+                    Status::Ok => {
+                        acc.ok += 1;
+                        if let Some(d) = p.duration_ms {
+                            acc.durations.get_or_insert_with(Default::default).add(d);
+                        }
+                    }
+                    Status::Failed => acc.failed += 1,
+                    Status::Skipped => acc.skipped += 1,
+                }
+                if let (Some(c), Status::Failed) = (&p.class, p.status) {
+                    let ca = match self.classes.get_mut(c.as_str()) {
+                        Some(ca) => ca,
+                        None => self.classes.entry(c.clone()).or_default(),
+                    };
+                    ca.reports += 1;
+                    ca.devices.insert(dev);
+                    if !ca.endpoints.contains(name.as_str()) {
+                        ca.endpoints.insert(name.clone());
+                    }
+                    if c == "tls.unknown_ca" {
+                        self.unknown_ca.insert(dev);
+                    }
+                }
+                if let Some(off) = p.clock_offset_s {
+                    self.clock.add(off.abs());
+                    if off.abs() > CLOCK_OFFSET_WARNING_S {
+                        self.clock_off.insert(dev);
+                    }
+                }
+            }
+        }
+        for a in &o.anchors {
+            match self.anchors.get_mut(a.as_str()) {
+                Some(s) => {
+                    s.insert(dev);
+                }
+                None => {
+                    self.anchors.insert(a.clone(), HashSet::from([dev]));
+                }
+            }
+        }
+        if let Some(k) = o.keepalive_s {
+            self.tune_reports += 1;
+            *self.keepalive.entry(k).or_default() += 1;
+        }
+        if let Some(ms) = o.idle_timeout_ms {
+            *self.idle.entry((ms + 500) / 1000).or_default() += 1;
+            self.idle_hist.add(ms as f64 / 1000.0);
+        }
+        for (_, cause) in &o.disconnects {
+            let e = self.disconnects.entry(*cause).or_default();
+            e.0 += 1;
+            e.1.insert(dev);
+        }
+    }
+}
+
+/// Input counters and the first problems seen.
+#[derive(Debug, Default)]
+pub struct InputStats {
+    /// Files read.
+    pub files: u64,
+    /// Files under a directory that were not read (not .json/.ndjson/.jsonl[.gz]).
+    pub files_skipped: Vec<String>,
+    /// Lines (or documents) read.
+    pub records: u64,
+    /// Blank lines.
+    pub blank: u64,
+    /// Problems by kind.
+    pub problem_counts: BTreeMap<&'static str, u64>,
+    /// The first problems by (file, line), with their order key.
+    problems: Vec<((u32, u64), Problem)>,
+}
+
+/// How many problems are listed one by one.
+pub const PROBLEMS_LISTED: usize = 20;
+
+/// The whole fleet aggregation.
+pub struct Aggregator {
+    opts: FleetOptions,
+    devices: Interner,
+    states: Vec<DeviceState>,
+    labels: Interner,
+    groups: Interner,
+    total: GroupAcc,
+    by_group: Vec<GroupAcc>,
+    incidents: IncidentAcc,
+    /// Input counters.
+    pub input: InputStats,
+    reports: u64,
+    duplicates: u64,
+    first_ms: i64,
+    last_ms: i64,
+}
+
+impl Aggregator {
+    /// An empty aggregation.
+    pub fn new(opts: FleetOptions) -> Aggregator {
+        let mut labels = Interner::default();
+        labels.id(NO_LABEL);
+        Aggregator {
+            incidents: IncidentAcc::new(opts.bucket_ms()),
+            opts,
+            devices: Interner::default(),
+            states: Vec::new(),
+            labels,
+            groups: Interner::default(),
+            total: GroupAcc::default(),
+            by_group: Vec::new(),
+            input: InputStats::default(),
+            reports: 0,
+            duplicates: 0,
+            first_ms: i64::MAX,
+            last_ms: i64::MIN,
+        }
+    }
+
+    fn label<'a>(o: &'a Observation, key: &str) -> &'a str {
+        o.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or(NO_LABEL)
+    }
+
+    /// Records a line that is not a usable report.
+    pub fn reject(&mut self, file_index: u32, file: &str, line: u64, r: Rejection) {
+        *self.input.problem_counts.entry(r.kind()).or_default() += 1;
+        let key = (file_index, line);
+        let list = &mut self.input.problems;
+        if list.len() >= PROBLEMS_LISTED && list.last().is_some_and(|(k, _)| *k < key) {
+            return;
+        }
+        list.push((
+            key,
+            Problem {
+                file: file.to_string(),
+                line,
+                kind: r.kind().to_string(),
+                message: r.message().to_string(),
+            },
+        ));
+        // Keep the first ones by position, whatever order the parser threads finish in.
+        list.sort_by_key(|(k, _)| *k);
+        list.truncate(PROBLEMS_LISTED);
+    }
+
+    /// Adds one report (a repeat of a recent id of the same device is counted and dropped).
+    pub fn add(&mut self, o: &Observation) {
+        let h = o.id_hash;
+        let network = self.labels.id(Self::label(o, &self.opts.network_label));
+        let site = self.labels.id(Self::label(o, &self.opts.site_label));
+        let group = match &self.opts.by {
+            Some(key) => self.groups.id(Self::label(o, key)),
+            None => 0,
+        };
+        let before = self.devices.len();
+        let dev = self.devices.id(&o.device);
+        if self.devices.len() > before {
+            self.states.push(DeviceState {
+                latest_ms: i64::MIN,
+                latest_verdict: o.verdict,
+                latest_group: group,
+                network,
+                site,
+                recent: [0; DEDUP_IDS_PER_DEVICE],
+                filled: 0,
+                next: 0,
+            });
+        }
+        let st = &mut self.states[dev as usize];
+        if st.recent[..st.filled].contains(&h) {
+            self.duplicates += 1;
+            return;
+        }
+        st.recent[st.next] = h;
+        st.next = (st.next + 1) % DEDUP_IDS_PER_DEVICE;
+        st.filled = (st.filled + 1).min(DEDUP_IDS_PER_DEVICE);
+        // Latest report per device; ties go to the greater verdict so the result
+        // does not depend on the input order.
+        if o.started_ms > st.latest_ms
+            || (o.started_ms == st.latest_ms && o.verdict > st.latest_verdict)
+        {
+            st.latest_ms = o.started_ms;
+            st.latest_verdict = o.verdict;
+            st.latest_group = group;
+            st.network = network;
+            st.site = site;
+        }
+        self.reports += 1;
+        self.first_ms = self.first_ms.min(o.started_ms);
+        self.last_ms = self.last_ms.max(o.started_ms);
+        self.total.add(dev, o);
+        if self.opts.by.is_some() {
+            while self.by_group.len() <= group as usize {
+                self.by_group.push(GroupAcc::default());
+            }
+            self.by_group[group as usize].add(dev, o);
+        }
+        self.incidents.add(dev, network, site, o);
+    }
+
+    /// The summary.
+    pub fn finish(self) -> FleetSummary {
+        let span = (self.reports > 0).then(|| Span {
+            from: rfc3339_ms(self.first_ms),
+            to: rfc3339_ms(self.last_ms),
+        });
+        let overall = self.group_summary(&self.total, None);
+        let mut groups = Vec::new();
+        if let Some(key) = &self.opts.by {
+            for (i, acc) in self.by_group.iter().enumerate() {
+                groups.push(GroupEntry {
+                    label: key.clone(),
+                    value: self.groups.name(i as u32).to_string(),
+                    summary: self.group_summary(acc, Some(i as u32)),
+                });
+            }
+            groups.sort_by(|a, b| a.value.cmp(&b.value));
+        }
+        let incidents = self.incidents.finish(&IncidentContext {
+            devices: &self.devices,
+            labels: &self.labels,
+            devices_total: self.devices.len() as u64,
+            span_ms: (self.reports > 0).then_some((self.first_ms, self.last_ms)),
+            opts: &self.opts,
+        });
+        let mut problems = self.input.problem_counts.clone();
+        for k in ["malformed", "foreign", "unknown_schema"] {
+            problems.entry(k).or_default();
+        }
+        FleetSummary {
+            schema: FLEET_SCHEMA_ID.into(),
+            input: InputSummary {
+                files: self.input.files,
+                files_skipped: self.input.files_skipped.clone(),
+                records: self.input.records,
+                blank_lines: self.input.blank,
+                reports: self.reports,
+                duplicates: self.duplicates,
+                malformed: problems["malformed"],
+                foreign: problems["foreign"],
+                unknown_schema: problems["unknown_schema"],
+                problems: self.input.problems.iter().map(|(_, p)| p.clone()).collect(),
+            },
+            devices: self.devices.len() as u64,
+            span,
+            options: self.opts.clone(),
+            overall,
+            groups,
+            incidents,
+        }
+    }
+
+    fn example(&self, set: &HashSet<u32>) -> Option<String> {
+        set.iter()
+            .map(|&d| self.devices.name(d))
+            .min()
+            .map(str::to_string)
+    }
+
+    fn examples(&self, set: &HashSet<u32>, n: usize) -> Vec<String> {
+        let mut v: Vec<&str> = set.iter().map(|&d| self.devices.name(d)).collect();
+        v.sort_unstable();
+        v.into_iter().take(n).map(str::to_string).collect()
+    }
+
+    /// Devices of a set counted by a label of their latest report, most first.
+    fn spread(&self, set: &HashSet<u32>, site: bool) -> Vec<LabelCount> {
+        let mut m: HashMap<u32, u64> = HashMap::new();
+        for &d in set {
+            let st = &self.states[d as usize];
+            *m.entry(if site { st.site } else { st.network })
+                .or_default() += 1;
+        }
+        let mut v: Vec<LabelCount> = m
+            .into_iter()
+            .map(|(k, n)| LabelCount {
+                value: self.labels.name(k).to_string(),
+                devices: n,
+            })
+            .collect();
+        v.sort_by(|a, b| b.devices.cmp(&a.devices).then(a.value.cmp(&b.value)));
+        v
+    }
+
+    fn group_summary(&self, g: &GroupAcc, group: Option<u32>) -> GroupSummary {
+        let mut latest = LatestVerdicts::default();
+        for &d in &g.devices {
+            let st = &self.states[d as usize];
+            if group.is_some_and(|gi| gi != st.latest_group) {
+                continue;
+            }
+            match st.latest_verdict {
+                Verdict::Ok => latest.ok += 1,
+                Verdict::Warning => latest.warning += 1,
+                Verdict::Critical => latest.critical += 1,
+                Verdict::Unknown => latest.unknown += 1,
+            }
+        }
+        let mut phases = Vec::new();
+        for (ep, accs) in &g.endpoints {
+            for (i, a) in accs.iter().enumerate() {
+                if a.ok + a.failed + a.skipped == 0 {
+                    continue;
+                }
+                let attempts = a.ok + a.failed;
+                let pct = a.durations.as_ref().and_then(|h| h.percentiles());
+                phases.push(PhaseSummary {
+                    endpoint: ep.clone(),
+                    phase: PHASES[i].as_str().to_string(),
+                    attempts,
+                    ok: a.ok,
+                    failed: a.failed,
+                    skipped: a.skipped,
+                    success_share: (attempts > 0).then(|| a.ok as f64 / attempts as f64),
+                    duration_ms: pct,
+                    histogram: a
+                        .durations
+                        .as_ref()
+                        .map(|h| h.buckets())
+                        .unwrap_or_default(),
+                });
+            }
+        }
+        let mut classes: Vec<ClassSummary> = g
+            .classes
+            .iter()
+            .map(|(c, a)| {
+                let sites = self.spread(&a.devices, true);
+                let networks = self.spread(&a.devices, false);
+                let confined_to = if sites.len() == 1 && sites[0].value != NO_LABEL {
+                    Some(format!("{}={}", self.opts.site_label, sites[0].value))
+                } else if networks.len() == 1 && networks[0].value != NO_LABEL {
+                    Some(format!("{}={}", self.opts.network_label, networks[0].value))
+                } else {
+                    None
+                };
+                ClassSummary {
+                    class: c.clone(),
+                    devices: a.devices.len() as u64,
+                    reports: a.reports,
+                    endpoints: a.endpoints.iter().cloned().collect(),
+                    example_device: self.example(&a.devices).unwrap_or_default(),
+                    confined_to,
+                    sites: sites.into_iter().take(5).collect(),
+                    networks: networks.into_iter().take(5).collect(),
+                }
+            })
+            .collect();
+        classes.sort_by(|a, b| b.devices.cmp(&a.devices).then(a.class.cmp(&b.class)));
+        let mut anchors: Vec<AnchorCount> = g
+            .anchors
+            .iter()
+            .map(|(n, s)| AnchorCount {
+                name: n.clone(),
+                devices: s.len() as u64,
+            })
+            .collect();
+        anchors.sort_by(|a, b| b.devices.cmp(&a.devices).then(a.name.cmp(&b.name)));
+        GroupSummary {
+            reports: g.reports,
+            devices: g.devices.len() as u64,
+            kinds: g.kinds.clone(),
+            latest_verdicts: latest,
+            phases,
+            failure_classes: classes,
+            trust: TrustSummary {
+                anchors,
+                unknown_ca_devices: g.unknown_ca.len() as u64,
+                unknown_ca_examples: self.examples(&g.unknown_ca, 20),
+            },
+            clock: ClockSummary {
+                reports: g.clock.count(),
+                abs_offset_s: g.clock.percentiles(),
+                devices_over_warning: g.clock_off.len() as u64,
+                warning_s: CLOCK_OFFSET_WARNING_S,
+            },
+            keepalive: KeepaliveSummary {
+                tune_reports: g.tune_reports,
+                recommended_s: g
+                    .keepalive
+                    .iter()
+                    .map(|(k, n)| ValueCount {
+                        value: *k,
+                        reports: *n,
+                    })
+                    .collect(),
+                idle_timeouts_s: g
+                    .idle
+                    .iter()
+                    .map(|(k, n)| ValueCount {
+                        value: *k,
+                        reports: *n,
+                    })
+                    .collect(),
+                idle_timeout_s: g.idle_hist.percentiles(),
+            },
+            disconnects: g
+                .disconnects
+                .iter()
+                .map(|(c, (n, s))| CauseCount {
+                    cause: c.as_str().to_string(),
+                    events: *n,
+                    devices: s.len() as u64,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What the incident view needs from the aggregation.
+pub struct IncidentContext<'a> {
+    /// Device names.
+    pub devices: &'a Interner,
+    /// Label values (networks, sites).
+    pub labels: &'a Interner,
+    /// Devices seen.
+    pub devices_total: u64,
+    /// First and last report start, Unix ms.
+    pub span_ms: Option<(i64, i64)>,
+    /// The options.
+    pub opts: &'a FleetOptions,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::record::PhaseObs;
+
+    fn obs(id: &str, device: &str, at_ms: i64, net: &str, class: Option<&str>) -> Observation {
+        Observation {
+            id_hash: crate::fleet::record::id_hash(id),
+            device: device.into(),
+            kind: "check".into(),
+            started_ms: at_ms,
+            verdict: if class.is_some() {
+                Verdict::Critical
+            } else {
+                Verdict::Ok
+            },
+            labels: vec![
+                ("network".into(), net.into()),
+                ("site".into(), format!("site-{net}")),
+            ],
+            endpoints: vec!["mqtt-tls".into()],
+            anchors: vec![],
+            phases: vec![PhaseObs {
+                endpoint: 0,
+                phase: Phase::Tcp,
+                status: if class.is_some() {
+                    Status::Failed
+                } else {
+                    Status::Ok
+                },
+                duration_ms: Some(20.0),
+                class: class.map(str::to_string),
+                clock_offset_s: None,
+            }],
+            keepalive_s: None,
+            idle_timeout_ms: None,
+            disconnects: vec![],
+        }
+    }
+
+    #[test]
+    fn repeats_are_dropped_and_the_latest_report_counts() {
+        let mut a = Aggregator::new(FleetOptions::default());
+        a.add(&obs("r1", "d1", 1_000, "n", Some("tcp.timeout")));
+        a.add(&obs("r1", "d1", 1_000, "n", Some("tcp.timeout")));
+        a.add(&obs("r2", "d1", 5_000, "n", None));
+        a.add(&obs("r0", "d1", 500, "n", Some("tcp.timeout"))); // older, arrives late
+        let s = a.finish();
+        assert_eq!(s.input.reports, 3);
+        assert_eq!(s.input.duplicates, 1);
+        assert_eq!(s.overall.latest_verdicts.ok, 1);
+        assert_eq!(s.overall.latest_verdicts.critical, 0);
+        let c = &s.overall.failure_classes[0];
+        assert_eq!((c.devices, c.reports), (1, 2));
+        let p = &s.overall.phases[0];
+        assert_eq!((p.attempts, p.ok, p.failed), (3, 1, 2));
+    }
+
+    fn fleet(wave: impl Fn(usize) -> &'static str) -> FleetSummary {
+        // 40 devices on 4 networks, a check every 10 min for 10 h; at 5 h the
+        // devices picked by `wave` fail at once.
+        let mut a = Aggregator::new(FleetOptions::default());
+        let nets = ["a", "b", "c", "d"];
+        let mut n = 0;
+        for slot in 0..60i64 {
+            for d in 0..40usize {
+                let at = slot * 600_000 + d as i64 * 1000;
+                let class = (slot == 30 && !wave(d).is_empty()).then(|| wave(d));
+                n += 1;
+                a.add(&obs(
+                    &format!("r{n}"),
+                    &format!("d{d}"),
+                    at,
+                    nets[d % 4],
+                    class,
+                ));
+            }
+        }
+        a.finish()
+    }
+
+    #[test]
+    fn a_wave_across_networks_is_the_hub() {
+        let s = fleet(|_| "mqtt.server_unavailable");
+        let w = &s.incidents.windows;
+        assert_eq!(w.len(), 1, "{w:#?}");
+        assert_eq!(w[0].likely_cause, "hub");
+        assert_eq!(w[0].devices, 40);
+        assert_eq!(w[0].networks.len(), 4);
+    }
+
+    #[test]
+    fn a_wave_on_one_network_is_that_network() {
+        let s = fleet(|d| if d % 4 == 1 { "tcp.timeout" } else { "" });
+        let w = &s.incidents.windows;
+        assert_eq!(w.len(), 1, "{w:#?}");
+        assert_eq!(w[0].likely_cause, "network");
+        assert_eq!(w[0].iothub_cause, Some(2));
+        assert_eq!(w[0].networks[0].value, "b");
+    }
+
+    #[test]
+    fn a_persistent_failure_is_no_incident() {
+        let mut a = Aggregator::new(FleetOptions::default());
+        for slot in 0..60i64 {
+            for d in 0..40usize {
+                let class = (d < 12).then_some("tls.unknown_ca");
+                a.add(&obs(
+                    &format!("r{slot}-{d}"),
+                    &format!("d{d}"),
+                    slot * 600_000 + d as i64 * 1000,
+                    ["a", "b", "c", "d"][d % 4],
+                    class,
+                ));
+            }
+        }
+        let s = a.finish();
+        assert!(s.incidents.windows.is_empty(), "{:#?}", s.incidents.windows);
+        assert_eq!(s.overall.trust.unknown_ca_devices, 12);
+    }
+}

@@ -1,0 +1,302 @@
+//! The incident view: disconnects and failed checks bucketed in time across
+//! devices. A bucket stands out for a *signature* (a disconnect cause, or a failure
+//! class of a check) when the devices showing it are at least `min_devices` above
+//! that signature's usual level (the median over all buckets) and at least three
+//! times it — so a persistent problem (a firewall that always blocks 8883 at one
+//! site, a NAT that always drops idle flows) is not an incident, while a sudden
+//! wave is. Consecutive standing-out buckets form a window; windows of different
+//! signatures that overlap or touch are one incident. An incident whose devices sit
+//! on `min_networks` or more networks and at no single network or site (≥ 90 %) is
+//! flagged as hub-side (IoT Hub 404104 cause 3); one confined to a network or site
+//! as network-side (cause 2).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use crate::agent::history::DisconnectCause;
+use crate::probe::Status;
+
+use super::aggregate::IncidentContext;
+use super::record::Observation;
+use super::summary::{rfc3339_ms, IncidentView, IncidentWindow, LabelCount, TimelineBucket};
+
+/// A share of affected devices at one network or site that makes a window confined to it.
+pub const CONFINED_SHARE: f64 = 0.9;
+
+/// What devices have in common in a bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Signature {
+    /// A canary disconnect of this cause.
+    Disconnect(DisconnectCause),
+    /// A check that failed with this class.
+    Check(String),
+}
+
+impl Signature {
+    /// `disconnect:<cause>` or `check:<class>`.
+    pub fn label(&self) -> String {
+        match self {
+            Signature::Disconnect(c) => format!("disconnect:{}", c.as_str()),
+            Signature::Check(c) => format!("check:{c}"),
+        }
+    }
+}
+
+type Members = HashMap<u32, (u32, u32)>; // device → (network, site)
+
+#[derive(Debug, Default)]
+struct Cell {
+    disconnected: HashSet<u32>,
+    failed: HashSet<u32>,
+    checks: u64,
+    failed_checks: u64,
+}
+
+/// Collects events per (bucket, signature).
+#[derive(Debug)]
+pub struct IncidentAcc {
+    bucket_ms: i64,
+    cells: HashMap<(i64, Signature), Members>,
+    /// bucket → devices disconnected, devices with a failed check, checks, failed checks
+    timeline: HashMap<i64, Cell>,
+}
+
+impl IncidentAcc {
+    /// Buckets of `bucket_ms` milliseconds.
+    pub fn new(bucket_ms: i64) -> IncidentAcc {
+        IncidentAcc {
+            bucket_ms: bucket_ms.max(1000),
+            cells: HashMap::new(),
+            timeline: HashMap::new(),
+        }
+    }
+
+    fn bucket(&self, ms: i64) -> i64 {
+        ms.div_euclid(self.bucket_ms)
+    }
+
+    /// Adds the events of one report.
+    pub fn add(&mut self, dev: u32, network: u32, site: u32, o: &Observation) {
+        for &(at, cause) in &o.disconnects {
+            if cause == DisconnectCause::TokenRenewal {
+                continue; // the client's own reconnect, not a failure
+            }
+            let b = self.bucket(at as i64);
+            self.cells
+                .entry((b, Signature::Disconnect(cause)))
+                .or_default()
+                .insert(dev, (network, site));
+            self.timeline.entry(b).or_default().disconnected.insert(dev);
+        }
+        if !o.phases.is_empty() {
+            let b = self.bucket(o.started_ms);
+            let cell = self.timeline.entry(b).or_default();
+            cell.checks += 1;
+            if o.phases.iter().any(|p| p.status == Status::Failed) {
+                cell.failed_checks += 1;
+            }
+        }
+        let mut seen: Option<&str> = None;
+        for p in &o.phases {
+            if p.status != Status::Failed {
+                continue;
+            }
+            let Some(class) = p.class.as_deref() else {
+                continue;
+            };
+            if seen == Some(class) {
+                continue;
+            }
+            seen = Some(class);
+            let b = self.bucket(o.started_ms);
+            let key = (b, Signature::Check(class.to_string()));
+            self.cells
+                .entry(key)
+                .or_default()
+                .insert(dev, (network, site));
+            self.timeline.entry(b).or_default().failed.insert(dev);
+        }
+    }
+
+    /// Flags the windows.
+    pub fn finish(&self, ctx: &IncidentContext<'_>) -> IncidentView {
+        let opts = ctx.opts;
+        let auto = ((ctx.devices_total as f64) * 0.02).ceil() as u64;
+        let min_devices = opts.incident_min_devices.unwrap_or(auto.max(5)).max(1);
+        let mut timeline: Vec<TimelineBucket> = self
+            .timeline
+            .iter()
+            .map(|(b, c)| TimelineBucket {
+                start: rfc3339_ms(b * self.bucket_ms),
+                start_ms: b * self.bucket_ms,
+                disconnected_devices: c.disconnected.len() as u64,
+                failed_devices: c.failed.len() as u64,
+                checks: c.checks,
+                failed_checks: c.failed_checks,
+            })
+            .collect();
+        timeline.sort_by_key(|t| t.start_ms);
+        let mut view = IncidentView {
+            bucket_s: (self.bucket_ms / 1000) as u64,
+            min_devices,
+            min_networks: opts.incident_min_networks,
+            timeline,
+            windows: Vec::new(),
+        };
+        // The buckets covered: the reports' span and every event.
+        let mut lo = i64::MAX;
+        let mut hi = i64::MIN;
+        if let Some((a, b)) = ctx.span_ms {
+            lo = self.bucket(a);
+            hi = self.bucket(b);
+        }
+        for (b, _) in self.cells.keys() {
+            lo = lo.min(*b);
+            hi = hi.max(*b);
+        }
+        if lo > hi {
+            return view;
+        }
+        let n = (hi - lo + 1) as usize;
+        let mut by_sig: HashMap<&Signature, Vec<u64>> = HashMap::new();
+        for ((b, sig), m) in &self.cells {
+            by_sig.entry(sig).or_insert_with(|| vec![0; n])[(b - lo) as usize] = m.len() as u64;
+        }
+        // Windows per signature: (first bucket, last bucket, signature).
+        let mut runs: Vec<(i64, i64, &Signature)> = Vec::new();
+        let mut sigs: Vec<_> = by_sig.into_iter().collect();
+        sigs.sort_by(|a, b| a.0.cmp(b.0));
+        for (sig, counts) in &sigs {
+            let mut sorted = counts.clone();
+            sorted.sort_unstable();
+            let baseline = sorted[n / 2];
+            let mut start: Option<i64> = None;
+            for (i, &c) in counts.iter().enumerate() {
+                let hot = c >= baseline + min_devices && c >= 3 * baseline.max(1);
+                let b = lo + i as i64;
+                match (hot, start) {
+                    (true, None) => start = Some(b),
+                    (false, Some(s)) => {
+                        runs.push((s, b - 1, sig));
+                        start = None;
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(s) = start {
+                runs.push((s, hi, sig));
+            }
+        }
+        // Merge runs that overlap or lie within one bucket of each other.
+        runs.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(b.2)));
+        let mut merged: Vec<(i64, i64, BTreeSet<&Signature>)> = Vec::new();
+        for (s, e, sig) in runs {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 + 2 => {
+                    last.1 = last.1.max(e);
+                    last.2.insert(sig);
+                }
+                _ => merged.push((s, e, BTreeSet::from([sig]))),
+            }
+        }
+        for (s, e, sigs) in merged {
+            view.windows.push(self.window(ctx, s, e, &sigs));
+        }
+        view
+    }
+
+    fn window(
+        &self,
+        ctx: &IncidentContext<'_>,
+        s: i64,
+        e: i64,
+        sigs: &BTreeSet<&Signature>,
+    ) -> IncidentWindow {
+        let mut members: Members = HashMap::new();
+        for b in s..=e {
+            for sig in sigs {
+                if let Some(m) = self.cells.get(&(b, (*sig).clone())) {
+                    members.extend(m.iter().map(|(k, v)| (*k, *v)));
+                }
+            }
+        }
+        let count = |pick: fn(&(u32, u32)) -> u32| -> Vec<LabelCount> {
+            let mut m: HashMap<u32, u64> = HashMap::new();
+            for v in members.values() {
+                *m.entry(pick(v)).or_default() += 1;
+            }
+            let mut v: Vec<LabelCount> = m
+                .into_iter()
+                .map(|(k, n)| LabelCount {
+                    value: ctx.labels.name(k).to_string(),
+                    devices: n,
+                })
+                .collect();
+            v.sort_by(|a, b| b.devices.cmp(&a.devices).then(a.value.cmp(&b.value)));
+            v
+        };
+        let networks = count(|v| v.0);
+        let sites = count(|v| v.1);
+        let total = members.len() as u64;
+        let share_of = |l: &[LabelCount]| {
+            l.first()
+                .map(|x| x.devices as f64 / total.max(1) as f64)
+                .unwrap_or(0.0)
+        };
+        let opts = ctx.opts;
+        let from = rfc3339_ms(s * self.bucket_ms);
+        let to = rfc3339_ms((e + 1) * self.bucket_ms);
+        let sig_labels: Vec<String> = sigs.iter().map(|s| s.label()).collect();
+        let what = sig_labels.join(", ");
+        let (likely, cause, summary) = if share_of(&networks) >= CONFINED_SHARE
+            || share_of(&sites) >= CONFINED_SHARE
+        {
+            let (key, top) = if share_of(&networks) >= CONFINED_SHARE {
+                (&opts.network_label, &networks[0])
+            } else {
+                (&opts.site_label, &sites[0])
+            };
+            (
+                "network",
+                Some(2),
+                format!(
+                    "{total} devices failed the same way ({what}) between {from} and {to}, {} of them with {key}={}: likely that network or site (IoT Hub 404104 cause 2), not the hub",
+                    top.devices, top.value
+                ),
+            )
+        } else if networks.len() as u64 >= opts.incident_min_networks {
+            (
+                "hub",
+                Some(3),
+                format!(
+                    "{total} devices on {} networks and {} sites failed the same way ({what}) at once between {from} and {to}: likely the hub (IoT Hub 404104 cause 3), not the devices' networks",
+                    networks.len(),
+                    sites.len()
+                ),
+            )
+        } else {
+            (
+                "unclear",
+                None,
+                format!(
+                    "{total} devices on {} networks failed the same way ({what}) between {from} and {to}: too few networks to tell the hub from the network",
+                    networks.len()
+                ),
+            )
+        };
+        let mut examples: Vec<&str> = members.keys().map(|d| ctx.devices.name(*d)).collect();
+        examples.sort_unstable();
+        IncidentWindow {
+            from,
+            to,
+            likely_cause: likely.into(),
+            iothub_cause: cause,
+            signatures: sig_labels,
+            devices: total,
+            device_share: total as f64 / ctx.devices_total.max(1) as f64,
+            networks,
+            sites,
+            example_devices: examples.into_iter().take(10).map(str::to_string).collect(),
+            summary,
+        }
+    }
+}

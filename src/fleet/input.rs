@@ -1,0 +1,474 @@
+//! Streaming input: report files (pretty JSON, one or more documents), NDJSON
+//! (gzip-compressed too, detected by its magic bytes), directories (recursively)
+//! and stdin. A reader thread cuts the input into chunks of whole lines, parser
+//! threads turn them into observations, and the calling thread aggregates: memory
+//! is bounded by the channel depths and the chunk size, never by the input size.
+//! A line that is not a report is counted and listed with its file and line.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+
+use super::aggregate::Aggregator;
+use super::record::{self, Observation, Rejection};
+use super::{FleetError, FleetOptions, FleetSummary};
+
+/// Bytes per chunk handed to a parser thread.
+pub const CHUNK_BYTES: usize = 1 << 20;
+/// A longer line is rejected (and skipped) instead of buffered.
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+/// A larger (non-NDJSON) document is rejected.
+pub const MAX_DOCUMENT_BYTES: usize = 64 << 20;
+
+/// One input as named on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Standard input (`-`).
+    Stdin,
+    /// A file or a directory.
+    Path(PathBuf),
+}
+
+impl Source {
+    /// `-` is stdin, anything else a path.
+    pub fn parse(s: &str) -> Source {
+        if s == "-" {
+            Source::Stdin
+        } else {
+            Source::Path(PathBuf::from(s))
+        }
+    }
+}
+
+/// File names read under a directory.
+pub fn is_report_file(p: &Path) -> bool {
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let name = name.strip_suffix(".gz").unwrap_or(name);
+    [".json", ".ndjson", ".jsonl"]
+        .iter()
+        .any(|ext| name.ends_with(ext))
+}
+
+/// Expands directories (sorted, recursively). Returns the inputs and the files
+/// under directories that were not taken.
+fn expand(sources: &[Source]) -> Result<(Vec<Source>, Vec<String>), FleetError> {
+    let mut out = Vec::new();
+    let mut skipped = Vec::new();
+    for s in sources {
+        match s {
+            Source::Stdin => out.push(Source::Stdin),
+            Source::Path(p) => {
+                let meta = std::fs::metadata(p).map_err(|e| FleetError::Input {
+                    path: p.clone(),
+                    source: e,
+                })?;
+                if meta.is_dir() {
+                    walk(p, &mut out, &mut skipped)?;
+                } else {
+                    out.push(Source::Path(p.clone()));
+                }
+            }
+        }
+    }
+    Ok((out, skipped))
+}
+
+fn walk(dir: &Path, out: &mut Vec<Source>, skipped: &mut Vec<String>) -> Result<(), FleetError> {
+    let err = |e| FleetError::Input {
+        path: dir.to_path_buf(),
+        source: e,
+    };
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(err)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(err)?;
+    entries.sort();
+    for p in entries {
+        // Symlinked directories are not followed (no loops); symlinked files are read.
+        let lmeta = std::fs::symlink_metadata(&p).map_err(err)?;
+        if lmeta.is_dir() {
+            walk(&p, out, skipped)?;
+        } else if is_report_file(&p) && std::fs::metadata(&p).is_ok_and(|m| m.is_file()) {
+            out.push(Source::Path(p));
+        } else {
+            skipped.push(p.display().to_string());
+        }
+    }
+    Ok(())
+}
+
+/// A piece of input for a parser thread.
+struct Chunk {
+    file: u32,
+    first_line: u64,
+    data: Vec<u8>,
+    /// One whole JSON document (may span lines) instead of NDJSON lines.
+    document: bool,
+    /// A problem found by the reader itself (over-long line, read error).
+    problem: Option<Rejection>,
+}
+
+/// What a parser thread made of a chunk.
+struct Parsed {
+    file: u32,
+    records: u64,
+    blank: u64,
+    items: Vec<(u64, Result<Observation, Rejection>)>,
+}
+
+fn parse_chunk(c: Chunk, keep: &[String]) -> Parsed {
+    let mut p = Parsed {
+        file: c.file,
+        records: 0,
+        blank: 0,
+        items: Vec::new(),
+    };
+    if let Some(r) = c.problem {
+        p.records += 1;
+        p.items.push((c.first_line, Err(r)));
+        return p;
+    }
+    if c.document {
+        p.records += 1;
+        p.items
+            .push((c.first_line, record::parse_keeping(&c.data, Some(keep))));
+        return p;
+    }
+    if c.data.is_empty() {
+        return p;
+    }
+    let mut start = 0usize;
+    let ends = memchr::memchr_iter(b'\n', &c.data).chain(
+        // The last line of the input may lack its newline.
+        (!c.data.ends_with(b"\n")).then_some(c.data.len()),
+    );
+    for (line_no, end) in (c.first_line..).zip(ends) {
+        let line = &c.data[start..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            p.blank += 1;
+        } else {
+            p.records += 1;
+            p.items
+                .push((line_no, record::parse_keeping(line, Some(keep))));
+        }
+        start = end + 1;
+    }
+    p
+}
+
+fn count_lines(data: &[u8]) -> u64 {
+    memchr::memchr_iter(b'\n', data).count() as u64
+}
+
+/// Reads every input and sends chunks round-robin to the parser threads.
+struct Reader {
+    workers: Vec<SyncSender<Chunk>>,
+    next: usize,
+}
+
+impl Reader {
+    fn send(&mut self, c: Chunk) -> bool {
+        let i = self.next % self.workers.len();
+        self.next += 1;
+        self.workers[i].send(c).is_ok()
+    }
+
+    fn problem(&mut self, file: u32, line: u64, r: Rejection) -> bool {
+        self.send(Chunk {
+            file,
+            first_line: line,
+            data: Vec::new(),
+            document: false,
+            problem: Some(r),
+        })
+    }
+
+    fn run(&mut self, inputs: &[Source]) {
+        for (i, s) in inputs.iter().enumerate() {
+            let file = i as u32;
+            let opened: std::io::Result<Box<dyn Read + Send>> = match s {
+                Source::Stdin => Ok(Box::new(std::io::stdin())),
+                Source::Path(p) => File::open(p).map(|f| Box::new(f) as Box<dyn Read + Send>),
+            };
+            let ok = match opened {
+                Ok(r) => self.read_one(file, r),
+                Err(e) => self.problem(file, 0, Rejection::Malformed(format!("cannot open: {e}"))),
+            };
+            if !ok {
+                return;
+            }
+        }
+    }
+
+    /// Returns false when the parser threads are gone.
+    fn read_one(&mut self, file: u32, raw: Box<dyn Read + Send>) -> bool {
+        let mut buf = BufReader::with_capacity(CHUNK_BYTES, raw);
+        let gz = matches!(buf.fill_buf(), Ok(b) if b.starts_with(&[0x1f, 0x8b]));
+        let mut r: Box<dyn BufRead + Send> = if gz {
+            Box::new(BufReader::with_capacity(
+                CHUNK_BYTES,
+                flate2::bufread::MultiGzDecoder::new(buf),
+            ))
+        } else {
+            Box::new(buf)
+        };
+        // NDJSON when the first non-blank line is a whole object on its own.
+        let mut head = Vec::new();
+        let mut line = 1u64;
+        let head_line;
+        loop {
+            head.clear();
+            match r.read_until(b'\n', &mut head) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) => {
+                    return self.problem(
+                        file,
+                        line,
+                        Rejection::Malformed(format!("read error: {e}")),
+                    )
+                }
+            }
+            if head.iter().all(u8::is_ascii_whitespace) {
+                line += 1;
+                continue;
+            }
+            head_line = line;
+            break;
+        }
+        let t = head.trim_ascii();
+        if t.starts_with(b"{") && t.ends_with(b"}") {
+            self.ndjson(file, head_line, head, r)
+        } else {
+            self.documents(file, head_line, head, r)
+        }
+    }
+
+    fn ndjson(
+        &mut self,
+        file: u32,
+        first: u64,
+        head: Vec<u8>,
+        mut r: Box<dyn BufRead + Send>,
+    ) -> bool {
+        let mut line = first;
+        let mut data = head;
+        let mut skipping = false;
+        loop {
+            let n = match r.fill_buf() {
+                Ok(buf) => {
+                    data.extend_from_slice(buf);
+                    buf.len()
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Hand over the whole lines read so far, then report where it broke.
+                    let cut = memchr::memrchr(b'\n', &data).map_or(0, |p| p + 1);
+                    data.truncate(cut);
+                    let lines = count_lines(&data);
+                    if !data.is_empty() && !self.send_lines(file, line, data) {
+                        return false;
+                    }
+                    return self.problem(
+                        file,
+                        line + lines,
+                        Rejection::Malformed(format!("read error: {e}")),
+                    );
+                }
+            };
+            r.consume(n);
+            if n == 0 {
+                // End of input: the last line may lack its newline.
+                if !data.is_empty() && !skipping {
+                    return self.send_lines(file, line, data);
+                }
+                return true;
+            }
+            if skipping {
+                match memchr::memchr(b'\n', &data) {
+                    Some(p) => {
+                        data.drain(..=p);
+                        line += 1;
+                        skipping = false;
+                    }
+                    None => {
+                        data.clear();
+                        continue;
+                    }
+                }
+            }
+            match memchr::memrchr(b'\n', &data) {
+                Some(p) if p + 1 >= CHUNK_BYTES / 2 || data.len() >= CHUNK_BYTES => {
+                    let mut rest = Vec::with_capacity(CHUNK_BYTES * 2);
+                    rest.extend_from_slice(&data[p + 1..]);
+                    data.truncate(p + 1);
+                    let lines = count_lines(&data);
+                    if !self.send_lines(file, line, std::mem::replace(&mut data, rest)) {
+                        return false;
+                    }
+                    line += lines;
+                }
+                Some(_) => {}
+                None if data.len() > MAX_LINE_BYTES => {
+                    if !self.problem(
+                        file,
+                        line,
+                        Rejection::Malformed(format!(
+                            "line longer than {} MiB, skipped",
+                            MAX_LINE_BYTES >> 20
+                        )),
+                    ) {
+                        return false;
+                    }
+                    data.clear();
+                    skipping = true;
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn send_lines(&mut self, file: u32, first_line: u64, data: Vec<u8>) -> bool {
+        self.send(Chunk {
+            file,
+            first_line,
+            data,
+            document: false,
+            problem: None,
+        })
+    }
+
+    /// Pretty-printed report files: one or more JSON documents.
+    fn documents(
+        &mut self,
+        file: u32,
+        first: u64,
+        head: Vec<u8>,
+        r: Box<dyn BufRead + Send>,
+    ) -> bool {
+        let mut data = head;
+        let limit = (MAX_DOCUMENT_BYTES - data.len().min(MAX_DOCUMENT_BYTES)) as u64 + 1;
+        if let Err(e) = r.take(limit).read_to_end(&mut data) {
+            return self.problem(
+                file,
+                first,
+                Rejection::Malformed(format!("read error: {e}")),
+            );
+        }
+        if data.len() > MAX_DOCUMENT_BYTES {
+            return self.problem(
+                file,
+                first,
+                Rejection::Malformed(format!(
+                    "not NDJSON and larger than {} MiB, skipped",
+                    MAX_DOCUMENT_BYTES >> 20
+                )),
+            );
+        }
+        let mut stream =
+            serde_json::Deserializer::from_slice(&data).into_iter::<serde::de::IgnoredAny>();
+        let mut start = 0usize;
+        let mut line = first;
+        loop {
+            match stream.next() {
+                None => return true,
+                Some(Ok(_)) => {
+                    let end = stream.byte_offset();
+                    let doc = &data[start..end];
+                    let lead = doc.iter().take_while(|b| b.is_ascii_whitespace()).count();
+                    let doc_line = line + count_lines(&doc[..lead]);
+                    if !self.send(Chunk {
+                        file,
+                        first_line: doc_line,
+                        data: doc.to_vec(),
+                        document: true,
+                        problem: None,
+                    }) {
+                        return false;
+                    }
+                    line += count_lines(doc);
+                    start = end;
+                }
+                Some(Err(e)) => {
+                    return self.problem(
+                        file,
+                        first + e.line().saturating_sub(1) as u64,
+                        Rejection::Malformed(format!("not JSON: {e}")),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Reads every source and summarizes.
+pub fn summarize(sources: &[Source], opts: FleetOptions) -> Result<FleetSummary, FleetError> {
+    let (inputs, skipped) = expand(sources)?;
+    let names: Vec<String> = inputs
+        .iter()
+        .map(|s| match s {
+            Source::Stdin => "-".to_string(),
+            Source::Path(p) => p.display().to_string(),
+        })
+        .collect();
+    let threads = opts.threads.clamp(1, 16);
+    // The parser threads keep only the labels the summary reads.
+    let mut keep = vec![opts.network_label.clone(), opts.site_label.clone()];
+    keep.extend(opts.by.clone());
+    let keep = &keep;
+    let mut agg = Aggregator::new(opts);
+    agg.input.files = inputs.len() as u64;
+    agg.input.files_skipped = skipped;
+    let (res_tx, res_rx) = sync_channel::<Parsed>(threads * 2);
+    std::thread::scope(|scope| -> Result<(), FleetError> {
+        let mut senders = Vec::new();
+        for _ in 0..threads {
+            let (tx, rx): (SyncSender<Chunk>, Receiver<Chunk>) = sync_channel(2);
+            senders.push(tx);
+            let out = res_tx.clone();
+            scope.spawn(move || {
+                for chunk in rx {
+                    if out.send(parse_chunk(chunk, keep)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(res_tx);
+        let inputs = &inputs;
+        scope.spawn(move || {
+            let mut reader = Reader {
+                workers: senders,
+                next: 0,
+            };
+            reader.run(inputs);
+        });
+        for parsed in res_rx {
+            agg.input.records += parsed.records;
+            agg.input.blank += parsed.blank;
+            let name = &names[parsed.file as usize];
+            for (line, item) in parsed.items {
+                match item {
+                    Ok(o) => agg.add(&o),
+                    Err(r) => agg.reject(parsed.file, name, line, r),
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let summary = agg.finish();
+    if summary.input.reports == 0 && summary.input.unknown_schema > 0 {
+        let msg = summary
+            .input
+            .problems
+            .iter()
+            .find(|p| p.kind == "unknown_schema")
+            .map(|p| format!("{}:{}: {}", p.file, p.line, p.message))
+            .unwrap_or_default();
+        return Err(FleetError::UnknownSchema(msg));
+    }
+    Ok(summary)
+}

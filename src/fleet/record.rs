@@ -1,0 +1,360 @@
+//! One input line → one [`Observation`]: only the fields the fleet summary needs,
+//! parsed with borrowed strings (no `serde_json::Value` per line), and the
+//! classification of lines that are not reports (malformed, foreign, newer schema).
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::agent::history::DisconnectCause;
+use crate::probe::{Phase, Status};
+use crate::report::Verdict;
+
+/// The schema family and the major version this build understands.
+pub const SCHEMA_FAMILY: &str = "hubprobe.report/";
+/// The major version understood.
+pub const SCHEMA_MAJOR: u32 = 1;
+
+#[derive(Deserialize)]
+struct Lite<'a> {
+    #[serde(borrow)]
+    schema: Cow<'a, str>,
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    host: Cow<'a, str>,
+    #[serde(borrow)]
+    started_at: Cow<'a, str>,
+    #[serde(borrow)]
+    target: LiteTarget<'a>,
+    verdict: Verdict,
+    #[serde(borrow, default)]
+    endpoints: Vec<LiteEndpoint<'a>>,
+    #[serde(borrow, default)]
+    labels: BTreeMap<Cow<'a, str>, Cow<'a, str>>,
+    #[serde(default)]
+    keepalive: Option<LiteKeepalive>,
+    #[serde(default)]
+    canary: Option<LiteCanary>,
+}
+
+#[derive(Deserialize)]
+struct LiteTarget<'a> {
+    #[serde(borrow, default)]
+    device_id: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct LiteEndpoint<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow, default)]
+    phases: Vec<LitePhase<'a>>,
+}
+
+#[derive(Deserialize)]
+struct LitePhase<'a> {
+    phase: Phase,
+    status: Status,
+    #[serde(default)]
+    duration_ms: Option<f64>,
+    #[serde(borrow, default)]
+    class: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    evidence: Option<LiteEvidence<'a>>,
+}
+
+#[derive(Deserialize)]
+struct LiteEvidence<'a> {
+    #[serde(borrow, default)]
+    trust_anchor: Option<LiteAnchor<'a>>,
+    #[serde(default)]
+    clock_offset_s: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct LiteAnchor<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct LiteKeepalive {
+    recommendation: LiteRecommendation,
+    #[serde(default)]
+    discovery: Option<LiteDiscovery>,
+}
+
+#[derive(Deserialize)]
+struct LiteRecommendation {
+    keepalive_s: u64,
+}
+
+#[derive(Deserialize)]
+struct LiteDiscovery {
+    #[serde(default)]
+    estimate_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct LiteCanary {
+    #[serde(default)]
+    recent: Vec<LiteDisconnect>,
+}
+
+#[derive(Deserialize)]
+struct LiteDisconnect {
+    at_unix_ms: u64,
+    cause: DisconnectCause,
+}
+
+#[derive(Deserialize)]
+struct SchemaOnly<'a> {
+    #[serde(borrow, default)]
+    schema: Option<Cow<'a, str>>,
+}
+
+/// What the summary keeps of one report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// A hash of the report id (repeats are dropped by it).
+    pub id_hash: u64,
+    /// Device identity: `target.device_id`, else `host`.
+    pub device: String,
+    /// `check`, `tune` …
+    pub kind: String,
+    /// `started_at` as Unix milliseconds.
+    pub started_ms: i64,
+    /// Overall verdict.
+    pub verdict: Verdict,
+    /// Operator labels.
+    pub labels: Vec<(String, String)>,
+    /// Endpoint names, in report order ([`PhaseObs::endpoint`] indexes this).
+    pub endpoints: Vec<String>,
+    /// Every phase that ran or was skipped.
+    pub phases: Vec<PhaseObs>,
+    /// Names of the trust anchors that validated a chain (each once).
+    pub anchors: Vec<String>,
+    /// Recommended keep-alive (tune reports), seconds.
+    pub keepalive_s: Option<u64>,
+    /// Measured idle timeout (tune reports with a discovery), milliseconds.
+    pub idle_timeout_ms: Option<u64>,
+    /// Canary disconnects since the previous report: (Unix ms, cause).
+    pub disconnects: Vec<(u64, DisconnectCause)>,
+}
+
+/// One phase of one endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PhaseObs {
+    /// Index into [`Observation::endpoints`].
+    pub endpoint: u8,
+    /// Which phase.
+    pub phase: Phase,
+    /// How it ended.
+    pub status: Status,
+    /// Duration, milliseconds.
+    pub duration_ms: Option<f64>,
+    /// Failure class id.
+    pub class: Option<String>,
+    /// Server clock minus device clock, seconds (HTTPS `Date`).
+    pub clock_offset_s: Option<f64>,
+}
+
+/// Why a line is not a usable report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// Not JSON, or a hubprobe report missing required fields.
+    Malformed(String),
+    /// Valid JSON that is not a hubprobe report (no or another `schema`).
+    Foreign(String),
+    /// A hubprobe report of a major version this build does not understand.
+    UnknownMajor(String),
+}
+
+impl Rejection {
+    /// The kind as a stable word: `malformed`, `foreign`, `unknown_schema`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Rejection::Malformed(_) => "malformed",
+            Rejection::Foreign(_) => "foreign",
+            Rejection::UnknownMajor(_) => "unknown_schema",
+        }
+    }
+    /// The explanation.
+    pub fn message(&self) -> &str {
+        match self {
+            Rejection::Malformed(m) | Rejection::Foreign(m) | Rejection::UnknownMajor(m) => m,
+        }
+    }
+}
+
+/// A 64-bit hash of a report id, never 0 (0 marks an empty slot).
+pub fn id_hash(id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish() | 1
+}
+
+/// Parses one JSON report (a line or a whole document), keeping every label.
+pub fn parse(bytes: &[u8]) -> Result<Observation, Rejection> {
+    parse_keeping(bytes, None)
+}
+
+/// Parses one report, keeping only the labels named in `keep` (all when `None`).
+pub fn parse_keeping(bytes: &[u8], keep: Option<&[String]>) -> Result<Observation, Rejection> {
+    // sonic-rs skips the fields the summary does not need (certificate chains and
+    // other evidence are most of a report) with SIMD; serde_json words the errors.
+    match sonic_rs::from_slice::<Lite<'_>>(bytes) {
+        Ok(lite) => {
+            check_schema(Some(&lite.schema))?;
+            observation(lite, keep)
+        }
+        Err(_) => {
+            let e = match serde_json::from_slice::<Lite<'_>>(bytes) {
+                Err(e) => e.to_string(),
+                Ok(_) => "rejected by the fast parser".to_string(),
+            };
+            // Slow path only for lines that are not reports: say which kind.
+            match serde_json::from_slice::<SchemaOnly<'_>>(bytes) {
+                Err(_) => Err(Rejection::Malformed(format!("not JSON: {e}"))),
+                Ok(s) => {
+                    check_schema(s.schema.as_deref())?;
+                    Err(Rejection::Malformed(format!("not a complete report: {e}")))
+                }
+            }
+        }
+    }
+}
+
+fn check_schema(schema: Option<&str>) -> Result<(), Rejection> {
+    let Some(schema) = schema else {
+        return Err(Rejection::Foreign(
+            "no \"schema\" field: not a hubprobe report".into(),
+        ));
+    };
+    let Some(version) = schema.strip_prefix(SCHEMA_FAMILY) else {
+        return Err(Rejection::Foreign(format!(
+            "schema {schema:?} is not a hubprobe report"
+        )));
+    };
+    let major = version.split('.').next().unwrap_or("");
+    match major.parse::<u32>() {
+        Ok(SCHEMA_MAJOR) => Ok(()),
+        _ => Err(Rejection::UnknownMajor(format!(
+            "schema {schema:?} is not understood by this hubprobe (it reads {SCHEMA_FAMILY}{SCHEMA_MAJOR}); upgrade hubprobe to summarize these reports"
+        ))),
+    }
+}
+
+fn observation(lite: Lite<'_>, keep: Option<&[String]>) -> Result<Observation, Rejection> {
+    let started_ms = parse_time_ms(&lite.started_at).ok_or_else(|| {
+        Rejection::Malformed(format!("started_at {:?} is not RFC 3339", lite.started_at))
+    })?;
+    let mut phases = Vec::with_capacity(20);
+    let mut endpoints = Vec::with_capacity(lite.endpoints.len());
+    let mut anchors: Vec<String> = Vec::new();
+    for (i, ep) in lite.endpoints.iter().enumerate().take(u8::MAX as usize) {
+        endpoints.push(ep.name.to_string());
+        for p in &ep.phases {
+            let mut clock = None;
+            if let Some(ev) = &p.evidence {
+                clock = ev.clock_offset_s;
+                if let Some(a) = &ev.trust_anchor {
+                    if !anchors.iter().any(|x| *x == a.name) {
+                        anchors.push(a.name.to_string());
+                    }
+                }
+            }
+            phases.push(PhaseObs {
+                endpoint: i as u8,
+                phase: p.phase,
+                status: p.status,
+                duration_ms: p.duration_ms,
+                class: p.class.as_ref().map(|c| c.to_string()),
+                clock_offset_s: clock,
+            });
+        }
+    }
+    let device = match &lite.target.device_id {
+        Some(d) if !d.is_empty() => d.to_string(),
+        _ => lite.host.to_string(),
+    };
+    Ok(Observation {
+        id_hash: id_hash(&lite.id),
+        device,
+        kind: lite.kind.into_owned(),
+        started_ms,
+        verdict: lite.verdict,
+        labels: lite
+            .labels
+            .into_iter()
+            .filter(|(k, _)| keep.is_none_or(|keep| keep.iter().any(|x| x == k)))
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect(),
+        endpoints,
+        phases,
+        anchors,
+        keepalive_s: lite
+            .keepalive
+            .as_ref()
+            .map(|k| k.recommendation.keepalive_s),
+        idle_timeout_ms: lite
+            .keepalive
+            .as_ref()
+            .and_then(|k| k.discovery.as_ref())
+            .and_then(|d| d.estimate_ms),
+        disconnects: lite
+            .canary
+            .map(|c| c.recent.iter().map(|d| (d.at_unix_ms, d.cause)).collect())
+            .unwrap_or_default(),
+    })
+}
+
+/// RFC 3339 → Unix milliseconds (`None` when unparsable).
+pub fn parse_time_ms(s: &str) -> Option<i64> {
+    let t = humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).ok()?;
+    let ms = match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    };
+    Some(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_to_unix_ms() {
+        assert_eq!(parse_time_ms("1970-01-01T00:00:01.250Z"), Some(1250));
+        assert_eq!(
+            parse_time_ms("2026-11-26T00:00:00Z"),
+            Some(1_795_651_200_000)
+        );
+        assert_eq!(parse_time_ms("yesterday"), None);
+    }
+
+    #[test]
+    fn lines_are_classified() {
+        assert!(matches!(parse(b"{not json"), Err(Rejection::Malformed(_))));
+        assert!(matches!(
+            parse(b"{\"hello\":1}"),
+            Err(Rejection::Foreign(_))
+        ));
+        assert!(matches!(
+            parse(b"{\"schema\":\"other/1\"}"),
+            Err(Rejection::Foreign(_))
+        ));
+        let e = parse(b"{\"schema\":\"hubprobe.report/2\",\"id\":\"x\"}").unwrap_err();
+        assert!(matches!(e, Rejection::UnknownMajor(_)));
+        assert!(e.message().contains("upgrade hubprobe"), "{}", e.message());
+        assert!(matches!(
+            parse(b"{\"schema\":\"hubprobe.report/1\",\"id\":\"x\"}"),
+            Err(Rejection::Malformed(_))
+        ));
+    }
+}

@@ -1,0 +1,230 @@
+//! The ClickHouse SQL in packaging/clickhouse/ gives the same numbers as
+//! `hubprobe fleet summarize` on the same reports: run for real in chDB
+//! (ClickHouse's engine in-process, PyPI `chdb`, installed by scripts/test.sh into
+//! target/fleet-venv or the Python named by HUBPROBE_FLEET_PYTHON). Counts and
+//! shares must be equal; percentiles within the summary histogram's 1 % bound.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use hubprobe::fleet::synth::{generate, SynthConfig};
+use hubprobe::fleet::{summarize, FleetOptions, Source};
+use serde_json::Value;
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("HUBPROBE_FLEET_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fleet-venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: scripts/test.sh creates it (python3 -m venv + pip install chdb duckdb), or set HUBPROBE_FLEET_PYTHON",
+        p.display()
+    );
+    p
+}
+
+/// Runs the SQL in chDB over `data`; bounded to 5 minutes.
+fn clickhouse(data: &Path) -> Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut child = Command::new(python())
+        .arg(root.join("scripts/fleet_chdb.py"))
+        .arg(root.join("packaging/clickhouse"))
+        .arg(data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("chDB did not finish within 5 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "chDB failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("chDB prints JSON")
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(|| panic!("not a count: {v}"))
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+fn close(got: f64, want: f64, what: &str) {
+    let tol = want.abs() * hubprobe::fleet::sketch::RELATIVE_ERROR + 1e-3;
+    assert!(
+        (got - want).abs() <= tol,
+        "{what}: summary {got} vs ClickHouse {want}"
+    );
+}
+
+#[test]
+fn clickhouse_sql_and_fleet_summarize_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("fleet.ndjson");
+    let cfg = SynthConfig {
+        devices: 120,
+        duration: Duration::from_secs(8 * 3600),
+        repeat_share: 0.03,
+        seed: 11,
+        ..SynthConfig::default()
+    }
+    .with_all_patterns();
+    {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&data).unwrap());
+        generate(&cfg, |r| {
+            serde_json::to_writer(&mut out, r).unwrap();
+            out.write_all(b"\n").unwrap();
+        });
+        out.flush().unwrap();
+    }
+    let s = summarize(&[Source::Path(data.clone())], FleetOptions::default()).unwrap();
+    let ch = clickhouse(&data);
+    let g = &s.overall;
+
+    let t = &ch["totals"][0];
+    assert_eq!(u(&t["reports"]), s.input.reports);
+    assert_eq!(u(&t["devices"]), s.devices);
+    assert_eq!(u(&t["duplicates"]), s.input.duplicates);
+    assert!(s.input.duplicates > 0);
+
+    for row in ch["kinds"].as_array().unwrap() {
+        assert_eq!(
+            u(&row["reports"]),
+            g.kinds[row["kind"].as_str().unwrap()],
+            "{row}"
+        );
+    }
+    assert_eq!(ch["kinds"].as_array().unwrap().len(), g.kinds.len());
+
+    let lv = &g.latest_verdicts;
+    for row in ch["latest_verdicts"].as_array().unwrap() {
+        let want = match row["verdict"].as_str().unwrap() {
+            "ok" => lv.ok,
+            "warning" => lv.warning,
+            "critical" => lv.critical,
+            _ => lv.unknown,
+        };
+        assert_eq!(u(&row["devices"]), want, "{row}");
+    }
+
+    let phases = ch["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), g.phases.len());
+    for row in phases {
+        let p = g
+            .phases
+            .iter()
+            .find(|p| p.endpoint == row["endpoint"] && p.phase == row["phase"])
+            .unwrap_or_else(|| panic!("no {row} in the summary"));
+        let what = format!("{} {}", p.endpoint, p.phase);
+        assert_eq!(u(&row["attempts"]), p.attempts, "{what}");
+        assert_eq!(u(&row["ok"]), p.ok, "{what}");
+        assert_eq!(u(&row["failed"]), p.failed, "{what}");
+        assert_eq!(u(&row["skipped"]), p.skipped, "{what}");
+        // Both are ok/attempts of equal counts; only the last printed digit may differ.
+        assert!(
+            (f(&row["success_share"]) - p.success_share.unwrap()).abs() < 1e-12,
+            "{what}"
+        );
+        let d = p.duration_ms.unwrap();
+        close(d.p50, f(&row["p50_ms"]), &format!("{what} p50"));
+        close(d.p90, f(&row["p90_ms"]), &format!("{what} p90"));
+        close(d.p99, f(&row["p99_ms"]), &format!("{what} p99"));
+    }
+
+    let classes = ch["failure_classes"].as_array().unwrap();
+    assert_eq!(classes.len(), g.failure_classes.len());
+    assert_eq!(classes.len(), 3);
+    for (row, c) in classes.iter().zip(&g.failure_classes) {
+        assert_eq!(row["class"], c.class.as_str());
+        assert_eq!(u(&row["devices"]), c.devices, "{}", c.class);
+        assert_eq!(u(&row["reports"]), c.reports, "{}", c.class);
+        assert_eq!(row["example_device"], c.example_device.as_str());
+    }
+
+    let anchors = ch["trust_anchors"].as_array().unwrap();
+    assert_eq!(anchors.len(), g.trust.anchors.len());
+    for (row, a) in anchors.iter().zip(&g.trust.anchors) {
+        assert_eq!(row["name"], a.name.as_str());
+        assert_eq!(u(&row["devices"]), a.devices);
+    }
+    assert_eq!(
+        u(&ch["unknown_ca"][0]["devices"]),
+        g.trust.unknown_ca_devices
+    );
+    assert!(g.trust.unknown_ca_devices > 0);
+
+    let clock = &ch["clock"][0];
+    assert_eq!(u(&clock["reports"]), g.clock.reports);
+    let cp = g.clock.abs_offset_s.unwrap();
+    close(cp.p50, f(&clock["p50_s"]), "clock p50");
+    close(cp.p90, f(&clock["p90_s"]), "clock p90");
+    close(cp.p99, f(&clock["p99_s"]), "clock p99");
+    assert_eq!(
+        u(&clock["devices_over_warning"]),
+        g.clock.devices_over_warning
+    );
+
+    let pairs = |name: &str| -> Vec<(u64, u64)> {
+        ch[name]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (u(&r["value"]), u(&r["reports"])))
+            .collect()
+    };
+    let mine = |v: &[hubprobe::fleet::summary::ValueCount]| -> Vec<(u64, u64)> {
+        v.iter().map(|x| (x.value, x.reports)).collect()
+    };
+    assert_eq!(
+        pairs("keepalive_recommended"),
+        mine(&g.keepalive.recommended_s)
+    );
+    assert_eq!(pairs("idle_timeouts"), mine(&g.keepalive.idle_timeouts_s));
+    assert!(!g.keepalive.idle_timeouts_s.is_empty());
+
+    let disc = ch["disconnects"].as_array().unwrap();
+    assert_eq!(disc.len(), g.disconnects.len());
+    for row in disc {
+        let c = g
+            .disconnects
+            .iter()
+            .find(|c| c.cause == row["cause"])
+            .unwrap();
+        assert_eq!(u(&row["events"]), c.events, "{}", c.cause);
+        assert_eq!(u(&row["devices"]), c.devices, "{}", c.cause);
+    }
+
+    let tl = ch["timeline"].as_array().unwrap();
+    assert_eq!(tl.len(), s.incidents.timeline.len());
+    for (row, b) in tl.iter().zip(&s.incidents.timeline) {
+        assert_eq!(u(&row["bucket_ms"]) as i64, b.start_ms);
+        assert_eq!(
+            u(&row["disconnected_devices"]),
+            b.disconnected_devices,
+            "{}",
+            b.start
+        );
+        assert_eq!(u(&row["failed_devices"]), b.failed_devices, "{}", b.start);
+        assert_eq!(u(&row["checks"]), b.checks, "{}", b.start);
+        assert_eq!(u(&row["failed_checks"]), b.failed_checks, "{}", b.start);
+    }
+}
