@@ -739,3 +739,53 @@ fn no_secret_in_logs_reports_or_state_even_at_trace() {
         "a SAS token leaked"
     );
 }
+
+#[test]
+fn fleet_summarize_reads_what_the_agent_wrote() {
+    // The agent's own NDJSON (checks with canary sections, one disconnect caused by a
+    // take-over) is what fleet tooling gathers: summarize it.
+    let lab = Lab::start();
+    let cfg = lab.config(&[]);
+    let mut agent = lab.spawn_agent(&cfg, &[]);
+    wait_until(Duration::from_secs(20), "a connected canary", || {
+        spooled(&lab.spool())
+            .iter()
+            .any(|(_, _, r)| r["canary"]["connected"] == true)
+    });
+    // Another client with the device's id: the broker drops the canary's session.
+    let kicker = Subscriber::start(lab.broker.addr("plain"), "dev1", "nothing/#");
+    drop(kicker);
+    wait_until(
+        Duration::from_secs(20),
+        "the disconnect in a report",
+        || {
+            spooled(&lab.spool()).iter().any(|(_, _, r)| {
+                r["canary"]["recent"]
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty())
+            })
+        },
+    );
+    sigterm(&agent);
+    assert_eq!(wait_exit(&mut agent, Duration::from_secs(15)), 0);
+    let n = spooled(&lab.spool()).len() as u64;
+
+    let nd = lab.path("reports.ndjson");
+    let out = run_with_env(
+        &["fleet", "summarize", nd.to_str().unwrap(), "-o", "json"],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.code, 0, "{}", out.all_output());
+    let s: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(s["input"]["reports"], n, "{:#}", s["input"]);
+    assert_eq!(s["devices"], 1);
+    let causes = s["overall"]["disconnects"].as_array().unwrap();
+    let eof: Vec<&Value> = causes
+        .iter()
+        .filter(|c| c["cause"] == "eof_without_disconnect")
+        .collect();
+    assert_eq!(eof.len(), 1, "{causes:#?}");
+    assert!(eof[0]["events"].as_u64().unwrap() >= 1, "{causes:#?}");
+    assert_eq!(eof[0]["devices"], 1);
+}
