@@ -20,10 +20,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Dns, Mosquitto, HUB_HOST};
+use common::{agent_lab, Dns, Mosquitto};
 use hubprobe::agent::spool::{Retention, Spool};
-
-const DEVICE_KEY: &str = "dGhpcy1pcy1hLWxhYi1kZXZpY2Uta2V5LTEyMzQ1Njc=";
 
 struct Lab {
     broker: Mosquitto,
@@ -35,23 +33,9 @@ impl Lab {
     fn config(&self, name: &str, interval: &str, rate: u32) -> PathBuf {
         let d = self.dir.path().join(name);
         std::fs::create_dir_all(&d).unwrap();
-        let cs = d.join("cs");
-        std::fs::write(
-            &cs,
-            format!("HostName={HUB_HOST};DeviceId=dev1;SharedAccessKey={DEVICE_KEY}"),
-        )
-        .unwrap();
+        let cs = agent_lab::write_connection_string(&d);
         let text = format!(
-            r#"[hub]
-host = "{HUB_HOST}"
-profile = "{profile}"
-endpoints = ["mqtt-tls"]
-ports = {{ mqtt-tls = {port} }}
-dns_server = "{dns}"
-trust = "none"
-ca_file = "{ca}"
-timeout = "2s"
-[identity]
+            r#"{hub}[identity]
 connection_string_file = "{cs}"
 [schedule]
 interval = "{interval}"
@@ -70,12 +54,11 @@ to = "topic"
 topic = "bench/{{device_id}}"
 rate = {rate}
 "#,
-            profile = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/lab-hub.toml")
-                .display(),
-            port = self.broker.port("tls_anon"),
-            dns = self.dns.addr(),
-            ca = self.broker.certs().ca_pem().display(),
+            hub = agent_lab::hub_section(
+                self.dns.addr(),
+                self.broker.certs().ca_pem(),
+                self.broker.port("tls_anon")
+            ),
             cs = cs.display(),
             dir = d.display(),
         );

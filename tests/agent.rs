@@ -12,12 +12,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::subscriber::Subscriber;
-use common::{Dns, Mosquitto, HUB_HOST};
+use common::{agent_lab, Dns, Mosquitto, HUB_HOST};
 use serde_json::Value;
 use support::{assert_valid, run_with_env};
 
-/// A device key for the lab (base64 of 32 bytes). Never printed by hubprobe.
-const DEVICE_KEY: &str = "dGhpcy1pcy1hLWxhYi1kZXZpY2Uta2V5LTEyMzQ1Njc=";
+/// The lab device's key: never printed by hubprobe.
+const DEVICE_KEY: &str = agent_lab::LAB_DEVICE_KEY;
 
 struct Lab {
     broker: Mosquitto,
@@ -36,11 +36,7 @@ impl Lab {
 
     fn with(broker: Mosquitto) -> Lab {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("connection-string"),
-            format!("HostName={HUB_HOST};DeviceId=dev1;SharedAccessKey={DEVICE_KEY}\n"),
-        )
-        .unwrap();
+        agent_lab::write_connection_string(dir.path());
         Lab {
             broker,
             dns: Dns::start(),
@@ -68,16 +64,7 @@ impl Lab {
                 .collect::<String>()
         };
         let text = format!(
-            r#"[hub]
-host = "{HUB_HOST}"
-profile = "{profile}"
-endpoints = ["mqtt-tls"]
-ports = {{ mqtt-tls = {port} }}
-dns_server = "{dns}"
-trust = "none"
-ca_file = "{ca}"
-timeout = "2s"
-{hub}
+            r#"{hub_section}{hub}
 [identity]
 connection_string_file = "{cs}"
 {identity}
@@ -105,10 +92,11 @@ rate = 100
 [labels]
 site = "lab"
 "#,
-            profile = support::lab_profile(),
-            port = self.broker.port("tls_anon"),
-            dns = self.dns.addr(),
-            ca = self.broker.certs().ca_pem().display(),
+            hub_section = agent_lab::hub_section(
+                self.dns.addr(),
+                self.broker.certs().ca_pem(),
+                self.broker.port("tls_anon")
+            ),
             cs = self.path("connection-string").display(),
             spool = self.spool().display(),
             ndjson = self.path("reports.ndjson").display(),

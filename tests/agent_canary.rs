@@ -12,27 +12,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Dns, Mosquitto, Nat, TlsThen, HUB_HOST};
+use common::{agent_lab, Dns, Mosquitto, Nat, TlsThen, HUB_HOST};
 use hubprobe::auth::sas::{generate_sas_token, resource_uri};
 use hubprobe::auth::Secret;
 use serde_json::Value;
 use support::assert_valid;
 
-const DEVICE_KEY: &str = "dGhpcy1pcy1hLWxhYi1kZXZpY2Uta2V5LTEyMzQ1Njc=";
+const DEVICE_KEY: &str = agent_lab::LAB_DEVICE_KEY;
 
 /// An agent configuration for the lab hub name on `port`, canary on, no upload.
 fn lab_config(dir: &Path, dns: &Dns, ca: &Path, port: u16, hub: &str, identity: &str) -> PathBuf {
     let text = format!(
-        r#"[hub]
-host = "{HUB_HOST}"
-profile = "{profile}"
-endpoints = ["mqtt-tls"]
-ports = {{ mqtt-tls = {port} }}
-dns_server = "{dns}"
-trust = "none"
-ca_file = "{ca}"
-timeout = "2s"
-{hub}
+        r#"{hub_section}{hub}
 [identity]
 {identity}
 [schedule]
@@ -46,9 +37,7 @@ reconnect_max = "1s"
 [spool]
 dir = "{spool}"
 "#,
-        profile = support::lab_profile(),
-        dns = dns.addr(),
-        ca = ca.display(),
+        hub_section = agent_lab::hub_section(dns.addr(), ca, port),
         spool = dir.join("spool").display(),
     );
     let p = dir.join("config.toml");
@@ -57,12 +46,7 @@ dir = "{spool}"
 }
 
 fn key_identity(dir: &Path, extra: &str) -> String {
-    let cs = dir.join("connection-string");
-    std::fs::write(
-        &cs,
-        format!("HostName={HUB_HOST};DeviceId=dev1;SharedAccessKey={DEVICE_KEY}"),
-    )
-    .unwrap();
+    let cs = agent_lab::write_connection_string(dir);
     format!("connection_string_file = \"{}\"\n{extra}", cs.display())
 }
 

@@ -773,25 +773,9 @@ fn the_agent_stays_within_the_units_syscall_filter_and_address_families() {
     let dns = common::Dns::start();
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name);
-    fs::write(
-        path("connection-string"),
-        format!(
-            "HostName={};DeviceId=dev1;SharedAccessKey=dGhpcy1pcy1hLWxhYi1kZXZpY2Uta2V5LTEyMzQ1Njc=\n",
-            common::HUB_HOST
-        ),
-    )
-    .unwrap();
+    common::agent_lab::write_connection_string(dir.path());
     let config = format!(
-        r#"[hub]
-host = "{host}"
-profile = "{profile}"
-endpoints = ["mqtt-tls"]
-ports = {{ mqtt-tls = {port} }}
-dns_server = "{dns}"
-trust = "none"
-ca_file = "{ca}"
-timeout = "2s"
-[identity]
+        r#"{hub}[identity]
 connection_string_file = "{cs}"
 [schedule]
 interval = "1s"
@@ -809,11 +793,11 @@ textfile = "{prom}"
 enabled = true
 rate = 100
 "#,
-        host = common::HUB_HOST,
-        profile = support::lab_profile(),
-        port = broker.port("tls_anon"),
-        dns = dns.addr(),
-        ca = broker.certs().ca_pem().display(),
+        hub = common::agent_lab::hub_section(
+            dns.addr(),
+            broker.certs().ca_pem(),
+            broker.port("tls_anon")
+        ),
         cs = path("connection-string").display(),
         spool = path("spool").display(),
         ndjson = path("reports.ndjson").display(),

@@ -24,6 +24,7 @@
 #![allow(dead_code)]
 #![allow(unused_imports)]
 
+pub mod agent_lab;
 pub mod certs;
 pub mod dns;
 pub mod faults;
