@@ -648,3 +648,71 @@ pub fn summarize(sources: &[Source], opts: FleetOptions) -> Result<FleetSummary,
     }
     Ok(summary)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Problem lines of a file spanning several chunks, with blank lines before the
+    /// first report and a line too long to keep: the same whether the file is
+    /// mapped (plain) or streamed (gzip).
+    #[test]
+    fn line_numbers_follow_on_across_chunks_mapped_or_streamed() {
+        let pad = " ".repeat(99);
+        let mut text = String::from("\n \n\n{\"hello\":1}\n"); // line 4
+        let mut expected = vec![(4, "foreign")];
+        let mut line = 4u64;
+        for _ in 0..30_000 {
+            line += 1;
+            if line == 12_000 || line == 25_000 {
+                text.push_str("{not json\n");
+                expected.push((line, "malformed"));
+            } else {
+                text.push_str(&pad);
+                text.push('\n');
+            }
+        }
+        line += 1;
+        text.push_str(&"x".repeat(MAX_LINE_BYTES + 3 * CHUNK_BYTES));
+        text.push('\n');
+        expected.push((line, "malformed"));
+        line += 1;
+        text.push_str("{\"hello\":2}"); // no final newline
+        expected.push((line, "foreign"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("a.ndjson");
+        std::fs::write(&plain, &text).unwrap();
+        let gz = dir.path().join("a.ndjson.gz");
+        let mut enc =
+            flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::fast());
+        enc.write_all(text.as_bytes()).unwrap();
+        enc.finish().unwrap();
+        assert!(map_file(&plain).is_some());
+        assert!(map_file(&gz).is_none());
+
+        for (path, threads) in [(&plain, 1), (&plain, 3), (&gz, 2)] {
+            let opts = FleetOptions {
+                threads,
+                ..FleetOptions::default()
+            };
+            let s = summarize(&[Source::Path(path.clone())], opts).unwrap();
+            let got: Vec<(u64, &str)> = s
+                .input
+                .problems
+                .iter()
+                .map(|p| (p.line, p.kind.as_str()))
+                .collect();
+            assert_eq!(got, expected, "{}", path.display());
+            assert!(
+                s.input.problems[3].message.contains("longer than"),
+                "{}: {:?}",
+                path.display(),
+                s.input.problems[3]
+            );
+            assert_eq!(s.input.records, 5, "{}", path.display());
+            assert_eq!(s.input.blank_lines, 30_000 - 2, "{}", path.display());
+        }
+    }
+}
