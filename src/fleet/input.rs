@@ -29,7 +29,7 @@ use super::{FleetError, FleetOptions, FleetSummary};
 /// Bytes per chunk handed to a parser thread.
 pub const CHUNK_BYTES: usize = 1 << 20;
 /// Bytes of a mapped file dropped from the resident set at a time.
-const RELEASE_BYTES: usize = 8 << 20;
+const RELEASE_BYTES: usize = 4 << 20;
 /// A longer line is rejected (and skipped) instead of buffered.
 pub const MAX_LINE_BYTES: usize = 16 << 20;
 /// A larger (non-NDJSON) document is rejected.
@@ -312,7 +312,7 @@ impl Reader {
         let mut first = Some(line);
         // Parsed pages are dropped from the resident set as the reader moves on (they
         // stay in the page cache): the parser threads are at most a few chunks behind.
-        let lag = (self.workers.len() + 2) * 3 * CHUNK_BYTES;
+        let lag = (self.workers.len() * 3 + 2) * CHUNK_BYTES;
         let mut released = 0usize;
         while pos < len {
             if pos >= released + lag + RELEASE_BYTES {
