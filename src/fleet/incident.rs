@@ -10,12 +10,12 @@
 //! flagged as hub-side (IoT Hub 404104 cause 3); one confined to a network or site
 //! as network-side (cause 2).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 use crate::agent::history::DisconnectCause;
 use crate::probe::Status;
 
-use super::aggregate::IncidentContext;
+use super::aggregate::{IncidentContext, IntMap, IntSet};
 use super::record::Observation;
 use super::summary::{rfc3339_ms, IncidentView, IncidentWindow, LabelCount, TimelineBucket};
 
@@ -41,12 +41,12 @@ impl Signature {
     }
 }
 
-type Members = HashMap<u32, (u32, u32)>; // device → (network, site)
+type Members = IntMap<u32, (u32, u32)>; // device → (network, site)
 
 #[derive(Debug, Default)]
 struct Cell {
-    disconnected: HashSet<u32>,
-    failed: HashSet<u32>,
+    disconnected: IntSet<u32>,
+    failed: IntSet<u32>,
     checks: u64,
     failed_checks: u64,
 }
@@ -57,7 +57,7 @@ pub struct IncidentAcc {
     bucket_ms: i64,
     cells: HashMap<(i64, Signature), Members>,
     /// bucket → devices disconnected, devices with a failed check, checks, failed checks
-    timeline: HashMap<i64, Cell>,
+    timeline: IntMap<i64, Cell>,
 }
 
 impl IncidentAcc {
@@ -66,7 +66,7 @@ impl IncidentAcc {
         IncidentAcc {
             bucket_ms: bucket_ms.max(1000),
             cells: HashMap::new(),
-            timeline: HashMap::new(),
+            timeline: IntMap::default(),
         }
     }
 
@@ -211,7 +211,7 @@ impl IncidentAcc {
         e: i64,
         sigs: &BTreeSet<&Signature>,
     ) -> IncidentWindow {
-        let mut members: Members = HashMap::new();
+        let mut members: Members = Members::default();
         for b in s..=e {
             for sig in sigs {
                 if let Some(m) = self.cells.get(&(b, (*sig).clone())) {
@@ -220,7 +220,7 @@ impl IncidentAcc {
             }
         }
         let count = |pick: fn(&(u32, u32)) -> u32| -> Vec<LabelCount> {
-            let mut m: HashMap<u32, u64> = HashMap::new();
+            let mut m: IntMap<u32, u64> = IntMap::default();
             for v in members.values() {
                 *m.entry(pick(v)).or_default() += 1;
             }

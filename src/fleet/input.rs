@@ -1,14 +1,26 @@
 //! Streaming input: report files (pretty JSON, one or more documents), NDJSON
 //! (gzip-compressed too, detected by its magic bytes), directories (recursively)
 //! and stdin. A reader thread cuts the input into chunks of whole lines, parser
-//! threads turn them into observations, and the calling thread aggregates: memory
-//! is bounded by the channel depths and the chunk size, never by the input size.
-//! A line that is not a report is counted and listed with its file and line.
+//! threads turn them into observations, and the calling thread aggregates them in
+//! input order: memory is bounded by the channel depths and the chunk size, never by
+//! the input size. A line that is not a report is counted and listed with its file
+//! and line.
+//!
+//! Regular NDJSON files are memory-mapped: chunks are ranges of the mapping, so the
+//! bytes are never copied out of the page cache (the mapped pages count towards the
+//! process's resident set while they are touched, but they are the page cache's,
+//! shared and dropped by the kernel under pressure, not the process's own memory).
+//! Stdin, gzip and pretty-printed documents are read through a buffer.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+
+use memmap2::Mmap;
 
 use super::aggregate::Aggregator;
 use super::record::{self, Observation, Rejection};
@@ -16,6 +28,8 @@ use super::{FleetError, FleetOptions, FleetSummary};
 
 /// Bytes per chunk handed to a parser thread.
 pub const CHUNK_BYTES: usize = 1 << 20;
+/// Bytes of a mapped file dropped from the resident set at a time.
+const RELEASE_BYTES: usize = 4 << 20;
 /// A longer line is rejected (and skipped) instead of buffered.
 pub const MAX_LINE_BYTES: usize = 16 << 20;
 /// A larger (non-NDJSON) document is rejected.
@@ -99,11 +113,29 @@ fn walk(dir: &Path, out: &mut Vec<Source>, skipped: &mut Vec<String>) -> Result<
     Ok(())
 }
 
+/// The bytes of a chunk: read into a buffer, or a range of a mapped file.
+enum Bytes {
+    Owned(Vec<u8>),
+    Mapped(Arc<Mmap>, Range<usize>),
+}
+
+impl Bytes {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Owned(v) => v,
+            Bytes::Mapped(m, r) => &m[r.clone()],
+        }
+    }
+}
+
 /// A piece of input for a parser thread.
 struct Chunk {
+    /// Position in the input (the aggregator takes chunks in this order).
+    seq: u64,
     file: u32,
-    first_line: u64,
-    data: Vec<u8>,
+    /// Line number of the first line; `None`: the line after the previous chunk.
+    first_line: Option<u64>,
+    data: Bytes,
     /// One whole JSON document (may span lines) instead of NDJSON lines.
     document: bool,
     /// A problem found by the reader itself (over-long line, read error).
@@ -112,51 +144,90 @@ struct Chunk {
 
 /// What a parser thread made of a chunk.
 struct Parsed {
+    seq: u64,
     file: u32,
+    first_line: Option<u64>,
+    /// Lines the chunk covers (the next chunk without a first line starts after them).
+    lines: u64,
     records: u64,
     blank: u64,
+    /// Items by line offset from the chunk's first line.
     items: Vec<(u64, Result<Observation, Rejection>)>,
 }
 
-fn parse_chunk(c: Chunk, keep: &[String]) -> Parsed {
+fn parse_chunk(c: &Chunk, keep: &[String]) -> Parsed {
     let mut p = Parsed {
+        seq: c.seq,
         file: c.file,
+        first_line: c.first_line,
+        lines: 0,
         records: 0,
         blank: 0,
         items: Vec::new(),
     };
-    if let Some(r) = c.problem {
+    let data = c.data.as_slice();
+    if let Some(r) = &c.problem {
         p.records += 1;
-        p.items.push((c.first_line, Err(r)));
+        p.lines = 1;
+        p.items.push((0, Err(r.clone())));
         return p;
     }
     if c.document {
         p.records += 1;
-        p.items
-            .push((c.first_line, record::parse_keeping(&c.data, Some(keep))));
+        p.items.push((0, record::parse_keeping(data, Some(keep))));
         return p;
     }
-    if c.data.is_empty() {
+    if data.is_empty() {
         return p;
     }
     let mut start = 0usize;
-    let ends = memchr::memchr_iter(b'\n', &c.data).chain(
+    let ends = memchr::memchr_iter(b'\n', data).chain(
         // The last line of the input may lack its newline.
-        (!c.data.ends_with(b"\n")).then_some(c.data.len()),
+        (!data.ends_with(b"\n")).then_some(data.len()),
     );
-    for (line_no, end) in (c.first_line..).zip(ends) {
-        let line = &c.data[start..end];
+    for (offset, end) in (0..).zip(ends) {
+        let line = &data[start..end];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             p.blank += 1;
         } else {
             p.records += 1;
             p.items
-                .push((line_no, record::parse_keeping(line, Some(keep))));
+                .push((offset, record::parse_keeping(line, Some(keep))));
         }
+        p.lines = offset + 1;
         start = end + 1;
     }
     p
+}
+
+/// Unmaps a range of a mapping from the process (the pages stay in the page cache).
+fn release(map: &Mmap, r: Range<usize>) {
+    // SAFETY: the mapping is read-only and private and nothing writes the file
+    // through it: MADV_DONTNEED only unmaps the pages, and a later access (should a
+    // parser thread still be reading there) maps the same bytes again from the page
+    // cache.
+    let _ =
+        unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, r.start, r.len()) };
+}
+
+/// Maps a regular, non-empty, uncompressed file; `None` when it should be streamed.
+fn map_file(path: &Path) -> Option<Arc<Mmap>> {
+    let f = File::open(path).ok()?;
+    let meta = f.metadata().ok()?;
+    if !meta.is_file() || meta.len() == 0 || meta.len() > usize::MAX as u64 {
+        return None;
+    }
+    // SAFETY: the mapping is read-only and private to this process. Another process
+    // truncating the file while it is read would fault the reader; report files are
+    // written by appending (appended bytes past the mapped length are not read).
+    let map = unsafe { Mmap::map(&f) }.ok()?;
+    if map.starts_with(&[0x1f, 0x8b]) {
+        return None;
+    }
+    #[cfg(unix)]
+    let _ = map.advise(memmap2::Advice::Sequential);
+    Some(Arc::new(map))
 }
 
 fn count_lines(data: &[u8]) -> u64 {
@@ -166,21 +237,23 @@ fn count_lines(data: &[u8]) -> u64 {
 /// Reads every input and sends chunks round-robin to the parser threads.
 struct Reader {
     workers: Vec<SyncSender<Chunk>>,
-    next: usize,
+    next: u64,
 }
 
 impl Reader {
-    fn send(&mut self, c: Chunk) -> bool {
-        let i = self.next % self.workers.len();
+    fn send(&mut self, mut c: Chunk) -> bool {
+        c.seq = self.next;
+        let i = (self.next % self.workers.len() as u64) as usize;
         self.next += 1;
         self.workers[i].send(c).is_ok()
     }
 
     fn problem(&mut self, file: u32, line: u64, r: Rejection) -> bool {
         self.send(Chunk {
+            seq: 0,
             file,
-            first_line: line,
-            data: Vec::new(),
+            first_line: Some(line),
+            data: Bytes::Owned(Vec::new()),
             document: false,
             problem: Some(r),
         })
@@ -189,6 +262,14 @@ impl Reader {
     fn run(&mut self, inputs: &[Source]) {
         for (i, s) in inputs.iter().enumerate() {
             let file = i as u32;
+            if let Source::Path(p) = s {
+                if let Some(done) = map_file(p).and_then(|m| self.mapped(file, m)) {
+                    if !done {
+                        return;
+                    }
+                    continue;
+                }
+            }
             let opened: std::io::Result<Box<dyn Read + Send>> = match s {
                 Source::Stdin => Ok(Box::new(std::io::stdin())),
                 Source::Path(p) => File::open(p).map(|f| Box::new(f) as Box<dyn Read + Send>),
@@ -201,6 +282,88 @@ impl Reader {
                 return;
             }
         }
+    }
+
+    /// Cuts a mapped NDJSON file into chunks of whole lines. `None` when the file
+    /// is not NDJSON (it is streamed instead); false when the parser threads are gone.
+    fn mapped(&mut self, file: u32, map: Arc<Mmap>) -> Option<bool> {
+        let data: &[u8] = &map;
+        let len = data.len();
+        // NDJSON when the first non-blank line is a whole object on its own.
+        let mut pos = 0usize;
+        let mut line = 1u64;
+        loop {
+            if pos >= len {
+                return Some(true);
+            }
+            let end = memchr::memchr(b'\n', &data[pos..]).map_or(len, |i| pos + i);
+            let l = &data[pos..end];
+            if l.iter().all(u8::is_ascii_whitespace) {
+                line += 1;
+                pos = end + 1;
+                continue;
+            }
+            let t = l.trim_ascii();
+            if !(t.starts_with(b"{") && t.ends_with(b"}")) {
+                return None;
+            }
+            break;
+        }
+        let mut first = Some(line);
+        // Parsed pages are dropped from the resident set as the reader moves on (they
+        // stay in the page cache): the parser threads are at most a few chunks behind.
+        let lag = (self.workers.len() * 3 + 2) * CHUNK_BYTES;
+        let mut released = 0usize;
+        while pos < len {
+            if pos >= released + lag + RELEASE_BYTES {
+                release(&map, released..pos - lag);
+                released = pos - lag;
+            }
+            let want = pos + CHUNK_BYTES;
+            let end = if want >= len {
+                len
+            } else if let Some(i) = memchr::memrchr(b'\n', &data[pos..want]) {
+                pos + i + 1
+            } else {
+                // One line longer than a chunk.
+                let nl = memchr::memchr(b'\n', &data[want..]).map(|i| want + i);
+                if nl.unwrap_or(len) - pos > MAX_LINE_BYTES {
+                    let sent = self.send(Chunk {
+                        seq: 0,
+                        file,
+                        first_line: first.take(),
+                        data: Bytes::Owned(Vec::new()),
+                        document: false,
+                        problem: Some(Rejection::Malformed(format!(
+                            "line longer than {} MiB, skipped",
+                            MAX_LINE_BYTES >> 20
+                        ))),
+                    });
+                    if !sent {
+                        return Some(false);
+                    }
+                    pos = nl.map_or(len, |n| n + 1);
+                    continue;
+                }
+                nl.map_or(len, |n| n + 1)
+            };
+            // Map the chunk's pages in one call (fewer page faults in the parsers).
+            #[cfg(target_os = "linux")]
+            let _ = map.advise_range(memmap2::Advice::PopulateRead, pos, end - pos);
+            let sent = self.send(Chunk {
+                seq: 0,
+                file,
+                first_line: first.take(),
+                data: Bytes::Mapped(map.clone(), pos..end),
+                document: false,
+                problem: None,
+            });
+            if !sent {
+                return Some(false);
+            }
+            pos = end;
+        }
+        Some(true)
     }
 
     /// Returns false when the parser threads are gone.
@@ -333,9 +496,10 @@ impl Reader {
 
     fn send_lines(&mut self, file: u32, first_line: u64, data: Vec<u8>) -> bool {
         self.send(Chunk {
+            seq: 0,
             file,
-            first_line,
-            data,
+            first_line: Some(first_line),
+            data: Bytes::Owned(data),
             document: false,
             problem: None,
         })
@@ -381,9 +545,10 @@ impl Reader {
                     let lead = doc.iter().take_while(|b| b.is_ascii_whitespace()).count();
                     let doc_line = line + count_lines(&doc[..lead]);
                     if !self.send(Chunk {
+                        seq: 0,
                         file,
-                        first_line: doc_line,
-                        data: doc.to_vec(),
+                        first_line: Some(doc_line),
+                        data: Bytes::Owned(doc.to_vec()),
                         document: true,
                         problem: None,
                     }) {
@@ -431,7 +596,7 @@ pub fn summarize(sources: &[Source], opts: FleetOptions) -> Result<FleetSummary,
             let out = res_tx.clone();
             scope.spawn(move || {
                 for chunk in rx {
-                    if out.send(parse_chunk(chunk, keep)).is_err() {
+                    if out.send(parse_chunk(&chunk, keep)).is_err() {
                         return;
                     }
                 }
@@ -446,14 +611,25 @@ pub fn summarize(sources: &[Source], opts: FleetOptions) -> Result<FleetSummary,
             };
             reader.run(inputs);
         });
+        // Chunks are taken in input order (the parser threads finish out of order;
+        // the few ahead wait here), so that line numbers can follow on.
+        let mut ahead: BTreeMap<u64, Parsed> = BTreeMap::new();
+        let mut next_seq = 0u64;
+        let mut line = 0u64;
         for parsed in res_rx {
-            agg.input.records += parsed.records;
-            agg.input.blank += parsed.blank;
-            let name = &names[parsed.file as usize];
-            for (line, item) in parsed.items {
-                match item {
-                    Ok(o) => agg.add(&o),
-                    Err(r) => agg.reject(parsed.file, name, line, r),
+            ahead.insert(parsed.seq, parsed);
+            while let Some(parsed) = ahead.remove(&next_seq) {
+                next_seq += 1;
+                agg.input.records += parsed.records;
+                agg.input.blank += parsed.blank;
+                let first = parsed.first_line.unwrap_or(line);
+                line = first + parsed.lines;
+                let name = &names[parsed.file as usize];
+                for (offset, item) in parsed.items {
+                    match item {
+                        Ok(o) => agg.add(&o),
+                        Err(r) => agg.reject(parsed.file, name, first + offset, r),
+                    }
                 }
             }
         }
@@ -471,4 +647,72 @@ pub fn summarize(sources: &[Source], opts: FleetOptions) -> Result<FleetSummary,
         return Err(FleetError::UnknownSchema(msg));
     }
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Problem lines of a file spanning several chunks, with blank lines before the
+    /// first report and a line too long to keep: the same whether the file is
+    /// mapped (plain) or streamed (gzip).
+    #[test]
+    fn line_numbers_follow_on_across_chunks_mapped_or_streamed() {
+        let pad = " ".repeat(99);
+        let mut text = String::from("\n \n\n{\"hello\":1}\n"); // line 4
+        let mut expected = vec![(4, "foreign")];
+        let mut line = 4u64;
+        for _ in 0..30_000 {
+            line += 1;
+            if line == 12_000 || line == 25_000 {
+                text.push_str("{not json\n");
+                expected.push((line, "malformed"));
+            } else {
+                text.push_str(&pad);
+                text.push('\n');
+            }
+        }
+        line += 1;
+        text.push_str(&"x".repeat(MAX_LINE_BYTES + 3 * CHUNK_BYTES));
+        text.push('\n');
+        expected.push((line, "malformed"));
+        line += 1;
+        text.push_str("{\"hello\":2}"); // no final newline
+        expected.push((line, "foreign"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("a.ndjson");
+        std::fs::write(&plain, &text).unwrap();
+        let gz = dir.path().join("a.ndjson.gz");
+        let mut enc =
+            flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::fast());
+        enc.write_all(text.as_bytes()).unwrap();
+        enc.finish().unwrap();
+        assert!(map_file(&plain).is_some());
+        assert!(map_file(&gz).is_none());
+
+        for (path, threads) in [(&plain, 1), (&plain, 3), (&gz, 2)] {
+            let opts = FleetOptions {
+                threads,
+                ..FleetOptions::default()
+            };
+            let s = summarize(&[Source::Path(path.clone())], opts).unwrap();
+            let got: Vec<(u64, &str)> = s
+                .input
+                .problems
+                .iter()
+                .map(|p| (p.line, p.kind.as_str()))
+                .collect();
+            assert_eq!(got, expected, "{}", path.display());
+            assert!(
+                s.input.problems[3].message.contains("longer than"),
+                "{}: {:?}",
+                path.display(),
+                s.input.problems[3]
+            );
+            assert_eq!(s.input.records, 5, "{}", path.display());
+            assert_eq!(s.input.blank_lines, 30_000 - 2, "{}", path.display());
+        }
+    }
 }

@@ -34,12 +34,17 @@ struct Lite<'a> {
     #[serde(borrow, default)]
     endpoints: Vec<LiteEndpoint<'a>>,
     #[serde(borrow, default)]
-    labels: BTreeMap<Cow<'a, str>, Cow<'a, str>>,
+    labels: BTreeMap<Text<'a>, Text<'a>>,
     #[serde(default)]
     keepalive: Option<LiteKeepalive>,
     #[serde(default)]
     canary: Option<LiteCanary>,
 }
+
+/// A string borrowed from the input unless it has escapes (a bare `Cow` inside a
+/// map would always be copied).
+#[derive(Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
 #[derive(Deserialize)]
 struct LiteTarget<'a> {
@@ -292,8 +297,8 @@ fn observation(lite: Lite<'_>, keep: Option<&[String]>) -> Result<Observation, R
         labels: lite
             .labels
             .into_iter()
-            .filter(|(k, _)| keep.is_none_or(|keep| keep.iter().any(|x| x == k)))
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .filter(|(k, _)| keep.is_none_or(|keep| keep.iter().any(|x| *x == k.0)))
+            .map(|(k, v)| (k.0.into_owned(), v.0.into_owned()))
             .collect(),
         endpoints,
         phases,
