@@ -12,6 +12,7 @@ pub mod diagnose;
 pub mod exit;
 pub mod fleet;
 pub mod fsio;
+pub mod model;
 pub mod probe;
 pub mod profile;
 pub mod report;

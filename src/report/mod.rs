@@ -85,7 +85,7 @@ pub struct Report {
     pub keepalive: Option<crate::tune::run::KeepaliveReport>,
     /// The agent's canary MQTT session: disconnects and their diagnosis (agent only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub canary: Option<crate::agent::history::CanaryReport>,
+    pub canary: Option<crate::model::canary::CanaryReport>,
     /// Operator labels (site, firmware, network type …) for fleet grouping.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,

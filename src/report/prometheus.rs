@@ -20,7 +20,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::{EndpointReport, Report, Verdict};
-use crate::agent::history::{CanaryReport, DiagnosisKind, DisconnectCause};
+use crate::model::canary::{CanaryReport, DiagnosisKind, DisconnectCause};
 use crate::diagnose::Severity;
 use crate::probe::{Phase, Status};
 use crate::tune::recommend::Confidence;
