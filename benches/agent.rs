@@ -205,7 +205,7 @@ fn main() {
     let mut bytes = 0usize;
     for _ in 0..n {
         let mut r = sample.clone();
-        let id = hubprobe::report::new_id();
+        let id = hubprobe::model::new_id();
         r["id"] = id.clone().into();
         let json = serde_json::to_vec(&r).unwrap();
         bytes += json.len();

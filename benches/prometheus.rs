@@ -15,9 +15,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Dns, Mosquitto, TlsThen, HUB_HOST};
-use hubprobe::agent::history::{CanaryReport, Diagnosis, DiagnosisKind};
+use hubprobe::model::Report;
+use hubprobe::model::{CanaryReport, Diagnosis, DiagnosisKind};
 use hubprobe::report::prometheus::{render, write_textfile};
-use hubprobe::report::Report;
 
 const DEVICE_KEY: &str = "dGhpcy1pcy1hLWxhYi1kZXZpY2Uta2V5LTEyMzQ1Njc=";
 const EXPIRY: u64 = 4_102_444_800;

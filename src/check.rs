@@ -12,14 +12,17 @@ use tokio::time::Instant;
 use crate::auth::sas::{generate_sas_token, parse_sas_token, resource_uri};
 use crate::auth::{Credentials, Secret};
 use crate::diagnose;
+use crate::model::Protocol;
+use crate::model::{EndpointReport, Report, SasTokenInfo, Target, Verdict};
+use crate::model::{Phase, PhaseResult};
 use crate::probe::dns::{self, DnsOptions};
 use crate::probe::mqtt::{self, MqttOptions};
 use crate::probe::stream::{Link, Stream};
 use crate::probe::tcp::{self, TcpOptions};
 use crate::probe::tls::{self, ClientIdentity, TlsOptions, TrustStore};
-use crate::probe::{amqp, http, ws, Phase, PhaseResult};
-use crate::profile::{Endpoint, Profile, Protocol};
-use crate::report::{self, EndpointReport, Report, SasTokenInfo, Target, Verdict};
+use crate::probe::{amqp, http, ws};
+use crate::profile::{Endpoint, Profile};
+use crate::report;
 
 /// Everything a check needs, resolved from the command line and profile.
 #[derive(Clone)]
@@ -178,7 +181,7 @@ pub async fn run(plan: &CheckPlan) -> Report {
         host: report::hostname(),
         started_at: report::rfc3339(started),
         finished_at: report::rfc3339(finished),
-        duration_ms: crate::probe::ms(clock.elapsed()),
+        duration_ms: crate::model::ms(clock.elapsed()),
         target: Target {
             host: plan.host.clone(),
             hub_host: (plan.hub_host != plan.host).then(|| plan.hub_host.clone()),
@@ -511,7 +514,7 @@ impl Chain {
         let failed = self
             .phases
             .iter()
-            .any(|p| p.status == crate::probe::Status::Failed);
+            .any(|p| p.status == crate::model::Status::Failed);
         // A protocol phase left to the agent's connected canary counts as fine.
         let delegated = self.delegated;
         let all_skipped_or_ok = !failed

@@ -2,263 +2,8 @@
 //! where it applies, to the IoT Hub error it explains. Findings across the
 //! endpoints of one check (e.g. 8883 blocked but 443 open) are derived here too.
 
-use serde::{Deserialize, Serialize};
-
-macro_rules! classes {
-    ($( $(#[$doc:meta])* $variant:ident => $id:literal ),* $(,)?) => {
-        /// A failure class: `phase.reason`, stable across versions (reports use the id).
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub enum FailureClass {
-            $( $(#[$doc])* $variant, )*
-        }
-
-        impl FailureClass {
-            /// Every class, in catalogue order.
-            pub const ALL: &'static [FailureClass] = &[$(FailureClass::$variant),*];
-
-            /// The stable id, e.g. `tcp.timeout`.
-            pub fn id(self) -> &'static str {
-                match self { $(FailureClass::$variant => $id,)* }
-            }
-
-            /// Parses a stable id.
-            pub fn from_id(id: &str) -> Option<Self> {
-                match id { $($id => Some(FailureClass::$variant),)* _ => None }
-            }
-        }
-    };
-}
-
-classes! {
-    /// The name does not exist (NXDOMAIN).
-    DnsNxdomain => "dns.nxdomain",
-    /// The DNS server failed to answer (SERVFAIL).
-    DnsServfail => "dns.servfail",
-    /// The DNS server refused the query (REFUSED).
-    DnsRefused => "dns.refused",
-    /// The name exists but has no A/AAAA records.
-    DnsNoRecords => "dns.no_records",
-    /// No DNS answer in time.
-    DnsTimeout => "dns.timeout",
-    /// No name server is configured.
-    DnsNoNameservers => "dns.no_nameservers",
-    /// Another DNS failure (I/O, malformed answer).
-    DnsError => "dns.error",
-    /// The port actively refused the connection (RST to SYN).
-    TcpRefused => "tcp.refused",
-    /// No answer to SYN in time: black-holed or filtered.
-    TcpTimeout => "tcp.timeout",
-    /// Network or host unreachable (no route, ICMP unreachable).
-    TcpUnreachable => "tcp.unreachable",
-    /// The connection was reset while connecting.
-    TcpReset => "tcp.reset",
-    /// The local system forbade the connection (firewall EPERM/EACCES, interface binding).
-    TcpPermission => "tcp.permission",
-    /// Another TCP failure.
-    TcpError => "tcp.error",
-    /// The server's chain does not lead to a trusted root.
-    TlsUnknownCa => "tls.unknown_ca",
-    /// A certificate in the chain has expired (or the device clock is ahead).
-    TlsExpired => "tls.expired",
-    /// A certificate is not valid yet: the device clock is behind.
-    TlsNotYetValid => "tls.not_yet_valid",
-    /// The certificate is not valid for the hub's name.
-    TlsHostnameMismatch => "tls.hostname_mismatch",
-    /// No common TLS protocol version.
-    TlsProtocolVersion => "tls.protocol_version",
-    /// The handshake failed (alert from the server, no common cipher, rejected client certificate).
-    TlsHandshakeFailure => "tls.handshake_failure",
-    /// The server answered with something that is not TLS.
-    TlsNotTls => "tls.not_tls",
-    /// The connection closed during the handshake.
-    TlsClosed => "tls.closed",
-    /// The connection was reset during the handshake.
-    TlsReset => "tls.reset",
-    /// The handshake did not finish in time.
-    TlsTimeout => "tls.timeout",
-    /// The server refused the WebSocket upgrade (HTTP status other than 101).
-    WebsocketRejected => "websocket.rejected",
-    /// The upgrade did not finish in time.
-    WebsocketTimeout => "websocket.timeout",
-    /// The connection closed or reset during the upgrade.
-    WebsocketClosed => "websocket.closed",
-    /// The server's upgrade answer was malformed.
-    WebsocketProtocolError => "websocket.protocol_error",
-    /// CONNACK 4: bad user name or password (SAS token).
-    MqttBadCredentials => "mqtt.bad_credentials",
-    /// CONNACK 5: not authorized.
-    MqttNotAuthorized => "mqtt.not_authorized",
-    /// CONNACK 2: client identifier rejected.
-    MqttIdentifierRejected => "mqtt.identifier_rejected",
-    /// CONNACK 3: server unavailable.
-    MqttServerUnavailable => "mqtt.server_unavailable",
-    /// CONNACK 1: unacceptable protocol version.
-    MqttProtocolVersion => "mqtt.protocol_version",
-    /// No CONNACK (or PINGRESP) in time.
-    MqttTimeout => "mqtt.timeout",
-    /// The server closed the connection before answering.
-    MqttClosed => "mqtt.closed",
-    /// The server reset the connection.
-    MqttReset => "mqtt.reset",
-    /// The server sent something that is not a valid MQTT answer.
-    MqttProtocolError => "mqtt.protocol_error",
-    /// No AMQP protocol header in time.
-    AmqpTimeout => "amqp.timeout",
-    /// The connection closed or reset before the AMQP header.
-    AmqpClosed => "amqp.closed",
-    /// The server answered with something that is not an AMQP header.
-    AmqpProtocolError => "amqp.protocol_error",
-    /// No HTTP response in time.
-    HttpTimeout => "http.timeout",
-    /// The connection closed or reset before the HTTP response.
-    HttpClosed => "http.closed",
-    /// The server's answer is not HTTP.
-    HttpProtocolError => "http.protocol_error",
-    /// The server answered with a 5xx status.
-    HttpServerError => "http.server_error",
-}
-
-impl Serialize for FailureClass {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.id())
-    }
-}
-
-impl<'de> Deserialize<'de> for FailureClass {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        FailureClass::from_id(&s)
-            .ok_or_else(|| serde::de::Error::custom(format!("unknown failure class {s:?}")))
-    }
-}
-
-impl std::fmt::Display for FailureClass {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.id())
-    }
-}
-
-/// What a class means and what to do, in plain words.
-#[derive(Debug, Clone, Copy)]
-pub struct Explanation {
-    /// What most likely happened.
-    pub meaning: &'static str,
-    /// What to do.
-    pub hint: &'static str,
-    /// The IoT Hub error this explains, when it applies.
-    pub iothub_error: Option<&'static str>,
-}
-
-/// For faults that cut connections: when they hit established sessions, IoT Hub logs them so.
-const E404104: Option<&str> =
-    Some("404104 DeviceConnectionClosedRemotely (cause 2, the network path, when it cuts established connections)");
-const E401003: Option<&str> = Some("401003 IoTHubUnauthorized");
-
-/// The meaning and hint of a failure class.
-pub fn explain(class: FailureClass) -> Explanation {
-    use FailureClass::*;
-    let (meaning, hint, iothub_error) = match class {
-        DnsNxdomain => ("the hub name does not exist in DNS", "check the host name (typo, deleted hub, wrong region) and the DNS server the device uses", None),
-        DnsServfail => ("the DNS server failed to resolve the name", "the resolver or an upstream server is broken or blocked; try another DNS server with --dns-server", None),
-        DnsRefused => ("the DNS server refused to answer", "the device uses a resolver that does not serve it (ACL); fix the DNS configuration", None),
-        DnsNoRecords => ("the name exists but has no address", "the DNS zone is incomplete (no A/AAAA record) or a split-horizon DNS hides it", None),
-        DnsTimeout => ("no DNS answer in time", "UDP/TCP port 53 to the resolver is blocked or the resolver is down; check /etc/resolv.conf", None),
-        DnsNoNameservers => ("no DNS server is configured", "configure a resolver (/etc/resolv.conf, DHCP) or give --dns-server", None),
-        DnsError => ("DNS resolution failed", "see the message; compare with another resolver via --dns-server", None),
-        TcpRefused => ("the port is closed or a firewall rejects the connection", "open the outbound port on the firewall; if only the MQTT port is blocked, use MQTT over WebSocket on 443", None),
-        TcpTimeout => ("SYN packets go unanswered: a firewall silently drops them", "allow the outbound port on the firewall/proxy; if only 8883 is blocked use MQTT over WebSocket on 443", None),
-        TcpUnreachable => ("no route to the hub's address", "check the default route, the interface and IPv6 connectivity", None),
-        TcpReset => ("the connection was reset while connecting", "a firewall or proxy resets the connection; allow the destination", E404104),
-        TcpPermission => ("the local system forbade the connection", "a local firewall rule or security policy blocks it; --interface needs CAP_NET_RAW", None),
-        TcpError => ("the TCP connection failed", "see the message", None),
-        TlsUnknownCa => ("the server's certificate chain does not lead to a root this device trusts", "install the hub's root CA in the device trust store (IoT Hub moved to DigiCert Global Root G2 in 2023) or pass it with --ca-file; a TLS-inspecting proxy also causes this", None),
-        TlsExpired => ("a certificate in the chain has expired, or the device clock is ahead", "check the device clock (NTP); if the clock is right, the server's certificate is expired", None),
-        TlsNotYetValid => ("a certificate is not valid yet: the device clock is behind", "the device clock is behind: fix time sync (NTP, RTC battery) before TLS can work", None),
-        TlsHostnameMismatch => ("the certificate is not for this host name", "connect with the hub's real name (not an IP or alias), or a proxy/captive portal answers instead of the hub", None),
-        TlsProtocolVersion => ("client and server share no TLS version", "the hub requires TLS 1.2 or newer; update the device's TLS stack", None),
-        TlsHandshakeFailure => ("the TLS handshake failed", "see the message: a rejected client certificate, no common cipher, or a middlebox", None),
-        TlsNotTls => ("the server answered with something that is not TLS", "a proxy, captive portal or a non-TLS service answers on this port", None),
-        TlsClosed => ("the connection closed during the TLS handshake", "a firewall doing deep packet inspection or SNI filtering drops the handshake", E404104),
-        TlsReset => ("the connection was reset during the TLS handshake", "a firewall doing deep packet inspection or SNI filtering resets the handshake", E404104),
-        TlsTimeout => ("the TLS handshake did not finish in time", "a middlebox swallows the handshake (SNI filtering, MTU/fragmentation problems)", None),
-        WebsocketRejected => ("the WebSocket upgrade was refused", "a proxy does not allow WebSocket upgrades, or the path is wrong", None),
-        WebsocketTimeout => ("the WebSocket upgrade did not finish in time", "a proxy holds the upgrade request", None),
-        WebsocketClosed => ("the connection closed during the WebSocket upgrade", "a proxy or firewall drops WebSocket upgrades", None),
-        WebsocketProtocolError => ("the WebSocket upgrade answer was malformed", "something other than the hub answers on this port", None),
-        MqttBadCredentials => ("the hub refused the credentials (bad user name or password / SAS token)", "check the device key, the SAS token's expiry and the device clock; regenerate the token", E401003),
-        MqttNotAuthorized => ("the hub refused the identity: not authorized", "check that the device is registered and enabled and that the key or certificate belongs to it", E401003),
-        MqttIdentifierRejected => ("the hub rejected the client id", "the client id must equal the device id (IoT Hub) and be allowed by the broker", None),
-        MqttServerUnavailable => ("the hub said it is unavailable", "a hub-side problem (IoT Hub 500xxx); retry with backoff and check the hub's health", Some("500xxx (hub-side errors)")),
-        MqttProtocolVersion => ("the server does not accept MQTT 3.1.1", "the server needs another MQTT version", None),
-        MqttTimeout => ("no MQTT answer in time (CONNACK or PINGRESP)", "the server does not speak MQTT on this port, or is overloaded; a PINGRESP timeout after CONNACK means the path or the server stalls", None),
-        MqttClosed => ("the server closed the connection without answering", "the server dropped the CONNECT: unknown device, wrong user name form, or a hub-side limit", E404104),
-        MqttReset => ("the server reset the connection", "a firewall or the server reset the MQTT session", E404104),
-        MqttProtocolError => ("the server's answer is not MQTT", "something other than an MQTT broker answers on this port (a proxy?)", None),
-        AmqpTimeout => ("no AMQP answer in time", "the AMQP endpoint does not answer; use MQTT or HTTPS", None),
-        AmqpClosed => ("the connection closed before the AMQP header", "a firewall or proxy drops AMQP on this port", None),
-        AmqpProtocolError => ("the answer is not AMQP", "something other than an AMQP server answers on this port", None),
-        HttpTimeout => ("no HTTP answer in time", "a proxy holds the request", None),
-        HttpClosed => ("the connection closed before the HTTP answer", "a proxy or firewall drops HTTPS requests to the hub", None),
-        HttpProtocolError => ("the answer is not HTTP", "something other than a web server answers on this port", None),
-        HttpServerError => ("the server answered with a 5xx error", "a hub-side or proxy error; retry later and check the hub's health", Some("500xxx (hub-side errors)")),
-    };
-    Explanation {
-        meaning,
-        hint,
-        iothub_error,
-    }
-}
-
-/// The failure-class catalogue as a Markdown table (docs/failure-classes.md holds
-/// exactly this; `hubprobe classes` prints it).
-pub fn catalogue_markdown() -> String {
-    let mut out =
-        String::from("| class | what it means | what to do | IoT Hub error |\n|---|---|---|---|\n");
-    for c in FailureClass::ALL {
-        let e = explain(*c);
-        out.push_str(&format!(
-            "| `{}` | {} | {} | {} |\n",
-            c.id(),
-            e.meaning,
-            e.hint,
-            e.iothub_error.unwrap_or("")
-        ));
-    }
-    out
-}
-
-/// How serious a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    /// The device cannot connect this way.
-    Critical,
-    /// Degraded, or will break soon.
-    Warning,
-    /// Worth knowing.
-    Info,
-}
-
-/// One conclusion drawn from the results, with its evidence.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Finding {
-    /// Stable code: a failure class id, or a cross-endpoint code (`port_blocked_use_websocket` ...).
-    pub code: String,
-    /// How serious.
-    pub severity: Severity,
-    /// The failure class, when the finding is about one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub class: Option<FailureClass>,
-    /// Endpoints it concerns.
-    pub endpoints: Vec<String>,
-    /// What happened.
-    pub summary: String,
-    /// What to do.
-    pub hint: String,
-    /// The IoT Hub error it explains.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iothub_error: Option<String>,
-}
+use crate::model::class::E401003;
+use crate::model::{explain, Evidence, FailureClass, Finding, Severity};
 
 /// What the findings need to know beyond the endpoint results.
 pub struct Context<'a> {
@@ -267,7 +12,7 @@ pub struct Context<'a> {
     /// How the probe authenticated (`none`, `sas-key`, ...).
     pub auth: &'a str,
     /// The SAS token's lifetime, when one was used.
-    pub sas_token: Option<&'a crate::report::SasTokenInfo>,
+    pub sas_token: Option<&'a crate::model::SasTokenInfo>,
 }
 
 /// A leaf certificate closer than this to expiry is a warning.
@@ -276,19 +21,17 @@ pub const LEAF_EXPIRY_WARNING_DAYS: f64 = 30.0;
 pub const CLOCK_OFFSET_WARNING_S: f64 = 60.0;
 
 /// Draws the findings from the endpoint results.
-pub fn findings(endpoints: &[crate::report::EndpointReport], ctx: &Context<'_>) -> Vec<Finding> {
-    use crate::probe::Phase;
-    use crate::profile::{Protocol, Transport};
+pub fn findings(endpoints: &[crate::model::EndpointReport], ctx: &Context<'_>) -> Vec<Finding> {
+    use crate::model::Phase;
+    use crate::model::{Protocol, Transport};
 
     let mut out = Vec::new();
     // No endpoint works: every failure is then critical.
     let all_failed = !endpoints.is_empty() && !endpoints.iter().any(works);
 
     // 1. One finding per failure class, naming every endpoint it hit.
-    let mut by_class: std::collections::BTreeMap<
-        FailureClass,
-        Vec<&crate::report::EndpointReport>,
-    > = Default::default();
+    let mut by_class: std::collections::BTreeMap<FailureClass, Vec<&crate::model::EndpointReport>> =
+        Default::default();
     for e in endpoints {
         if let Some(p) = e.failed_phase() {
             if let Some(c) = p.class {
@@ -390,9 +133,10 @@ pub fn findings(endpoints: &[crate::report::EndpointReport], ctx: &Context<'_>) 
         if let Some(tls) = e
             .phase(Phase::Tls)
             .filter(|p| p.is_ok())
-            .and_then(|p| p.evidence.as_ref())
+            .and_then(|p| p.evidence())
+            .and_then(Evidence::tls)
         {
-            if let Some(days) = tls.get("leaf_days_left").and_then(|v| v.as_f64()) {
+            if let Some(days) = tls.leaf_days_left {
                 if days < LEAF_EXPIRY_WARNING_DAYS {
                     out.push(Finding {
                         code: "tls_leaf_expiring".into(),
@@ -405,21 +149,9 @@ pub fn findings(endpoints: &[crate::report::EndpointReport], ctx: &Context<'_>) 
                     });
                 }
             }
-            let anchor = tls.get("trust_anchor").filter(|a| !a.is_null());
-            if let Some(anchor) = anchor {
-                let name = anchor
-                    .get("name")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("?")
-                    .to_string();
-                let legacy = anchor
-                    .get("legacy")
-                    .and_then(|v| v.as_bool())
-                    .unwrap_or(false);
-                let expected = anchor
-                    .get("expected")
-                    .and_then(|v| v.as_bool())
-                    .unwrap_or(false);
+            if let Some(anchor) = &tls.trust_anchor {
+                let name = anchor.name.clone();
+                let (legacy, expected) = (anchor.legacy, anchor.expected);
                 let first_time = seen_anchor.insert(name.clone());
                 if first_time && legacy {
                     out.push(Finding {
@@ -457,9 +189,9 @@ pub fn findings(endpoints: &[crate::report::EndpointReport], ctx: &Context<'_>) 
         }
         if let Some(off) = e
             .phase(Phase::Http)
-            .and_then(|p| p.evidence.as_ref())
-            .and_then(|ev| ev.get("clock_offset_s"))
-            .and_then(|v| v.as_f64())
+            .and_then(|p| p.evidence())
+            .and_then(Evidence::http)
+            .and_then(|h| h.clock_offset_s)
         {
             if off.abs() > CLOCK_OFFSET_WARNING_S {
                 let dir = if off > 0.0 { "behind" } else { "ahead of" };
@@ -477,19 +209,18 @@ pub fn findings(endpoints: &[crate::report::EndpointReport], ctx: &Context<'_>) 
         if let Some(tcp) = e
             .phase(Phase::Tcp)
             .filter(|p| p.is_ok())
-            .and_then(|p| p.evidence.as_ref())
+            .and_then(|p| p.evidence())
+            .and_then(Evidence::tcp)
         {
             let failed: Vec<String> = tcp
-                .get("attempts")
-                .and_then(|a| a.as_array())
-                .into_iter()
-                .flatten()
-                .filter(|a| a.get("status").and_then(|s| s.as_str()) == Some("failed"))
+                .attempts
+                .iter()
+                .filter(|a| a.status == "failed")
                 .map(|a| {
                     format!(
                         "{} ({})",
-                        a.get("address").and_then(|s| s.as_str()).unwrap_or("?"),
-                        a.get("class").and_then(|s| s.as_str()).unwrap_or("?")
+                        a.address,
+                        a.class.map(FailureClass::id).unwrap_or("?")
                     )
                 })
                 .collect();
@@ -513,9 +244,9 @@ pub fn findings(endpoints: &[crate::report::EndpointReport], ctx: &Context<'_>) 
         .filter(|e| {
             e.phase(Phase::Mqtt)
                 .filter(|p| p.is_ok())
-                .and_then(|p| p.evidence.as_ref())
-                .and_then(|ev| ev.get("auth_tested"))
-                .and_then(|v| v.as_bool())
+                .and_then(|p| p.evidence())
+                .and_then(Evidence::mqtt)
+                .map(|m| m.auth_tested)
                 == Some(false)
         })
         .map(|e| e.name.clone())
@@ -580,7 +311,7 @@ pub fn findings(endpoints: &[crate::report::EndpointReport], ctx: &Context<'_>) 
 }
 
 /// An endpoint whose every phase passed.
-fn works(e: &crate::report::EndpointReport) -> bool {
+fn works(e: &crate::model::EndpointReport) -> bool {
     !e.phases.is_empty() && e.phases.iter().all(|p| p.is_ok())
 }
 
@@ -596,10 +327,10 @@ pub fn is_auth_failure(class: FailureClass) -> bool {
 
 /// The overall verdict from the endpoints and findings.
 pub fn verdict(
-    endpoints: &[crate::report::EndpointReport],
+    endpoints: &[crate::model::EndpointReport],
     findings: &[Finding],
-) -> crate::report::Verdict {
-    use crate::report::Verdict;
+) -> crate::model::Verdict {
+    use crate::model::Verdict;
     if endpoints.is_empty() {
         return Verdict::Unknown;
     }
@@ -681,7 +412,7 @@ mod tests {
     fn docs_hold_the_current_catalogue() {
         let doc = include_str!("../docs/failure-classes.md");
         assert!(
-            doc.contains(&catalogue_markdown()),
+            doc.contains(&crate::model::catalogue_markdown()),
             "docs/failure-classes.md is stale: regenerate its table with `hubprobe classes`"
         );
     }
@@ -707,18 +438,40 @@ mod tests {
 
     mod findings {
         use super::super::*;
-        use crate::probe::{Phase, PhaseResult};
-        use crate::profile::{Profile, Protocol, Transport};
-        use crate::report::{EndpointReport, SasTokenInfo, Verdict};
+        use crate::model::{EndpointReport, SasTokenInfo, Verdict};
+        use crate::model::{NoEvidence, Phase, PhaseResult};
+        use crate::model::{Protocol, Transport};
+        use crate::profile::Profile;
         use serde_json::json;
         use std::time::Duration;
 
+        /// Typed evidence of `phase` with the given fields set over the defaults
+        /// (`{}`: no evidence).
+        fn typed(phase: Phase, fields: serde_json::Value) -> Option<Evidence> {
+            use crate::model::{HttpEvidence, MqttEvidence, TcpEvidence, TlsEvidence};
+            if fields == json!({}) {
+                return None;
+            }
+            let mut base = match phase {
+                Phase::Tcp => serde_json::to_value(TcpEvidence::default()),
+                Phase::Tls => serde_json::to_value(TlsEvidence::default()),
+                Phase::Mqtt => serde_json::to_value(MqttEvidence::default()),
+                Phase::Http => serde_json::to_value(HttpEvidence::default()),
+                _ => Ok(json!({})),
+            }
+            .unwrap();
+            for (k, v) in fields.as_object().unwrap() {
+                base[k] = v.clone();
+            }
+            Some(Evidence::from_value(phase, base).unwrap())
+        }
+
         fn ok(phase: Phase, ev: serde_json::Value) -> PhaseResult {
-            PhaseResult::ok(phase, Duration::from_millis(1), ev)
+            PhaseResult::ok(phase, Duration::from_millis(1), typed(phase, ev))
         }
 
         fn failed(phase: Phase, class: FailureClass) -> PhaseResult {
-            PhaseResult::failed(phase, Duration::from_millis(1), class, "detail", json!({}))
+            PhaseResult::failed(phase, Duration::from_millis(1), class, "detail", NoEvidence)
         }
 
         fn endpoint(
@@ -729,7 +482,7 @@ mod tests {
         ) -> EndpointReport {
             let failed = phases
                 .iter()
-                .any(|p| p.status == crate::probe::Status::Failed);
+                .any(|p| p.status == crate::model::Status::Failed);
             EndpointReport {
                 name: name.into(),
                 protocol: Protocol::Mqtt,
@@ -798,7 +551,7 @@ mod tests {
         }
 
         fn good_anchor() -> serde_json::Value {
-            json!({"trust_anchor": {"name": "DigiCert Global Root G2", "expected": true, "legacy": false}, "leaf_days_left": 200.0})
+            json!({"trust_anchor": {"name": "DigiCert Global Root G2", "subject": "", "origin": "system", "expected": true, "legacy": false}, "leaf_days_left": 200.0})
         }
 
         #[test]
@@ -883,9 +636,9 @@ mod tests {
 
         #[test]
         fn anchors_expiry_and_clock() {
-            let legacy = json!({"trust_anchor": {"name": "Baltimore CyberTrust Root", "expected": false, "legacy": true}, "leaf_days_left": 10.0});
+            let legacy = json!({"trust_anchor": {"name": "Baltimore CyberTrust Root", "subject": "", "origin": "system", "expected": false, "legacy": true}, "leaf_days_left": 10.0});
             // https shares mqtt-tls's anchor: the anchor finding comes once, the clock one still comes.
-            let proxy = json!({"trust_anchor": {"name": "Contoso Inspection CA", "expected": false, "legacy": false}, "leaf_days_left": 300.0});
+            let proxy = json!({"trust_anchor": {"name": "Contoso Inspection CA", "subject": "", "origin": "system", "expected": false, "legacy": false}, "leaf_days_left": 300.0});
             let mut https = mqtt_ok("https", Transport::Tls, 443, legacy.clone());
             https.phases[3] = ok(Phase::Http, json!({"clock_offset_s": -300.0}));
             let eps = [

@@ -1,6 +1,8 @@
 //! Exit codes, in the monitoring-plugins convention, so hubprobe drops into Nagios,
 //! Icinga, Zabbix or a shell script unchanged.
 
+use crate::model::report::Verdict;
+
 /// The process exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -20,6 +22,25 @@ impl ExitCode {
     /// The numeric code.
     pub fn code(self) -> u8 {
         self as u8
+    }
+}
+
+impl Verdict {
+    /// The exit code of this verdict (monitoring-plugins convention).
+    pub fn exit_code(self) -> ExitCode {
+        ExitCode::from(self)
+    }
+}
+
+impl From<Verdict> for ExitCode {
+    /// The exit code of a verdict (monitoring-plugins convention).
+    fn from(v: Verdict) -> Self {
+        match v {
+            Verdict::Ok => ExitCode::Ok,
+            Verdict::Warning => ExitCode::Warning,
+            Verdict::Critical => ExitCode::Critical,
+            Verdict::Unknown => ExitCode::Unknown,
+        }
     }
 }
 

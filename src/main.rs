@@ -84,7 +84,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Profiles(args) => profiles(&args),
         Command::Fleet(cmd) => fleet(&cmd),
         Command::Classes => {
-            print_stdout(&hubprobe::diagnose::catalogue_markdown())?;
+            print_stdout(&hubprobe::model::catalogue_markdown())?;
             Ok(ExitCode::Ok)
         }
     }

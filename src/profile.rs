@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::{Protocol, Transport};
+
 /// The profiles shipped in the binary: (name, TOML text).
 pub const BUILTIN: &[(&str, &str)] = &[
     (
@@ -52,43 +54,6 @@ pub enum ProfileError {
 /// Names of the built-in profiles.
 pub fn builtin_names() -> Vec<&'static str> {
     BUILTIN.iter().map(|(n, _)| *n).collect()
-}
-
-/// The application protocol spoken on an endpoint after the transport is up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Protocol {
-    /// MQTT 3.1.1.
-    Mqtt,
-    /// AMQP 1.0 (protocol header exchange).
-    Amqp,
-    /// HTTP/1.1 over TLS or plain.
-    Http,
-}
-
-/// How the bytes travel: plain TCP, TLS, WebSocket, or WebSocket over TLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Transport {
-    /// Plain TCP.
-    Tcp,
-    /// TLS over TCP.
-    Tls,
-    /// WebSocket over plain TCP.
-    Ws,
-    /// WebSocket over TLS.
-    Wss,
-}
-
-impl Transport {
-    /// Whether a TLS handshake is part of the chain.
-    pub fn uses_tls(self) -> bool {
-        matches!(self, Transport::Tls | Transport::Wss)
-    }
-    /// Whether a WebSocket upgrade is part of the chain.
-    pub fn uses_websocket(self) -> bool {
-        matches!(self, Transport::Ws | Transport::Wss)
-    }
 }
 
 /// One endpoint of a hub.

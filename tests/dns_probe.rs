@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hubprobe::diagnose::FailureClass;
-use hubprobe::probe::dns::{resolve, DnsEvidence, DnsOptions, DnsOutcome, DnsSource, FamilyStatus};
-use hubprobe::probe::Status;
+use hubprobe::model::FailureClass;
+use hubprobe::model::Status;
+use hubprobe::model::{DnsEvidence, DnsSource, FamilyStatus};
+use hubprobe::probe::dns::{resolve, DnsOptions, DnsOutcome};
 
 const ZONE_HOST: &str = "hub.hubprobe.test";
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -239,8 +240,11 @@ fn opts(server: SocketAddr) -> DnsOptions {
 }
 
 fn evidence(out: &DnsOutcome) -> DnsEvidence {
-    let value = out.result.evidence.clone().expect("dns evidence present");
-    serde_json::from_value(value).expect("dns evidence deserializes")
+    out.result
+        .evidence()
+        .and_then(hubprobe::model::Evidence::dns)
+        .expect("dns evidence present")
+        .clone()
 }
 
 const LOCALHOST_V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);

@@ -16,11 +16,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Dns, Mosquitto, HUB_HOST, TEST_CA_CN};
-use hubprobe::agent::history::{CanaryReport, Diagnosis, DiagnosisKind};
 use hubprobe::auth::sas::{generate_sas_token, resource_uri};
 use hubprobe::auth::Secret;
+use hubprobe::model::Report;
+use hubprobe::model::{CanaryReport, Diagnosis, DiagnosisKind};
 use hubprobe::report::prometheus::{render, write_textfile};
-use hubprobe::report::Report;
 use serde_json::Value;
 use support::{lab_profile, run_with_env};
 
@@ -724,7 +724,7 @@ fn node_exporter_scrapes_the_textfile_without_error() {
     assert_eq!(get(&scraped, "hubprobe_success"), 1.0);
 
     // The file is replaced whole: the next scrape sees the new report.
-    report.verdict = hubprobe::report::Verdict::Critical;
+    report.verdict = hubprobe::model::Verdict::Critical;
     write_textfile(&path, &render(&report, None)).unwrap();
     let body = ne.scrape();
     assert!(body.lines().any(|l| l == "node_textfile_scrape_error 0"));

@@ -53,7 +53,7 @@ fn a_black_holed_address_does_not_stall_a_working_one() {
         took < Duration::from_secs(3),
         "the IPv4 connection ends the phase, not the 5 s timeout: {took:?}"
     );
-    let ev = ok.evidence.unwrap();
+    let ev = serde_json::to_value(ok.evidence.unwrap()).unwrap();
     assert_eq!(ev["remote_address"], format!("127.0.0.1:{port}"));
     let attempts = ev["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 2);
@@ -126,7 +126,7 @@ fn source_address_and_interface_binding() {
         };
         let out = connect(&lo, port, &opts).await;
         assert!(out.result.is_ok(), "{:?}", out.result);
-        let ev = out.result.evidence.unwrap();
+        let ev = serde_json::to_value(out.result.evidence.unwrap()).unwrap();
         assert!(
             ev["local_address"]
                 .as_str()

@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hubprobe::diagnose::FailureClass;
+use hubprobe::model::FailureClass;
+use hubprobe::model::TlsEvidence;
+use hubprobe::model::{PhaseResult, Status};
 use hubprobe::probe::tls::{
-    handshake, handshake_with_versions, ClientIdentity, TlsEvidence, TlsOptions, TlsSetupError,
-    TlsVersions, TrustSource, TrustStore,
+    handshake, handshake_with_versions, ClientIdentity, TlsOptions, TlsSetupError, TlsVersions,
+    TrustSource, TrustStore,
 };
-use hubprobe::probe::{PhaseResult, Status};
 use rcgen::{
     date_time_ymd, BasicConstraints, Certificate, CertificateParams, DnType, IsCa, KeyPair,
 };
@@ -402,8 +403,10 @@ async fn connect(addr: SocketAddr) -> TcpStream {
 }
 
 fn evidence(r: &PhaseResult) -> TlsEvidence {
-    serde_json::from_value(r.evidence.clone().expect("evidence present"))
-        .expect("evidence deserializes")
+    r.evidence()
+        .and_then(hubprobe::model::Evidence::tls)
+        .expect("TLS evidence present")
+        .clone()
 }
 
 #[track_caller]
@@ -476,7 +479,7 @@ async fn ok_with_ca_file_reports_chain_anchor_alpn() {
     assert!(ev.client_certificate.is_none() && !ev.client_certificate_requested);
     assert!(ev.verify_error.is_none());
     // Raw JSON: trust_anchor is an object, client_certificate explicit null.
-    let json = r.evidence.as_ref().expect("evidence");
+    let json = serde_json::to_value(r.evidence.as_ref().expect("evidence")).unwrap();
     assert!(json["client_certificate"].is_null());
     assert_eq!(json["trust_anchor"]["name"], ROOT_CN);
 

@@ -21,8 +21,8 @@ use super::spool::{Ndjson, Retention, Spool};
 use crate::check::CheckPlan;
 use crate::config::EnvCredentials;
 use crate::exit::ExitCode;
-use crate::profile::Protocol;
-use crate::report::Report;
+use crate::model::Protocol;
+use crate::model::Report;
 use crate::tune::run::KeepaliveReport;
 
 /// How the agent was started (the command line over the file).
@@ -499,7 +499,7 @@ fn upload_topic(loaded: &Loaded) -> String {
         .credentials
         .device_id()
         .map(str::to_string)
-        .unwrap_or_else(crate::report::hostname);
+        .unwrap_or_else(crate::model::hostname);
     match loaded.cfg.upload.to {
         UploadTo::Hub => {
             let base = match plan.credentials.module_id() {
@@ -519,7 +519,7 @@ fn upload_topic(loaded: &Loaded) -> String {
             .clone()
             .unwrap_or_default()
             .replace("{device_id}", &device)
-            .replace("{host}", &crate::report::hostname()),
+            .replace("{host}", &crate::model::hostname()),
     }
 }
 

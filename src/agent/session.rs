@@ -143,7 +143,7 @@ impl SessionHandle {
             endpoint: settings.endpoint.name.clone(),
             keepalive_s: settings.keepalive.as_secs(),
             connected: st.connected_since.is_some(),
-            connected_since: st.connected_since.map(crate::report::rfc3339),
+            connected_since: st.connected_since.map(crate::model::rfc3339),
             sessions_total: st.history.sessions_total,
             disconnects_total: st.history.totals(),
             recent,
@@ -314,7 +314,7 @@ pub async fn run(
             } => {
                 let now = SystemTime::now();
                 let event = DisconnectEvent {
-                    at: crate::report::rfc3339(now),
+                    at: crate::model::rfc3339(now),
                     at_unix_ms: now
                         .duration_since(UNIX_EPOCH)
                         .unwrap_or_default()
@@ -454,7 +454,7 @@ async fn hold(
                     let (cause, detail) = match fixed_expiry {
                         Some(exp) if now_unix + 5 >= exp => (
                             DisconnectCause::TokenExpired,
-                            format!("the server closed the connection; the SAS token expired at {}", crate::report::rfc3339_unix(exp)),
+                            format!("the server closed the connection; the SAS token expired at {}", crate::model::rfc3339_unix(exp)),
                         ),
                         _ => (
                             DisconnectCause::EofWithoutDisconnect,

@@ -5,10 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::agent::history::DisconnectCause;
 use crate::diagnose::CLOCK_OFFSET_WARNING_S;
-use crate::probe::{Phase, Status};
-use crate::report::Verdict;
+use crate::model::DisconnectCause;
+use crate::model::Verdict;
+use crate::model::{Phase, Status};
 
 use super::incident::IncidentAcc;
 use super::record::{Observation, Rejection};

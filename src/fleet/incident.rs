@@ -12,8 +12,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::agent::history::DisconnectCause;
-use crate::probe::Status;
+use crate::model::DisconnectCause;
+use crate::model::Status;
 
 use super::aggregate::{IncidentContext, IntMap, IntSet};
 use super::record::Observation;

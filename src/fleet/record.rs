@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::agent::history::DisconnectCause;
-use crate::probe::{Phase, Status};
-use crate::report::Verdict;
+use crate::model::DisconnectCause;
+use crate::model::Verdict;
+use crate::model::{Phase, Status};
 
 /// The schema family and the major version this build understands.
 pub const SCHEMA_FAMILY: &str = "hubprobe.report/";

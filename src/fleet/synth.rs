@@ -12,14 +12,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::agent::history::{
-    CanaryReport, Diagnosis, DiagnosisKind, DisconnectCause, DisconnectEvent,
-};
-use crate::diagnose::FailureClass;
-use crate::probe::tls::{AnchorEvidence, CertInfo, TlsEvidence};
-use crate::probe::{Phase, PhaseResult};
-use crate::profile::{Profile, Protocol, Transport};
-use crate::report::{EndpointReport, Report, Target, Verdict, SCHEMA_ID};
+use crate::model::FailureClass;
+use crate::model::{AnchorEvidence, CertInfo, TlsEvidence};
+use crate::model::{CanaryReport, Diagnosis, DiagnosisKind, DisconnectCause, DisconnectEvent};
+use crate::model::{EndpointReport, Report, Target, Verdict, SCHEMA_ID};
+use crate::model::{Phase, PhaseResult};
+use crate::model::{Protocol, Transport};
+use crate::profile::Profile;
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -249,16 +248,16 @@ fn endpoint_report(
         if *failed {
             phases.push(PhaseResult::skipped(p.phase, "an earlier phase failed"));
         } else {
-            *failed = p.status == crate::probe::Status::Failed;
+            *failed = p.status == crate::model::Status::Failed;
             phases.push(p);
         }
     };
     let ms = |v: f64| Duration::from_secs_f64(v / 1000.0);
     // DNS
-    let dns_ev = crate::probe::dns::DnsEvidence {
+    let dns_ev = crate::model::DnsEvidence {
         query: HUB.into(),
         literal: false,
-        source: crate::probe::dns::DnsSource::Dns,
+        source: crate::model::DnsSource::Dns,
         servers: vec!["10.0.0.53:53".into()],
         cname_chain: vec!["ihsu-prod-am3-015.cloudapp.net".into()],
         a: None,
@@ -284,12 +283,12 @@ fn endpoint_report(
     // TCP
     let blocked = c.dev.firewalled && (port == 8883 || port == 5671);
     let tcp_ms = if blocked { 10_000.0 } else { rng.latency(rtt) };
-    let tcp_ev = crate::probe::tcp::TcpEvidence {
+    let tcp_ev = crate::model::TcpEvidence {
         port,
         remote_address: (!blocked).then(|| format!("20.50.1.10:{port}")),
         local_address: (!blocked).then(|| "10.1.2.3:51000".to_string()),
         interface: None,
-        attempts: vec![crate::probe::tcp::Attempt {
+        attempts: vec![crate::model::Attempt {
             address: format!("20.50.1.10:{port}"),
             family: "ipv4".into(),
             status: if blocked { "failed" } else { "ok" }.into(),
@@ -362,7 +361,7 @@ fn endpoint_report(
         let ws = PhaseResult::ok(
             Phase::Websocket,
             ms(rng.latency(rtt)),
-            crate::probe::ws::WsEvidence {
+            crate::model::WsEvidence {
                 url: format!("wss://{HUB}/$iothub/websocket"),
                 status: Some(101),
                 subprotocol: Some("mqtt".into()),
@@ -374,13 +373,13 @@ fn endpoint_report(
     match protocol {
         Protocol::Mqtt => {
             let connack_ms = rng.latency(rtt * 1.5);
-            let ev = crate::probe::mqtt::MqttEvidence {
+            let ev = crate::model::MqttEvidence {
                 client_id: c.dev.id.clone(),
                 username: Some(format!("{HUB}/{}/?api-version=2021-04-12", c.dev.id)),
                 auth: "sas-key".into(),
                 auth_tested: true,
                 keep_alive_s: 240,
-                connack: Some(crate::probe::mqtt::ConnackEvidence {
+                connack: Some(crate::model::ConnackEvidence {
                     code: if c.hub_down { 3 } else { 0 },
                     name: if c.hub_down {
                         "server unavailable"
@@ -416,7 +415,7 @@ fn endpoint_report(
             let p = PhaseResult::ok(
                 Phase::Amqp,
                 ms(rng.latency(rtt)),
-                crate::probe::amqp::AmqpEvidence {
+                crate::model::AmqpEvidence {
                     sent: "AMQP 3 1.0.0".into(),
                     received: Some("AMQP 3 1.0.0".into()),
                 },
@@ -425,7 +424,7 @@ fn endpoint_report(
         }
         Protocol::Http => {
             let off = (rng.f64() - 0.5) * 0.8;
-            let ev = crate::probe::http::HttpEvidence {
+            let ev = crate::model::HttpEvidence {
                 request: "GET / HTTP/1.1".into(),
                 status: Some(404),
                 status_line: Some("HTTP/1.1 404 Not Found".into()),

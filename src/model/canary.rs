@@ -147,4 +147,3 @@ pub struct CanaryReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_error: Option<String>,
 }
-

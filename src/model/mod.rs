@@ -6,3 +6,20 @@
 //! `docs/report.schema.json` (`hubprobe.report/1`).
 
 pub mod canary;
+pub mod class;
+pub mod evidence;
+pub mod finding;
+pub mod keepalive;
+pub mod phase;
+pub mod report;
+
+pub use canary::{CanaryReport, Diagnosis, DiagnosisKind, DisconnectCause, DisconnectEvent};
+pub use class::{catalogue_markdown, explain, Explanation, FailureClass};
+pub use evidence::*;
+pub use finding::{Finding, Severity};
+pub use keepalive::KeepaliveReport;
+pub use phase::{ms, NoEvidence, Phase, PhaseResult, Status};
+pub use report::{
+    hostname, new_id, rfc3339, rfc3339_unix, EndpointReport, Protocol, Report, SasTokenInfo,
+    Target, Transport, Verdict, JSON_SCHEMA, SCHEMA_ID,
+};

@@ -4,24 +4,13 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{stream_error_kind, Phase, PhaseResult, Stopwatch, StreamFault};
-use crate::diagnose::FailureClass;
+use super::{stream_error_kind, Stopwatch, StreamFault};
+use crate::model::{AmqpEvidence, FailureClass, Phase, PhaseResult};
 
 /// The SASL protocol header: "AMQP", protocol id 3, version 1.0.0.
 pub const SASL_HEADER: [u8; 8] = *b"AMQP\x03\x01\x00\x00";
-
-/// Evidence of the header exchange.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AmqpEvidence {
-    /// Header sent, e.g. `AMQP 3 1.0.0`.
-    pub sent: String,
-    /// Header received.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub received: Option<String>,
-}
 
 /// Sends the SASL header and reads the server's.
 pub async fn probe<S: AsyncRead + AsyncWrite + Unpin>(

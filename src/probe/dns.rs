@@ -34,10 +34,12 @@ use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::proto::ProtoErrorKind;
 use hickory_resolver::{Hosts, ResolveError, ResolveErrorKind, Resolver, TokioResolver};
-use serde::{Deserialize, Serialize};
 
-use super::{ms, Phase, PhaseResult, Stopwatch};
-use crate::diagnose::FailureClass;
+use super::Stopwatch;
+use crate::model::{
+    ms, AddressRecord, DnsEvidence, DnsSource, FailureClass, FamilyEvidence, FamilyStatus, Phase,
+    PhaseResult,
+};
 
 /// How to resolve: which server to ask and how long to wait.
 #[derive(Debug, Clone)]
@@ -58,83 +60,6 @@ pub struct DnsOutcome {
     /// Every address found, deduplicated, AAAA records first then A records (in
     /// answer order). Callers try them all concurrently, so the order is only
     /// a stable presentation, not a preference.
-    pub addresses: Vec<IpAddr>,
-}
-
-/// Where the addresses came from, so a report can tell a DNS answer from a
-/// hosts-file override or a configured IP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DnsSource {
-    /// Name servers were asked (or the resolver answered a special-use name itself).
-    Dns,
-    /// The hosts file held the name; no query was sent.
-    Hosts,
-    /// The host was an IP literal; no query was sent.
-    Literal,
-}
-
-/// Outcome of one address family's query.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FamilyStatus {
-    /// At least one address of this family was found.
-    Ok,
-    /// None was found; `class` says why.
-    Failed,
-}
-
-/// One address record, with the TTL that tells how long the device may keep
-/// using it (a short TTL explains addresses changing between runs).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AddressRecord {
-    /// The address.
-    pub address: IpAddr,
-    /// TTL in seconds as received; 0 for hosts-file entries, which have none.
-    pub ttl: u32,
-}
-
-/// What one family (A or AAAA) saw. Kept per family because "IPv6 broken, IPv4
-/// fine" is a common and important finding.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FamilyEvidence {
-    /// `ok` or `failed`.
-    pub status: FamilyStatus,
-    /// Wall time of this family's query in milliseconds.
-    pub duration_ms: f64,
-    /// Why no address was found (set exactly when failed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub class: Option<FailureClass>,
-    /// Failure detail (set exactly when failed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// The address records found.
-    #[serde(default)]
-    pub records: Vec<AddressRecord>,
-}
-
-/// Evidence of the DNS phase, stored in [`PhaseResult::evidence`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DnsEvidence {
-    /// The host name as given.
-    pub query: String,
-    /// True when the host was an IP literal and nothing was resolved.
-    pub literal: bool,
-    /// Where the answer came from.
-    pub source: DnsSource,
-    /// The servers asked (`ip:port`): the explicit server, or the configured ones
-    /// for the system configuration. Empty when no query was sent.
-    pub servers: Vec<String>,
-    /// The CNAME targets followed, in order (without the trailing dot); empty when
-    /// the name had no alias.
-    pub cname_chain: Vec<String>,
-    /// The A query (absent for literals and names that could not be queried).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub a: Option<FamilyEvidence>,
-    /// The AAAA query (absent for literals and names that could not be queried).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aaaa: Option<FamilyEvidence>,
-    /// The addresses handed to the next phase (same as [`DnsOutcome::addresses`]).
     pub addresses: Vec<IpAddr>,
 }
 
@@ -680,7 +605,7 @@ fn phase_failure(a: &FamilyEvidence, aaaa: &FamilyEvidence) -> Option<(FailureCl
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::Status;
+    use crate::model::Status;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn failed(class: FailureClass, message: &str) -> FamilyEvidence {
@@ -704,8 +629,12 @@ mod tests {
     }
 
     fn evidence_of(outcome: &DnsOutcome) -> DnsEvidence {
-        let value = outcome.result.evidence.clone().expect("evidence present");
-        serde_json::from_value(value).expect("evidence deserializes")
+        outcome
+            .result
+            .evidence()
+            .and_then(crate::model::Evidence::dns)
+            .expect("DNS evidence present")
+            .clone()
     }
 
     #[test]

@@ -4,36 +4,13 @@
 
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{stream_error_kind, Phase, PhaseResult, Stopwatch, StreamFault};
-use crate::diagnose::FailureClass;
+use super::{stream_error_kind, Stopwatch, StreamFault};
+use crate::model::{FailureClass, HttpEvidence, Phase, PhaseResult};
 
 /// Most response header bytes read.
 const MAX_HEAD: usize = 16 * 1024;
-
-/// Evidence of the request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HttpEvidence {
-    /// Request line sent.
-    pub request: String,
-    /// Status code.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<u16>,
-    /// Status line.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status_line: Option<String>,
-    /// `Server` header.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server: Option<String>,
-    /// `Date` header.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub date: Option<String>,
-    /// Server clock minus device clock, seconds (1 s resolution of `Date`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clock_offset_s: Option<f64>,
-}
 
 /// Sends `GET path` to `host` and reads the response head.
 pub async fn probe<S: AsyncRead + AsyncWrite + Unpin>(
@@ -209,8 +186,8 @@ mod tests {
         });
         let r = probe(&mut client, "h", "/", Duration::from_secs(2)).await;
         assert!(r.is_ok(), "{r:?}");
-        let ev = r.evidence.unwrap();
-        assert_eq!(ev["status"], 404);
-        assert!(ev["clock_offset_s"].as_f64().unwrap().abs() < 2.0);
+        let ev = r.evidence().and_then(crate::model::Evidence::http).unwrap();
+        assert_eq!(ev.status, Some(404));
+        assert!(ev.clock_offset_s.unwrap().abs() < 2.0);
     }
 }

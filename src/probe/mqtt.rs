@@ -9,13 +9,12 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use rumqttc::mqttbytes::v4::{ConnectReturnCode, Packet};
 use rumqttc::mqttbytes::{Error as CodecError, Protocol};
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::stream::Link;
-use super::{ms, stream_error_kind, Phase, PhaseResult, Stopwatch, StreamFault};
+use super::{stream_error_kind, Stopwatch, StreamFault};
 use crate::auth::Secret;
-use crate::diagnose::FailureClass;
+use crate::model::{ms, ConnackEvidence, FailureClass, MqttEvidence, Phase, PhaseResult};
 
 /// Largest packet accepted from the server (CONNACK and PINGRESP are tiny).
 const MAX_PACKET: usize = 64 * 1024;
@@ -37,47 +36,6 @@ pub struct MqttOptions {
     pub pings: u32,
     /// Bound on the whole phase: CONNECT, CONNACK, every ping and the DISCONNECT.
     pub timeout: Duration,
-}
-
-/// Evidence of the MQTT phase.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MqttEvidence {
-    /// Client id sent.
-    pub client_id: String,
-    /// User name sent (never the password).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    /// How the identity authenticates.
-    pub auth: String,
-    /// Whether authentication was really tested (false with a throw-away identity).
-    pub auth_tested: bool,
-    /// Keep-alive announced, seconds.
-    pub keep_alive_s: u16,
-    /// CONNACK received, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connack: Option<ConnackEvidence>,
-    /// Time from CONNECT sent to CONNACK received.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connack_ms: Option<f64>,
-    /// PINGREQ → PINGRESP round-trip times.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ping_rtts_ms: Vec<f64>,
-    /// Whether a DISCONNECT was sent at the end.
-    pub disconnect_sent: bool,
-    /// One line for humans ("reachable, authentication not tested").
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
-
-/// A CONNACK.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ConnackEvidence {
-    /// Return code (0 accepted, 1–5 refused).
-    pub code: u8,
-    /// Its name.
-    pub name: String,
-    /// Session present flag.
-    pub session_present: bool,
 }
 
 /// Runs CONNECT → CONNACK (→ pings → DISCONNECT) on `link`.

@@ -8,12 +8,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
 use socket2::{Domain, Socket, Type};
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::{ms, Phase, PhaseResult, Stopwatch};
-use crate::diagnose::FailureClass;
+use super::Stopwatch;
+use crate::model::{ms, Attempt, FailureClass, Phase, PhaseResult, TcpEvidence};
 
 /// Most addresses tried per family, so a name with many records stays bounded.
 pub const MAX_ADDRESSES_PER_FAMILY: usize = 4;
@@ -31,47 +30,6 @@ pub struct TcpOptions {
     pub interface: Option<String>,
     /// Bind to this local address before connecting.
     pub source_ip: Option<IpAddr>,
-}
-
-/// One connect attempt to one address.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Attempt {
-    /// Remote address.
-    pub address: String,
-    /// `ipv4` or `ipv6`.
-    pub family: String,
-    /// `ok` or `failed` (`skipped` when the source address family does not fit).
-    pub status: String,
-    /// Time to connect or to fail.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub duration_ms: Option<f64>,
-    /// Failure class.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub class: Option<FailureClass>,
-    /// Failure detail.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// Local address of the connection.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub local_address: Option<String>,
-}
-
-/// Evidence of the TCP phase.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TcpEvidence {
-    /// Port connected to.
-    pub port: u16,
-    /// The connection the later phases use.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remote_address: Option<String>,
-    /// Its local address.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub local_address: Option<String>,
-    /// Interface bound to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interface: Option<String>,
-    /// Every address tried.
-    pub attempts: Vec<Attempt>,
 }
 
 /// The TCP phase's result and, on success, the connected stream.

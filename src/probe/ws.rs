@@ -3,30 +3,13 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, http};
 use tokio_tungstenite::WebSocketStream;
 
 use super::stream::{ws_to_io, Stream};
-use super::{stream_error_kind, Phase, PhaseResult, Stopwatch, StreamFault};
-use crate::diagnose::FailureClass;
-
-/// Evidence of the upgrade.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WsEvidence {
-    /// The URL requested.
-    pub url: String,
-    /// HTTP status of the answer (101 on success).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<u16>,
-    /// Subprotocol the server chose.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subprotocol: Option<String>,
-    /// `Server` header, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server: Option<String>,
-}
+use super::{stream_error_kind, Stopwatch, StreamFault};
+use crate::model::{FailureClass, Phase, PhaseResult, WsEvidence};
 
 /// The upgrade's result and the WebSocket on success.
 pub struct WsOutcome {

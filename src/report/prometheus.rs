@@ -19,13 +19,11 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::{EndpointReport, Report, Verdict};
-use crate::model::canary::{CanaryReport, DiagnosisKind, DisconnectCause};
-use crate::diagnose::Severity;
-use crate::probe::{Phase, Status};
-use crate::tune::recommend::Confidence;
-use crate::tune::run::KeepaliveReport;
-use crate::tune::stats::GroupStats;
+use crate::model::keepalive::{Confidence, GroupStats};
+use crate::model::{
+    CanaryReport, DiagnosisKind, DisconnectCause, DnsEvidence, EndpointReport, Evidence,
+    FamilyStatus, KeepaliveReport, Phase, Report, Severity, Status, TlsEvidence, Verdict,
+};
 
 /// The Content-Type of this format, for an HTTP server that would serve it.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -437,107 +435,92 @@ fn endpoint_metrics(out: &mut Exposition, e: &EndpointReport) {
             );
         }
     }
-    if let Some(ev) = evidence(e, Phase::Dns) {
+    if let Some(ev) = evidence(e, Phase::Dns).and_then(Evidence::dns) {
         dns_metrics(out, ep, ev);
     }
-    if let Some(ev) = evidence(e, Phase::Tls) {
+    if let Some(ev) = evidence(e, Phase::Tls).and_then(Evidence::tls) {
         tls_metrics(out, ep, ev);
     }
-    if let Some(code) = evidence(e, Phase::Mqtt)
-        .and_then(|ev| ev.pointer("/connack/code"))
-        .and_then(Value::as_f64)
+    if let Some(connack) = evidence(e, Phase::Mqtt)
+        .and_then(Evidence::mqtt)
+        .and_then(|m| m.connack.as_ref())
     {
-        out.add(&MQTT_CONNACK, &[("endpoint", ep)], code);
+        out.add(&MQTT_CONNACK, &[("endpoint", ep)], f64::from(connack.code));
     }
     if let Some(off) = evidence(e, Phase::Http)
-        .and_then(|ev| ev.get("clock_offset_s"))
-        .and_then(Value::as_f64)
+        .and_then(Evidence::http)
+        .and_then(|h| h.clock_offset_s)
     {
         out.add(&CLOCK_OFFSET, &[("endpoint", ep)], off);
     }
 }
 
-fn evidence(e: &EndpointReport, phase: Phase) -> Option<&Value> {
-    e.phase(phase).and_then(|p| p.evidence.as_ref())
+fn evidence(e: &EndpointReport, phase: Phase) -> Option<&Evidence> {
+    e.phase(phase).and_then(|p| p.evidence())
 }
 
-fn str_at<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
-}
-
-fn dns_metrics(out: &mut Exposition, ep: &str, ev: &Value) {
-    for family in ["a", "aaaa"] {
-        let Some(f) = ev.get(family).filter(|f| f.is_object()) else {
+fn dns_metrics(out: &mut Exposition, ep: &str, ev: &DnsEvidence) {
+    for (family, f) in [("a", &ev.a), ("aaaa", &ev.aaaa)] {
+        let Some(f) = f else {
             continue;
         };
-        let records = f
-            .get("records")
-            .and_then(Value::as_array)
-            .map_or(0, Vec::len);
         let labels = [("endpoint", ep), ("family", family)];
-        out.add(&DNS_ANSWERS, &labels, records as f64);
+        out.add(&DNS_ANSWERS, &labels, f.records.len() as f64);
         out.add(
             &DNS_SUCCESS,
             &labels,
-            bool_value(str_at(f, "status") == "ok"),
+            bool_value(f.status == FamilyStatus::Ok),
         );
     }
 }
 
-fn tls_metrics(out: &mut Exposition, ep: &str, ev: &Value) {
-    if let Some(version) = ev.get("version").and_then(Value::as_str) {
+fn tls_metrics(out: &mut Exposition, ep: &str, ev: &TlsEvidence) {
+    if let Some(version) = &ev.version {
         out.add(
             &TLS_VERSION,
             &[
                 ("endpoint", ep),
                 ("version", version),
-                ("cipher_suite", str_at(ev, "cipher_suite")),
+                ("cipher_suite", ev.cipher_suite.as_deref().unwrap_or("")),
             ],
             1.0,
         );
     }
-    let chain = ev.get("chain").and_then(Value::as_array);
-    if let Some(leaf) = chain.and_then(|c| c.first()) {
-        if let Some(t) = unix_seconds(str_at(leaf, "not_after")) {
+    if let Some(leaf) = ev.chain.first() {
+        if let Some(t) = unix_seconds(&leaf.not_after) {
             out.add(&TLS_LEAF_EXPIRY, &[("endpoint", ep)], t);
         }
         out.add(
             &TLS_LEAF_INFO,
             &[
                 ("endpoint", ep),
-                ("subject", str_at(leaf, "subject")),
-                ("issuer", str_at(leaf, "issuer")),
-                ("serial", str_at(leaf, "serial")),
-                ("fingerprint_sha256", str_at(leaf, "sha256")),
+                ("subject", &leaf.subject),
+                ("issuer", &leaf.issuer),
+                ("serial", &leaf.serial),
+                ("fingerprint_sha256", &leaf.sha256),
             ],
             1.0,
         );
     }
-    let earliest = chain
-        .into_iter()
-        .flatten()
-        .filter_map(|c| unix_seconds(str_at(c, "not_after")))
+    let earliest = ev
+        .chain
+        .iter()
+        .filter_map(|c| unix_seconds(&c.not_after))
         .min_by(f64::total_cmp);
     if let Some(t) = earliest {
         out.add(&TLS_CHAIN_EXPIRY, &[("endpoint", ep)], t);
     }
-    if let Some(a) = ev.get("trust_anchor").filter(|a| a.is_object()) {
-        let flag = |k: &str| {
-            if a.get(k).and_then(Value::as_bool).unwrap_or(false) {
-                "true"
-            } else {
-                "false"
-            }
-        };
+    if let Some(a) = &ev.trust_anchor {
+        let flag = |b: bool| if b { "true" } else { "false" };
         out.add(
             &TLS_ANCHOR,
             &[
                 ("endpoint", ep),
-                ("anchor", str_at(a, "name")),
-                ("subject", str_at(a, "subject")),
-                ("origin", str_at(a, "origin")),
-                ("expected", flag("expected")),
-                ("legacy", flag("legacy")),
+                ("anchor", &a.name),
+                ("subject", &a.subject),
+                ("origin", &a.origin),
+                ("expected", flag(a.expected)),
+                ("legacy", flag(a.legacy)),
             ],
             1.0,
         );

@@ -3,11 +3,9 @@
 
 use std::fmt::Write as _;
 
-use serde_json::Value;
-
-use super::{Report, Verdict};
-use crate::diagnose::Severity;
-use crate::probe::{Phase, PhaseResult, Status};
+use crate::model::Severity;
+use crate::model::{DnsSource, Evidence, FamilyStatus, PhaseResult, Status};
+use crate::model::{Report, Verdict};
 
 /// How much to show.
 #[derive(Debug, Clone, Copy)]
@@ -128,20 +126,20 @@ pub fn render(report: &Report, opts: TextOptions) -> String {
     out
 }
 
-fn protocol_name(p: crate::profile::Protocol) -> &'static str {
+fn protocol_name(p: crate::model::Protocol) -> &'static str {
     match p {
-        crate::profile::Protocol::Mqtt => "MQTT",
-        crate::profile::Protocol::Amqp => "AMQP",
-        crate::profile::Protocol::Http => "HTTP",
+        crate::model::Protocol::Mqtt => "MQTT",
+        crate::model::Protocol::Amqp => "AMQP",
+        crate::model::Protocol::Http => "HTTP",
     }
 }
 
-fn transport_name(t: crate::profile::Transport) -> &'static str {
+fn transport_name(t: crate::model::Transport) -> &'static str {
     match t {
-        crate::profile::Transport::Tcp => "TCP",
-        crate::profile::Transport::Tls => "TLS",
-        crate::profile::Transport::Ws => "WebSocket",
-        crate::profile::Transport::Wss => "WebSocket/TLS",
+        crate::model::Transport::Tcp => "TCP",
+        crate::model::Transport::Tls => "TLS",
+        crate::model::Transport::Ws => "WebSocket",
+        crate::model::Transport::Wss => "WebSocket/TLS",
     }
 }
 
@@ -308,82 +306,56 @@ fn fmt_ms(d: Option<f64>) -> String {
     }
 }
 
-fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str)
-}
-
 /// The one-line gist of a successful phase's evidence.
 fn summary(ph: &PhaseResult) -> String {
-    let Some(ev) = &ph.evidence else {
+    let Some(ev) = ph.evidence() else {
         return String::new();
     };
-    match ph.phase {
-        Phase::Dns => {
-            let addrs: Vec<String> = ev
-                .get("addresses")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|a| a.as_str().map(str::to_string))
-                .collect();
-            let source = s(ev, "source").unwrap_or("dns");
-            format!("{} ({source})", addrs.join(", "))
+    match ev {
+        Evidence::Dns(ev) => {
+            let addrs: Vec<String> = ev.addresses.iter().map(|a| a.to_string()).collect();
+            format!("{} ({})", addrs.join(", "), dns_source(ev.source))
         }
-        Phase::Tcp => format!(
+        Evidence::Tcp(ev) => format!(
             "{} from {}",
-            s(ev, "remote_address").unwrap_or("?"),
-            s(ev, "local_address").unwrap_or("?")
+            ev.remote_address.as_deref().unwrap_or("?"),
+            ev.local_address.as_deref().unwrap_or("?")
         ),
-        Phase::Tls => {
-            let anchor = ev
-                .get("trust_anchor")
-                .and_then(|a| a.get("name"))
-                .and_then(Value::as_str)
-                .unwrap_or("?");
-            let days = ev
-                .get("leaf_days_left")
-                .and_then(Value::as_f64)
-                .unwrap_or(f64::NAN);
+        Evidence::Tls(ev) => {
+            let anchor = ev.trust_anchor.as_ref().map_or("?", |a| a.name.as_str());
+            let days = ev.leaf_days_left.unwrap_or(f64::NAN);
             let mut out = format!(
                 "{} {}, root \"{anchor}\", leaf expires in {days:.0} d",
-                s(ev, "version").unwrap_or("?"),
-                s(ev, "cipher_suite").unwrap_or("?")
+                ev.version.as_deref().unwrap_or("?"),
+                ev.cipher_suite.as_deref().unwrap_or("?")
             );
-            if let Some(alpn) = s(ev, "alpn") {
+            if let Some(alpn) = &ev.alpn {
                 let _ = write!(out, ", ALPN {alpn}");
             }
             out
         }
-        Phase::Websocket => format!(
+        Evidence::Websocket(ev) => format!(
             "HTTP {} subprotocol {}",
-            ev.get("status").and_then(Value::as_u64).unwrap_or(0),
-            s(ev, "subprotocol").unwrap_or("-")
+            ev.status.unwrap_or(0),
+            ev.subprotocol.as_deref().unwrap_or("-")
         ),
-        Phase::Mqtt => {
-            let connack = ev
-                .get("connack")
-                .and_then(|c| c.get("name"))
-                .and_then(Value::as_str)
-                .unwrap_or("?");
+        Evidence::Mqtt(ev) => {
+            let connack = ev.connack.as_ref().map_or("?", |c| c.name.as_str());
             let mut out = format!("CONNACK {connack}");
-            if let Some(pings) = ev
-                .get("ping_rtts_ms")
-                .and_then(Value::as_array)
-                .filter(|a| !a.is_empty())
-            {
-                let v: Vec<f64> = pings.iter().filter_map(Value::as_f64).collect();
+            if !ev.ping_rtts_ms.is_empty() {
+                let v = &ev.ping_rtts_ms;
                 let avg = v.iter().sum::<f64>() / v.len() as f64;
                 let _ = write!(out, ", {} pings avg {avg:.1} ms", v.len());
             }
-            if let Some(note) = s(ev, "note") {
+            if let Some(note) = &ev.note {
                 let _ = write!(out, " — {note}");
             }
             out
         }
-        Phase::Amqp => format!("server header {}", s(ev, "received").unwrap_or("?")),
-        Phase::Http => {
-            let mut out = s(ev, "status_line").unwrap_or("?").to_string();
-            if let Some(off) = ev.get("clock_offset_s").and_then(Value::as_f64) {
+        Evidence::Amqp(ev) => format!("server header {}", ev.received.as_deref().unwrap_or("?")),
+        Evidence::Http(ev) => {
+            let mut out = ev.status_line.as_deref().unwrap_or("?").to_string();
+            if let Some(off) = ev.clock_offset_s {
                 let _ = write!(out, ", clock offset {off:+.1} s");
             }
             out
@@ -391,91 +363,62 @@ fn summary(ph: &PhaseResult) -> String {
     }
 }
 
+fn dns_source(s: DnsSource) -> &'static str {
+    match s {
+        DnsSource::Dns => "dns",
+        DnsSource::Hosts => "hosts",
+        DnsSource::Literal => "literal",
+    }
+}
+
 /// Extra lines for `-v`.
 fn details(ph: &PhaseResult) -> Vec<String> {
-    let Some(ev) = &ph.evidence else {
+    let Some(ev) = ph.evidence() else {
         return vec![];
     };
     let mut out = Vec::new();
-    match ph.phase {
-        Phase::Dns => {
-            if let Some(servers) = ev.get("servers").and_then(Value::as_array) {
-                let list: Vec<&str> = servers.iter().filter_map(Value::as_str).collect();
-                if !list.is_empty() {
-                    out.push(format!("servers: {}", list.join(", ")));
-                }
+    match ev {
+        Evidence::Dns(ev) => {
+            if !ev.servers.is_empty() {
+                out.push(format!("servers: {}", ev.servers.join(", ")));
             }
-            if let Some(chain) = ev
-                .get("cname_chain")
-                .and_then(Value::as_array)
-                .filter(|c| !c.is_empty())
-            {
-                let list: Vec<&str> = chain.iter().filter_map(Value::as_str).collect();
-                out.push(format!("CNAME chain: {}", list.join(" → ")));
+            if !ev.cname_chain.is_empty() {
+                out.push(format!("CNAME chain: {}", ev.cname_chain.join(" → ")));
             }
-            for fam in ["a", "aaaa"] {
-                if let Some(f) = ev.get(fam).filter(|f| !f.is_null()) {
-                    let recs: Vec<String> = f
-                        .get("records")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .map(|r| {
-                            format!(
-                                "{} ttl {}",
-                                r.get("address").and_then(Value::as_str).unwrap_or("?"),
-                                r.get("ttl").and_then(Value::as_u64).unwrap_or(0)
-                            )
-                        })
-                        .collect();
-                    let status = s(f, "status").unwrap_or("?");
-                    let class = s(f, "class").map(|c| format!(" {c}")).unwrap_or_default();
-                    out.push(format!(
-                        "{}: {status}{class} {}",
-                        fam.to_uppercase(),
-                        recs.join(", ")
-                    ));
-                }
+            for (fam, f) in [("A", &ev.a), ("AAAA", &ev.aaaa)] {
+                let Some(f) = f else { continue };
+                let recs: Vec<String> = f
+                    .records
+                    .iter()
+                    .map(|r| format!("{} ttl {}", r.address, r.ttl))
+                    .collect();
+                let status = match f.status {
+                    FamilyStatus::Ok => "ok",
+                    FamilyStatus::Failed => "failed",
+                };
+                let class = f.class.map(|c| format!(" {c}")).unwrap_or_default();
+                out.push(format!("{fam}: {status}{class} {}", recs.join(", ")));
             }
         }
-        Phase::Tcp => {
-            for a in ev
-                .get("attempts")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                out.push(format!(
-                    "{} {} {}",
-                    s(a, "address").unwrap_or("?"),
-                    s(a, "status").unwrap_or("?"),
-                    s(a, "class").or_else(|| s(a, "message")).unwrap_or("")
-                ));
+        Evidence::Tcp(ev) => {
+            for a in &ev.attempts {
+                let why = match (a.class, &a.message) {
+                    (Some(c), _) => c.id(),
+                    (None, Some(m)) => m.as_str(),
+                    (None, None) => "",
+                };
+                out.push(format!("{} {} {why}", a.address, a.status));
             }
         }
-        Phase::Tls => {
-            for (i, c) in ev
-                .get("chain")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
+        Evidence::Tls(ev) => {
+            for (i, c) in ev.chain.iter().enumerate() {
                 out.push(format!(
                     "[{i}] {} (issuer {}), valid {} → {}, sha256 {}",
-                    s(c, "subject").unwrap_or("?"),
-                    s(c, "issuer").unwrap_or("?"),
-                    s(c, "not_before").unwrap_or("?"),
-                    s(c, "not_after").unwrap_or("?"),
-                    s(c, "sha256").unwrap_or("?")
+                    c.subject, c.issuer, c.not_before, c.not_after, c.sha256
                 ));
             }
-            if let Some(a) = ev.get("trust_anchor").filter(|a| !a.is_null()) {
-                out.push(format!(
-                    "trust anchor: {} ({})",
-                    s(a, "subject").unwrap_or("?"),
-                    s(a, "origin").unwrap_or("?")
-                ));
+            if let Some(a) = &ev.trust_anchor {
+                out.push(format!("trust anchor: {} ({})", a.subject, a.origin));
             }
         }
         _ => {}

@@ -17,30 +17,16 @@
 //! The machines never touch the network or a clock: the driver starts connections,
 //! waits, and feeds [`IdleOutcome`]s back.
 
+pub use crate::model::keepalive::{Discovery, DropKind};
+
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
 
 use super::{IdleOutcome, IdleResult};
 
 /// Slack for comparing a relative bracket width with the target precision (the
 /// durations are rounded to whole milliseconds).
 const EPS: f64 = 1e-9;
-
-/// How the path dropped a flow. Why: a silent drop (the NAT forgot the flow) is fixed
-/// with a shorter keep-alive; a reset says a middlebox actively cut it; one-way means
-/// cloud-to-device traffic breaks while the device can still send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DropKind {
-    /// Nothing arrived either way.
-    SilentDrop,
-    /// A TCP reset came back.
-    Reset,
-    /// Downstream broke, upstream still works.
-    OneWay,
-}
 
 impl DropKind {
     /// The kind of drop an outcome shows, `None` when it is not a drop.
@@ -52,49 +38,6 @@ impl DropKind {
             IdleOutcome::Survived | IdleOutcome::Error(_) => None,
         }
     }
-}
-
-/// What a discovery found. Why: the `idle_timeout` part of the report's keep-alive
-/// section, and the input of the recommendation (see
-/// [`crate::tune::recommend::IdleBounds::from_discovery`]).
-///
-/// The bracket is (longest survived, shortest failed]: the path's idle timeout T is
-/// above the first and at most the second.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Discovery {
-    /// The longest idle time that survived **below** the shortest failure (so the
-    /// lower end of the bracket even on an inconsistent path), ms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub longest_survived_ms: Option<u64>,
-    /// The shortest idle time after which the flow was gone, ms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shortest_failed_ms: Option<u64>,
-    /// The midpoint of the bracket, ms; absent without both ends.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub estimate_ms: Option<u64>,
-    /// Relative width of the bracket, (failed − survived) / failed (1.0 when nothing
-    /// survived below the failure); absent without a failure.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub precision: Option<f64>,
-    /// Set when nothing dropped: every flow survived up to this idle time, ms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub no_drop_up_to_ms: Option<u64>,
-    /// The kind of most drops (ties go to the kind of the shortest failure).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub drop_kind: Option<DropKind>,
-    /// Every kind of drop seen.
-    pub drop_kinds_seen: Vec<DropKind>,
-    /// True when a flow survived an idle time at or above one that failed: the path is
-    /// not deterministic (several NATs, load balancing, loss), so the bracket is less
-    /// trustworthy.
-    pub inconsistent: bool,
-    /// How many probes failed for their own reasons (no verdict on the path).
-    pub errors: usize,
-    /// Every result, sorted by idle time (equal idles in arrival order).
-    pub results: Vec<IdleResult>,
-    /// Reflector mode: rounds of connections started (1 + refinements). Hub-only
-    /// mode: probes run (each one is a round of its own).
-    pub rounds: u32,
 }
 
 fn ms(d: Duration) -> u64 {

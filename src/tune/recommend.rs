@@ -12,9 +12,9 @@
 //! K = min(K_nat, K_lossy, K_detect, K_cap), then raised to the profile minimum and the
 //! operator floor (conflicts reported, never hidden). All arithmetic is in seconds.
 
-use std::time::Duration;
+pub use crate::model::keepalive::{Confidence, Limit, LimitKind, Recommendation, Spread};
 
-use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 use super::discovery::Discovery;
 use super::stats::Stability;
@@ -160,42 +160,6 @@ pub struct Inputs {
     pub tls: bool,
 }
 
-/// How sure the recommendation is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Confidence {
-    /// Inconsistent path, no idle-timeout measurement, or a lossy/outage-prone link.
-    Low,
-    /// Some of what "high" needs is missing.
-    Medium,
-    /// Idle timeout measured with a tight bracket (or no drop up to the cap) on a
-    /// consistent path, ≥ 20 stability samples, loss < 1 %, no outage.
-    High,
-}
-
-/// Which limit a value comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum LimitKind {
-    /// Below the path's idle timeout with room for one retransmission.
-    #[serde(rename = "k_nat")]
-    Nat,
-    /// The conservative cap on a lossy or outage-prone link.
-    #[serde(rename = "lossy_link")]
-    LossyLink,
-    /// Fast enough to notice a dead link within the operator's wish.
-    #[serde(rename = "k_detect")]
-    Detect,
-    /// The profile's largest useful keep-alive.
-    #[serde(rename = "k_cap")]
-    Cap,
-    /// The profile's smallest allowed keep-alive.
-    #[serde(rename = "keepalive_min")]
-    KeepaliveMin,
-    /// The operator's floor.
-    #[serde(rename = "operator_floor")]
-    OperatorFloor,
-}
-
 impl LimitKind {
     /// How sentences name the limit.
     pub fn label(self) -> &'static str {
@@ -212,57 +176,6 @@ impl LimitKind {
     fn is_floor(self) -> bool {
         matches!(self, LimitKind::KeepaliveMin | LimitKind::OperatorFloor)
     }
-}
-
-/// One limit considered, with its value and why it has that value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Limit {
-    /// Which limit.
-    pub kind: LimitKind,
-    /// Its value in whole seconds (upper limits rounded down, floors up).
-    pub value_s: u64,
-    /// Why, as a sentence.
-    pub reason: String,
-}
-
-/// The range a device draws its keep-alive from. Why: a fleet that boots together and
-/// pings in lockstep hits the hub (and the cell) in waves; a per-device random value
-/// in [0.9 K, K] spreads the pings without ever exceeding K.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Spread {
-    /// Lower end, seconds (never below a floor that applied).
-    pub min_s: u64,
-    /// Upper end (= the keep-alive), seconds.
-    pub max_s: u64,
-}
-
-/// The recommendation. Why: the `recommendation` part of the report's keep-alive
-/// section and the text summary's last lines.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Recommendation {
-    /// MQTT keep-alive, whole seconds.
-    pub keepalive_s: u64,
-    /// How long to wait for a PINGRESP before declaring the connection dead, seconds.
-    pub pingresp_timeout_s: u64,
-    /// TCP_USER_TIMEOUT, seconds: keep-alive + PINGRESP timeout, so the kernel gives
-    /// up on unacknowledged data when MQTT would.
-    pub tcp_user_timeout_s: u64,
-    /// Per-device random keep-alive range.
-    pub spread: Spread,
-    /// Bytes on the wire per keep-alive round (see [`bytes_per_round`]).
-    pub bytes_per_round: u64,
-    /// Bytes per day spent on keep-alives at `keepalive_s`.
-    pub bytes_per_day: u64,
-    /// How sure this is.
-    pub confidence: Confidence,
-    /// The limit that decided the keep-alive.
-    pub binding: LimitKind,
-    /// Every limit considered.
-    pub limits: Vec<Limit>,
-    /// Plain sentences: why this value; the first names the binding limit.
-    pub reasons: Vec<String>,
-    /// Conflicts between limits (e.g. a floor above the NAT-safe value).
-    pub conflicts: Vec<String>,
 }
 
 /// Bytes on the wire for one keep-alive round: PINGREQ and PINGRESP segments, each

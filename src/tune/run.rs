@@ -6,26 +6,30 @@
 //! like any check), RTT samples at Poisson-distributed times, idle-timeout discovery
 //! (reflector ladder, or hub-only search one session at a time), recommendation.
 
+pub use crate::model::keepalive::KeepaliveReport;
+
 use std::time::{Duration, SystemTime};
 
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::check::{self, CheckPlan};
-use crate::diagnose::{self, FailureClass, Finding, Severity};
+use crate::diagnose;
+use crate::model::Phase;
+use crate::model::Protocol;
+use crate::model::{FailureClass, Finding, Severity};
+use crate::model::{Report, Verdict};
 use crate::probe::dns::{self, DnsOptions};
 use crate::probe::mqtt::Session;
-use crate::probe::Phase;
-use crate::profile::{Endpoint, Protocol};
-use crate::report::{self, Report, Verdict};
+use crate::profile::Endpoint;
+use crate::report;
 use crate::tune::discovery::{
     Discovery, HubSearch, HubSearchConfig, Ladder, LadderConfig, LadderDecision,
 };
-use crate::tune::recommend::{self, IdleBounds, Inputs, LinkStats, Recommendation};
+use crate::tune::recommend::{self, IdleBounds, Inputs, LinkStats};
 use crate::tune::reflector::{probe_idle, EchoSession, ReflectorTarget};
-use crate::tune::stats::{self, Sample, Stability, StabilityConfig};
+use crate::tune::stats::{self, Sample, StabilityConfig};
 use crate::tune::IdleOutcome;
 
 /// How the tuner measures.
@@ -76,30 +80,6 @@ pub struct NoProgress;
 
 impl Progress for NoProgress {
     fn update(&self, _: &str, _: u64, _: u64, _: &str) {}
-}
-
-/// The `keepalive` section of a tune report.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct KeepaliveReport {
-    /// `reflector` or `hub`.
-    pub mode: String,
-    /// The reflector as named, in reflector mode.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reflector: Option<String>,
-    /// The hub endpoint the samples (hub mode) and the recommendation are for.
-    pub endpoint: String,
-    /// Mean sampling interval asked for, milliseconds.
-    pub sample_interval_ms: u64,
-    /// Stability figures.
-    pub stability: Stability,
-    /// Idle-timeout discovery, when it ran.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub discovery: Option<Discovery>,
-    /// Wall time of the discovery, milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub discovery_ms: Option<f64>,
-    /// The recommendation.
-    pub recommendation: Recommendation,
 }
 
 /// Gaps between samples with mean `mean`: exponential, from a small xorshift
@@ -228,7 +208,7 @@ pub async fn tune(plan: &CheckPlan, settings: &TuneSettings, progress: &dyn Prog
             }
             Mode::Hub => hub_search(plan, settings, &endpoint, &addresses, grace, progress).await,
         };
-        (Some(d), Some(crate::probe::ms(t0.elapsed())))
+        (Some(d), Some(crate::model::ms(t0.elapsed())))
     } else {
         (None, None)
     };
@@ -305,7 +285,7 @@ pub async fn tune(plan: &CheckPlan, settings: &TuneSettings, progress: &dyn Prog
 
 fn finish(mut report: Report, clock: Instant) -> Report {
     report.finished_at = report::rfc3339(SystemTime::now());
-    report.duration_ms = crate::probe::ms(clock.elapsed());
+    report.duration_ms = crate::model::ms(clock.elapsed());
     report
 }
 
@@ -356,8 +336,8 @@ async fn sample(
             };
             last_activity = Instant::now();
         }
-        let at_ms = crate::probe::ms(start.elapsed());
-        let idle_before_ms = crate::probe::ms(last_activity.elapsed());
+        let at_ms = crate::model::ms(start.elapsed());
+        let idle_before_ms = crate::model::ms(last_activity.elapsed());
         let rtt = match conn.as_mut() {
             None => None,
             Some(Conn::Echo(s)) => s.echo(per_sample).await,
@@ -371,7 +351,7 @@ async fn sample(
         }
         out.push(Sample {
             at_ms,
-            rtt_ms: rtt.map(crate::probe::ms),
+            rtt_ms: rtt.map(crate::model::ms),
             idle_before_ms,
         });
     }

@@ -13,24 +13,13 @@
 //! Non-finite or negative round-trip times are ignored (they can only come from a
 //! broken clock, and one bad value must not poison every figure).
 
-use serde::{Deserialize, Serialize};
+pub use crate::model::keepalive::{
+    GroupStats, LossBursts, Outage, Percentiles, Rto, Sample, Stability, StabilityConfig,
+};
 
 /// The largest RTO this module reports: RFC 6298 (2.5) allows an upper bound on the
 /// RTO provided it is at least 60 s.
 pub const MAX_RTO_MS: f64 = 60_000.0;
-
-/// One probe: when it was sent, what came back and how long the connection had been
-/// idle before it. Why: the time drives loss bursts and outages, the idle time
-/// sorts the sample into the warm or the cold group.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Sample {
-    /// Send time, milliseconds since the start of the measurement.
-    pub at_ms: f64,
-    /// Round-trip time in milliseconds; `None` when no answer came back (lost).
-    pub rtt_ms: Option<f64>,
-    /// How long the connection was idle before this probe, milliseconds.
-    pub idle_before_ms: f64,
-}
 
 impl Sample {
     /// The round-trip time if it is a usable number (answered, finite, not negative).
@@ -38,21 +27,6 @@ impl Sample {
     pub fn rtt(&self) -> Option<f64> {
         self.rtt_ms.filter(|r| r.is_finite() && *r >= 0.0)
     }
-}
-
-/// How to read the samples. Why: what counts as "cold" or as an "outage" depends on
-/// the schedule of the measurement, and the RTO floor differs between RFC 6298 and
-/// real stacks.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct StabilityConfig {
-    /// A sample taken after at least this much idle time is "cold".
-    pub cold_after_ms: f64,
-    /// Consecutive losses spanning at least this long are an outage.
-    pub outage_min_ms: f64,
-    /// The RTO floor: RFC 6298 (2.4) says 1000 ms; Linux uses 200 ms.
-    pub min_rto_ms: f64,
-    /// Clock granularity G of RFC 6298 (2.2), milliseconds.
-    pub granularity_ms: f64,
 }
 
 impl Default for StabilityConfig {
@@ -68,18 +42,6 @@ impl Default for StabilityConfig {
             granularity_ms: 1.0,
         }
     }
-}
-
-/// The RFC 6298 estimator state after the last sample. Why: the RTO is how long one
-/// lost segment (a PINGREQ) delays things before TCP retransmits it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Rto {
-    /// Smoothed round-trip time, milliseconds.
-    pub srtt_ms: f64,
-    /// Round-trip time variation, milliseconds.
-    pub rttvar_ms: f64,
-    /// Retransmission timeout, milliseconds (within `[min_rto, 60 s]`).
-    pub rto_ms: f64,
 }
 
 /// RFC 6298 section 2 over `rtts` in order.
@@ -126,18 +88,6 @@ pub fn rfc3550_jitter(rtts: &[f64]) -> Option<f64> {
         n += 1;
     }
     (n > 0).then_some(j)
-}
-
-/// The 50th, 95th and 99th percentiles of a set of values, milliseconds. Why: the
-/// tail (p99), not the mean, decides how long to wait for an answer.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Percentiles {
-    /// Median.
-    pub p50_ms: f64,
-    /// 95th percentile.
-    pub p95_ms: f64,
-    /// 99th percentile.
-    pub p99_ms: f64,
 }
 
 /// The nearest-rank percentile of already **sorted** values: the value at 1-based rank
@@ -195,16 +145,6 @@ pub fn loss_rate(samples: &[Sample]) -> Option<f64> {
     Some(lost as f64 / samples.len() as f64)
 }
 
-/// Runs of consecutive lost samples. Why: 2 % loss spread evenly is harmless to MQTT,
-/// 2 % in long bursts means the link goes away for a while.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct LossBursts {
-    /// How many runs of one or more consecutive lost samples.
-    pub count: usize,
-    /// The longest run, in samples.
-    pub longest_samples: usize,
-}
-
 /// Loss bursts over samples in send order (see [`LossBursts`]).
 pub fn loss_bursts(samples: &[Sample]) -> LossBursts {
     let mut b = LossBursts::default();
@@ -221,21 +161,6 @@ pub fn loss_bursts(samples: &[Sample]) -> LossBursts {
         }
     }
     b
-}
-
-/// A period in which nothing got through. Why: an outage longer than the keep-alive is
-/// one of the three cause families of IoT Hub's 404104 DeviceConnectionClosedRemotely.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Outage {
-    /// When the link was last known good: the send time of the last answered sample
-    /// before the losses (the first lost sample's send time if none was answered
-    /// before), milliseconds since the start.
-    pub start_ms: f64,
-    /// From `start_ms` to the send time of the first answered sample after the losses
-    /// (or, when still ongoing, to the send time of the last lost sample), ms.
-    pub length_ms: f64,
-    /// True when no sample was answered after it: the link was still down at the end.
-    pub ongoing: bool,
 }
 
 /// Outages over samples in send order: runs of consecutive lost samples whose span
@@ -282,43 +207,6 @@ pub fn outages(samples: &[Sample], outage_min_ms: f64) -> Vec<Outage> {
     out
 }
 
-/// Figures of one group of samples (warm or cold). Why: a report shows both groups
-/// side by side; the recommendation takes its RTO from the warm group and its
-/// PINGRESP timeout from the cold tail.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct GroupStats {
-    /// Samples in the group.
-    pub samples: usize,
-    /// Of them answered.
-    pub answered: usize,
-    /// Of them lost.
-    pub lost: usize,
-    /// `lost / samples` (0..=1); absent when the group is empty.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub loss_rate: Option<f64>,
-    /// Smallest round-trip time, ms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rtt_min_ms: Option<f64>,
-    /// Mean round-trip time, ms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rtt_mean_ms: Option<f64>,
-    /// Largest round-trip time, ms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rtt_max_ms: Option<f64>,
-    /// Round-trip time percentiles (nearest rank).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rtt_percentiles: Option<Percentiles>,
-    /// RFC 5481 packet delay variation percentiles.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pdv: Option<Percentiles>,
-    /// RFC 6298 estimator over the group's answered samples in send order.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rto: Option<Rto>,
-    /// RFC 3550 jitter over the group's consecutive answered samples, ms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jitter_ms: Option<f64>,
-}
-
 /// The figures of one group of samples (already in send order).
 /// Why public: a caller can summarize any subset the same way.
 pub fn group_stats(samples: &[Sample], cfg: &StabilityConfig) -> GroupStats {
@@ -346,33 +234,6 @@ pub fn group_stats(samples: &[Sample], cfg: &StabilityConfig) -> GroupStats {
         rto: rfc6298(&rtts, cfg.granularity_ms, cfg.min_rto_ms),
         jitter_ms: rfc3550_jitter(&rtts),
     }
-}
-
-/// The whole stability picture of a measurement. Why: the `stability` part of the
-/// keep-alive section of the report, and the input of the recommendation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Stability {
-    /// All samples.
-    pub samples: usize,
-    /// Of them answered.
-    pub answered: usize,
-    /// Of them lost.
-    pub lost: usize,
-    /// `lost / samples` (0..=1); absent when there were no samples.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub loss_rate: Option<f64>,
-    /// From the first to the last send time, ms.
-    pub span_ms: f64,
-    /// Runs of consecutive losses (warm and cold together, in send order).
-    pub loss_bursts: LossBursts,
-    /// Outages (see [`Outage`]), in time order.
-    pub outages: Vec<Outage>,
-    /// Samples taken less than `config.cold_after_ms` after the previous traffic.
-    pub warm: GroupStats,
-    /// Samples taken after at least `config.cold_after_ms` of idle time.
-    pub cold: GroupStats,
-    /// How the samples were read.
-    pub config: StabilityConfig,
 }
 
 /// Summarizes samples in any order (they are put in send order first). Why: the one

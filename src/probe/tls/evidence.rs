@@ -6,101 +6,10 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate, X509Name};
 
-/// Everything the TLS phase saw, on success and (as far as it got) on failure.
-///
-/// Field names are part of the report schema; add fields, never rename them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct TlsEvidence {
-    /// The name sent as SNI and verified against the certificate.
-    pub server_name: String,
-    /// The ALPN protocols the client offered, in preference order.
-    pub alpn_offered: Vec<String>,
-    /// The ALPN protocol the server chose, if any.
-    pub alpn: Option<String>,
-    /// The negotiated protocol version (`TLSv1.3`, `TLSv1.2`); known only after a
-    /// completed handshake.
-    pub version: Option<String>,
-    /// The negotiated cipher suite (e.g. `TLS13_AES_256_GCM_SHA384`); known only
-    /// after a completed handshake.
-    pub cipher_suite: Option<String>,
-    /// The certificate chain the server presented, leaf first, in the order sent.
-    pub chain: Vec<CertInfo>,
-    /// The trust anchor that validated the chain; `null` when verification did
-    /// not get that far or failed.
-    pub trust_anchor: Option<AnchorEvidence>,
-    /// Days until the leaf's notAfter (negative once expired), two decimals.
-    pub leaf_days_left: Option<f64>,
-    /// Whether the server asked for a client certificate (CertificateRequest).
-    #[serde(default)]
-    pub client_certificate_requested: bool,
-    /// The CA names the server listed as acceptable for client certificates.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub client_ca_hints: Vec<String>,
-    /// The client certificate that was sent, if one was.
-    pub client_certificate: Option<ClientCertEvidence>,
-    /// Short name of the certificate verification error, on verify failure.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verify_error: Option<String>,
-    /// What the TLS 1.3 post-handshake check concluded, when it ran (only when the
-    /// server requested a client certificate; see [`super::handshake`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub post_handshake: Option<String>,
-}
-
-/// One certificate of the presented chain, as a fleet operator needs to see it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct CertInfo {
-    /// Subject distinguished name (`CN=..., O=...`).
-    pub subject: String,
-    /// Issuer distinguished name.
-    pub issuer: String,
-    /// Subject alternative names: DNS names as is, IP addresses as `IP:<addr>`,
-    /// URIs as `URI:<uri>`, e-mail as `email:<addr>`.
-    pub sans: Vec<String>,
-    /// Start of validity, RFC 3339 UTC.
-    pub not_before: String,
-    /// End of validity, RFC 3339 UTC.
-    pub not_after: String,
-    /// SHA-256 of the DER encoding, lowercase hex.
-    pub sha256: String,
-    /// True when basicConstraints says CA.
-    pub is_ca: bool,
-    /// Serial number, lowercase hex without separators.
-    pub serial: String,
-    /// Set when x509-parser could not parse the certificate (the other fields
-    /// except `sha256` are then empty).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parse_error: Option<String>,
-}
-
-/// Which trust anchor validated the chain, and whether it is the one the hub
-/// profile expects (e.g. DigiCert Global Root G2) or a legacy one (Baltimore).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct AnchorEvidence {
-    /// Short name: subject CN, else O, else the full subject.
-    pub name: String,
-    /// Full subject distinguished name.
-    pub subject: String,
-    /// Where the anchor came from: `system`, `bundled` or `ca-file:<path>`.
-    pub origin: String,
-    /// True when `name` is in the options' `expected_anchors`.
-    pub expected: bool,
-    /// True when `name` is in the options' `legacy_anchors`.
-    pub legacy: bool,
-}
-
-/// The client certificate sent during the handshake (never the key).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ClientCertEvidence {
-    /// Subject distinguished name of the leaf.
-    pub subject: String,
-    /// SHA-256 of the leaf's DER, lowercase hex.
-    pub sha256: String,
-}
+use crate::model::CertInfo;
 
 /// Lowercase hex of bytes.
 pub(crate) fn hex(bytes: &[u8]) -> String {

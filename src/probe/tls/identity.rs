@@ -14,7 +14,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
 use super::error::TlsSetupError;
-use super::evidence::{parse_cert, ClientCertEvidence};
+use super::evidence::parse_cert;
+use crate::model::ClientCertEvidence;
 
 /// A loaded client identity: certificate chain and signing key.
 #[derive(Clone)]

@@ -32,11 +32,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::{stream_error_kind, Phase, PhaseResult, Stopwatch, StreamFault};
-use crate::diagnose::FailureClass;
+use super::{stream_error_kind, Stopwatch, StreamFault};
+use crate::model::{AnchorEvidence, FailureClass, Phase, PhaseResult, TlsEvidence};
 
 pub use error::TlsSetupError;
-pub use evidence::{AnchorEvidence, CertInfo, ClientCertEvidence, TlsEvidence};
 pub use identity::ClientIdentity;
 pub use trust::{AnchorInfo, TrustSource, TrustStore};
 

@@ -1,0 +1,228 @@
+//! Failure classes and their catalogue: each class is a stable id (`phase.reason`)
+//! with what it means, what to do and, where it applies, the IoT Hub error it explains.
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! classes {
+    ($( $(#[$doc:meta])* $variant:ident => $id:literal ),* $(,)?) => {
+        /// A failure class: `phase.reason`, stable across versions (reports use the id).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum FailureClass {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl FailureClass {
+            /// Every class, in catalogue order.
+            pub const ALL: &'static [FailureClass] = &[$(FailureClass::$variant),*];
+
+            /// The stable id, e.g. `tcp.timeout`.
+            pub fn id(self) -> &'static str {
+                match self { $(FailureClass::$variant => $id,)* }
+            }
+
+            /// Parses a stable id.
+            pub fn from_id(id: &str) -> Option<Self> {
+                match id { $($id => Some(FailureClass::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+classes! {
+    /// The name does not exist (NXDOMAIN).
+    DnsNxdomain => "dns.nxdomain",
+    /// The DNS server failed to answer (SERVFAIL).
+    DnsServfail => "dns.servfail",
+    /// The DNS server refused the query (REFUSED).
+    DnsRefused => "dns.refused",
+    /// The name exists but has no A/AAAA records.
+    DnsNoRecords => "dns.no_records",
+    /// No DNS answer in time.
+    DnsTimeout => "dns.timeout",
+    /// No name server is configured.
+    DnsNoNameservers => "dns.no_nameservers",
+    /// Another DNS failure (I/O, malformed answer).
+    DnsError => "dns.error",
+    /// The port actively refused the connection (RST to SYN).
+    TcpRefused => "tcp.refused",
+    /// No answer to SYN in time: black-holed or filtered.
+    TcpTimeout => "tcp.timeout",
+    /// Network or host unreachable (no route, ICMP unreachable).
+    TcpUnreachable => "tcp.unreachable",
+    /// The connection was reset while connecting.
+    TcpReset => "tcp.reset",
+    /// The local system forbade the connection (firewall EPERM/EACCES, interface binding).
+    TcpPermission => "tcp.permission",
+    /// Another TCP failure.
+    TcpError => "tcp.error",
+    /// The server's chain does not lead to a trusted root.
+    TlsUnknownCa => "tls.unknown_ca",
+    /// A certificate in the chain has expired (or the device clock is ahead).
+    TlsExpired => "tls.expired",
+    /// A certificate is not valid yet: the device clock is behind.
+    TlsNotYetValid => "tls.not_yet_valid",
+    /// The certificate is not valid for the hub's name.
+    TlsHostnameMismatch => "tls.hostname_mismatch",
+    /// No common TLS protocol version.
+    TlsProtocolVersion => "tls.protocol_version",
+    /// The handshake failed (alert from the server, no common cipher, rejected client certificate).
+    TlsHandshakeFailure => "tls.handshake_failure",
+    /// The server answered with something that is not TLS.
+    TlsNotTls => "tls.not_tls",
+    /// The connection closed during the handshake.
+    TlsClosed => "tls.closed",
+    /// The connection was reset during the handshake.
+    TlsReset => "tls.reset",
+    /// The handshake did not finish in time.
+    TlsTimeout => "tls.timeout",
+    /// The server refused the WebSocket upgrade (HTTP status other than 101).
+    WebsocketRejected => "websocket.rejected",
+    /// The upgrade did not finish in time.
+    WebsocketTimeout => "websocket.timeout",
+    /// The connection closed or reset during the upgrade.
+    WebsocketClosed => "websocket.closed",
+    /// The server's upgrade answer was malformed.
+    WebsocketProtocolError => "websocket.protocol_error",
+    /// CONNACK 4: bad user name or password (SAS token).
+    MqttBadCredentials => "mqtt.bad_credentials",
+    /// CONNACK 5: not authorized.
+    MqttNotAuthorized => "mqtt.not_authorized",
+    /// CONNACK 2: client identifier rejected.
+    MqttIdentifierRejected => "mqtt.identifier_rejected",
+    /// CONNACK 3: server unavailable.
+    MqttServerUnavailable => "mqtt.server_unavailable",
+    /// CONNACK 1: unacceptable protocol version.
+    MqttProtocolVersion => "mqtt.protocol_version",
+    /// No CONNACK (or PINGRESP) in time.
+    MqttTimeout => "mqtt.timeout",
+    /// The server closed the connection before answering.
+    MqttClosed => "mqtt.closed",
+    /// The server reset the connection.
+    MqttReset => "mqtt.reset",
+    /// The server sent something that is not a valid MQTT answer.
+    MqttProtocolError => "mqtt.protocol_error",
+    /// No AMQP protocol header in time.
+    AmqpTimeout => "amqp.timeout",
+    /// The connection closed or reset before the AMQP header.
+    AmqpClosed => "amqp.closed",
+    /// The server answered with something that is not an AMQP header.
+    AmqpProtocolError => "amqp.protocol_error",
+    /// No HTTP response in time.
+    HttpTimeout => "http.timeout",
+    /// The connection closed or reset before the HTTP response.
+    HttpClosed => "http.closed",
+    /// The server's answer is not HTTP.
+    HttpProtocolError => "http.protocol_error",
+    /// The server answered with a 5xx status.
+    HttpServerError => "http.server_error",
+}
+
+impl Serialize for FailureClass {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.id())
+    }
+}
+
+impl<'de> Deserialize<'de> for FailureClass {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        FailureClass::from_id(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown failure class {s:?}")))
+    }
+}
+
+impl std::fmt::Display for FailureClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+/// What a class means and what to do, in plain words.
+#[derive(Debug, Clone, Copy)]
+pub struct Explanation {
+    /// What most likely happened.
+    pub meaning: &'static str,
+    /// What to do.
+    pub hint: &'static str,
+    /// The IoT Hub error this explains, when it applies.
+    pub iothub_error: Option<&'static str>,
+}
+
+/// For faults that cut connections: when they hit established sessions, IoT Hub logs them so.
+pub const E404104: Option<&str> =
+    Some("404104 DeviceConnectionClosedRemotely (cause 2, the network path, when it cuts established connections)");
+/// The IoT Hub error of a refused identity.
+pub const E401003: Option<&str> = Some("401003 IoTHubUnauthorized");
+
+/// The meaning and hint of a failure class.
+pub fn explain(class: FailureClass) -> Explanation {
+    use FailureClass::*;
+    let (meaning, hint, iothub_error) = match class {
+        DnsNxdomain => ("the hub name does not exist in DNS", "check the host name (typo, deleted hub, wrong region) and the DNS server the device uses", None),
+        DnsServfail => ("the DNS server failed to resolve the name", "the resolver or an upstream server is broken or blocked; try another DNS server with --dns-server", None),
+        DnsRefused => ("the DNS server refused to answer", "the device uses a resolver that does not serve it (ACL); fix the DNS configuration", None),
+        DnsNoRecords => ("the name exists but has no address", "the DNS zone is incomplete (no A/AAAA record) or a split-horizon DNS hides it", None),
+        DnsTimeout => ("no DNS answer in time", "UDP/TCP port 53 to the resolver is blocked or the resolver is down; check /etc/resolv.conf", None),
+        DnsNoNameservers => ("no DNS server is configured", "configure a resolver (/etc/resolv.conf, DHCP) or give --dns-server", None),
+        DnsError => ("DNS resolution failed", "see the message; compare with another resolver via --dns-server", None),
+        TcpRefused => ("the port is closed or a firewall rejects the connection", "open the outbound port on the firewall; if only the MQTT port is blocked, use MQTT over WebSocket on 443", None),
+        TcpTimeout => ("SYN packets go unanswered: a firewall silently drops them", "allow the outbound port on the firewall/proxy; if only 8883 is blocked use MQTT over WebSocket on 443", None),
+        TcpUnreachable => ("no route to the hub's address", "check the default route, the interface and IPv6 connectivity", None),
+        TcpReset => ("the connection was reset while connecting", "a firewall or proxy resets the connection; allow the destination", E404104),
+        TcpPermission => ("the local system forbade the connection", "a local firewall rule or security policy blocks it; --interface needs CAP_NET_RAW", None),
+        TcpError => ("the TCP connection failed", "see the message", None),
+        TlsUnknownCa => ("the server's certificate chain does not lead to a root this device trusts", "install the hub's root CA in the device trust store (IoT Hub moved to DigiCert Global Root G2 in 2023) or pass it with --ca-file; a TLS-inspecting proxy also causes this", None),
+        TlsExpired => ("a certificate in the chain has expired, or the device clock is ahead", "check the device clock (NTP); if the clock is right, the server's certificate is expired", None),
+        TlsNotYetValid => ("a certificate is not valid yet: the device clock is behind", "the device clock is behind: fix time sync (NTP, RTC battery) before TLS can work", None),
+        TlsHostnameMismatch => ("the certificate is not for this host name", "connect with the hub's real name (not an IP or alias), or a proxy/captive portal answers instead of the hub", None),
+        TlsProtocolVersion => ("client and server share no TLS version", "the hub requires TLS 1.2 or newer; update the device's TLS stack", None),
+        TlsHandshakeFailure => ("the TLS handshake failed", "see the message: a rejected client certificate, no common cipher, or a middlebox", None),
+        TlsNotTls => ("the server answered with something that is not TLS", "a proxy, captive portal or a non-TLS service answers on this port", None),
+        TlsClosed => ("the connection closed during the TLS handshake", "a firewall doing deep packet inspection or SNI filtering drops the handshake", E404104),
+        TlsReset => ("the connection was reset during the TLS handshake", "a firewall doing deep packet inspection or SNI filtering resets the handshake", E404104),
+        TlsTimeout => ("the TLS handshake did not finish in time", "a middlebox swallows the handshake (SNI filtering, MTU/fragmentation problems)", None),
+        WebsocketRejected => ("the WebSocket upgrade was refused", "a proxy does not allow WebSocket upgrades, or the path is wrong", None),
+        WebsocketTimeout => ("the WebSocket upgrade did not finish in time", "a proxy holds the upgrade request", None),
+        WebsocketClosed => ("the connection closed during the WebSocket upgrade", "a proxy or firewall drops WebSocket upgrades", None),
+        WebsocketProtocolError => ("the WebSocket upgrade answer was malformed", "something other than the hub answers on this port", None),
+        MqttBadCredentials => ("the hub refused the credentials (bad user name or password / SAS token)", "check the device key, the SAS token's expiry and the device clock; regenerate the token", E401003),
+        MqttNotAuthorized => ("the hub refused the identity: not authorized", "check that the device is registered and enabled and that the key or certificate belongs to it", E401003),
+        MqttIdentifierRejected => ("the hub rejected the client id", "the client id must equal the device id (IoT Hub) and be allowed by the broker", None),
+        MqttServerUnavailable => ("the hub said it is unavailable", "a hub-side problem (IoT Hub 500xxx); retry with backoff and check the hub's health", Some("500xxx (hub-side errors)")),
+        MqttProtocolVersion => ("the server does not accept MQTT 3.1.1", "the server needs another MQTT version", None),
+        MqttTimeout => ("no MQTT answer in time (CONNACK or PINGRESP)", "the server does not speak MQTT on this port, or is overloaded; a PINGRESP timeout after CONNACK means the path or the server stalls", None),
+        MqttClosed => ("the server closed the connection without answering", "the server dropped the CONNECT: unknown device, wrong user name form, or a hub-side limit", E404104),
+        MqttReset => ("the server reset the connection", "a firewall or the server reset the MQTT session", E404104),
+        MqttProtocolError => ("the server's answer is not MQTT", "something other than an MQTT broker answers on this port (a proxy?)", None),
+        AmqpTimeout => ("no AMQP answer in time", "the AMQP endpoint does not answer; use MQTT or HTTPS", None),
+        AmqpClosed => ("the connection closed before the AMQP header", "a firewall or proxy drops AMQP on this port", None),
+        AmqpProtocolError => ("the answer is not AMQP", "something other than an AMQP server answers on this port", None),
+        HttpTimeout => ("no HTTP answer in time", "a proxy holds the request", None),
+        HttpClosed => ("the connection closed before the HTTP answer", "a proxy or firewall drops HTTPS requests to the hub", None),
+        HttpProtocolError => ("the answer is not HTTP", "something other than a web server answers on this port", None),
+        HttpServerError => ("the server answered with a 5xx error", "a hub-side or proxy error; retry later and check the hub's health", Some("500xxx (hub-side errors)")),
+    };
+    Explanation {
+        meaning,
+        hint,
+        iothub_error,
+    }
+}
+
+/// The failure-class catalogue as a Markdown table (docs/failure-classes.md holds
+/// exactly this; `hubprobe classes` prints it).
+pub fn catalogue_markdown() -> String {
+    let mut out =
+        String::from("| class | what it means | what to do | IoT Hub error |\n|---|---|---|---|\n");
+    for c in FailureClass::ALL {
+        let e = explain(*c);
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            c.id(),
+            e.meaning,
+            e.hint,
+            e.iothub_error.unwrap_or("")
+        ));
+    }
+    out
+}

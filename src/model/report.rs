@@ -1,0 +1,250 @@
+//! The report: one versioned JSON document per run (`hubprobe.report/1`).
+//! Changes within a major version are additive; the JSON Schema lives in
+//! `docs/report.schema.json`.
+
+use serde::{Deserialize, Serialize};
+
+use super::canary::CanaryReport;
+use super::finding::Finding;
+use super::keepalive::KeepaliveReport;
+use super::phase::{Phase, PhaseResult, Status};
+
+/// The schema id of this report version.
+pub const SCHEMA_ID: &str = "hubprobe.report/1";
+
+/// The JSON Schema of the report, shipped with the binary (`hubprobe schema`).
+pub const JSON_SCHEMA: &str = include_str!("../../docs/report.schema.json");
+
+/// Overall and per-endpoint verdict, mapped to the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Everything worked.
+    Ok,
+    /// Something is degraded or will fail soon; the device can still connect.
+    Warning,
+    /// The device cannot connect the way it is set up.
+    Critical,
+    /// hubprobe could not tell (usage or internal error).
+    Unknown,
+}
+
+impl Verdict {
+    /// Upper-case name, as monitoring tools print it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Ok => "OK",
+            Verdict::Warning => "WARNING",
+            Verdict::Critical => "CRITICAL",
+            Verdict::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+/// A whole report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// Always [`SCHEMA_ID`].
+    pub schema: String,
+    /// Unique id of this run (fleet tooling drops repeats by it).
+    pub id: String,
+    /// What produced it: `check` or `tune`.
+    pub kind: String,
+    /// hubprobe version.
+    pub hubprobe_version: String,
+    /// Host name of the device.
+    pub host: String,
+    /// Start, RFC 3339 UTC.
+    pub started_at: String,
+    /// End, RFC 3339 UTC.
+    pub finished_at: String,
+    /// Wall time, milliseconds.
+    pub duration_ms: f64,
+    /// What was probed.
+    pub target: Target,
+    /// Overall verdict.
+    pub verdict: Verdict,
+    /// One entry per endpoint, in profile order.
+    pub endpoints: Vec<EndpointReport>,
+    /// What the results mean.
+    pub findings: Vec<Finding>,
+    /// The keep-alive tuner's measurements and recommendation (`kind: "tune"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive: Option<KeepaliveReport>,
+    /// The agent's canary MQTT session: disconnects and their diagnosis (agent only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryReport>,
+    /// Operator labels (site, firmware, network type …) for fleet grouping.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// What was probed and how.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Target {
+    /// The host connected to.
+    pub host: String,
+    /// The hub's host name when it differs (e.g. through a gateway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_host: Option<String>,
+    /// Profile name.
+    pub profile: String,
+    /// Device id, when an identity was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    /// Module id, for module identities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module_id: Option<String>,
+    /// How the device authenticates (`none`, `sas-key`, `sas-token`, `x509`, `password`).
+    pub auth: String,
+    /// DNS server asked, when not the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_server: Option<String>,
+    /// Network interface bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// Local source address bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<String>,
+    /// Per-phase timeout, milliseconds.
+    pub timeout_ms: u64,
+    /// Whole-run deadline, milliseconds.
+    pub deadline_ms: u64,
+    /// Trust store used for TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<serde_json::Value>,
+    /// The SAS token the probe used or generated: when it expires (never the token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sas_token: Option<SasTokenInfo>,
+}
+
+/// What the report may say of a SAS token: its scope and lifetime, never its value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SasTokenInfo {
+    /// Resource URI it is scoped to.
+    pub resource: String,
+    /// Expiry, RFC 3339 UTC.
+    pub expires_at: String,
+    /// Seconds from the check's start to expiry (negative: already expired).
+    pub expires_in_s: i64,
+    /// Lifetime when hubprobe generated it from a device key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_s: Option<u64>,
+}
+
+/// One endpoint's chain.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EndpointReport {
+    /// Endpoint name from the profile (`mqtt-tls`).
+    pub name: String,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Transport.
+    pub transport: Transport,
+    /// Port.
+    pub port: u16,
+    /// Verdict of this endpoint: ok, or critical when a phase failed.
+    pub verdict: Verdict,
+    /// The phases in order.
+    pub phases: Vec<PhaseResult>,
+}
+
+impl EndpointReport {
+    /// The first failed phase, if any.
+    pub fn failed_phase(&self) -> Option<&PhaseResult> {
+        self.phases.iter().find(|p| p.status == Status::Failed)
+    }
+    /// The phase of this kind, if it is part of the chain.
+    pub fn phase(&self, phase: Phase) -> Option<&PhaseResult> {
+        self.phases.iter().find(|p| p.phase == phase)
+    }
+}
+
+/// RFC 3339 UTC with milliseconds.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// RFC 3339 UTC of a Unix time, clamped to the years 1970–9999 that RFC 3339 can
+/// express (a token may claim any expiry).
+pub fn rfc3339_unix(secs: u64) -> String {
+    const MAX: u64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.min(MAX)),
+    )
+    .to_string()
+}
+
+/// A random id (UUID v4 form).
+pub fn new_id() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        // No entropy source: fall back to time and pid, still unique enough per device.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        b[..16].copy_from_slice(&t.to_le_bytes());
+        b[0] ^= std::process::id() as u8;
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is valid for buf.len() bytes; gethostname NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// The application protocol spoken on an endpoint after the transport is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// MQTT 3.1.1.
+    Mqtt,
+    /// AMQP 1.0 (protocol header exchange).
+    Amqp,
+    /// HTTP/1.1 over TLS or plain.
+    Http,
+}
+
+/// How the bytes travel: plain TCP, TLS, WebSocket, or WebSocket over TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// Plain TCP.
+    Tcp,
+    /// TLS over TCP.
+    Tls,
+    /// WebSocket over plain TCP.
+    Ws,
+    /// WebSocket over TLS.
+    Wss,
+}
+
+impl Transport {
+    /// Whether a TLS handshake is part of the chain.
+    pub fn uses_tls(self) -> bool {
+        matches!(self, Transport::Tls | Transport::Wss)
+    }
+    /// Whether a WebSocket upgrade is part of the chain.
+    pub fn uses_websocket(self) -> bool {
+        matches!(self, Transport::Ws | Transport::Wss)
+    }
+}
