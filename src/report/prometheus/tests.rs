@@ -8,9 +8,10 @@ use serde_json::json;
 
 use super::*;
 use crate::model::canary::Diagnosis;
-use crate::tune::discovery::{Discovery, DropKind};
-use crate::tune::recommend::{Limit, LimitKind, Recommendation, Spread};
-use crate::tune::stats::{LossBursts, Outage, Percentiles, Rto, Stability, StabilityConfig};
+use crate::model::keepalive::{
+    Discovery, DropKind, Limit, LimitKind, LossBursts, Outage, Percentiles, Recommendation, Rto,
+    Spread, Stability, StabilityConfig,
+};
 
 fn mqtt_tls() -> serde_json::Value {
     json!({
@@ -18,7 +19,7 @@ fn mqtt_tls() -> serde_json::Value {
         "verdict": "ok",
         "phases": [
             {"phase": "dns", "status": "ok", "duration_ms": 1.5, "evidence": {
-                "query": "hub.example.net", "literal": false, "source": "server",
+                "query": "hub.example.net", "literal": false, "source": "dns",
                 "servers": ["127.0.0.1:53"], "cname_chain": [],
                 "a": {"status": "ok", "duration_ms": 1.0, "records": [
                     {"address": "127.0.0.1", "ttl": 60}, {"address": "127.0.0.2", "ttl": 60}]},
