@@ -5,22 +5,21 @@
 //! a black-holed packet.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use crate::auth::sas::{generate_sas_token, parse_sas_token, resource_uri};
 use crate::auth::{Credentials, Secret};
 use crate::diagnose;
 use crate::model::Protocol;
 use crate::model::{EndpointReport, Report, SasTokenInfo, Target, Verdict};
 use crate::model::{Phase, PhaseResult};
+use crate::net::{self, Budget, ChainFailure, ChainSpec, ChainStop, TlsHop};
 use crate::probe::dns::{self, DnsOptions};
 use crate::probe::mqtt::{self, MqttOptions};
-use crate::probe::stream::{Link, Stream};
-use crate::probe::tcp::{self, TcpOptions};
-use crate::probe::tls::{self, ClientIdentity, TlsOptions, TrustStore};
-use crate::probe::{amqp, http, ws};
+use crate::probe::stream::Link;
+use crate::probe::tls::{ClientIdentity, TrustStore};
+use crate::probe::{amqp, http};
 use crate::profile::{Endpoint, Profile};
 use crate::report;
 
@@ -213,59 +212,13 @@ fn budget(timeout: Duration, deadline_at: Instant) -> Option<Duration> {
     (left > Duration::from_millis(1)).then(|| timeout.min(left))
 }
 
-/// The SAS token this run uses (generated once, so every endpoint sends the same)
-/// and what the report may say about it.
-/// How the plan's SAS tokens age: the lifetime of generated tokens (renewable:
-/// a device key without a pinned expiry) and the fixed expiry (Unix seconds) of a
-/// given token or a pinned one.
+/// How the plan's SAS tokens age (see [`Credentials::token_timing`]).
 pub fn token_timing(plan: &CheckPlan) -> (Option<Duration>, Option<u64>) {
-    match &plan.credentials {
-        Credentials::DeviceKey {
-            ttl, expiry: None, ..
-        } => (Some(*ttl), None),
-        Credentials::DeviceKey {
-            expiry: Some(e), ..
-        } => (None, Some(*e)),
-        Credentials::SasToken { token, .. } => {
-            (None, parse_sas_token(token.expose()).ok().map(|t| t.expiry))
-        }
-        _ => (None, None),
-    }
+    plan.credentials.token_timing()
 }
 
 fn sas_for_run(plan: &CheckPlan, started: SystemTime) -> Option<(Secret, SasTokenInfo)> {
-    let now = started
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    let info = |resource: String, expiry: u64, ttl: Option<u64>| SasTokenInfo {
-        resource,
-        expires_at: report::rfc3339_unix(expiry),
-        expires_in_s: (expiry as i128 - now as i128).clamp(i64::MIN as i128, i64::MAX as i128)
-            as i64,
-        ttl_s: ttl,
-    };
-    match &plan.credentials {
-        Credentials::DeviceKey {
-            device_id,
-            module_id,
-            key,
-            ttl,
-            expiry,
-        } => {
-            let resource = resource_uri(&plan.hub_host, device_id, module_id.as_deref());
-            let exp = expiry.unwrap_or_else(|| now.saturating_add(ttl.as_secs()));
-            // The key was validated when the plan was built; a failure here cannot leak it.
-            let token = generate_sas_token(&resource, key, exp).ok()?;
-            let ttl = exp.saturating_sub(now);
-            Some((token.token, info(resource, exp, Some(ttl))))
-        }
-        Credentials::SasToken { token, .. } => {
-            let parsed = parse_sas_token(token.expose()).ok()?;
-            Some((token.clone(), info(parsed.resource, parsed.expiry, None)))
-        }
-        _ => None,
-    }
+    plan.credentials.sas_for_run(&plan.hub_host, started)
 }
 
 async fn run_endpoint(
@@ -311,79 +264,25 @@ async fn run_endpoint(
         }
     };
 
-    // TCP
-    let Some(t) = budget(plan.timeout, deadline_at) else {
-        chain.skip_rest("the run's deadline passed");
-        return chain.finish(ep);
+    // TCP → TLS → WebSocket
+    let hops = Budget {
+        per_hop: plan.timeout,
+        deadline_at: Some(deadline_at),
     };
-    let tcp_opts = TcpOptions {
-        timeout: t,
-        interface: plan.interface.clone(),
-        source_ip: plan.source_ip,
-    };
-    let tcp = tcp::connect(&dns_outcome.addresses, ep.port, &tcp_opts).await;
-    let ok = tcp.result.is_ok();
-    chain.push(tcp.result);
-    let Some(tcp_stream) = tcp.stream.filter(|_| ok) else {
-        chain.skip_rest("TCP failed");
-        return chain.finish(ep);
-    };
-
-    // TLS
-    let stream = if ep.transport.uses_tls() {
-        let Some(t) = budget(plan.timeout, deadline_at) else {
+    let opened = net::open(&dns_outcome.addresses, &plan.chain_spec(ep), &hops).await;
+    for r in opened.phases {
+        chain.push(r);
+    }
+    let link = match opened.link {
+        Ok(link) => link,
+        Err(ChainStop::Failed(hop, _)) => {
+            chain.skip_rest(hop.failed_reason());
+            return chain.finish(ep);
+        }
+        Err(ChainStop::Deadline(_)) => {
             chain.skip_rest("the run's deadline passed");
             return chain.finish(ep);
-        };
-        let opts = TlsOptions {
-            server_name: plan.host.clone(),
-            alpn: ep.alpn.clone(),
-            timeout: t,
-            expected_anchors: plan.profile.trust.expected_anchors.clone(),
-            legacy_anchors: plan.profile.trust.legacy_anchors.clone(),
-            client_identity: plan.client_identity.clone(),
-        };
-        let out = tls::handshake(tcp_stream, &opts, &plan.trust).await;
-        let ok = out.result.is_ok();
-        chain.push(out.result);
-        match out.stream.filter(|_| ok) {
-            Some(s) => Stream::Tls(Box::new(s)),
-            None => {
-                chain.skip_rest("TLS failed");
-                return chain.finish(ep);
-            }
         }
-    } else {
-        Stream::Plain(tcp_stream)
-    };
-
-    // WebSocket
-    let link = if ep.transport.uses_websocket() {
-        let Some(t) = budget(plan.timeout, deadline_at) else {
-            chain.skip_rest("the run's deadline passed");
-            return chain.finish(ep);
-        };
-        let path = ep.path.as_deref().unwrap_or("/");
-        let out = ws::upgrade(
-            stream,
-            &plan.host,
-            ep.port,
-            path,
-            ep.transport.uses_tls(),
-            t,
-        )
-        .await;
-        let ok = out.result.is_ok();
-        chain.push(out.result);
-        match out.socket.filter(|_| ok) {
-            Some(s) => Link::Ws(Box::new(s)),
-            None => {
-                chain.skip_rest("the WebSocket upgrade failed");
-                return chain.finish(ep);
-            }
-        }
-    } else {
-        Link::Stream(stream)
     };
 
     // Protocol
@@ -539,65 +438,59 @@ impl Chain {
     }
 }
 
+impl CheckPlan {
+    /// The connection chain of `ep` (TCP → TLS → WebSocket as its transport says).
+    pub fn chain_spec(&self, ep: &Endpoint) -> ChainSpec {
+        ChainSpec {
+            host: self.host.clone(),
+            port: ep.port,
+            transport: ep.transport,
+            ws_path: ep.path.clone().unwrap_or_else(|| "/".into()),
+            interface: self.interface.clone(),
+            source_ip: self.source_ip,
+            tls: TlsHop {
+                alpn: ep.alpn.clone(),
+                expected_anchors: self.profile.trust.expected_anchors.clone(),
+                legacy_anchors: self.profile.trust.legacy_anchors.clone(),
+                client_identity: self.client_identity.clone(),
+                trust: self.trust.clone(),
+            },
+        }
+    }
+}
+
 /// Builds an endpoint's transport up to its protocol (TCP → TLS → WebSocket), each
-/// step bounded by `timeout`, for sessions that outlive a check (the tuner's).
-/// The error is one line naming the failing step's class.
+/// step bounded by `timeout`, for sessions that outlive a check (the tuner's, the
+/// canary's). The error names the failing step's phase and class.
 pub async fn open_link(
     plan: &CheckPlan,
     ep: &Endpoint,
     addresses: &[std::net::IpAddr],
     timeout: Duration,
-) -> Result<Link, String> {
-    let why = |r: &PhaseResult| {
-        format!(
-            "{}: {}",
-            r.class.map(|c| c.id()).unwrap_or("failed"),
-            r.message.as_deref().unwrap_or("")
-        )
-    };
-    let tcp_opts = TcpOptions {
-        timeout,
-        interface: plan.interface.clone(),
-        source_ip: plan.source_ip,
-    };
-    let tcp = tcp::connect(addresses, ep.port, &tcp_opts).await;
-    let Some(tcp_stream) = tcp.stream.filter(|_| tcp.result.is_ok()) else {
-        return Err(why(&tcp.result));
-    };
-    let stream = if ep.transport.uses_tls() {
-        let opts = TlsOptions {
-            server_name: plan.host.clone(),
-            alpn: ep.alpn.clone(),
-            timeout,
-            expected_anchors: plan.profile.trust.expected_anchors.clone(),
-            legacy_anchors: plan.profile.trust.legacy_anchors.clone(),
-            client_identity: plan.client_identity.clone(),
-        };
-        let out = tls::handshake(tcp_stream, &opts, &plan.trust).await;
-        match out.stream.filter(|_| out.result.is_ok()) {
-            Some(s) => Stream::Tls(Box::new(s)),
-            None => return Err(why(&out.result)),
-        }
-    } else {
-        Stream::Plain(tcp_stream)
-    };
-    if ep.transport.uses_websocket() {
-        let path = ep.path.as_deref().unwrap_or("/");
-        let out = ws::upgrade(
-            stream,
-            &plan.host,
-            ep.port,
-            path,
-            ep.transport.uses_tls(),
-            timeout,
-        )
-        .await;
-        return match out.socket.filter(|_| out.result.is_ok()) {
-            Some(s) => Ok(Link::Ws(Box::new(s))),
-            None => Err(why(&out.result)),
-        };
-    }
-    Ok(Link::Stream(stream))
+) -> Result<Link, ChainFailure> {
+    net::open(addresses, &plan.chain_spec(ep), &Budget::per_hop(timeout))
+        .await
+        .into_link()
+}
+
+/// Opens a long MQTT session with the plan's identity on `ep` (the tuner's hub
+/// mode, the agent's canary): the chain, then CONNECT → CONNACK. The error names
+/// the failing phase and its class.
+pub async fn open_session(
+    plan: &CheckPlan,
+    ep: &Endpoint,
+    addresses: &[std::net::IpAddr],
+    keep_alive: Duration,
+) -> Result<mqtt::Session, ChainFailure> {
+    let link = open_link(plan, ep, addresses, plan.timeout).await?;
+    let opts = session_options(plan, keep_alive, plan.timeout);
+    mqtt::Session::connect(link, &opts)
+        .await
+        .map_err(|f| ChainFailure {
+            phase: Phase::Mqtt,
+            class: f.class,
+            message: f.message,
+        })
 }
 
 /// MQTT options for a long session with the device identity of `plan` and the

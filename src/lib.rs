@@ -13,6 +13,7 @@ pub mod exit;
 pub mod fleet;
 pub mod fsio;
 pub mod model;
+pub mod net;
 pub mod probe;
 pub mod profile;
 pub mod report;

@@ -354,7 +354,9 @@ async fn connect(plan: &CheckPlan, settings: &SessionSettings) -> Result<(Link, 
             dns.result.message.as_deref().unwrap_or("no address")
         ));
     }
-    let link = open_link(plan, &settings.endpoint, &dns.addresses, plan.timeout).await?;
+    let link = open_link(plan, &settings.endpoint, &dns.addresses, plan.timeout)
+        .await
+        .map_err(|f| f.to_string())?;
     let opts = session_options(plan, settings.keepalive, plan.timeout);
     match Session::connect(link, &opts).await {
         Ok(s) => Ok(s.into_parts()),

@@ -7,6 +7,8 @@ pub mod sas;
 pub use connection_string::{ConnectionString, ConnectionStringError};
 pub use sas::{generate_sas_token, SasToken};
 
+use crate::model::{rfc3339_unix, SasTokenInfo};
+
 /// A secret value (device key, SAS token, password). It has no `Display`, and its
 /// `Debug` prints a placeholder, so it cannot leak through formatting by accident.
 #[derive(Clone, PartialEq, Eq)]
@@ -71,6 +73,66 @@ pub enum Credentials {
 }
 
 impl Credentials {
+    /// How these credentials' SAS tokens age: the lifetime of generated tokens
+    /// (renewable: a device key without a pinned expiry) and the fixed expiry (Unix
+    /// seconds) of a given token or a pinned one.
+    pub fn token_timing(&self) -> (Option<std::time::Duration>, Option<u64>) {
+        match self {
+            Credentials::DeviceKey {
+                ttl, expiry: None, ..
+            } => (Some(*ttl), None),
+            Credentials::DeviceKey {
+                expiry: Some(e), ..
+            } => (None, Some(*e)),
+            Credentials::SasToken { token, .. } => (
+                None,
+                sas::parse_sas_token(token.expose()).ok().map(|t| t.expiry),
+            ),
+            _ => (None, None),
+        }
+    }
+
+    /// The SAS token a run started at `started` uses against `hub_host` (generated
+    /// once, so every endpoint sends the same) and what a report may say about it.
+    pub fn sas_for_run(
+        &self,
+        hub_host: &str,
+        started: std::time::SystemTime,
+    ) -> Option<(Secret, SasTokenInfo)> {
+        let now = started
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let info = |resource: String, expiry: u64, ttl: Option<u64>| SasTokenInfo {
+            resource,
+            expires_at: rfc3339_unix(expiry),
+            expires_in_s: (expiry as i128 - now as i128).clamp(i64::MIN as i128, i64::MAX as i128)
+                as i64,
+            ttl_s: ttl,
+        };
+        match self {
+            Credentials::DeviceKey {
+                device_id,
+                module_id,
+                key,
+                ttl,
+                expiry,
+            } => {
+                let resource = sas::resource_uri(hub_host, device_id, module_id.as_deref());
+                let exp = expiry.unwrap_or_else(|| now.saturating_add(ttl.as_secs()));
+                // The key was validated when the plan was built; a failure here cannot leak it.
+                let token = sas::generate_sas_token(&resource, key, exp).ok()?;
+                let ttl = exp.saturating_sub(now);
+                Some((token.token, info(resource, exp, Some(ttl))))
+            }
+            Credentials::SasToken { token, .. } => {
+                let parsed = sas::parse_sas_token(token.expose()).ok()?;
+                Some((token.clone(), info(parsed.resource, parsed.expiry, None)))
+            }
+            _ => None,
+        }
+    }
+
     /// The kind, as reports name it.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -12,14 +12,16 @@ pub mod finding;
 pub mod keepalive;
 pub mod phase;
 pub mod report;
+pub mod result;
 
 pub use canary::{CanaryReport, Diagnosis, DiagnosisKind, DisconnectCause, DisconnectEvent};
 pub use class::{catalogue_markdown, explain, Explanation, FailureClass};
 pub use evidence::*;
 pub use finding::{Finding, Severity};
 pub use keepalive::KeepaliveReport;
-pub use phase::{ms, NoEvidence, Phase, PhaseResult, Status};
+pub use phase::{ms, Phase, Status};
 pub use report::{
     hostname, new_id, rfc3339, rfc3339_unix, EndpointReport, Protocol, Report, SasTokenInfo,
     Target, Transport, Verdict, JSON_SCHEMA, SCHEMA_ID,
 };
+pub use result::{NoEvidence, PhaseResult};

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use super::canary::CanaryReport;
 use super::finding::Finding;
 use super::keepalive::KeepaliveReport;
-use super::phase::{Phase, PhaseResult, Status};
+use super::phase::{Phase, Status};
+use super::result::PhaseResult;
 
 /// The schema id of this report version.
 pub const SCHEMA_ID: &str = "hubprobe.report/1";

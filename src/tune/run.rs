@@ -20,6 +20,7 @@ use crate::model::Phase;
 use crate::model::Protocol;
 use crate::model::{FailureClass, Finding, Severity};
 use crate::model::{Report, Verdict};
+use crate::net::ChainFailure;
 use crate::probe::dns::{self, DnsOptions};
 use crate::probe::mqtt::Session;
 use crate::profile::Endpoint;
@@ -372,12 +373,8 @@ async fn open_session(
     endpoint: &Endpoint,
     addresses: &[std::net::IpAddr],
     keep_alive: Duration,
-) -> Result<Session, String> {
-    let link = check::open_link(plan, endpoint, addresses, plan.timeout).await?;
-    let opts = check::session_options(plan, keep_alive, plan.timeout);
-    Session::connect(link, &opts)
-        .await
-        .map_err(|f| format!("{}: {}", f.class, f.message))
+) -> Result<Session, ChainFailure> {
+    check::open_session(plan, endpoint, addresses, keep_alive).await
 }
 
 /// Reflector mode: the ladder's connections all at once, refinements as asked,
@@ -463,7 +460,7 @@ async fn hub_search(
             &format!("one session idle for {} s", idle.as_secs()),
         );
         let outcome = match open_session(plan, endpoint, addresses, keep_alive).await {
-            Err(e) => IdleOutcome::Error(e),
+            Err(e) => IdleOutcome::Error(e.to_string()),
             Ok(mut session) => {
                 tokio::time::sleep(idle).await;
                 let outcome = match session.ping(grace).await {
