@@ -167,6 +167,7 @@ pub async fn run(plan: &CheckPlan) -> Report {
         profile: &plan.profile,
         auth: plan.credentials.kind(),
         sas_token: sas_info.as_ref(),
+        dns_server: plan.dns_server,
     };
     let findings = diagnose::findings(&endpoints, &ctx);
     let verdict = diagnose::verdict(&endpoints, &findings);

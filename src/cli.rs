@@ -316,6 +316,14 @@ pub struct TuneArgs {
     /// No progress display on stderr (it is only shown on a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
+
+    /// More detail in text output (-v: certificates, addresses).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// No colour (also when NO_COLOR is set or stdout is not a terminal).
+    #[arg(long)]
+    pub no_color: bool,
 }
 
 /// `hubprobe reflect`.

@@ -93,33 +93,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let plan = hubprobe::config::plan_check(args)?;
     // Find out now, not after the probes, whether the report can be written.
-    let pending = args
-        .report_file
-        .as_deref()
-        .map(PendingFile::create)
-        .transpose()?;
+    let pending = pending_report(args.report_file.as_deref())?;
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = runtime()?;
     let report = runtime.block_on(hubprobe::check::run(&plan));
     drop(runtime);
 
-    let json = serde_json::to_string_pretty(&report).context("cannot serialize the report")?;
-    // Both outputs are attempted; either failing makes the run UNKNOWN (exit 3).
-    let printed = match args.output {
+    emit(&report, args.output, args.verbose, args.no_color, pending)
+}
+
+/// The report file, created now so an unwritable one fails before the probes run.
+fn pending_report(path: Option<&std::path::Path>) -> anyhow::Result<Option<PendingFile>> {
+    Ok(path.map(PendingFile::create).transpose()?)
+}
+
+/// The single-threaded runtime a check or a tune runs on: the probes are I/O-bound
+/// and few, so one thread starts faster and uses less memory than a pool.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Prints the report in the asked format and commits the report file. Both are
+/// attempted; either failing makes the run UNKNOWN (exit 3). The exit code is the
+/// verdict's otherwise.
+fn emit(
+    report: &hubprobe::model::Report,
+    output: OutputFormat,
+    verbose: u8,
+    no_color: bool,
+    pending: Option<PendingFile>,
+) -> anyhow::Result<ExitCode> {
+    let json = serde_json::to_string_pretty(report).context("cannot serialize the report")?;
+    let printed = match output {
         OutputFormat::Json => print_stdout(&format!("{json}\n")),
-        OutputFormat::Prometheus => print_stdout(&report::prometheus::render(&report, None)),
+        OutputFormat::Prometheus => print_stdout(&report::prometheus::render(report, None)),
         OutputFormat::Text => {
-            let color = !args.no_color
+            let color = !no_color
                 && std::env::var_os("NO_COLOR").is_none()
                 && std::io::stdout().is_terminal();
-            let opts = text::TextOptions {
-                color,
-                verbose: args.verbose,
-            };
-            print_stdout(&text::render(&report, opts))
+            print_stdout(&text::render(report, text::TextOptions { color, verbose }))
         }
     };
     let written = match pending {
@@ -142,15 +157,8 @@ fn tune(args: &TuneArgs) -> anyhow::Result<ExitCode> {
     if hubprobe::tune::run::mqtt_endpoint(&plan).is_none() {
         bail!("the selected endpoints include no MQTT endpoint to tune");
     }
-    let pending = args
-        .report_file
-        .as_deref()
-        .map(PendingFile::create)
-        .transpose()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let pending = pending_report(args.report_file.as_deref())?;
+    let runtime = runtime()?;
     let mode = match &args.reflector {
         None => Mode::Hub,
         Some(spec) => {
@@ -189,23 +197,7 @@ fn tune(args: &TuneArgs) -> anyhow::Result<ExitCode> {
     let report = runtime.block_on(hubprobe::tune::run::tune(&plan, &settings, &bar));
     bar.clear();
     drop(runtime);
-    let json = serde_json::to_string_pretty(&report).context("cannot serialize the report")?;
-    let printed = match args.output {
-        OutputFormat::Json => print_stdout(&format!("{json}\n")),
-        OutputFormat::Prometheus => print_stdout(&report::prometheus::render(&report, None)),
-        OutputFormat::Text => {
-            let color = std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
-            let opts = text::TextOptions { color, verbose: 0 };
-            print_stdout(&text::render(&report, opts))
-        }
-    };
-    let written = match pending {
-        Some(file) => file.commit(json.as_bytes()),
-        None => Ok(()),
-    };
-    printed?;
-    written?;
-    Ok(report.verdict.exit_code())
+    emit(&report, args.output, args.verbose, args.no_color, pending)
 }
 
 /// Resolves `HOST:PORT` of the reflector (DNS like the hub's) and sets up TLS.
@@ -274,10 +266,7 @@ fn agent(args: &AgentArgs) -> anyhow::Result<ExitCode> {
         println!("{}: valid", opts.config.display());
         return Ok(ExitCode::Ok);
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = runtime()?;
     Ok(runtime.block_on(run(opts, cfg))?)
 }
 

@@ -735,6 +735,7 @@ pub fn generate(cfg: &SynthConfig, mut emit: impl FnMut(&Report)) -> Truth {
                 profile: &profile,
                 auth: "sas-key",
                 sas_token: None,
+                dns_server: None,
             };
             r.findings = crate::diagnose::findings(&endpoints, &ctx);
             r.verdict = crate::diagnose::verdict(&endpoints, &r.findings);

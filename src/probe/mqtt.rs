@@ -70,16 +70,7 @@ pub async fn probe(link: &mut Link, opts: &MqttOptions) -> PhaseResult {
     let sent = Instant::now();
     // One deadline for the whole phase: every send, read and ping counts against it.
     let phase_deadline = sent + opts.timeout;
-    if let Err(e) = tokio::time::timeout_at(phase_deadline, link.send(&connect))
-        .await
-        .unwrap_or_else(|_| {
-            Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "sending CONNECT timed out",
-            ))
-        })
-    {
-        let (class, msg) = classify_io(&e, "sending CONNECT");
+    if let Err((class, msg)) = send_by(link, &connect, phase_deadline, "sending CONNECT").await {
         return PhaseResult::failed(Phase::Mqtt, clock.elapsed(), class, msg, &ev);
     }
 
@@ -140,16 +131,7 @@ pub async fn probe(link: &mut Link, opts: &MqttOptions) -> PhaseResult {
     for i in 0..opts.pings {
         let start = Instant::now();
         let ping = [0xC0u8, 0x00];
-        if let Err(e) = tokio::time::timeout_at(phase_deadline, link.send(&ping))
-            .await
-            .unwrap_or_else(|_| {
-                Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "sending PINGREQ timed out",
-                ))
-            })
-        {
-            let (class, msg) = classify_io(&e, "sending PINGREQ");
+        if let Err((class, msg)) = send_by(link, &ping, phase_deadline, "sending PINGREQ").await {
             return PhaseResult::failed(Phase::Mqtt, clock.elapsed(), class, msg, &ev);
         }
         match read_packet(link, &mut buf, phase_deadline, Expect::PingResp).await {
@@ -321,6 +303,20 @@ fn hex_prefix(buf: &[u8]) -> String {
     format!("first bytes {} {:?}", shown.join(" "), printable)
 }
 
+/// Sends `bytes` by `deadline`; a failure is classified as the MQTT phase sees it.
+async fn send_by(
+    link: &mut Link,
+    bytes: &[u8],
+    deadline: Instant,
+    doing: &str,
+) -> Result<(), (FailureClass, String)> {
+    match tokio::time::timeout_at(deadline, link.send(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(classify_io(&e, doing)),
+        Err(_) => Err((FailureClass::MqttTimeout, format!("{doing} timed out"))),
+    }
+}
+
 fn classify_io(e: &io::Error, doing: &str) -> (FailureClass, String) {
     let class = match stream_error_kind(e) {
         Some(StreamFault::Closed) => FailureClass::MqttClosed,
@@ -447,19 +443,9 @@ impl Session {
             )
         })?;
         let deadline = Instant::now() + opts.timeout;
-        match tokio::time::timeout_at(deadline, link.send(&connect)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let (class, msg) = classify_io(&e, "sending CONNECT");
-                return Err(fail(class, msg));
-            }
-            Err(_) => {
-                return Err(fail(
-                    FailureClass::MqttTimeout,
-                    "sending CONNECT timed out".into(),
-                ))
-            }
-        }
+        send_by(&mut link, &connect, deadline, "sending CONNECT")
+            .await
+            .map_err(|(class, msg)| fail(class, msg))?;
         let mut buf = BytesMut::with_capacity(256);
         match read_packet(&mut link, &mut buf, deadline, Expect::ConnAck).await {
             Ok(Packet::ConnAck(c)) if c.code == ConnectReturnCode::Success => {
@@ -494,19 +480,9 @@ impl Session {
     pub async fn ping(&mut self, timeout: Duration) -> Result<Duration, PingFailure> {
         let start = Instant::now();
         let deadline = start + timeout;
-        match tokio::time::timeout_at(deadline, self.link.send(&[0xC0, 0x00])).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let (class, message) = classify_io(&e, "sending PINGREQ");
-                return Err(PingFailure { class, message });
-            }
-            Err(_) => {
-                return Err(PingFailure {
-                    class: FailureClass::MqttTimeout,
-                    message: "sending PINGREQ timed out".into(),
-                })
-            }
-        }
+        send_by(&mut self.link, &[0xC0, 0x00], deadline, "sending PINGREQ")
+            .await
+            .map_err(|(class, message)| PingFailure { class, message })?;
         match read_packet(&mut self.link, &mut self.buf, deadline, Expect::PingResp).await {
             Ok(Packet::PingResp) => Ok(start.elapsed()),
             Ok(other) => Err(PingFailure {
