@@ -104,7 +104,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
 
 /// The report file, created now so an unwritable one fails before the probes run.
 fn pending_report(path: Option<&std::path::Path>) -> anyhow::Result<Option<PendingFile>> {
-    Ok(path.map(PendingFile::create).transpose()?)
+    path.map(PendingFile::create).transpose()
 }
 
 /// The single-threaded runtime a check or a tune runs on: the probes are I/O-bound
