@@ -123,6 +123,7 @@ fn prepare(
             reconnect_min: cfg.canary.reconnect_min,
             reconnect_max: cfg.canary.reconnect_max,
             history_keep: cfg.canary.history,
+            stable_after: cfg.canary.stable_after,
             history_file: Some(opts.state_dir.join("canary-history.json")),
         })
     } else {

@@ -20,8 +20,8 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::{EndpointReport, Report, Verdict};
-use crate::model::canary::{CanaryReport, DiagnosisKind, DisconnectCause};
 use crate::diagnose::Severity;
+use crate::model::canary::{CanaryReport, DisconnectCause};
 use crate::probe::{Phase, Status};
 use crate::tune::recommend::Confidence;
 use crate::tune::run::KeepaliveReport;
@@ -601,13 +601,7 @@ fn canary_metrics(out: &mut Exposition, c: &CanaryReport) {
             *n as f64,
         );
     }
-    let kind = match c.diagnosis.kind {
-        DiagnosisKind::Stable => "stable",
-        DiagnosisKind::TokenRenewal => "token_renewal",
-        DiagnosisKind::IdleTimeout => "idle_timeout",
-        DiagnosisKind::Network => "network",
-        DiagnosisKind::Unexplained => "unexplained",
-    };
+    let kind = c.diagnosis.kind.as_str();
     let cause = c
         .diagnosis
         .iothub_cause

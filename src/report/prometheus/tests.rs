@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde_json::json;
 
 use super::*;
-use crate::model::canary::Diagnosis;
+use crate::model::canary::{Diagnosis, DiagnosisKind};
 use crate::tune::discovery::{Discovery, DropKind};
 use crate::tune::recommend::{Limit, LimitKind, Recommendation, Spread};
 use crate::tune::stats::{LossBursts, Outage, Percentiles, Rto, Stability, StabilityConfig};
