@@ -1146,3 +1146,286 @@ fn a_takeover_fight_is_bounded_and_named() {
     );
     agent.stop();
 }
+
+// ---------------------------------------------------------------------------
+// The diagnosis on real sessions: what the recorded causes say, not the timing alone.
+
+/// What an [`AgeRelay`] does to a connection once it reaches its age.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Cut {
+    /// A TCP reset to the client (SO_LINGER 0, close).
+    Reset,
+    /// Nothing passes any more, both ways, and nothing says so (lost path state).
+    Blackhole,
+}
+
+/// A TCP relay in front of `upstream` that cuts every connection reaching the
+/// next age of `ages` (taken in turn, only by connections still open after
+/// [`AGE_CLAIM`], so the short connections of the checks do not use them up).
+struct AgeRelay {
+    port: u16,
+}
+
+/// Connections older than this take the next age.
+const AGE_CLAIM: Duration = Duration::from_millis(1500);
+
+impl AgeRelay {
+    fn start(upstream: SocketAddr, ages: Vec<Duration>, cut: Cut) -> AgeRelay {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let next = Arc::new(AtomicUsize::new(0));
+        let ages = Arc::new(ages);
+        std::thread::spawn(move || {
+            // Bounded: at most 300 connections, each cut or closed within 60 s.
+            for conn in listener.incoming().take(300) {
+                let Ok(client) = conn else { return };
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    return;
+                };
+                let opened = Instant::now();
+                let closed = Arc::new(AtomicBool::new(false));
+                let cutting = Arc::new(AtomicBool::new(false));
+                for s in [&client, &server] {
+                    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+                }
+                let pump = |mut from: TcpStream, mut to: TcpStream| {
+                    let (closed, cutting) = (closed.clone(), cutting.clone());
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        let end = Instant::now() + Duration::from_secs(60);
+                        while Instant::now() < end && !closed.load(Ordering::SeqCst) {
+                            match from.read(&mut buf) {
+                                Ok(0) => break,
+                                Ok(n) => {
+                                    if cutting.load(Ordering::SeqCst) {
+                                        if cut == Cut::Reset {
+                                            break;
+                                        }
+                                        continue; // black hole: swallowed
+                                    }
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock
+                                            | std::io::ErrorKind::TimedOut
+                                    ) =>
+                                {
+                                    if cutting.load(Ordering::SeqCst) && cut == Cut::Reset {
+                                        break;
+                                    }
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        closed.store(true, Ordering::SeqCst);
+                    })
+                };
+                let c2s = pump(client.try_clone().unwrap(), server.try_clone().unwrap());
+                let s2c = pump(server.try_clone().unwrap(), client.try_clone().unwrap());
+                let (next, ages, closed, cutting) =
+                    (next.clone(), ages.clone(), closed.clone(), cutting.clone());
+                std::thread::spawn(move || {
+                    std::thread::sleep(AGE_CLAIM);
+                    if closed.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let age = ages[next.fetch_add(1, Ordering::SeqCst) % ages.len()];
+                    std::thread::sleep(age.saturating_sub(opened.elapsed()));
+                    if cut == Cut::Reset {
+                        let _ = socket_linger_zero(&client);
+                    }
+                    cutting.store(true, Ordering::SeqCst);
+                    let _ = c2s.join();
+                    let _ = s2c.join();
+                    // Every handle of both sockets closes here: with SO_LINGER 0, a reset.
+                    drop(client);
+                    drop(server);
+                });
+            }
+        });
+        AgeRelay { port }
+    }
+}
+
+/// A lab configuration for the relay at `port`, keep-alive 1 s, with `sas_ttl`.
+fn relay_config(dir: &Path, dns: &Dns, broker: &Mosquitto, port: u16, sas_ttl: &str) -> PathBuf {
+    lab_config(
+        dir,
+        dns,
+        broker.certs().ca_pem(),
+        port,
+        "keepalive = \"1s\"",
+        &key_identity(dir, &format!("sas_ttl = \"{sas_ttl}\"")),
+    )
+}
+
+#[test]
+fn resets_at_a_fixed_age_near_the_token_lifetime_are_the_network() {
+    // Issue "Hostile inputs" 9: a middlebox resets every connection at 2.5 s; the
+    // tokens live 4 s (renewed at 3.2 s): lifetime/TTL = 0.63, but the canary
+    // recorded resets, not renewals.
+    let broker = Mosquitto::start(&[]);
+    let dns = Dns::start();
+    let relay = AgeRelay::start(
+        broker.addr("tls_anon"),
+        vec![Duration::from_millis(2500)],
+        Cut::Reset,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = relay_config(dir.path(), &dns, &broker, relay.port, "4s");
+    let agent = Agent::local(&cfg, dir.path());
+    let r = agent.wait(Duration::from_secs(60), "a diagnosis over 3 resets", |r| {
+        r.last().is_some_and(|r| {
+            r["canary"]["disconnects_total"]["tcp_reset"]
+                .as_u64()
+                .unwrap_or(0)
+                >= 3
+                && r["canary"]["diagnosis"]["kind"] != "stable"
+        })
+    });
+    let c = &r.last().unwrap()["canary"];
+    let d = &c["diagnosis"];
+    assert_eq!(d["kind"], "network", "{c:#}");
+    assert_eq!(d["iothub_cause"], 2, "{d:#}");
+    assert!(
+        d["summary"].as_str().unwrap().contains("fixed age"),
+        "{d:#}"
+    );
+    assert_eq!(c["disconnects_total"]["token_renewal"], 0, "{c:#}");
+    agent.stop();
+}
+
+#[test]
+fn sessions_that_survived_many_idle_periods_lost_their_path_state() {
+    // Issue "Hostile inputs" 10: keep-alive 1 s; after 3.5-9 s (irregular) the
+    // path silently loses the flow, a new connection works at once. Every session
+    // had survived many 1 s silences: not an idle timeout, no keep-alive advice.
+    let broker = Mosquitto::start(&[]);
+    let dns = Dns::start();
+    let ages = [3.5, 7.0, 4.5, 9.0, 5.5]
+        .iter()
+        .map(|s| Duration::from_secs_f64(*s))
+        .collect();
+    let relay = AgeRelay::start(broker.addr("tls_anon"), ages, Cut::Blackhole);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = relay_config(dir.path(), &dns, &broker, relay.port, "1h");
+    let agent = Agent::local(&cfg, dir.path());
+    let r = agent.wait(Duration::from_secs(90), "a diagnosis over 3 drops", |r| {
+        r.last().is_some_and(|r| {
+            r["canary"]["disconnects_total"]["no_pingresp"]
+                .as_u64()
+                .unwrap_or(0)
+                >= 3
+                && r["canary"]["diagnosis"]["kind"] != "stable"
+        })
+    });
+    let c = &r.last().unwrap()["canary"];
+    let d = &c["diagnosis"];
+    assert_eq!(d["kind"], "network", "{c:#}");
+    assert_eq!(d["iothub_cause"], 2, "{d:#}");
+    let summary = d["summary"].as_str().unwrap();
+    assert!(summary.contains("lost its state"), "{d:#}");
+    assert!(!summary.contains("lower the keep-alive"), "{d:#}");
+    for e in agent.disconnects() {
+        assert_eq!(e["cause"], "no_pingresp", "{e:#}");
+        let survived = e["longest_idle_survived_s"].as_f64().unwrap();
+        let idle = e["idle_before_s"].as_f64().unwrap();
+        assert!(survived >= 0.9 * idle, "{e:#}");
+    }
+    agent.stop();
+}
+
+#[test]
+fn a_broker_restart_is_the_server_and_the_record_is_completed_later() {
+    // Issue "Hostile inputs" 11 and 12: the broker goes away (EOF without
+    // DISCONNECT), its port refuses connections until it is back.
+    let mut broker = Mosquitto::start(&[]);
+    let dns = Dns::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = lab_config(
+        dir.path(),
+        &dns,
+        broker.certs().ca_pem(),
+        broker.port("tls_anon"),
+        "",
+        &key_identity(dir.path(), ""),
+    );
+    let agent = Agent::local(&cfg, dir.path());
+    agent.wait(Duration::from_secs(20), "a connected canary", |r| {
+        r.iter().any(|r| r["canary"]["connected"] == true)
+    });
+    broker.stop();
+    // Reported while still down: no reconnect_s yet, the attempts so far.
+    agent.wait(
+        Duration::from_secs(30),
+        "the open record in a report",
+        |_| {
+            agent.disconnect_versions().iter().any(|e| {
+                e["reconnect_s"].is_null() && e["failed_attempts"].as_u64().unwrap_or(0) >= 1
+            })
+        },
+    );
+    let open = agent
+        .disconnect_versions()
+        .into_iter()
+        .find(|e| e["reconnect_s"].is_null())
+        .unwrap();
+    assert_eq!(open["cause"], "eof_without_disconnect", "{open:#}");
+    assert_eq!(open["last_attempt_class"], "tcp.refused", "{open:#}");
+    // Down a while longer: more refused attempts than the open record counted.
+    std::thread::sleep(Duration::from_secs(3));
+    broker.start_again();
+    // Completed, under the same id, in a later report.
+    let r = agent.wait(Duration::from_secs(30), "the completed record", |_| {
+        agent
+            .disconnect_versions()
+            .iter()
+            .any(|e| e["id"] == open["id"] && e["reconnect_s"].is_number())
+    });
+    let done = agent
+        .disconnect_versions()
+        .into_iter()
+        .find(|e| e["id"] == open["id"] && e["reconnect_s"].is_number())
+        .unwrap();
+    assert!(
+        done["failed_attempts"].as_u64().unwrap() > open["failed_attempts"].as_u64().unwrap(),
+        "{done:#}"
+    );
+    assert_eq!(done["last_attempt_class"], "tcp.refused", "{done:#}");
+    assert!(done["reconnect_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(done["at"], open["at"], "the same disconnect");
+    // Two versions of that record, no more.
+    let versions = agent
+        .disconnect_versions()
+        .iter()
+        .filter(|e| e["id"] == open["id"])
+        .count();
+    assert_eq!(versions, 2, "{:#?}", agent.disconnect_versions());
+    // The report that completed it says the server restarted, not the network.
+    let last = r
+        .iter()
+        .rev()
+        .find(|r| {
+            r["canary"]["recent"]
+                .as_array()
+                .is_some_and(|v| v.iter().any(|e| e["id"] == open["id"]))
+        })
+        .unwrap();
+    let d = &last["canary"]["diagnosis"];
+    assert_eq!(d["kind"], "server_restart", "{d:#}");
+    assert_eq!(d["iothub_cause"], 3, "{d:#}");
+    assert!(
+        !d["summary"]
+            .as_str()
+            .unwrap()
+            .contains("device's network ("),
+        "{d:#}"
+    );
+    agent.stop();
+}
