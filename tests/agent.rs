@@ -150,6 +150,17 @@ site = "lab"
 /// Spooled reports (pending and delivered), oldest first, each parsed and checked
 /// against the schema.
 fn spooled(dir: &Path) -> Vec<(String, bool, Value)> {
+    // The uploader may move a report into delivered/ while it is listed: list again.
+    for _ in 0..20 {
+        if let Some(v) = try_spooled(dir) {
+            return v;
+        }
+    }
+    panic!("the spool kept changing under the listing");
+}
+
+/// One listing, or `None` when a file moved away in the middle of it.
+fn try_spooled(dir: &Path) -> Option<Vec<(String, bool, Value)>> {
     let mut v = Vec::new();
     for (sub, delivered) in [(dir.to_path_buf(), false), (dir.join("delivered"), true)] {
         let Ok(rd) = std::fs::read_dir(&sub) else {
@@ -161,7 +172,11 @@ fn spooled(dir: &Path) -> Vec<(String, bool, Value)> {
             if !name.ends_with(".json") {
                 continue;
             }
-            let text = std::fs::read_to_string(e.path()).unwrap();
+            let text = match std::fs::read_to_string(e.path()) {
+                Ok(t) => t,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
+                Err(err) => panic!("cannot read spool file {name}: {err}"),
+            };
             let report: Value = serde_json::from_str(&text)
                 .unwrap_or_else(|err| panic!("corrupt spool file {name}: {err}\n{text}"));
             assert_valid(&report);
@@ -169,7 +184,7 @@ fn spooled(dir: &Path) -> Vec<(String, bool, Value)> {
         }
     }
     v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
+    Some(v)
 }
 
 fn ids_of(reports: &[(String, bool, Value)]) -> Vec<String> {

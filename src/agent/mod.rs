@@ -7,4 +7,6 @@ pub mod machine;
 pub mod run;
 pub mod schedule;
 pub mod session;
+mod signals;
 pub mod spool;
+mod uploader;
