@@ -924,6 +924,9 @@ fn a_server_that_drops_every_session_is_met_with_back_off() {
         let writes = watch.take("canary-history.json");
         let checks = report_count(dir.path()) - reports0;
         let log = agent.log();
+        eprintln!(
+            "{style:?}: {connections} connections, {writes} history writes, {checks} reports in {STORM_WINDOW:?}"
+        );
         assert!(
             connections >= 3,
             "{style:?}: the canary kept trying: {connections} connections\n{log}"
@@ -1108,6 +1111,9 @@ fn a_takeover_fight_is_bounded_and_named() {
     let writes = watch.take("canary-history.json");
     let checks = report_count(dir.path()) - reports0;
     let log = agent.log();
+    eprintln!(
+        "take-over fight: the other client dropped {dropped} times; {connections} connections, {writes} history writes, {checks} reports in {STORM_WINDOW:?}"
+    );
     assert!(
         dropped >= 2,
         "the fight did happen: dropped {dropped}\n{log}"
