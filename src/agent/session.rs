@@ -3,16 +3,23 @@
 //! token at 80 % of the lifetime (on MQTT a renewal is a reconnect, as in the Azure
 //! IoT SDKs), carries the uploader's QoS 1 publishes, and records every disconnect
 //! with its cause, classified where the I/O error is seen. Reconnects back off
-//! exponentially with jitter.
+//! exponentially with jitter, and a session that dies young counts like a failed
+//! attempt ([`Reconnects`]).
+//!
+//! The protocol lives in [`SessionMachine`] (no I/O); this module is its thin async
+//! driver: it connects, feeds the machine bytes, timers and classified errors, and
+//! performs the actions it returns. The history is saved at most once per
+//! [`HISTORY_SAVE_GAP`], and when the session task ends.
 //!
 //! It uses rumqttc's packet codec over hubprobe's own links (not rumqttc's event
 //! loop) so that a reset, an EOF without DISCONNECT, a TLS alert and a missing
 //! PINGRESP stay distinguishable, and the TLS verification is the probe's own.
 //!
 //! A hub allows one connection per identity. The session holds the identity lock
-//! (`CheckPlan::identity_share`) while it connects and while it is connected; a check that finds it live
-//! does not CONNECT with the identity (the canary's state stands in for it), and a
-//! reconnect waits while a check holds it.
+//! (`CheckPlan::identity_share`) while it connects and while it is connected, never
+//! while it waits to reconnect; a check that finds it live does not CONNECT with the
+//! identity (the canary's state stands in for it), and a reconnect waits while a
+//! check holds it.
 
 use std::collections::HashMap;
 use std::io;
