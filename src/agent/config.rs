@@ -185,6 +185,11 @@ pub struct CanarySection {
     /// Disconnects kept in the history.
     #[serde(default = "default_history")]
     pub history: usize,
+    /// How long a session must live before its end resets the reconnect back-off:
+    /// a session the server drops sooner (right after CONNACK, a take-over fight)
+    /// counts as a failed attempt.
+    #[serde(default = "default_stable_after", deserialize_with = "de_duration")]
+    pub stable_after: Duration,
 }
 
 impl Default for CanarySection {
@@ -196,6 +201,7 @@ impl Default for CanarySection {
             reconnect_min: default_reconnect_min(),
             reconnect_max: default_reconnect_max(),
             history: default_history(),
+            stable_after: default_stable_after(),
         }
     }
 }
@@ -327,6 +333,9 @@ fn default_reconnect_max() -> Duration {
 }
 fn default_history() -> usize {
     1000
+}
+fn default_stable_after() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_max_reports() -> usize {
     5000
@@ -507,6 +516,9 @@ impl AgentConfig {
         }
         if c.ping_timeout > Duration::from_secs(3600) {
             return Err(bad("[canary] ping_timeout", "at most 1h".into()));
+        }
+        if c.stable_after > Duration::from_secs(24 * 3600) {
+            return Err(bad("[canary] stable_after", "at most 24h".into()));
         }
         if !(1..=100_000).contains(&c.history) {
             return Err(bad("[canary] history", "must be 1-100000".into()));
