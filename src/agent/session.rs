@@ -329,7 +329,7 @@ async fn drive(
                     st.connect_failures = failures;
                     st.connect_error = Some(why.to_string());
                     if down_since.is_some() {
-                        st.history.attempt_failed(&class);
+                        st.history.attempt_failed(class);
                         st.changed(settings);
                     }
                 }
