@@ -15,8 +15,8 @@ use std::collections::{BTreeSet, HashMap};
 use crate::agent::history::DisconnectCause;
 use crate::probe::Status;
 
-use super::aggregate::{IncidentContext, IntMap, IntSet};
 use super::record::Observation;
+use super::shared::{IncidentContext, IntMap, IntSet};
 use super::summary::{rfc3339_ms, IncidentView, IncidentWindow, LabelCount, TimelineBucket};
 
 /// A share of affected devices at one network or site that makes a window confined to it.

@@ -5,7 +5,7 @@
 //!   parsing on worker threads; memory stays flat whatever the number of reports.
 //! - [`record`] parses one report into the few fields the summary needs.
 //! - [`aggregate`] and [`incident`] are the pure accumulators; [`sketch`] the
-//!   constant-memory percentile histogram.
+//!   constant-memory percentile histogram; [`shared`] the types both accumulators use.
 //! - [`summary`] is the output document (`hubprobe.fleet/1`), rendered by
 //!   [`render_text`], JSON (serde) and [`html`].
 //! - [`synth`] makes realistic fleets of reports with injected failure patterns.
@@ -16,6 +16,7 @@ pub mod incident;
 pub mod input;
 pub mod record;
 pub mod render_text;
+pub mod shared;
 pub mod sketch;
 pub mod summary;
 pub mod synth;
