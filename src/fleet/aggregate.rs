@@ -10,8 +10,10 @@ use crate::probe::{Phase, Status};
 use crate::report::Verdict;
 
 use super::incident::IncidentAcc;
-use super::record::{Observation, Rejection};
-use super::shared::{IncidentContext, IntMap, IntSet, Interner};
+use super::record::{DisconnectObs, Observation, Rejection};
+use super::shared::{
+    plausible_ms, IncidentContext, IntMap, IntSet, Interner, PLAUSIBLE_FROM_MS, PLAUSIBLE_TO_MS,
+};
 use super::sketch::LogHistogram;
 use super::summary::*;
 use super::FleetOptions;
@@ -38,6 +40,8 @@ fn phase_index(p: Phase) -> usize {
 /// What is kept per device.
 #[derive(Debug, Clone)]
 struct DeviceState {
+    /// The latest report's time is believable.
+    latest_plausible: bool,
     latest_ms: i64,
     latest_verdict: Verdict,
     /// Group (by `--by`) of the latest report.
@@ -80,7 +84,16 @@ struct GroupAcc {
     keepalive: BTreeMap<u64, u64>,
     idle: BTreeMap<u64, u64>,
     idle_hist: LogHistogram,
-    disconnects: BTreeMap<DisconnectCause, (u64, IntSet<u32>)>,
+    disconnects: BTreeMap<DisconnectCause, DisconnectAcc>,
+}
+
+/// Canary disconnects of one cause.
+#[derive(Debug, Default)]
+struct DisconnectAcc {
+    events: u64,
+    devices: IntSet<u32>,
+    reconnect: Option<Box<LogHistogram>>,
+    failed_attempts: u64,
 }
 
 impl GroupAcc {
@@ -147,15 +160,55 @@ impl GroupAcc {
             *self.keepalive.entry(k).or_default() += 1;
         }
         if let Some(ms) = o.idle_timeout_ms {
-            *self.idle.entry((ms + 500) / 1000).or_default() += 1;
+            *self.idle.entry(ms.saturating_add(500) / 1000).or_default() += 1;
             self.idle_hist.add(ms as f64 / 1000.0);
         }
-        for (_, cause) in &o.disconnects {
-            let e = self.disconnects.entry(*cause).or_default();
-            e.0 += 1;
-            e.1.insert(dev);
-        }
     }
+
+    fn add_disconnect(&mut self, dev: u32, d: &DisconnectObs) {
+        let e = self.disconnects.entry(d.cause).or_default();
+        e.events += 1;
+        e.devices.insert(dev);
+        if let Some(r) = d.reconnect_s {
+            e.reconnect.get_or_insert_with(Default::default).add(r);
+        }
+        e.failed_attempts += d.failed_attempts as u64;
+    }
+}
+
+/// The latest version seen of a disconnect record that has an id.
+#[derive(Debug, Clone, Copy)]
+struct PendingDisconnect {
+    /// `started_at` of the report that carried this version.
+    report_ms: i64,
+    group: u32,
+    network: u32,
+    site: u32,
+    d: DisconnectObs,
+}
+
+impl PendingDisconnect {
+    /// True when `self` is a later version than `other`: from a later report;
+    /// from the same instant, the completed one.
+    fn supersedes(&self, other: &PendingDisconnect) -> bool {
+        (
+            self.report_ms,
+            self.d.reconnect_s.is_some(),
+            self.d.failed_attempts,
+        ) > (
+            other.report_ms,
+            other.d.reconnect_s.is_some(),
+            other.d.failed_attempts,
+        )
+    }
+}
+
+/// Times outside the believed window, and whose.
+#[derive(Debug, Default)]
+struct ImplausibleAcc {
+    reports: u64,
+    disconnects: u64,
+    devices: IntSet<u32>,
 }
 
 /// Input counters and the first problems seen.
@@ -188,9 +241,14 @@ pub struct Aggregator {
     total: GroupAcc,
     by_group: Vec<GroupAcc>,
     incidents: IncidentAcc,
+    /// Disconnect records with an id, by (device, id hash): the latest version.
+    pending: IntMap<(u32, u64), PendingDisconnect>,
+    implausible: ImplausibleAcc,
     /// Input counters.
     pub input: InputStats,
     reports: u64,
+    /// Reports with a believable `started_at`.
+    plausible_reports: u64,
     duplicates: u64,
     first_ms: i64,
     last_ms: i64,
@@ -210,8 +268,11 @@ impl Aggregator {
             groups: Interner::default(),
             total: GroupAcc::default(),
             by_group: Vec::new(),
+            pending: IntMap::default(),
+            implausible: ImplausibleAcc::default(),
             input: InputStats::default(),
             reports: 0,
+            plausible_reports: 0,
             duplicates: 0,
             first_ms: i64::MAX,
             last_ms: i64::MIN,
@@ -261,6 +322,7 @@ impl Aggregator {
         let dev = self.devices.id(&o.device);
         if self.devices.len() > before {
             self.states.push(DeviceState {
+                latest_plausible: false,
                 latest_ms: i64::MIN,
                 latest_verdict: o.verdict,
                 latest_group: group,
@@ -279,11 +341,14 @@ impl Aggregator {
         st.recent[st.next] = h;
         st.next = (st.next + 1) % DEDUP_IDS_PER_DEVICE;
         st.filled = (st.filled + 1).min(DEDUP_IDS_PER_DEVICE);
-        // Latest report per device; ties go to the greater verdict so the result
-        // does not depend on the input order.
-        if o.started_ms > st.latest_ms
-            || (o.started_ms == st.latest_ms && o.verdict > st.latest_verdict)
+        let plausible = plausible_ms(o.started_ms);
+        // Latest report per device (a believable time beats one from a clock gone
+        // wrong); ties go to the greater verdict so the result does not depend on
+        // the input order.
+        if (plausible, o.started_ms, o.verdict)
+            > (st.latest_plausible, st.latest_ms, st.latest_verdict)
         {
+            st.latest_plausible = plausible;
             st.latest_ms = o.started_ms;
             st.latest_verdict = o.verdict;
             st.latest_group = group;
@@ -291,8 +356,15 @@ impl Aggregator {
             st.site = site;
         }
         self.reports += 1;
-        self.first_ms = self.first_ms.min(o.started_ms);
-        self.last_ms = self.last_ms.max(o.started_ms);
+        if plausible {
+            self.plausible_reports += 1;
+            self.first_ms = self.first_ms.min(o.started_ms);
+            self.last_ms = self.last_ms.max(o.started_ms);
+            self.incidents.add_check(dev, network, site, o);
+        } else {
+            self.implausible.reports += 1;
+            self.implausible.devices.insert(dev);
+        }
         self.total.add(dev, o);
         if self.opts.by.is_some() {
             while self.by_group.len() <= group as usize {
@@ -300,12 +372,54 @@ impl Aggregator {
             }
             self.by_group[group as usize].add(dev, o);
         }
-        self.incidents.add(dev, network, site, o);
+        for d in &o.disconnects {
+            let p = PendingDisconnect {
+                report_ms: o.started_ms,
+                group,
+                network,
+                site,
+                d: *d,
+            };
+            match d.id_hash {
+                // From an older agent: no later version can come.
+                None => self.add_disconnect(dev, &p),
+                Some(id) => match self.pending.get_mut(&(dev, id)) {
+                    Some(old) => {
+                        if p.supersedes(old) {
+                            *old = p;
+                        }
+                    }
+                    None => {
+                        self.pending.insert((dev, id), p);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Counts one disconnect (in its final version).
+    fn add_disconnect(&mut self, dev: u32, p: &PendingDisconnect) {
+        self.total.add_disconnect(dev, &p.d);
+        if self.opts.by.is_some() {
+            while self.by_group.len() <= p.group as usize {
+                self.by_group.push(GroupAcc::default());
+            }
+            self.by_group[p.group as usize].add_disconnect(dev, &p.d);
+        }
+        if i64::try_from(p.d.at_ms).is_ok_and(plausible_ms) {
+            self.incidents.add_disconnect(dev, p.network, p.site, &p.d);
+        } else {
+            self.implausible.disconnects += 1;
+            self.implausible.devices.insert(dev);
+        }
     }
 
     /// The summary.
-    pub fn finish(self) -> FleetSummary {
-        let span = (self.reports > 0).then(|| Span {
+    pub fn finish(mut self) -> FleetSummary {
+        for ((dev, _), p) in std::mem::take(&mut self.pending) {
+            self.add_disconnect(dev, &p);
+        }
+        let span = (self.plausible_reports > 0).then(|| Span {
             from: rfc3339_ms(self.first_ms),
             to: rfc3339_ms(self.last_ms),
         });
@@ -325,7 +439,7 @@ impl Aggregator {
             devices: &self.devices,
             labels: &self.labels,
             devices_total: self.devices.len() as u64,
-            span_ms: (self.reports > 0).then_some((self.first_ms, self.last_ms)),
+            span_ms: (self.plausible_reports > 0).then_some((self.first_ms, self.last_ms)),
             opts: &self.opts,
         });
         let mut problems = self.input.problem_counts.clone();
@@ -345,6 +459,14 @@ impl Aggregator {
                 foreign: problems["foreign"],
                 unknown_schema: problems["unknown_schema"],
                 problems: self.input.problems.iter().map(|(_, p)| p.clone()).collect(),
+                implausible_times: ImplausibleTimes {
+                    from: rfc3339_ms(PLAUSIBLE_FROM_MS),
+                    to: rfc3339_ms(PLAUSIBLE_TO_MS),
+                    reports: self.implausible.reports,
+                    disconnects: self.implausible.disconnects,
+                    devices: self.implausible.devices.len() as u64,
+                    example_devices: self.examples(&self.implausible.devices, 10),
+                },
             },
             devices: self.devices.len() as u64,
             span,
@@ -488,10 +610,13 @@ impl Aggregator {
             disconnects: g
                 .disconnects
                 .iter()
-                .map(|(c, (n, s))| CauseCount {
+                .map(|(c, a)| CauseCount {
                     cause: c.as_str().to_string(),
-                    events: *n,
-                    devices: s.len() as u64,
+                    events: a.events,
+                    devices: a.devices.len() as u64,
+                    reconnected: a.reconnect.as_ref().map_or(0, |h| h.count()),
+                    reconnect_s: a.reconnect.as_ref().and_then(|h| h.percentiles()),
+                    failed_attempts: a.failed_attempts,
                 })
                 .collect(),
         }
@@ -513,12 +638,15 @@ mod tests {
     use super::*;
     use crate::fleet::record::PhaseObs;
 
+    /// 2026-11-26T00:00:00Z: test times are offsets from here.
+    const BASE_MS: i64 = 1_795_651_200_000;
+
     fn obs(id: &str, device: &str, at_ms: i64, net: &str, class: Option<&str>) -> Observation {
         Observation {
             id_hash: crate::fleet::record::id_hash(id),
             device: device.into(),
             kind: "check".into(),
-            started_ms: at_ms,
+            started_ms: BASE_MS + at_ms,
             verdict: if class.is_some() {
                 Verdict::Critical
             } else {

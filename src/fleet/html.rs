@@ -110,7 +110,7 @@ fn timeline(v: &IncidentView) -> String {
         return o;
     };
     let t0 = first.start_ms as f64;
-    let t1 = (last.start_ms + v.bucket_s as i64 * 1000) as f64;
+    let t1 = last.start_ms as f64 + v.bucket_s as f64 * 1000.0;
     let x = |t: f64| 40.0 + (t - t0) / (t1 - t0).max(1.0) * (W - 50.0);
     let plot = h - 40.0;
     for w in &v.windows {

@@ -230,6 +230,69 @@ fn map_file(path: &Path) -> Option<Arc<Mmap>> {
     Some(Arc::new(map))
 }
 
+/// How [`read_line_capped`] ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A line (with its newline, unless it is the last) is in the buffer.
+    Whole,
+    /// The line was longer than the cap: it was read past and dropped.
+    TooLong,
+    /// Nothing left.
+    End,
+}
+
+/// Reads one line into `buf`, never holding more than `cap` bytes of it (newline
+/// excluded): a longer line is consumed up to its newline and dropped.
+fn read_line_capped(r: &mut dyn BufRead, buf: &mut Vec<u8>, cap: usize) -> std::io::Result<Line> {
+    let mut over = false;
+    let mut any = false;
+    loop {
+        let avail = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if avail.is_empty() {
+            return Ok(match (any, over) {
+                (false, _) => Line::End,
+                (true, true) => Line::TooLong,
+                (true, false) => Line::Whole,
+            });
+        }
+        any = true;
+        let (take, done) = match memchr::memchr(b'\n', avail) {
+            Some(i) => (i + 1, true),
+            None => (avail.len(), false),
+        };
+        if !over {
+            if buf.len() + take > cap + usize::from(done) {
+                over = true;
+                buf.clear();
+                buf.shrink_to(CHUNK_BYTES);
+            } else {
+                buf.extend_from_slice(&avail[..take]);
+            }
+        }
+        r.consume(take);
+        if done {
+            return Ok(if over { Line::TooLong } else { Line::Whole });
+        }
+    }
+}
+
+/// Drops a UTF-8 byte order mark (some Windows tools start every file with one).
+pub fn strip_bom(b: &[u8]) -> &[u8] {
+    b.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(b)
+}
+
+/// The rejection of a line over [`MAX_LINE_BYTES`].
+fn too_long() -> Rejection {
+    Rejection::Malformed(format!(
+        "line longer than {} MiB, skipped",
+        MAX_LINE_BYTES >> 20
+    ))
+}
+
 fn count_lines(data: &[u8]) -> u64 {
     memchr::memchr_iter(b'\n', data).count() as u64
 }
@@ -303,7 +366,7 @@ impl Reader {
                 pos = end + 1;
                 continue;
             }
-            let t = l.trim_ascii();
+            let t = strip_bom(l).trim_ascii();
             if !(t.starts_with(b"{") && t.ends_with(b"}")) {
                 return None;
             }
@@ -334,10 +397,7 @@ impl Reader {
                         first_line: first.take(),
                         data: Bytes::Owned(Vec::new()),
                         document: false,
-                        problem: Some(Rejection::Malformed(format!(
-                            "line longer than {} MiB, skipped",
-                            MAX_LINE_BYTES >> 20
-                        ))),
+                        problem: Some(too_long()),
                     });
                     if !sent {
                         return Some(false);
@@ -378,15 +438,24 @@ impl Reader {
         } else {
             Box::new(buf)
         };
-        // NDJSON when the first non-blank line is a whole object on its own.
+        // NDJSON when the first non-blank line is a whole object on its own. The
+        // line is read under the same cap as every other (an over-long one is a
+        // problem at its place, and the next line is looked at).
         let mut head = Vec::new();
         let mut line = 1u64;
         let head_line;
         loop {
             head.clear();
-            match r.read_until(b'\n', &mut head) {
-                Ok(0) => return true,
-                Ok(_) => {}
+            match read_line_capped(&mut r, &mut head, MAX_LINE_BYTES) {
+                Ok(Line::End) => return true,
+                Ok(Line::Whole) => {}
+                Ok(Line::TooLong) => {
+                    if !self.problem(file, line, too_long()) {
+                        return false;
+                    }
+                    line += 1;
+                    continue;
+                }
                 Err(e) => {
                     return self.problem(
                         file,
@@ -402,7 +471,7 @@ impl Reader {
             head_line = line;
             break;
         }
-        let t = head.trim_ascii();
+        let t = strip_bom(&head).trim_ascii();
         if t.starts_with(b"{") && t.ends_with(b"}") {
             self.ndjson(file, head_line, head, r)
         } else {
@@ -476,14 +545,7 @@ impl Reader {
                 }
                 Some(_) => {}
                 None if data.len() > MAX_LINE_BYTES => {
-                    if !self.problem(
-                        file,
-                        line,
-                        Rejection::Malformed(format!(
-                            "line longer than {} MiB, skipped",
-                            MAX_LINE_BYTES >> 20
-                        )),
-                    ) {
+                    if !self.problem(file, line, too_long()) {
                         return false;
                     }
                     data.clear();
@@ -514,6 +576,9 @@ impl Reader {
         r: Box<dyn BufRead + Send>,
     ) -> bool {
         let mut data = head;
+        if data.starts_with(b"\xEF\xBB\xBF") {
+            data[..3].fill(b' '); // a byte order mark: not part of the JSON
+        }
         let limit = (MAX_DOCUMENT_BYTES - data.len().min(MAX_DOCUMENT_BYTES)) as u64 + 1;
         if let Err(e) = r.take(limit).read_to_end(&mut data) {
             return self.problem(

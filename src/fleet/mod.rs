@@ -28,6 +28,9 @@ use serde::Serialize;
 pub use input::{summarize, Source};
 pub use summary::FleetSummary;
 
+/// The widest incident bucket: a year (a wider one is taken as this).
+pub const MAX_BUCKET_S: u64 = 366 * 86_400;
+
 /// How to summarize.
 #[derive(Debug, Clone, Serialize)]
 pub struct FleetOptions {
@@ -64,9 +67,9 @@ impl Default for FleetOptions {
 }
 
 impl FleetOptions {
-    /// Bucket width in milliseconds.
+    /// Bucket width in milliseconds (1 s to [`MAX_BUCKET_S`]).
     pub fn bucket_ms(&self) -> i64 {
-        (self.bucket_s.max(1) as i64) * 1000
+        self.bucket_s.clamp(1, MAX_BUCKET_S) as i64 * 1000
     }
 }
 

@@ -8,6 +8,20 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use super::FleetOptions;
 
+/// The first instant a report or disconnect time is believed: 2000-01-01T00:00:00Z.
+/// Earlier times come from a device clock that was never set.
+pub const PLAUSIBLE_FROM_MS: i64 = 946_684_800_000;
+/// The end of the believed times: 2100-01-01T00:00:00Z (exclusive). A later time
+/// is a device clock gone wrong, not a date to put on a timeline.
+pub const PLAUSIBLE_TO_MS: i64 = 4_102_444_800_000;
+
+/// True when a Unix-ms time lies in [`PLAUSIBLE_FROM_MS`, `PLAUSIBLE_TO_MS`):
+/// only those are bucketed in time and make the summary's span; the others are
+/// counted as clock problems.
+pub fn plausible_ms(ms: i64) -> bool {
+    (PLAUSIBLE_FROM_MS..PLAUSIBLE_TO_MS).contains(&ms)
+}
+
 /// Hashes the accumulators' integer keys (interned indices and time buckets, never
 /// raw input): one multiply (FxHash) instead of SipHash.
 #[derive(Debug, Default, Clone, Copy)]
