@@ -287,6 +287,11 @@ impl Aggregator {
             .unwrap_or(NO_LABEL)
     }
 
+    /// Reports counted so far (repeats dropped).
+    pub fn reports(&self) -> u64 {
+        self.reports
+    }
+
     /// Records a line that is not a usable report.
     pub fn reject(&mut self, file_index: u32, file: &str, line: u64, r: Rejection) {
         *self.input.problem_counts.entry(r.kind()).or_default() += 1;

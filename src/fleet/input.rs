@@ -17,6 +17,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
@@ -301,7 +302,53 @@ fn count_lines(data: &[u8]) -> u64 {
 struct Reader {
     workers: Vec<SyncSender<Chunk>>,
     next: u64,
+    /// Input bytes consumed so far (compressed bytes for gzip), for progress.
+    consumed: Arc<AtomicU64>,
 }
+
+/// Counts the bytes read through it.
+struct Counting<R> {
+    inner: R,
+    consumed: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.consumed.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// What `summarize` tells about its progress (a display on a terminal; nothing in
+/// tests and pipelines).
+pub trait Progress: Sync {
+    /// Called from time to time while reading, and once at the end (`done`).
+    fn update(&self, p: &ProgressState, done: bool);
+}
+
+/// The progress of one summary.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProgressState {
+    /// Input bytes consumed (as stored: compressed bytes of gzip files).
+    pub bytes_read: u64,
+    /// Size of the inputs, when known (not with stdin).
+    pub bytes_total: Option<u64>,
+    /// Reports counted so far.
+    pub reports: u64,
+    /// Since the start.
+    pub elapsed: std::time::Duration,
+}
+
+/// No progress display.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn update(&self, _: &ProgressState, _: bool) {}
+}
+
+/// How often progress is told.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Reader {
     fn send(&mut self, mut c: Chunk) -> bool {
@@ -333,9 +380,14 @@ impl Reader {
                     continue;
                 }
             }
+            let consumed = self.consumed.clone();
             let opened: std::io::Result<Box<dyn Read + Send>> = match s {
-                Source::Stdin => Ok(Box::new(std::io::stdin())),
-                Source::Path(p) => File::open(p).map(|f| Box::new(f) as Box<dyn Read + Send>),
+                Source::Stdin => Ok(Box::new(Counting {
+                    inner: std::io::stdin(),
+                    consumed,
+                })),
+                Source::Path(p) => File::open(p)
+                    .map(|f| Box::new(Counting { inner: f, consumed }) as Box<dyn Read + Send>),
             };
             let ok = match opened {
                 Ok(r) => self.read_one(file, r),
@@ -421,6 +473,8 @@ impl Reader {
             if !sent {
                 return Some(false);
             }
+            self.consumed
+                .fetch_add((end - pos) as u64, Ordering::Relaxed);
             pos = end;
         }
         Some(true)
@@ -636,7 +690,25 @@ impl Reader {
 
 /// Reads every source and summarizes.
 pub fn summarize(sources: &[Source], opts: FleetOptions) -> Result<FleetSummary, FleetError> {
+    summarize_with_progress(sources, opts, &NoProgress)
+}
+
+/// [`summarize`], telling `progress` how far it got.
+pub fn summarize_with_progress(
+    sources: &[Source],
+    opts: FleetOptions,
+    progress: &dyn Progress,
+) -> Result<FleetSummary, FleetError> {
+    let started = std::time::Instant::now();
     let (inputs, skipped) = expand(sources)?;
+    let bytes_total = inputs
+        .iter()
+        .map(|s| match s {
+            Source::Stdin => None,
+            Source::Path(p) => std::fs::metadata(p).ok().map(|m| m.len()),
+        })
+        .sum::<Option<u64>>();
+    let consumed = Arc::new(AtomicU64::new(0));
     let names: Vec<String> = inputs
         .iter()
         .map(|s| match s {
@@ -669,13 +741,22 @@ pub fn summarize(sources: &[Source], opts: FleetOptions) -> Result<FleetSummary,
         }
         drop(res_tx);
         let inputs = &inputs;
+        let counter = consumed.clone();
         scope.spawn(move || {
             let mut reader = Reader {
                 workers: senders,
                 next: 0,
+                consumed: counter,
             };
             reader.run(inputs);
         });
+        let state = |agg: &Aggregator| ProgressState {
+            bytes_read: consumed.load(Ordering::Relaxed),
+            bytes_total,
+            reports: agg.reports(),
+            elapsed: started.elapsed(),
+        };
+        let mut told = std::time::Instant::now();
         // Chunks are taken in input order (the parser threads finish out of order;
         // the few ahead wait here), so that line numbers can follow on.
         let mut ahead: BTreeMap<u64, Parsed> = BTreeMap::new();
@@ -697,7 +778,12 @@ pub fn summarize(sources: &[Source], opts: FleetOptions) -> Result<FleetSummary,
                     }
                 }
             }
+            if told.elapsed() >= PROGRESS_EVERY {
+                progress.update(&state(&agg), false);
+                told = std::time::Instant::now();
+            }
         }
+        progress.update(&state(&agg), true);
         Ok(())
     })?;
     let summary = agg.finish();

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub use input::{summarize, Source};
+pub use input::{summarize, summarize_with_progress, NoProgress, Progress, ProgressState, Source};
 pub use summary::FleetSummary;
 
 /// The widest incident bucket: a year (a wider one is taken as this).

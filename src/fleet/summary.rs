@@ -8,6 +8,9 @@ use serde::Serialize;
 use super::sketch::Percentiles;
 use super::FleetOptions;
 
+/// The JSON Schema of the summary document (`hubprobe fleet schema` prints it).
+pub const JSON_SCHEMA: &str = include_str!("../../docs/fleet.schema.json");
+
 /// Schema id of the summary document.
 pub const FLEET_SCHEMA_ID: &str = "hubprobe.fleet/1";
 
