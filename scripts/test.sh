@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 packages=(mosquitto mosquitto-clients dnsmasq-base nftables conntrack iproute2 ca-certificates procps
           prometheus prometheus-node-exporter systemd dpkg adduser shellcheck strace
-          chromium jq python3 python3-venv python3-pip)
+          chromium jq python3 python3-venv python3-pip bsdutils)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -437,6 +437,8 @@ pub enum FleetCommand {
     Summarize(FleetSummarizeArgs),
     /// Generate a realistic fleet of reports as NDJSON (for tests and benchmarks).
     Synth(FleetSynthArgs),
+    /// Print the JSON Schema of the fleet summary (hubprobe.fleet/1).
+    Schema,
 }
 
 /// `hubprobe fleet summarize`.
@@ -482,6 +484,10 @@ pub struct FleetSummarizeArgs {
     /// Parser threads.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub threads: u32,
+
+    /// No progress display on stderr (it is only shown on a terminal anyway).
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
 }
 
 /// `hubprobe fleet synth`.

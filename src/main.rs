@@ -341,6 +341,46 @@ impl hubprobe::tune::run::Progress for ProgressBar {
     }
 }
 
+/// `fleet summarize` progress on stderr (only on a terminal): bytes read of the
+/// total and reports per second, redrawn in place; a last line stays.
+struct FleetProgress {
+    show: bool,
+}
+
+impl hubprobe::fleet::Progress for FleetProgress {
+    fn update(&self, p: &hubprobe::fleet::ProgressState, done: bool) {
+        if !self.show {
+            return;
+        }
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        let secs = p.elapsed.as_secs_f64();
+        let rate = if secs > 0.0 {
+            p.reports as f64 / secs
+        } else {
+            0.0
+        };
+        let of = match p.bytes_total {
+            Some(t) if t > 0 => format!(
+                " of {:.1} MiB ({:.0} %)",
+                mib(t),
+                (p.bytes_read.min(t) as f64 * 100.0) / t as f64
+            ),
+            _ => String::new(),
+        };
+        eprint!(
+            "\r\x1b[2Kfleet summarize: read {:.1} MiB{of}, {} reports, {:.0} reports/s{}",
+            mib(p.bytes_read),
+            p.reports,
+            rate,
+            if done {
+                format!(" in {secs:.1} s\n")
+            } else {
+                String::new()
+            }
+        );
+    }
+}
+
 fn sas_token(args: &SasTokenArgs) -> anyhow::Result<ExitCode> {
     let env = hubprobe::config::EnvCredentials::from_process();
     let value = args
@@ -490,7 +530,10 @@ fn fleet(cmd: &hubprobe::cli::FleetCommand) -> anyhow::Result<ExitCode> {
             };
             let sources: Vec<Source> = a.inputs.iter().map(|s| Source::parse(s)).collect();
             let pending = a.html.as_deref().map(PendingFile::create).transpose()?;
-            let summary = fleet::summarize(&sources, opts)?;
+            let progress = FleetProgress {
+                show: !a.quiet && std::io::stderr().is_terminal(),
+            };
+            let summary = fleet::summarize_with_progress(&sources, opts, &progress)?;
             let printed = match a.output {
                 SummaryFormat::Json => {
                     let json = serde_json::to_string_pretty(&summary)
@@ -513,6 +556,10 @@ fn fleet(cmd: &hubprobe::cli::FleetCommand) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::Warning);
             }
+            Ok(ExitCode::Ok)
+        }
+        FleetCommand::Schema => {
+            print_stdout(fleet::summary::JSON_SCHEMA)?;
             Ok(ExitCode::Ok)
         }
         FleetCommand::Synth(a) => {
