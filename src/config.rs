@@ -60,14 +60,16 @@ pub enum ConfigError {
     #[error("give only one of: a connection string, --sas-token, --username (the device has one identity)")]
     ConflictingCredentials,
     /// A file could not be read.
-    #[error("cannot read {what} {}: {source}", path.display())]
+    #[error("cannot read {what} {} ({option}): {problem}", path.display())]
     Read {
         /// What the file is.
         what: &'static str,
+        /// The option that named it.
+        option: &'static str,
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// Why (an OS message, not a regular file, too large; never content).
+        problem: crate::fsio::InputFileError,
     },
     /// The connection string says `x509=true` but no certificate was given.
     #[error(
@@ -338,7 +340,7 @@ fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, 
         }
     } else if let Some(username) = &args.username {
         let password = match &args.password_file {
-            Some(path) => Some(read_secret_file(path, "password file")?),
+            Some(path) => Some(read_secret_file(path, "password file", "--password-file")?),
             None => password_env,
         };
         Credentials::Password {
@@ -433,7 +435,11 @@ pub fn load_connection_string(
     file: Option<&Path>,
 ) -> Result<Option<ConnectionString>, ConfigError> {
     let text = match (value, file) {
-        (_, Some(path)) => Some(read_secret_file(path, "connection string file")?),
+        (_, Some(path)) => Some(read_secret_file(
+            path,
+            "connection string file",
+            "--connection-string-file",
+        )?),
         (Some(v), None) if !v.trim().is_empty() => Some(v.to_string()),
         _ => None,
     };
@@ -441,13 +447,18 @@ pub fn load_connection_string(
         .transpose()
 }
 
-fn read_secret_file(path: &Path, what: &'static str) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path)
+fn read_secret_file(
+    path: &Path,
+    what: &'static str,
+    option: &'static str,
+) -> Result<String, ConfigError> {
+    crate::fsio::read_bounded_text(path, crate::fsio::InputKind::Secret)
         .map(|s| s.trim().to_string())
-        .map_err(|source| ConfigError::Read {
+        .map_err(|problem| ConfigError::Read {
             what,
+            option,
             path: path.to_path_buf(),
-            source,
+            problem,
         })
 }
 
