@@ -60,14 +60,16 @@ pub enum ConfigError {
     #[error("give only one of: a connection string, --sas-token, --username (the device has one identity)")]
     ConflictingCredentials,
     /// A file could not be read.
-    #[error("cannot read {what} {}: {source}", path.display())]
+    #[error("cannot read {what} {} ({option}): {problem}", path.display())]
     Read {
         /// What the file is.
         what: &'static str,
+        /// The option that named it.
+        option: &'static str,
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// Why (an OS message, not a regular file, too large; never content).
+        problem: crate::fsio::InputFileError,
     },
     /// The connection string says `x509=true` but no certificate was given.
     #[error(
@@ -99,6 +101,77 @@ pub enum ConfigError {
     /// A keep-alive MQTT cannot express.
     #[error("--keepalive {0} s is above MQTT's limit of 65535 s")]
     KeepAliveTooLong(u64),
+    /// A string the MQTT CONNECT would carry is longer than MQTT's 16-bit length
+    /// prefix can say. The message names the string and its length, never its value.
+    #[error("{what} is {len} bytes: an MQTT string is at most 65535 bytes (its length is a 16-bit number){hint}")]
+    MqttStringTooLong {
+        /// Which string (`the device id`, `the MQTT password`, ...).
+        what: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// A hint for the usual identities (may be empty).
+        hint: &'static str,
+    },
+}
+
+/// The longest string MQTT 3.1.1 can carry (its length prefix is 16 bits).
+pub const MQTT_MAX_STRING: usize = u16::MAX as usize;
+
+const IOT_HUB_ID_HINT: &str = "; IoT Hub device and module ids are at most 128 characters";
+
+/// Refuses a plan whose MQTT CONNECT would carry a string MQTT cannot express:
+/// the identity as given (device id, module id, user name, password or SAS
+/// token), then the strings the profile's templates build from it with the hub
+/// host (client id, user name) and the password the CONNECT sends (a generated
+/// SAS token grows with the device id).
+fn check_mqtt_strings(plan: &CheckPlan) -> Result<(), ConfigError> {
+    let too_long = |what, len: usize, hint| {
+        if len > MQTT_MAX_STRING {
+            Err(ConfigError::MqttStringTooLong { what, len, hint })
+        } else {
+            Ok(())
+        }
+    };
+    let creds = &plan.credentials;
+    too_long(
+        "the device id",
+        creds.device_id().map_or(0, str::len),
+        IOT_HUB_ID_HINT,
+    )?;
+    too_long(
+        "the module id",
+        creds.module_id().map_or(0, str::len),
+        IOT_HUB_ID_HINT,
+    )?;
+    match creds {
+        Credentials::Password {
+            username, password, ..
+        } => {
+            too_long("the --username", username.len(), "")?;
+            too_long("the MQTT password", password.expose().len(), "")?;
+        }
+        Credentials::SasToken { token, .. } => {
+            too_long("the SAS token", token.expose().len(), "")?;
+        }
+        _ => {}
+    }
+    let opts = crate::check::session_options(plan, plan.keep_alive, plan.timeout);
+    too_long(
+        "the MQTT client id (from the profile's client_id template)",
+        opts.client_id.len(),
+        IOT_HUB_ID_HINT,
+    )?;
+    too_long(
+        "the MQTT user name (from the profile's username template and the hub host)",
+        opts.username.as_deref().map_or(0, str::len),
+        IOT_HUB_ID_HINT,
+    )?;
+    too_long(
+        "the MQTT password (the SAS token generated for this device)",
+        opts.password.as_ref().map_or(0, |p| p.expose().len()),
+        IOT_HUB_ID_HINT,
+    )?;
+    Ok(())
 }
 
 /// Credentials found in the environment. They apply only when no credential
@@ -338,7 +411,7 @@ fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, 
         }
     } else if let Some(username) = &args.username {
         let password = match &args.password_file {
-            Some(path) => Some(read_secret_file(path, "password file")?),
+            Some(path) => Some(read_secret_file(path, "password file", "--password-file")?),
             None => password_env,
         };
         Credentials::Password {
@@ -374,7 +447,7 @@ fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, 
         return Err(ConfigError::KeepAliveTooLong(keep_alive.as_secs()));
     }
 
-    Ok(CheckPlan {
+    let plan = CheckPlan {
         profile,
         host,
         hub_host,
@@ -391,7 +464,9 @@ fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, 
         deadline: MAX_DEADLINE,
         labels: args.labels.iter().cloned().collect(),
         identity_share: None,
-    })
+    };
+    check_mqtt_strings(&plan)?;
+    Ok(plan)
 }
 
 fn check_ranges(args: &TargetArgs) -> Result<(), ConfigError> {
@@ -433,7 +508,11 @@ pub fn load_connection_string(
     file: Option<&Path>,
 ) -> Result<Option<ConnectionString>, ConfigError> {
     let text = match (value, file) {
-        (_, Some(path)) => Some(read_secret_file(path, "connection string file")?),
+        (_, Some(path)) => Some(read_secret_file(
+            path,
+            "connection string file",
+            "--connection-string-file",
+        )?),
         (Some(v), None) if !v.trim().is_empty() => Some(v.to_string()),
         _ => None,
     };
@@ -441,13 +520,18 @@ pub fn load_connection_string(
         .transpose()
 }
 
-fn read_secret_file(path: &Path, what: &'static str) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path)
+fn read_secret_file(
+    path: &Path,
+    what: &'static str,
+    option: &'static str,
+) -> Result<String, ConfigError> {
+    crate::fsio::read_bounded_text(path, crate::fsio::InputKind::Secret)
         .map(|s| s.trim().to_string())
-        .map_err(|source| ConfigError::Read {
+        .map_err(|problem| ConfigError::Read {
             what,
+            option,
             path: path.to_path_buf(),
-            source,
+            problem,
         })
 }
 

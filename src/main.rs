@@ -40,10 +40,28 @@ fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(code) => code.into(),
         Err(e) => {
-            eprintln!("hubprobe: error: {e:#}");
+            eprintln!("hubprobe: error: {}", error_line(&e));
             ExitCode::Unknown.into()
         }
     }
+}
+
+/// The error and its causes on one line, `: `-separated, each cause once: a
+/// cause whose text the line already holds (a message that embeds its source,
+/// a transparent wrapper) is not repeated.
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// Logs go to stderr, filtered by RUST_LOG (off by default). No log line carries a
@@ -256,6 +274,16 @@ fn agent(args: &AgentArgs) -> anyhow::Result<ExitCode> {
         cycles: args.cycles,
         drain_timeout: args.drain_timeout,
     };
+    // The configuration file is refused up front when it is not a regular file
+    // (a FIFO would block the read) or is too large.
+    hubprobe::fsio::check_input_file(&opts.config, hubprobe::fsio::InputKind::Config).map_err(
+        |problem| {
+            anyhow::anyhow!(
+                "cannot read config {} (--config): {problem}",
+                opts.config.display()
+            )
+        },
+    )?;
     let cfg = load(&opts)?;
     if args.check_config {
         // The identity, profile, trust store and files too, as a start would.

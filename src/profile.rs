@@ -26,12 +26,12 @@ pub enum ProfileError {
     #[error("unknown profile {0:?}: use one of {list} or a path to a .toml file", list = builtin_names().join(", "))]
     Unknown(String),
     /// The file could not be read.
-    #[error("cannot read profile file {path}: {source}")]
+    #[error("cannot read profile file {path} (--profile): {problem}")]
     Read {
         /// The file.
         path: String,
-        /// The I/O error.
-        source: std::io::Error,
+        /// Why (an OS message, not a regular file, too large; never content).
+        problem: crate::fsio::InputFileError,
     },
     /// The TOML does not parse or has unknown/missing keys.
     #[error("invalid profile {origin}: {message}")]
@@ -143,10 +143,12 @@ impl Profile {
         }
         let looks_like_path = spec.contains('/') || spec.ends_with(".toml");
         if looks_like_path || Path::new(spec).is_file() {
-            let text = std::fs::read_to_string(spec).map_err(|source| ProfileError::Read {
-                path: spec.to_string(),
-                source,
-            })?;
+            let text =
+                crate::fsio::read_bounded_text(Path::new(spec), crate::fsio::InputKind::Profile)
+                    .map_err(|problem| ProfileError::Read {
+                        path: spec.to_string(),
+                        problem,
+                    })?;
             return Profile::parse(&text, spec);
         }
         Err(ProfileError::Unknown(spec.to_string()))

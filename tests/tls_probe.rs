@@ -737,6 +737,45 @@ async fn random_bytes_are_not_tls() {
     server.abort();
 }
 
+/// A leaf whose Certificate message is far above 64 KiB is reported as such, in
+/// TLS 1.3 (encrypted Certificate) and TLS 1.2 (plain), never as "not TLS".
+#[tokio::test]
+async fn a_certificate_message_over_64_kib_is_message_too_large_not_not_tls() {
+    let pki = Pki::new();
+    let now = now_unix();
+    let mut names: Vec<String> = vec![SERVER_NAME.to_string()];
+    names.extend((0..10_000).map(|i| format!("device-{i:05}.sans.hubprobe.test")));
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let big = leaf(SERVER_NAME, &names, &pki.inter, now - DAY, now + 90 * DAY);
+    assert!(big.der().len() > 64 * 1024, "{} bytes", big.der().len());
+    // rustls's `with_single_cert` parses the leaf (webpki refuses one this large),
+    // so the server is given the certified key as is.
+    let signing = provider()
+        .key_provider
+        .load_private_key(big.key_der())
+        .expect("signing key");
+    let certified = Arc::new(rustls::sign::CertifiedKey::new(pki.chain(&big), signing));
+    for versions in [ONLY13, ONLY12] {
+        let cfg = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(versions)
+            .expect("versions")
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
+                certified.clone(),
+            )));
+        let (addr, server) = tls_server(Arc::new(cfg)).await;
+        let out = handshake(connect(addr).await, &opts(SERVER_NAME), &pki.trust()).await;
+        assert_failed(&out.result, FailureClass::TlsMessageTooLarge);
+        let msg = out.result.message.clone().unwrap_or_default();
+        assert!(
+            msg.contains("64 KiB") && msg.contains("certificate"),
+            "{msg}"
+        );
+        assert!(!msg.contains("plain TCP"), "{msg}");
+        server.abort();
+    }
+}
+
 // ---------------------------------------------------------------- tests: versions
 
 #[tokio::test]

@@ -71,6 +71,9 @@ classes! {
     TlsHandshakeFailure => "tls.handshake_failure",
     /// The server answered with something that is not TLS.
     TlsNotTls => "tls.not_tls",
+    /// A TLS handshake message from the server is larger than the client accepts
+    /// (64 KiB): usually a certificate chain with thousands of names.
+    TlsMessageTooLarge => "tls.message_too_large",
     /// The connection closed during the handshake.
     TlsClosed => "tls.closed",
     /// The connection was reset during the handshake.
@@ -181,6 +184,7 @@ pub fn explain(class: FailureClass) -> Explanation {
         TlsProtocolVersion => ("client and server share no TLS version", "the hub requires TLS 1.2 or newer; update the device's TLS stack", None),
         TlsHandshakeFailure => ("the TLS handshake failed", "see the message: a rejected client certificate, no common cipher, or a middlebox", None),
         TlsNotTls => ("the server answered with something that is not TLS", "a proxy, captive portal or a non-TLS service answers on this port", None),
+        TlsMessageTooLarge => ("the server sent a TLS handshake message larger than 64 KiB (the limit of rustls and of most TLS clients): usually its certificate chain, with thousands of names or many certificates", "the server's certificate is the problem, not the network: issue a certificate with fewer subject alternative names (split it across several certificates or use a wildcard) or send a shorter chain", None),
         TlsClosed => ("the connection closed during the TLS handshake", "a firewall doing deep packet inspection or SNI filtering drops the handshake", E404104),
         TlsReset => ("the connection was reset during the TLS handshake", "a firewall doing deep packet inspection or SNI filtering resets the handshake", E404104),
         TlsTimeout => ("the TLS handshake did not finish in time", "a middlebox swallows the handshake (SNI filtering, MTU/fragmentation problems)", None),

@@ -168,7 +168,36 @@ pub async fn probe(link: &mut Link, opts: &MqttOptions) -> PhaseResult {
     PhaseResult::ok(Phase::Mqtt, clock.elapsed(), &ev)
 }
 
-fn encode_connect(opts: &MqttOptions) -> Result<BytesMut, CodecError> {
+/// Why a CONNECT could not be encoded.
+#[derive(Debug, thiserror::Error)]
+enum EncodeError {
+    /// A string longer than MQTT's 16-bit length prefix (the codec would wrap
+    /// the length and send a malformed packet). Names the field, never the value.
+    #[error("the {field} is {len} bytes, above MQTT's limit of 65535 bytes per string")]
+    StringTooLong {
+        /// Which field.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+    },
+    /// The codec refused.
+    #[error("{0}")]
+    Codec(CodecError),
+}
+
+fn encode_connect(opts: &MqttOptions) -> Result<BytesMut, EncodeError> {
+    let max = u16::MAX as usize;
+    let fields = [
+        ("client id", opts.client_id.len()),
+        ("user name", opts.username.as_deref().map_or(0, str::len)),
+        (
+            "password",
+            opts.password.as_ref().map_or(0, |p| p.expose().len()),
+        ),
+    ];
+    if let Some((field, len)) = fields.into_iter().find(|(_, len)| *len > max) {
+        return Err(EncodeError::StringTooLong { field, len });
+    }
     let mut connect = rumqttc::mqttbytes::v4::Connect::new(opts.client_id.clone());
     connect.protocol = Protocol::V4;
     connect.keep_alive = opts.keep_alive;
@@ -186,7 +215,7 @@ fn encode_connect(opts: &MqttOptions) -> Result<BytesMut, CodecError> {
         (None, None) => {}
     }
     let mut buf = BytesMut::with_capacity(connect.size() + 8);
-    connect.write(&mut buf)?;
+    connect.write(&mut buf).map_err(EncodeError::Codec)?;
     Ok(buf)
 }
 
@@ -413,6 +442,41 @@ mod tests {
         let bytes = encode_connect(&opts).unwrap();
         assert_eq!(bytes[0], 0x10);
         assert!(bytes.windows(9).any(|w| w == b"SECRETSIG"));
+    }
+
+    #[test]
+    fn an_over_long_string_is_an_error_never_a_wrapped_length() {
+        let base = MqttOptions {
+            client_id: "dev1".into(),
+            username: Some("u".into()),
+            password: Some(Secret::new("p")),
+            keep_alive: 60,
+            auth: "password",
+            pings: 0,
+            timeout: Duration::from_secs(1),
+        };
+        let long = "x".repeat(70_000);
+        let mut a = base.clone();
+        a.client_id = long.clone();
+        let mut b = base.clone();
+        b.username = Some(long.clone());
+        let mut c = base.clone();
+        c.password = Some(Secret::new(format!("SECRET{long}")));
+        for (opts, field, len) in [
+            (a, "client id", "70000"),
+            (b, "user name", "70000"),
+            (c, "password", "70006"),
+        ] {
+            let e = encode_connect(&opts).unwrap_err().to_string();
+            assert!(e.contains(field) && e.contains(len), "{e}");
+            assert!(!e.contains("SECRET") && !e.contains("xxx"), "{e}");
+        }
+        // The limit itself is fine: 65535 bytes encode with their true length.
+        let mut edge = base.clone();
+        edge.client_id = "y".repeat(65_535);
+        let bytes = encode_connect(&edge).unwrap();
+        let at = bytes.windows(2).position(|w| w == [0xFF, 0xFF]).unwrap();
+        assert_eq!(bytes[at + 2], b'y');
     }
 }
 

@@ -7,16 +7,18 @@
 
 use std::path::PathBuf;
 
+use crate::fsio::InputFileError;
+
 /// Why a trust store or client identity could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
     /// A `--ca-file` could not be read (missing, unreadable, a directory).
-    #[error("cannot read CA file {}: {source}", path.display())]
+    #[error("cannot read CA file {} (--ca-file): {problem}", path.display())]
     CaFileRead {
         /// The file.
         path: PathBuf,
-        /// The I/O error (OS message only).
-        source: std::io::Error,
+        /// Why (an OS message, not a regular file, too large; never content).
+        problem: InputFileError,
     },
     /// A `--ca-file` holds no certificate (no PEM `CERTIFICATE` block, not DER).
     #[error("CA file {} contains no certificate (expected PEM 'BEGIN CERTIFICATE' blocks or one DER certificate)", path.display())]
@@ -33,12 +35,12 @@ pub enum TlsSetupError {
         reason: String,
     },
     /// The client certificate file could not be read.
-    #[error("cannot read client certificate file {}: {source}", path.display())]
+    #[error("cannot read client certificate file {} (--cert): {problem}", path.display())]
     CertFileRead {
         /// The file.
         path: PathBuf,
-        /// The I/O error (OS message only).
-        source: std::io::Error,
+        /// Why (an OS message, not a regular file, too large; never content).
+        problem: InputFileError,
     },
     /// The client certificate file holds no PEM certificate.
     #[error("client certificate file {} contains no PEM certificate", path.display())]
@@ -55,12 +57,12 @@ pub enum TlsSetupError {
         reason: String,
     },
     /// The private key file could not be read.
-    #[error("cannot read private key file {}: {kind}", path.display())]
+    #[error("cannot read private key file {} (--key): {problem}", path.display())]
     KeyFileRead {
         /// The file.
         path: PathBuf,
-        /// The kind of I/O error (kept as a kind, so no content can leak).
-        kind: std::io::ErrorKind,
+        /// Why (an OS message, not a regular file, too large; never content).
+        problem: InputFileError,
     },
     /// The private key file holds no supported PEM private key.
     #[error("private key file {} contains no PEM private key (expected 'PRIVATE KEY' (PKCS#8), 'RSA PRIVATE KEY' (PKCS#1) or 'EC PRIVATE KEY' (SEC1))", path.display())]

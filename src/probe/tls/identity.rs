@@ -114,10 +114,13 @@ impl ClientIdentity {
 }
 
 fn read_cert_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
-    let bytes = std::fs::read(path).map_err(|source| TlsSetupError::CertFileRead {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes =
+        crate::fsio::read_bounded(path, crate::fsio::InputKind::Pem).map_err(|problem| {
+            TlsSetupError::CertFileRead {
+                path: path.to_path_buf(),
+                problem,
+            }
+        })?;
     let mut chain = Vec::new();
     for item in rustls_pemfile::read_all(&mut bytes.as_slice()) {
         match item {
@@ -142,10 +145,13 @@ fn read_cert_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetup
 }
 
 fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
-    let bytes = std::fs::read(path).map_err(|e| TlsSetupError::KeyFileRead {
-        path: path.to_path_buf(),
-        kind: e.kind(),
-    })?;
+    let bytes =
+        crate::fsio::read_bounded(path, crate::fsio::InputKind::Pem).map_err(|problem| {
+            TlsSetupError::KeyFileRead {
+                path: path.to_path_buf(),
+                problem,
+            }
+        })?;
     for item in rustls_pemfile::read_all(&mut bytes.as_slice()) {
         match item {
             Ok(rustls_pemfile::Item::Pkcs8Key(k)) => return Ok(PrivateKeyDer::Pkcs8(k)),

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use rustls::client::Resumption;
 use rustls::pki_types::ServerName;
-use rustls::{AlertDescription, ClientConfig, PeerIncompatible, ProtocolVersion};
+use rustls::{AlertDescription, ClientConfig, InvalidMessage, PeerIncompatible, ProtocolVersion};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -542,6 +542,14 @@ fn classify_rustls(err: &rustls::Error, ctx: &Context) -> (FailureClass, String)
         E::PeerIncompatible(p) => (
             FailureClass::TlsHandshakeFailure,
             format!("the server and hubprobe have no common TLS parameters: {p:?}"),
+        ),
+        // Decided before "not TLS": a message too large to accept is TLS, just
+        // more of it than a client takes (a leaf with 10 000 names).
+        E::InvalidMessage(
+            InvalidMessage::HandshakePayloadTooLarge | InvalidMessage::CertificatePayloadTooLarge,
+        ) => (
+            FailureClass::TlsMessageTooLarge,
+            "the server sent a TLS handshake message larger than 64 KiB, more than hubprobe (like most TLS clients) accepts: most likely its certificate chain is too large (thousands of names, or a very long chain)".to_string(),
         ),
         E::InvalidMessage(m) if !ctx.tls_seen => (
             FailureClass::TlsNotTls,

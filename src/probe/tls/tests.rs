@@ -66,6 +66,22 @@ fn garbage_is_not_tls_only_before_tls_was_seen() {
 }
 
 #[test]
+fn an_over_large_handshake_message_is_message_too_large_whenever_it_comes() {
+    for m in [
+        rustls::InvalidMessage::HandshakePayloadTooLarge,
+        rustls::InvalidMessage::CertificatePayloadTooLarge,
+    ] {
+        for seen in [false, true] {
+            let mut c = ctx();
+            c.tls_seen = seen;
+            let (class, msg) = classify_rustls(&rustls::Error::InvalidMessage(m), &c);
+            assert_eq!(class, FailureClass::TlsMessageTooLarge, "{m:?} {seen}");
+            assert!(msg.contains("64 KiB"), "{msg}");
+        }
+    }
+}
+
+#[test]
 fn io_errors_use_kind_and_inner_rustls_error() {
     let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "tls handshake eof");
     assert_eq!(classify_io(&eof, &ctx()).0, FailureClass::TlsClosed);

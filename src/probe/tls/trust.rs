@@ -243,10 +243,13 @@ impl TrustStore {
 
 /// Reads a CA file: PEM `CERTIFICATE` blocks (a bundle is fine) or one DER cert.
 fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
-    let bytes = std::fs::read(path).map_err(|source| TlsSetupError::CaFileRead {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes =
+        crate::fsio::read_bounded(path, crate::fsio::InputKind::CaBundle).map_err(|problem| {
+            TlsSetupError::CaFileRead {
+                path: path.to_path_buf(),
+                problem,
+            }
+        })?;
     let mut certs = Vec::new();
     for item in rustls_pemfile::read_all(&mut bytes.as_slice()) {
         match item {

@@ -366,12 +366,12 @@ impl Session {
 #[derive(Debug, thiserror::Error)]
 pub enum ReflectorTlsError {
     /// The certificate file could not be read.
-    #[error("cannot read reflector certificate file {}: {kind}", path.display())]
+    #[error("cannot read reflector certificate file {} (--cert): {problem}", path.display())]
     CertRead {
         /// The file.
         path: PathBuf,
-        /// The kind of I/O error.
-        kind: io::ErrorKind,
+        /// Why (an OS message, not a regular file, too large; never content).
+        problem: crate::fsio::InputFileError,
     },
     /// The certificate file holds no PEM certificate.
     #[error("reflector certificate file {} contains no PEM certificate ('BEGIN CERTIFICATE')", path.display())]
@@ -388,12 +388,12 @@ pub enum ReflectorTlsError {
         reason: &'static str,
     },
     /// The key file could not be read.
-    #[error("cannot read reflector private key file {}: {kind}", path.display())]
+    #[error("cannot read reflector private key file {} (--key): {problem}", path.display())]
     KeyRead {
         /// The file.
         path: PathBuf,
-        /// The kind of I/O error (a kind only, so no content can leak).
-        kind: io::ErrorKind,
+        /// Why (an OS message, not a regular file, too large; never content).
+        problem: crate::fsio::InputFileError,
     },
     /// The key file holds no supported PEM private key.
     #[error("reflector private key file {} contains no PEM private key (expected 'PRIVATE KEY', 'RSA PRIVATE KEY' or 'EC PRIVATE KEY')", path.display())]
@@ -464,10 +464,13 @@ pub fn server_tls_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, R
 }
 
 fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, ReflectorTlsError> {
-    let bytes = std::fs::read(path).map_err(|e| ReflectorTlsError::CertRead {
-        path: path.to_path_buf(),
-        kind: e.kind(),
-    })?;
+    let bytes =
+        crate::fsio::read_bounded(path, crate::fsio::InputKind::Pem).map_err(|problem| {
+            ReflectorTlsError::CertRead {
+                path: path.to_path_buf(),
+                problem,
+            }
+        })?;
     let mut chain = Vec::new();
     for item in rustls_pemfile::read_all(&mut bytes.as_slice()) {
         match item {
@@ -491,10 +494,13 @@ fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, ReflectorTlsE
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, ReflectorTlsError> {
-    let bytes = std::fs::read(path).map_err(|e| ReflectorTlsError::KeyRead {
-        path: path.to_path_buf(),
-        kind: e.kind(),
-    })?;
+    let bytes =
+        crate::fsio::read_bounded(path, crate::fsio::InputKind::Pem).map_err(|problem| {
+            ReflectorTlsError::KeyRead {
+                path: path.to_path_buf(),
+                problem,
+            }
+        })?;
     for item in rustls_pemfile::read_all(&mut bytes.as_slice()) {
         match item {
             Ok(rustls_pemfile::Item::Pkcs8Key(k)) => return Ok(PrivateKeyDer::Pkcs8(k)),
