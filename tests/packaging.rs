@@ -2,8 +2,9 @@
 //! without a single diagnostic and keep a low exposure score; the maintainer scripts
 //! pass shellcheck; the Debian package made by cargo-deb installs with `dpkg -i`,
 //! works from /usr/bin, installs the bash, zsh and fish completions where those
-//! shells find them and one manual page per subcommand (clean under
-//! `mandoc -T lint`), and removes and purges cleanly; node_exporter reads the
+//! shells find them, one manual page per subcommand (clean under
+//! `mandoc -T lint`) and the Prometheus rules (valid for `promtool check rules`),
+//! and removes and purges cleanly; node_exporter reads the
 //! agent's textfile through the documented symlink; the container file copies files
 //! that exist.
 //!
@@ -438,7 +439,30 @@ fn deb_installs_runs_removes_and_purges() {
         assert!(path.is_file(), "{path:?} installed");
     }
 
-    let generated = completions_and_man_pages_are_installed();
+    let mut generated = completions_and_man_pages_are_installed();
+
+    // The Prometheus rules, as shipped, valid for the installed promtool.
+    for name in ["hubprobe.rules.yml", "README.md"] {
+        let path = Path::new(RULES_DIR).join(name);
+        assert_eq!(
+            fs::read(&path).unwrap_or_else(|e| panic!("{path:?}: {e}")),
+            fs::read(repo().join("packaging/prometheus").join(name)).unwrap(),
+            "{path:?} installed as shipped"
+        );
+        generated.push(path);
+    }
+    let rules = format!("{RULES_DIR}/hubprobe.rules.yml");
+    let out = tool(
+        "promtool",
+        &["check", "rules", &rules],
+        &[],
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.code == 0 && out.stdout.contains("SUCCESS"),
+        "promtool check rules {rules}: {}",
+        out.all()
+    );
 
     // The system user the units run as.
     let user = tool(
@@ -515,6 +539,7 @@ const COMPLETIONS: [(&str, &str); 3] = [
     ("fish", "/usr/share/fish/vendor_completions.d/hubprobe.fish"),
 ];
 const MAN_DIR: &str = "/usr/share/man/man1";
+const RULES_DIR: &str = "/usr/share/hubprobe/prometheus";
 
 /// The completion scripts are installed where bash-completion, zsh and fish find them
 /// on their own, as the installed binary prints them, and work from there; one
