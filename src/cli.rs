@@ -439,7 +439,7 @@ pub fn completion_script(shell: clap_complete::Shell) -> Vec<u8> {
 /// `hubprobe-fleet-summarize.1`, …), each dated `date` (YYYY-MM-DD) and ending in a
 /// SEE ALSO section that links the pages to each other.
 pub fn man_pages(date: &str) -> Vec<(String, Vec<u8>)> {
-    use clap_mangen::roff::{bold, roman, Roff};
+    use clap_mangen::roff::{bold, italic, roman, Roff};
 
     fn collect(cmd: &clap::Command, out: &mut Vec<clap::Command>) {
         out.push(cmd.clone());
@@ -478,6 +478,31 @@ pub fn man_pages(date: &str) -> Vec<(String, Vec<u8>)> {
                 .replace("\n.br\n\n.br\n", "\n.sp\n")
                 .into_bytes();
             let mut see_also = Roff::new();
+            see_also.control("SH", ["EXIT STATUS"]);
+            see_also.text([roman(
+                "0 on success, 3 (UNKNOWN) on a usage error, an invalid configuration or an \
+                 internal error. The commands that judge the network (check, tune, agent \
+                 --once) exit with their verdict:",
+            )]);
+            for (code, meaning) in EXIT_STATUS {
+                see_also.control("TP", []);
+                see_also.text([bold(code.to_string())]);
+                see_also.text([roman(meaning)]);
+            }
+            if name == "hubprobe" {
+                see_also.control("SH", ["ENVIRONMENT"]);
+                for (var, meaning) in environment(&root) {
+                    see_also.control("TP", []);
+                    see_also.text([bold(var)]);
+                    see_also.text([roman(meaning)]);
+                }
+                see_also.control("SH", ["FILES"]);
+                for (path, meaning) in FILES {
+                    see_also.control("TP", []);
+                    see_also.text([italic(path)]);
+                    see_also.text([roman(meaning)]);
+                }
+            }
             see_also.control("SH", ["SEE ALSO"]);
             let others: Vec<&String> = names.iter().filter(|n| **n != name).collect();
             for (i, other) in others.iter().enumerate() {
@@ -488,11 +513,101 @@ pub fn man_pages(date: &str) -> Vec<(String, Vec<u8>)> {
             see_also.text([roman(
                 "/usr/share/doc/hubprobe/ (README.md, failure-classes.md, metrics.md, agent.md)",
             )]);
-            // No apostrophes in it: no need for the preamble the page already has.
-            text.extend_from_slice(see_also.to_roff().as_bytes());
+            // Apostrophes become \*(Aq, defined by the preamble the page already has.
+            let extra = see_also.render();
+            let extra = extra.find(".SH").map_or("", |at| &extra[at..]);
+            text.extend_from_slice(extra.as_bytes());
             (file, text)
         })
         .collect()
+}
+
+/// The exit codes of every subcommand, for the manual pages (src/exit.rs).
+const EXIT_STATUS: [(u8, &str); 4] = [
+    (
+        0,
+        "OK: every probed endpoint works and no finding is worse than info.",
+    ),
+    (
+        1,
+        "WARNING: some endpoints fail while another works, or a warning finding.",
+    ),
+    (2, "CRITICAL: the device cannot connect to the hub."),
+    (
+        3,
+        "UNKNOWN: a usage error, an invalid configuration or an internal error.",
+    ),
+];
+
+/// Files of a packaged install, for hubprobe(1).
+const FILES: [(&str, &str); 4] = [
+    (
+        "/etc/hubprobe/config.toml",
+        "The agent's configuration (every key documented in it).",
+    ),
+    (
+        "/etc/hubprobe/connection-string",
+        "The device identity the packaged configuration reads (root:hubprobe, mode 0640).",
+    ),
+    (
+        "/var/lib/hubprobe",
+        "The agent's state: spool, canary history, the Prometheus textfile hubprobe.prom.",
+    ),
+    (
+        "/usr/share/hubprobe/prometheus/hubprobe.rules.yml",
+        "Alert and recording rules for Prometheus.",
+    ),
+];
+
+/// The environment variables hubprobe reads, for hubprobe(1): those behind options
+/// (from the clap tree, with the options' names) and the credentials and switches
+/// read directly.
+fn environment(root: &clap::Command) -> Vec<(String, String)> {
+    fn walk(cmd: &clap::Command, path: &str, out: &mut BTreeMap<String, Vec<String>>) {
+        for arg in cmd.get_arguments() {
+            if let (Some(env), Some(long)) = (arg.get_env(), arg.get_long()) {
+                out.entry(env.to_string_lossy().into_owned())
+                    .or_default()
+                    .push(format!("{path} --{long}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+    use std::collections::BTreeMap;
+    let mut options = BTreeMap::new();
+    walk(root, "hubprobe", &mut options);
+    let mut out: Vec<(String, String)> = [
+        (
+            "IOTHUB_DEVICE_CONNECTION_STRING",
+            "The device connection string, when no credential option is given. Never printed.",
+        ),
+        (
+            "HUBPROBE_SAS_TOKEN",
+            "A ready SAS token, when no credential option is given. Never printed.",
+        ),
+        (
+            "HUBPROBE_MQTT_PASSWORD",
+            "The MQTT password for --username. Never printed.",
+        ),
+        (
+            "RUST_LOG",
+            "Log filter for stderr (off by default; the agent logs at info).",
+        ),
+        ("NO_COLOR", "No colour in text output."),
+        (
+            "SOURCE_DATE_EPOCH",
+            "The date hubprobe man writes into the pages.",
+        ),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (var, opts) in options {
+        out.push((var, format!("Default of {}.", opts.join(", "))));
+    }
+    out
 }
 
 /// Checks a `--date` for `hubprobe man`: YYYY-MM-DD.

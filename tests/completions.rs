@@ -305,6 +305,7 @@ fn one_man_page_per_subcommand_and_mandoc_lint_finds_no_warning() {
             "{name}: title line"
         );
         assert!(text.contains(".SH \"SEE ALSO\""), "{name}: SEE ALSO");
+        assert!(text.contains(".SH \"EXIT STATUS\""), "{name}: EXIT STATUS");
     }
 
     // What a reader sees: the rendered check page has the duration format and the
@@ -326,6 +327,43 @@ fn one_man_page_per_subcommand_and_mandoc_lint_finds_no_warning() {
     assert!(plain.contains("a duration like 30s, 5m, 1h"), "{plain}");
     assert!(plain.contains("Only the --ca-file anchors"), "{plain}");
     assert!(plain.contains("hubprobe(1)"), "{plain}");
+
+    // The main page lists every environment variable an option reads, from the
+    // clap tree, and the packaged files.
+    let out = tool(
+        &mandoc,
+        &["-T", "utf8", pages.join("hubprobe.1").to_str().unwrap()],
+    );
+    let plain = strip_overstrike(&out.stdout);
+    let mut envs = BTreeSet::new();
+    fn walk(cmd: &clap::Command, out: &mut BTreeSet<String>) {
+        for arg in cmd.get_arguments() {
+            if let Some(env) = arg.get_env() {
+                out.insert(env.to_string_lossy().into_owned());
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, out);
+        }
+    }
+    walk(&hubprobe::cli::Cli::command(), &mut envs);
+    assert!(envs.contains("HUBPROBE_CONFIG"), "{envs:?}");
+    let environment = plain
+        .split("ENVIRONMENT")
+        .nth(1)
+        .and_then(|s| s.split("FILES").next())
+        .unwrap_or_else(|| panic!("no ENVIRONMENT section: {plain}"));
+    for var in envs
+        .iter()
+        .map(String::as_str)
+        .chain(["IOTHUB_DEVICE_CONNECTION_STRING"])
+    {
+        assert!(
+            environment.contains(var),
+            "hubprobe(1) lacks {var}: {environment}"
+        );
+    }
+    assert!(plain.contains("/etc/hubprobe/config.toml"), "{plain}");
 }
 
 /// The control for the lint test: the harness reports what clap_mangen writes
