@@ -10,8 +10,8 @@ use clap::Parser;
 
 use hubprobe::auth::sas::{generate_sas_token, resource_uri};
 use hubprobe::cli::{
-    AgentArgs, CheckArgs, Cli, Command, OutputFormat, ProfilesArgs, ReflectArgs, SasTokenArgs,
-    TuneArgs,
+    AgentArgs, CheckArgs, Cli, Command, ManArgs, OutputFormat, ProfilesArgs, ReflectArgs,
+    SasTokenArgs, TuneArgs,
 };
 use hubprobe::exit::ExitCode;
 use hubprobe::profile::{builtin_names, Profile, BUILTIN};
@@ -105,7 +105,47 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print_stdout(&hubprobe::model::catalogue_markdown())?;
             Ok(ExitCode::Ok)
         }
+        Command::Completions(args) => {
+            let script = hubprobe::cli::completion_script(args.shell);
+            let mut out = std::io::stdout().lock();
+            out.write_all(&script)
+                .and_then(|_| out.flush())
+                .context("cannot write to stdout")?;
+            Ok(ExitCode::Ok)
+        }
+        Command::Man(args) => man(&args),
     }
+}
+
+/// `hubprobe man`: every page written atomically into `--out-dir`.
+fn man(args: &ManArgs) -> anyhow::Result<ExitCode> {
+    let date = match &args.date {
+        Some(d) => d.clone(),
+        None => man_date()?,
+    };
+    std::fs::create_dir_all(&args.out_dir)
+        .with_context(|| format!("cannot create {}", args.out_dir.display()))?;
+    for (name, text) in hubprobe::cli::man_pages(&date) {
+        let path = args.out_dir.join(&name);
+        hubprobe::fsio::write_atomic(&path, &text)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(ExitCode::Ok)
+}
+
+/// The pages' date: SOURCE_DATE_EPOCH (reproducible builds) if set, else today (UTC).
+fn man_date() -> anyhow::Result<String> {
+    let when = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => {
+            let secs: u64 = v
+                .trim()
+                .parse()
+                .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not Unix seconds"))?;
+            UNIX_EPOCH + std::time::Duration::from_secs(secs)
+        }
+        Err(_) => SystemTime::now(),
+    };
+    Ok(humantime::format_rfc3339_seconds(when).to_string()[..10].to_string())
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
