@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::probe::tls::TrustSource;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::auth::Secret;
@@ -71,17 +72,6 @@ pub enum SummaryFormat {
     Json,
 }
 
-/// Which trust anchors verify the hub's certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TrustArg {
-    /// The operating system's store (what most device stacks use).
-    System,
-    /// The Mozilla roots compiled into hubprobe.
-    Bundled,
-    /// Only the --ca-file anchors (reproduces a device with a minimal store).
-    None,
-}
-
 /// Which hub, how to reach it and as whom: shared by `check` and `tune`.
 #[derive(Debug, Args)]
 pub struct TargetArgs {
@@ -120,7 +110,7 @@ pub struct TargetArgs {
 
     /// Trust store for the hub's certificate.
     #[arg(long, value_enum, default_value = "system")]
-    pub trust: TrustArg,
+    pub trust: TrustSource,
 
     /// Add trust anchors from a PEM file (repeatable).
     #[arg(long, value_name = "PEM")]

@@ -9,8 +9,9 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::check::CheckPlan;
-use crate::cli::{check_label, TargetArgs, TrustArg};
+use crate::cli::{check_label, TargetArgs};
 use crate::config::{plan_target, ConfigError, EnvCredentials};
+use crate::probe::tls::TrustSource;
 
 /// Why the configuration cannot be used. One line, naming the key.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +97,7 @@ pub struct HubSection {
     pub source_ip: Option<String>,
     /// Trust store.
     #[serde(default, deserialize_with = "de_trust")]
-    pub trust: Option<TrustArg>,
+    pub trust: Option<TrustSource>,
     /// Extra trust anchors (one path or a list).
     #[serde(default, deserialize_with = "de_paths")]
     pub ca_file: Vec<PathBuf>,
@@ -376,16 +377,11 @@ fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, 
     de_duration(d).map(Some)
 }
 
-fn de_trust<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TrustArg>, D::Error> {
+fn de_trust<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TrustSource>, D::Error> {
     let s = String::deserialize(d)?;
-    match s.as_str() {
-        "system" => Ok(Some(TrustArg::System)),
-        "bundled" => Ok(Some(TrustArg::Bundled)),
-        "none" => Ok(Some(TrustArg::None)),
-        _ => Err(serde::de::Error::custom(format!(
-            "{s:?}: expected \"system\", \"bundled\" or \"none\""
-        ))),
-    }
+    s.parse::<TrustSource>()
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 fn de_paths<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
@@ -575,7 +571,7 @@ impl AgentConfig {
             interface: h.interface.clone(),
             source_ip: h.source_ip.clone(),
             timeout: h.timeout,
-            trust: h.trust.unwrap_or(TrustArg::System),
+            trust: h.trust.unwrap_or(TrustSource::System),
             ca_file: h.ca_file.clone(),
             cert: id.cert.clone(),
             key: id.key.clone(),
