@@ -57,34 +57,20 @@ pub struct CheckPlan {
     /// Operator labels copied into the report.
     pub labels: std::collections::BTreeMap<String, String>,
     /// The agent's identity, shared by its canary session and its checks.
-    pub identity_share: Option<Arc<IdentityShare>>,
+    pub identity_share: Option<Arc<dyn IdentityArbiter>>,
 }
 
-/// A hub allows one MQTT connection per identity. In the agent, the canary session
-/// holds `lock` while it connects and while it is connected; a check that finds a
-/// live canary does not CONNECT with the identity (the hub would drop the canary),
-/// and one that gets the lock keeps it for its whole run.
-#[derive(Debug, Default)]
-pub struct IdentityShare {
-    /// Held by whoever uses the identity on MQTT.
-    pub lock: Arc<tokio::sync::Mutex<()>>,
-    /// The endpoint of the canary's live session (set only while it holds `lock`).
-    pub live_canary: std::sync::Mutex<Option<String>>,
-}
-
-impl IdentityShare {
+/// Who may use the device identity on MQTT. A hub allows one connection per
+/// identity: in the agent, the canary session holds the identity while it connects
+/// and while it is connected; a check that finds the canary live does not CONNECT
+/// with the identity (the hub would drop the canary), and one that takes the
+/// identity keeps it for its whole run. The agent implements this
+/// (`agent::identity::IdentityShare`); a plain `hubprobe check` has none.
+pub trait IdentityArbiter: Send + Sync {
+    /// Takes the identity for a whole run, if nobody holds it now.
+    fn try_take(&self) -> Option<tokio::sync::OwnedMutexGuard<()>>;
     /// The endpoint of the canary's live session, if there is one.
-    pub fn live_canary(&self) -> Option<String> {
-        self.live_canary
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Records the canary's session going up (`Some`) or down (`None`).
-    pub fn set_live_canary(&self, endpoint: Option<String>) {
-        *self.live_canary.lock().unwrap_or_else(|p| p.into_inner()) = endpoint;
-    }
+    fn live_canary(&self) -> Option<String>;
 }
 
 /// What a check does about the shared identity.
@@ -104,7 +90,7 @@ async fn take_share(plan: &CheckPlan, deadline_at: Instant) -> Share {
         return Share::Own { _guard: None };
     };
     loop {
-        if let Ok(g) = share.lock.clone().try_lock_owned() {
+        if let Some(g) = share.try_take() {
             return Share::Own { _guard: Some(g) };
         }
         if let Some(ep) = share.live_canary() {

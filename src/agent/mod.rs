@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod history;
+pub mod identity;
 pub mod machine;
 pub mod run;
 pub mod schedule;

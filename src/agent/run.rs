@@ -89,10 +89,10 @@ pub fn load(opts: &AgentOptions) -> Result<AgentConfig, AgentConfigError> {
 fn prepare(
     opts: &AgentOptions,
     cfg: AgentConfig,
-    identity: Arc<crate::check::IdentityShare>,
+    identity: Arc<crate::agent::identity::IdentityShare>,
 ) -> Result<Loaded, AgentConfigError> {
     let mut plan = cfg.plan(&opts.config, EnvCredentials::from_process())?;
-    plan.identity_share = Some(identity);
+    plan.identity_share = Some(identity.clone());
     let wants_session = !opts.once && cfg.canary.enabled || cfg.upload.enabled;
     let session = if wants_session {
         let ep = match &cfg.canary.endpoint {
@@ -127,6 +127,7 @@ fn prepare(
             history_keep: cfg.canary.history,
             stable_after: cfg.canary.stable_after,
             history_file: Some(opts.state_dir.join("canary-history.json")),
+            identity: Some(identity),
         })
     } else {
         None
@@ -198,7 +199,7 @@ pub async fn run(opts: AgentOptions, cfg: AgentConfig) -> Result<ExitCode, Agent
             "cannot create the state directory: {e}; the canary history is not kept"
         );
     }
-    let identity = Arc::new(crate::check::IdentityShare::default());
+    let identity = Arc::new(crate::agent::identity::IdentityShare::default());
     let mut loaded = prepare(&opts, cfg, identity.clone())?;
     let mut spool = open_spool(&loaded);
     // With --once the session only carries the upload: it starts after the check,
@@ -389,7 +390,7 @@ fn retention(cfg: &AgentConfig) -> Retention {
 
 async fn reload(
     opts: &AgentOptions,
-    identity: &Arc<crate::check::IdentityShare>,
+    identity: &Arc<crate::agent::identity::IdentityShare>,
     loaded: &mut Loaded,
     session: &mut Option<RunningSession>,
     spool: &mut SharedSpool,

@@ -16,7 +16,7 @@
 //! PINGRESP stay distinguishable, and the TLS verification is the probe's own.
 //!
 //! A hub allows one connection per identity. The session holds the identity lock
-//! (`CheckPlan::identity_share`) while it connects and while it is connected, never
+//! (`SessionSettings::identity`, the same one the checks see as `CheckPlan::identity_share`) while it connects and while it is connected, never
 //! while it waits to reconnect; a check that finds it live does not CONNECT with the
 //! identity (the canary's state stands in for it), and a reconnect waits while a
 //! check holds it.
@@ -71,6 +71,8 @@ pub struct SessionSettings {
     pub stable_after: Duration,
     /// Where the history is saved (survives restarts).
     pub history_file: Option<PathBuf>,
+    /// The device identity shared with the agent's checks (`None`: not shared).
+    pub identity: Option<Arc<crate::agent::identity::IdentityShare>>,
 }
 
 /// What the rest of the agent sees of the session.
@@ -289,7 +291,7 @@ async fn drive(
     publishes: &mut mpsc::Receiver<PublishRequest>,
     stop: &mut watch::Receiver<bool>,
 ) {
-    let identity = plan.identity_share.clone();
+    let identity = settings.identity.clone();
     let mut reconnects = Reconnects::new(
         settings.reconnect_min,
         settings.reconnect_max,
