@@ -12,7 +12,13 @@ use crate::auth::Secret;
 /// hubprobe: why does this device drop off its IoT hub? Probes DNS, TCP, TLS and
 /// MQTT against every hub endpoint, times each phase and explains each failure.
 #[derive(Debug, Parser)]
-#[command(name = "hubprobe", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "hubprobe",
+    version,
+    about,
+    long_about,
+    propagate_version = true
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

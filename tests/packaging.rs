@@ -254,6 +254,44 @@ fn maintainer_scripts_pass_shellcheck() {
     assert_eq!(out.code, 0, "shellcheck:\n{}", out.all());
 }
 
+/// The build scripts (packaging/build-deb.sh, packaging/generate-assets.sh) are
+/// POSIX sh that shellcheck finds nothing in, and executable.
+#[test]
+fn build_scripts_pass_shellcheck() {
+    let scripts: Vec<String> = ["build-deb.sh", "generate-assets.sh"]
+        .iter()
+        .map(|s| {
+            repo()
+                .join("packaging")
+                .join(s)
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    for s in &scripts {
+        let mode = fs::metadata(s).unwrap().permissions().mode();
+        assert!(mode & 0o111 != 0, "{s} is executable");
+    }
+    let mut args = vec!["--shell=sh", "--severity=style"];
+    args.extend(scripts.iter().map(String::as_str));
+    let out = tool("shellcheck", &args, &[], Duration::from_secs(60));
+    assert_eq!(out.code, 0, "shellcheck:\n{}", out.all());
+}
+
+/// generate-assets.sh refuses a missing binary with one clear message.
+#[test]
+fn generate_assets_refuses_a_missing_binary() {
+    let mut cmd = Command::new(repo().join("packaging/generate-assets.sh"));
+    cmd.arg("/nonexistent/hubprobe");
+    let out = run_bounded(&mut cmd, Duration::from_secs(60));
+    assert_ne!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stderr.contains("no executable /nonexistent/hubprobe"),
+        "{}",
+        out.all()
+    );
+}
+
 /// Every `COPY` source of the container file (outside `--from` stages) exists, and
 /// the configuration it copies is the one the default command reads.
 #[test]
