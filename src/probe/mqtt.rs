@@ -41,6 +41,9 @@ pub struct MqttOptions {
 /// Runs CONNECT → CONNACK (→ pings → DISCONNECT) on `link`.
 pub async fn probe(link: &mut Link, opts: &MqttOptions) -> PhaseResult {
     let clock = Stopwatch::start();
+    let fail = |class: FailureClass, msg: String, ev: &MqttEvidence| {
+        PhaseResult::failed(Phase::Mqtt, clock.elapsed(), class, msg, ev)
+    };
     let mut ev = MqttEvidence {
         client_id: opts.client_id.clone(),
         username: opts.username.clone(),
@@ -57,9 +60,7 @@ pub async fn probe(link: &mut Link, opts: &MqttOptions) -> PhaseResult {
     let connect = match encode_connect(opts) {
         Ok(b) => b,
         Err(e) => {
-            return PhaseResult::failed(
-                Phase::Mqtt,
-                clock.elapsed(),
+            return fail(
                 FailureClass::MqttProtocolError,
                 format!("cannot encode CONNECT: {e}"),
                 &ev,
@@ -71,24 +72,18 @@ pub async fn probe(link: &mut Link, opts: &MqttOptions) -> PhaseResult {
     // One deadline for the whole phase: every send, read and ping counts against it.
     let phase_deadline = sent + opts.timeout;
     if let Err((class, msg)) = send_by(link, &connect, phase_deadline, "sending CONNECT").await {
-        return PhaseResult::failed(Phase::Mqtt, clock.elapsed(), class, msg, &ev);
+        return fail(class, msg, &ev);
     }
 
     let connack = match read_packet(link, &mut buf, phase_deadline, Expect::ConnAck).await {
         Ok(Packet::ConnAck(c)) => c,
         Ok(other) => {
             let msg = format!("expected CONNACK, got {}", packet_name(&other));
-            return PhaseResult::failed(
-                Phase::Mqtt,
-                clock.elapsed(),
-                FailureClass::MqttProtocolError,
-                msg,
-                &ev,
-            );
+            return fail(FailureClass::MqttProtocolError, msg, &ev);
         }
         Err(f) => {
             let (class, msg) = f.classify("CONNACK", opts.timeout);
-            return PhaseResult::failed(Phase::Mqtt, clock.elapsed(), class, msg, &ev);
+            return fail(class, msg, &ev);
         }
     };
     ev.connack_ms = Some(ms(sent.elapsed()));
@@ -122,7 +117,7 @@ pub async fn probe(link: &mut Link, opts: &MqttOptions) -> PhaseResult {
             connack_name(code),
             code as u8
         );
-        return PhaseResult::failed(Phase::Mqtt, clock.elapsed(), class, msg, &ev);
+        return fail(class, msg, &ev);
     }
     if opts.auth == "none" {
         ev.note = Some("reachable; the server accepts anonymous connections".into());
@@ -132,7 +127,7 @@ pub async fn probe(link: &mut Link, opts: &MqttOptions) -> PhaseResult {
         let start = Instant::now();
         let ping = [0xC0u8, 0x00];
         if let Err((class, msg)) = send_by(link, &ping, phase_deadline, "sending PINGREQ").await {
-            return PhaseResult::failed(Phase::Mqtt, clock.elapsed(), class, msg, &ev);
+            return fail(class, msg, &ev);
         }
         match read_packet(link, &mut buf, phase_deadline, Expect::PingResp).await {
             Ok(Packet::PingResp) => ev.ping_rtts_ms.push(ms(start.elapsed())),
@@ -143,17 +138,11 @@ pub async fn probe(link: &mut Link, opts: &MqttOptions) -> PhaseResult {
                     opts.pings,
                     packet_name(&other)
                 );
-                return PhaseResult::failed(
-                    Phase::Mqtt,
-                    clock.elapsed(),
-                    FailureClass::MqttProtocolError,
-                    msg,
-                    &ev,
-                );
+                return fail(FailureClass::MqttProtocolError, msg, &ev);
             }
             Err(f) => {
                 let (class, msg) = f.classify("PINGRESP", opts.timeout);
-                return PhaseResult::failed(Phase::Mqtt, clock.elapsed(), class, msg, &ev);
+                return fail(class, msg, &ev);
             }
         }
     }
