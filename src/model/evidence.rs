@@ -98,15 +98,15 @@ pub struct Attempt {
     /// Time to connect or to fail, milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<f64>,
+    /// Local address of the connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_address: Option<String>,
     /// Why this address failed (absent when it connected).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class: Option<FailureClass>,
     /// The OS error of this address (absent when it connected).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// Local address of the connection.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub local_address: Option<String>,
 }
 
 /// Evidence of the TCP phase.
