@@ -13,6 +13,7 @@ use crate::check::CheckPlan;
 use crate::cli::{CheckArgs, TargetArgs};
 use crate::probe::tls::{ClientIdentity, TlsSetupError, TrustStore};
 use crate::profile::{Profile, ProfileError};
+pub use crate::settings::{in_config_file_terms, Setting};
 
 /// Why a check could not be set up. Messages never contain secrets.
 #[derive(Debug, thiserror::Error)]
@@ -24,16 +25,19 @@ pub enum ConfigError {
     #[error(transparent)]
     ConnectionString(#[from] ConnectionStringError),
     /// The SAS token is malformed.
-    #[error("--sas-token: {0}")]
+    #[error("{}: {}", Setting::SasToken, .0)]
     SasToken(SasError),
     /// No host given and none derivable.
-    #[error("no hub host: give HOST, or a connection string (IOTHUB_DEVICE_CONNECTION_STRING)")]
+    #[error(
+        "no hub host: give {}, or a connection string (IOTHUB_DEVICE_CONNECTION_STRING)",
+        Setting::Host
+    )]
     NoHost,
     /// An endpoint name not in the profile.
     #[error("{option}: no endpoint {name:?} in profile {profile} (it has: {known})")]
     UnknownEndpoint {
         /// The option.
-        option: &'static str,
+        option: Setting,
         /// The name given.
         name: String,
         /// The profile.
@@ -42,13 +46,13 @@ pub enum ConfigError {
         known: String,
     },
     /// A malformed `--port` value.
-    #[error("--port {0:?}: expected ENDPOINT=PORT with PORT in 1-65535, e.g. mqtt-tls=18883")]
+    #[error("{} {:?}: expected ENDPOINT=PORT with PORT in 1-65535, e.g. mqtt-tls=18883", Setting::Ports, .0)]
     BadPort(String),
     /// A malformed `--dns-server`.
-    #[error("--dns-server {0:?}: expected an IP address, optionally with :PORT (e.g. 127.0.0.1:5353 or [::1]:53)")]
+    #[error("{} {:?}: expected an IP address, optionally with :PORT (e.g. 127.0.0.1:5353 or [::1]:53)", Setting::DnsServer, .0)]
     BadDnsServer(String),
     /// A malformed `--source-ip`.
-    #[error("--source-ip {0:?}: expected an IP address")]
+    #[error("{} {:?}: expected an IP address", Setting::SourceIp, .0)]
     BadSourceIp(String),
     /// An unusable host name.
     #[error("host {0:?} is not a valid host name or IP address")]
@@ -57,15 +61,19 @@ pub enum ConfigError {
     #[error(transparent)]
     Tls(#[from] TlsSetupError),
     /// Two credential sources at once.
-    #[error("give only one of: a connection string, --sas-token, --username (the device has one identity)")]
+    #[error(
+        "give only one of: a connection string, {}, {} (the device has one identity)",
+        Setting::SasToken,
+        Setting::Username
+    )]
     ConflictingCredentials,
     /// A file could not be read.
     #[error("cannot read {what} {} ({option}): {problem}", path.display())]
     Read {
         /// What the file is.
         what: &'static str,
-        /// The option that named it.
-        option: &'static str,
+        /// The setting that named it.
+        option: Setting,
         /// The file.
         path: PathBuf,
         /// Why (an OS message, not a regular file, too large; never content).
@@ -73,33 +81,45 @@ pub enum ConfigError {
     },
     /// The connection string says `x509=true` but no certificate was given.
     #[error(
-        "the connection string says x509=true: give the device certificate with --cert and --key"
+        "the connection string says x509=true: give the device certificate with {} and {}",
+        Setting::Cert,
+        Setting::Key
     )]
     X509WithoutCertificate,
     /// No device id could be derived.
-    #[error("no device id: {0}; give --device-id")]
+    #[error("no device id: {}; give {}", .0, Setting::DeviceId)]
     NoDeviceId(&'static str),
     /// `--device-id` without any credential.
-    #[error("--device-id goes with a credential (connection string, --sas-token, --cert/--key or --username)")]
+    #[error(
+        "{} goes with a credential (connection string, {}, {}/{} or {})",
+        Setting::DeviceId,
+        Setting::SasToken,
+        Setting::Cert,
+        Setting::Key,
+        Setting::Username
+    )]
     DeviceIdWithoutCredentials,
     /// A keep-alive below one second.
-    #[error("--keepalive must be at least 1s (MQTT counts whole seconds; 0 turns keep-alive off)")]
+    #[error(
+        "{} must be at least 1s (MQTT counts whole seconds; 0 turns keep-alive off)",
+        Setting::Keepalive
+    )]
     KeepAliveTooShort,
     /// A duration or time beyond what hubprobe accepts.
     #[error("{option} {value}: at most {max}")]
     OutOfRange {
         /// The option.
-        option: &'static str,
+        option: Setting,
         /// What was given.
         value: String,
         /// The limit.
         max: String,
     },
     /// The network interface does not exist.
-    #[error("--interface {0:?}: no such network interface")]
+    #[error("{} {:?}: no such network interface", Setting::Interface, .0)]
     NoInterface(String),
     /// A keep-alive MQTT cannot express.
-    #[error("--keepalive {0} s is above MQTT's limit of 65535 s")]
+    #[error("{} {} s is above MQTT's limit of 65535 s", Setting::Keepalive, .0)]
     KeepAliveTooLong(u64),
     /// A string the MQTT CONNECT would carry is longer than MQTT's 16-bit length
     /// prefix can say. The message names the string and its length, never its value.
@@ -232,7 +252,7 @@ pub fn plan_target(
 ) -> Result<CheckPlan, ConfigError> {
     if deadline > MAX_DEADLINE {
         return Err(ConfigError::OutOfRange {
-            option: "--deadline",
+            option: Setting::Deadline,
             value: humantime::format_duration(deadline).to_string(),
             max: humantime::format_duration(MAX_DEADLINE).to_string(),
         });
@@ -326,7 +346,7 @@ fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, 
             .iter_mut()
             .find(|e| e.name == name.trim())
             .ok_or_else(|| ConfigError::UnknownEndpoint {
-                option: "--port",
+                option: Setting::Ports,
                 name: name.trim().to_string(),
                 profile: profile_name,
                 known,
@@ -342,7 +362,7 @@ fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, 
             let ep = profile
                 .endpoint(name)
                 .ok_or_else(|| ConfigError::UnknownEndpoint {
-                    option: "--endpoint",
+                    option: Setting::Endpoints,
                     name: name.to_string(),
                     profile: profile.name.clone(),
                     known: endpoint_names(&profile),
@@ -407,7 +427,11 @@ fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, 
         }
     } else if let Some(username) = &args.username {
         let password = match &args.password_file {
-            Some(path) => Some(read_secret_file(path, "password file", "--password-file")?),
+            Some(path) => Some(read_secret_file(
+                path,
+                "password file",
+                Setting::PasswordFile,
+            )?),
             None => password_env,
         };
         Credentials::Password {
@@ -466,21 +490,21 @@ fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, 
 }
 
 fn check_ranges(args: &TargetArgs) -> Result<(), ConfigError> {
-    let too_long = |option: &'static str, value: Duration, max: Duration| {
+    let too_long = |option: Setting, value: Duration, max: Duration| {
         (value > max).then(|| ConfigError::OutOfRange {
             option,
             value: humantime::format_duration(value).to_string(),
             max: humantime::format_duration(max).to_string(),
         })
     };
-    if let Some(e) = too_long("--timeout", args.timeout, MAX_TIMEOUT)
-        .or_else(|| too_long("--sas-ttl", args.sas_ttl, MAX_SAS_TTL))
+    if let Some(e) = too_long(Setting::Timeout, args.timeout, MAX_TIMEOUT)
+        .or_else(|| too_long(Setting::SasTtl, args.sas_ttl, MAX_SAS_TTL))
     {
         return Err(e);
     }
     if let Some(e) = args.sas_expiry.filter(|e| *e > MAX_UNIX_SECONDS) {
         return Err(ConfigError::OutOfRange {
-            option: "--sas-expiry",
+            option: Setting::SasExpiry,
             value: e.to_string(),
             max: format!("{MAX_UNIX_SECONDS} (9999-12-31)"),
         });
@@ -507,7 +531,7 @@ pub fn load_connection_string(
         (_, Some(path)) => Some(read_secret_file(
             path,
             "connection string file",
-            "--connection-string-file",
+            Setting::ConnectionStringFile,
         )?),
         (Some(v), None) if !v.trim().is_empty() => Some(v.to_string()),
         _ => None,
@@ -519,7 +543,7 @@ pub fn load_connection_string(
 fn read_secret_file(
     path: &Path,
     what: &'static str,
-    option: &'static str,
+    option: Setting,
 ) -> Result<String, ConfigError> {
     crate::fsio::read_bounded_text(path, crate::fsio::InputKind::Secret)
         .map(|s| s.trim().to_string())

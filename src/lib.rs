@@ -20,4 +20,5 @@ pub mod net;
 pub mod probe;
 pub mod profile;
 pub mod report;
+pub mod settings;
 pub mod tune;

@@ -26,7 +26,10 @@ pub enum ProfileError {
     #[error("unknown profile {0:?}: use one of {list} or a path to a .toml file", list = builtin_names().join(", "))]
     Unknown(String),
     /// The file could not be read.
-    #[error("cannot read profile file {path} (--profile): {problem}")]
+    #[error(
+        "cannot read profile file {path} ({}): {problem}",
+        crate::settings::Setting::Profile
+    )]
     Read {
         /// The file.
         path: String,

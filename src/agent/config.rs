@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::check::CheckPlan;
 use crate::cli::{check_label, TargetArgs};
-use crate::config::{plan_target, ConfigError, EnvCredentials};
+use crate::config::{plan_target, EnvCredentials};
 use crate::probe::tls::TrustSource;
 
 /// Why the configuration cannot be used. One line, naming the key.
@@ -604,7 +604,7 @@ impl AgentConfig {
         let mut plan = plan_target(&args, self.schedule.deadline, 0, env).map_err(|e| {
             AgentConfigError::Parse {
                 path: path.to_path_buf(),
-                message: option_names_to_keys(&e),
+                message: crate::config::in_config_file_terms(&e),
             }
         })?;
         plan.deadline = self.schedule.deadline;
@@ -627,37 +627,6 @@ impl AgentConfig {
         }
         Ok(plan)
     }
-}
-
-/// Rewrites `--option` names in a check-setup error into this file's keys.
-fn option_names_to_keys(e: &ConfigError) -> String {
-    const MAP: [(&str, &str); 17] = [
-        (
-            "--connection-string-file",
-            "[identity] connection_string_file",
-        ),
-        ("--connection-string", "[identity] connection_string_file"),
-        ("--sas-token", "[identity] sas_token_file"),
-        ("--sas-ttl", "[identity] sas_ttl"),
-        ("--device-id", "[identity] device_id"),
-        ("--username", "[identity] username"),
-        ("--password-file", "[identity] password_file"),
-        ("--cert", "[identity] cert"),
-        ("--key", "[identity] key"),
-        ("--endpoint", "[hub] endpoints"),
-        ("--port", "[hub] ports"),
-        ("--dns-server", "[hub] dns_server"),
-        ("--source-ip", "[hub] source_ip"),
-        ("--interface", "[hub] interface"),
-        ("--keepalive", "[hub] keepalive"),
-        ("--timeout", "[hub] timeout"),
-        ("--deadline", "[schedule] deadline"),
-    ];
-    let mut msg = e.to_string();
-    for (opt, key) in MAP {
-        msg = msg.replace(opt, key);
-    }
-    msg.replace("give HOST, or", "set [hub] host, or")
 }
 
 /// One line from a TOML error: `[section] key (line N): message`.

@@ -13,7 +13,7 @@ use crate::fsio::InputFileError;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
     /// A `--ca-file` could not be read (missing, unreadable, a directory).
-    #[error("cannot read CA file {} (--ca-file): {problem}", path.display())]
+    #[error("cannot read CA file {} ({}): {problem}", path.display(), crate::settings::Setting::CaFile)]
     CaFileRead {
         /// The file.
         path: PathBuf,
@@ -35,7 +35,7 @@ pub enum TlsSetupError {
         reason: String,
     },
     /// The client certificate file could not be read.
-    #[error("cannot read client certificate file {} (--cert): {problem}", path.display())]
+    #[error("cannot read client certificate file {} ({}): {problem}", path.display(), crate::settings::Setting::Cert)]
     CertFileRead {
         /// The file.
         path: PathBuf,
@@ -57,7 +57,7 @@ pub enum TlsSetupError {
         reason: String,
     },
     /// The private key file could not be read.
-    #[error("cannot read private key file {} (--key): {problem}", path.display())]
+    #[error("cannot read private key file {} ({}): {problem}", path.display(), crate::settings::Setting::Key)]
     KeyFileRead {
         /// The file.
         path: PathBuf,
