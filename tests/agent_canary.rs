@@ -1229,7 +1229,14 @@ impl AgeRelay {
                                 Err(_) => break,
                             }
                         }
-                        closed.store(true, Ordering::SeqCst);
+                        // A black hole says nothing to the client, not even that the
+                        // server gave up on the silent flow: only the client's own
+                        // close (or the time limit) ends it.
+                        if !(cutting.load(Ordering::SeqCst) && cut == Cut::Blackhole)
+                            || Instant::now() >= end
+                        {
+                            closed.store(true, Ordering::SeqCst);
+                        }
                     })
                 };
                 let c2s = pump(client.try_clone().unwrap(), server.try_clone().unwrap());
