@@ -790,7 +790,12 @@ impl RenameWatch {
             std::io::Error::last_os_error()
         );
         // SAFETY: as above; `c` is a valid C string.
-        let wd = unsafe { libc::inotify_add_watch(fd, c.as_ptr(), libc::IN_MOVED_TO) };
+        // Both halves of each rename: the kernel merges an event with the one queued
+        // just before it when they are alike (mask, name), so renames onto one name
+        // would count once; the temporary names between them keep them apart.
+        let wd = unsafe {
+            libc::inotify_add_watch(fd, c.as_ptr(), libc::IN_MOVED_TO | libc::IN_MOVED_FROM)
+        };
         assert!(
             wd >= 0,
             "inotify_add_watch: {}",
@@ -813,10 +818,11 @@ impl RenameWatch {
             let mut off = 0usize;
             let hdr = std::mem::size_of::<libc::inotify_event>();
             while off + hdr <= n as usize {
+                let mask = u32::from_ne_bytes(buf[off + 4..off + 8].try_into().unwrap());
                 let len = u32::from_ne_bytes(buf[off + 12..off + 16].try_into().unwrap()) as usize;
                 let raw = &buf[off + hdr..off + hdr + len];
                 let end = raw.iter().position(|b| *b == 0).unwrap_or(len);
-                if &raw[..end] == name.as_bytes() {
+                if mask & libc::IN_MOVED_TO != 0 && &raw[..end] == name.as_bytes() {
                     count += 1;
                 }
                 off += hdr + len;
@@ -1445,4 +1451,18 @@ fn a_broker_restart_is_the_server_and_the_record_is_completed_later() {
         "{d:#}"
     );
     agent.stop();
+}
+
+/// The lab's own check: the rename counter sees every rename.
+#[test]
+fn rename_watch_counts_renames() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = RenameWatch::new(dir.path());
+    for i in 0..5 {
+        let tmp = dir.path().join(format!(".x.tmp-{i}"));
+        std::fs::write(&tmp, b"x").unwrap();
+        std::fs::rename(&tmp, dir.path().join("x.json")).unwrap();
+    }
+    assert_eq!(w.take("x.json"), 5);
+    assert_eq!(w.take("x.json"), 0);
 }
