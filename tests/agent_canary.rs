@@ -790,7 +790,12 @@ impl RenameWatch {
             std::io::Error::last_os_error()
         );
         // SAFETY: as above; `c` is a valid C string.
-        let wd = unsafe { libc::inotify_add_watch(fd, c.as_ptr(), libc::IN_MOVED_TO) };
+        // Both halves of each rename: the kernel merges an event with the one queued
+        // just before it when they are alike (mask, name), so renames onto one name
+        // would count once; the temporary names between them keep them apart.
+        let wd = unsafe {
+            libc::inotify_add_watch(fd, c.as_ptr(), libc::IN_MOVED_TO | libc::IN_MOVED_FROM)
+        };
         assert!(
             wd >= 0,
             "inotify_add_watch: {}",
@@ -813,10 +818,11 @@ impl RenameWatch {
             let mut off = 0usize;
             let hdr = std::mem::size_of::<libc::inotify_event>();
             while off + hdr <= n as usize {
+                let mask = u32::from_ne_bytes(buf[off + 4..off + 8].try_into().unwrap());
                 let len = u32::from_ne_bytes(buf[off + 12..off + 16].try_into().unwrap()) as usize;
                 let raw = &buf[off + hdr..off + hdr + len];
                 let end = raw.iter().position(|b| *b == 0).unwrap_or(len);
-                if &raw[..end] == name.as_bytes() {
+                if mask & libc::IN_MOVED_TO != 0 && &raw[..end] == name.as_bytes() {
                     count += 1;
                 }
                 off += hdr + len;
@@ -878,11 +884,15 @@ fn report_count(dir: &Path) -> usize {
 /// The window every storm test measures over, the check interval in it, and the
 /// bounds: the canary's back-off (200 ms doubling to 1 s, half of it fixed) allows
 /// about 3 + W / 0.5 s connections, the checks W / interval more; the history is
-/// written at most once per 5 s.
+/// written at most 10 times in a burst, then once per 5 s.
 const STORM_WINDOW: Duration = Duration::from_secs(12);
 const STORM_INTERVAL_S: u64 = 2;
 const STORM_MAX_CONNECTIONS: usize = 50;
-const STORM_MAX_HISTORY_WRITES: usize = 12 / 5 + 2;
+/// The most history writes the pacing allows over `window` (a burst of 10, then one
+/// per 5 s).
+fn max_history_writes(window: Duration) -> usize {
+    10 + window.as_secs() as usize / 5 + 1
+}
 const STORM_MIN_CHECKS: usize = 12 / 2 / 2;
 
 #[test]
@@ -936,7 +946,7 @@ fn a_server_that_drops_every_session_is_met_with_back_off() {
             "{style:?}: {connections} connections in {STORM_WINDOW:?}: the back-off does not hold\n{log}"
         );
         assert!(
-            writes <= STORM_MAX_HISTORY_WRITES,
+            writes <= max_history_writes(to - from),
             "{style:?}: the history was written {writes} times in {STORM_WINDOW:?}"
         );
         assert!(
@@ -1123,7 +1133,7 @@ fn a_takeover_fight_is_bounded_and_named() {
         "{connections} connections in {STORM_WINDOW:?}: the canary fights without pause\n{log}"
     );
     assert!(
-        writes <= STORM_MAX_HISTORY_WRITES,
+        writes <= max_history_writes(to - from),
         "the history was written {writes} times in {STORM_WINDOW:?}"
     );
     assert!(
@@ -1229,7 +1239,14 @@ impl AgeRelay {
                                 Err(_) => break,
                             }
                         }
-                        closed.store(true, Ordering::SeqCst);
+                        // A black hole says nothing to the client, not even that the
+                        // server gave up on the silent flow: only the client's own
+                        // close (or the time limit) ends it.
+                        if !(cutting.load(Ordering::SeqCst) && cut == Cut::Blackhole)
+                            || Instant::now() >= end
+                        {
+                            closed.store(true, Ordering::SeqCst);
+                        }
                     })
                 };
                 let c2s = pump(client.try_clone().unwrap(), server.try_clone().unwrap());
@@ -1367,14 +1384,16 @@ fn a_broker_restart_is_the_server_and_the_record_is_completed_later() {
         r.iter().any(|r| r["canary"]["connected"] == true)
     });
     broker.stop();
-    // Reported while still down: no reconnect_s yet, the attempts so far.
+    // Reported while still down: no reconnect_s yet, the attempts so far (none yet
+    // if the report came right after the disconnect).
     agent.wait(
         Duration::from_secs(30),
         "the open record in a report",
         |_| {
-            agent.disconnect_versions().iter().any(|e| {
-                e["reconnect_s"].is_null() && e["failed_attempts"].as_u64().unwrap_or(0) >= 1
-            })
+            agent
+                .disconnect_versions()
+                .iter()
+                .any(|e| e["reconnect_s"].is_null())
         },
     );
     let open = agent
@@ -1383,7 +1402,9 @@ fn a_broker_restart_is_the_server_and_the_record_is_completed_later() {
         .find(|e| e["reconnect_s"].is_null())
         .unwrap();
     assert_eq!(open["cause"], "eof_without_disconnect", "{open:#}");
-    assert_eq!(open["last_attempt_class"], "tcp.refused", "{open:#}");
+    if open["failed_attempts"].as_u64().unwrap_or(0) > 0 {
+        assert_eq!(open["last_attempt_class"], "tcp.refused", "{open:#}");
+    }
     // Down a while longer: more refused attempts than the open record counted.
     std::thread::sleep(Duration::from_secs(3));
     broker.start_again();
@@ -1434,4 +1455,18 @@ fn a_broker_restart_is_the_server_and_the_record_is_completed_later() {
         "{d:#}"
     );
     agent.stop();
+}
+
+/// The lab's own check: the rename counter sees every rename.
+#[test]
+fn rename_watch_counts_renames() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = RenameWatch::new(dir.path());
+    for i in 0..5 {
+        let tmp = dir.path().join(format!(".x.tmp-{i}"));
+        std::fs::write(&tmp, b"x").unwrap();
+        std::fs::rename(&tmp, dir.path().join("x.json")).unwrap();
+    }
+    assert_eq!(w.take("x.json"), 5);
+    assert_eq!(w.take("x.json"), 0);
 }

@@ -407,15 +407,28 @@ pub fn diagnose(events: &[DisconnectEvent], ctx: DiagnosisContext) -> Diagnosis 
 
     // Cause 2: a steady lifetime, ended by the path (not by the canary's renewals):
     // something on the path cuts connections at a fixed age.
+    // Cut by a reset before the first keep-alive went out: nothing the canary sent
+    // drew it, so it is the age (or an idle timeout that resets on its own; a
+    // keep-alive below that age tells the two apart).
+    let early = path
+        .iter()
+        .filter(|e| e.cause == DisconnectCause::TcpReset && e.session_lived_s < 0.9 * ka)
+        .count();
+    let early_cut = majority(early, path.len());
     if lived_cv < STEADY_CV
         && lived_median >= 1.0
         && majority(path.len(), window.len())
-        && majority(survivors, path.len())
+        && (majority(survivors, path.len()) || early_cut)
     {
         let mut evidence = vec![
             lived_evidence(window.len(), lived_median, lived_cv),
             format!("recorded causes: {}", causes_line(window)),
         ];
+        if early_cut {
+            evidence.push(format!(
+                "{early} reset(s) before the first keep-alive ({ka:.0} s): an idle timeout that sends resets looks the same; a keep-alive below {lived_median:.0} s tells them apart"
+            ));
+        }
         if let Some(t) = ttl {
             evidence.push(format!(
                 "SAS token lifetime {t:.0} s: the canary's renewals would be recorded as token_renewal, and none of these was"
@@ -425,7 +438,12 @@ pub fn diagnose(events: &[DisconnectEvent], ctx: DiagnosisContext) -> Diagnosis 
             kind: DiagnosisKind::Network,
             iothub_cause: Some(2),
             summary: format!(
-                "sessions are cut at a fixed age of {lived_median:.0} s, after surviving their idle periods, by the path: a firewall, load balancer or NAT with a maximum connection lifetime (404104 cause 2); not token renewal (the recorded causes are resets and closes, not renewals)"
+                "sessions are cut at a fixed age of {lived_median:.0} s, {}, by the path: a firewall, load balancer or NAT with a maximum connection lifetime (404104 cause 2); not token renewal (the recorded causes are resets and closes, not renewals)",
+                if early_cut {
+                    "by a reset before their first keep-alive"
+                } else {
+                    "after surviving their idle periods"
+                }
             ),
             evidence,
         };
@@ -617,6 +635,26 @@ mod tests {
                 .collect();
             assert_eq!(diagnose(&old, ctx(None)).kind, DiagnosisKind::Network);
         }
+    }
+
+    #[test]
+    fn steady_resets_before_the_first_keepalive_are_a_fixed_age() {
+        // A long keep-alive: the sessions never pinged before the reset came.
+        let e: Vec<_> = [48.0, 48.2, 47.9, 48.1]
+            .iter()
+            .map(|l| survived(ev(*l, *l, DisconnectCause::TcpReset, 0), 0.0))
+            .collect();
+        let d = diagnose(&e, ctx(Some(60.0)));
+        assert_eq!(d.kind, DiagnosisKind::Network, "{d:?}");
+        assert!(d.summary.contains("fixed age of 48 s"), "{}", d.summary);
+        assert!(d.evidence.iter().any(|x| x.contains("tells them apart")));
+        // A reset drawn by the PINGREQ after a keep-alive of silence (a NAT that
+        // answers forgotten flows with a reset) stays an idle timeout.
+        let e: Vec<_> = [241.0, 240.5, 241.2]
+            .iter()
+            .map(|l| survived(ev(*l, 240.0, DisconnectCause::TcpReset, 0), 0.0))
+            .collect();
+        assert_eq!(diagnose(&e, ctx(None)).kind, DiagnosisKind::IdleTimeout);
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //!
 //! The protocol lives in [`SessionMachine`] (no I/O); this module is its thin async
 //! driver: it connects, feeds the machine bytes, timers and classified errors, and
-//! performs the actions it returns. The history is saved at most once per
-//! [`HISTORY_SAVE_GAP`], and when the session task ends.
+//! performs the actions it returns. History writes are paced ([`HISTORY_SAVE_GAP`]),
+//! and the last is made when the session task ends.
 //!
 //! It uses rumqttc's packet codec over hubprobe's own links (not rumqttc's event
 //! loop) so that a reset, an EOF without DISCONNECT, a TLS alert and a missing
@@ -47,10 +47,14 @@ use crate::profile::Endpoint;
 
 pub use super::machine::RENEW_AT;
 
-/// Shortest time between two writes of the history file (a storm of disconnects
-/// must not become a storm of fsyncs); the last change is written when the agent
-/// stops, so at most this much is lost to a crash.
+/// The history file is written at once when a disconnect is recorded or completed,
+/// up to [`HISTORY_SAVE_BURST`] writes in a row; past that (a storm of disconnects
+/// must not become a storm of fsyncs) once per this gap. Lesser changes (a failed
+/// attempt counted, records marked reported) wait for the next write. The last
+/// change is written when the session task ends.
 pub const HISTORY_SAVE_GAP: Duration = Duration::from_secs(5);
+/// History writes allowed in a burst before they are paced by [`HISTORY_SAVE_GAP`].
+pub const HISTORY_SAVE_BURST: u32 = 10;
 
 /// How the session behaves.
 #[derive(Debug, Clone)]
@@ -90,29 +94,53 @@ pub struct CanaryState {
     save: SaveGate,
 }
 
-/// Bounds the history writes: at most one per [`HISTORY_SAVE_GAP`], unless forced.
+/// Bounds the history writes (a token bucket): at most [`HISTORY_SAVE_BURST`] in a
+/// row, then one per [`HISTORY_SAVE_GAP`]; so over any window W at most
+/// BURST + W / GAP + 1, unless forced.
 #[derive(Debug, Default)]
 struct SaveGate {
     dirty: bool,
-    last: Option<Instant>,
+    /// Writes not yet paid back, as time (one gap per write).
+    debt: Duration,
+    at: Option<Instant>,
+}
+
+impl SaveGate {
+    /// Whether a write may happen now (and counts it if so).
+    fn take(&mut self, now: Instant) -> bool {
+        if let Some(at) = self.at {
+            self.debt = self.debt.saturating_sub(now.saturating_duration_since(at));
+        }
+        self.at = Some(now);
+        if self.debt + HISTORY_SAVE_GAP <= HISTORY_SAVE_GAP * HISTORY_SAVE_BURST {
+            self.debt += HISTORY_SAVE_GAP;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl CanaryState {
-    /// Notes a change of the history and saves it if the last save is old enough.
+    /// A disconnect recorded or completed: saved now, unless the writes are being paced.
     fn changed(&mut self, settings: &SessionSettings) {
         self.save.dirty = true;
         self.flush(settings, false);
     }
 
-    /// Saves a changed history: now if `force`, else only if the gap has passed.
+    /// A lesser change: saved with the next write.
+    fn touched(&mut self) {
+        self.save.dirty = true;
+    }
+
+    /// Saves a changed history: now if `force`, else if the pacing allows.
     fn flush(&mut self, settings: &SessionSettings, force: bool) {
-        let now = Instant::now();
-        let due = self.save.dirty
-            && (force || self.save.last.is_none_or(|l| now >= l + HISTORY_SAVE_GAP));
-        if due {
+        if !self.save.dirty {
+            return;
+        }
+        if force || self.save.take(Instant::now()) {
             save_history(settings, &self.history);
             self.save.dirty = false;
-            self.save.last = Some(now);
         }
     }
 }
@@ -195,7 +223,7 @@ impl SessionHandle {
             connect_error: st.connect_error.clone(),
         };
         if !report.recent.is_empty() {
-            st.changed(settings);
+            st.touched();
         }
         report
     }
@@ -332,7 +360,7 @@ async fn drive(
                     st.connect_error = Some(why.to_string());
                     if down_since.is_some() {
                         st.history.attempt_failed(class);
-                        st.changed(settings);
+                        st.touched();
                     }
                 }
                 let wait = reconnects.attempt_failed(random_unit());
@@ -606,6 +634,25 @@ fn tls_alert(e: &io::Error) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn history_writes_come_in_a_burst_then_paced() {
+        let mut g = SaveGate::default();
+        let now = Instant::now();
+        let burst = (0..100).filter(|_| g.take(now)).count();
+        assert_eq!(burst as u32, HISTORY_SAVE_BURST);
+        // Then one per gap, whatever is asked.
+        let mut paced = 0;
+        for _ in 0..60 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            paced += (0..10).filter(|_| g.take(Instant::now())).count();
+        }
+        assert_eq!(paced as u64, 60 / HISTORY_SAVE_GAP.as_secs());
+        // A quiet spell refills the burst.
+        tokio::time::advance(HISTORY_SAVE_GAP * 20).await;
+        let burst = (0..100).filter(|_| g.take(Instant::now())).count();
+        assert_eq!(burst as u32, HISTORY_SAVE_BURST);
+    }
 
     #[test]
     fn classification_at_the_boundary() {
