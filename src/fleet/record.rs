@@ -237,8 +237,117 @@ pub fn parse(bytes: &[u8]) -> Result<Observation, Rejection> {
     parse_keeping(bytes, None)
 }
 
+/// Why a hub message is foreign.
+pub const NOT_MARKED: &str =
+    "a message without the hubprobe=report property: not a hubprobe report";
+
+/// Parses the body of a hub message (Avro input, or a routed JSON line): gzip
+/// when it starts so, and cross-checked with the device the hub saw.
+pub fn parse_message(
+    body: &[u8],
+    hub_device: Option<&str>,
+    keep: Option<&[String]>,
+) -> Result<Observation, Rejection> {
+    let inflated;
+    let body = if body.starts_with(&[0x1f, 0x8b]) {
+        let limit = super::input::MAX_DOCUMENT_BYTES;
+        let mut out = Vec::new();
+        let read = std::io::Read::read_to_end(
+            &mut std::io::Read::take(flate2::read::MultiGzDecoder::new(body), limit as u64 + 1),
+            &mut out,
+        );
+        if let Err(e) = read {
+            return Err(Rejection::Malformed(format!("gzip body: {e}")));
+        }
+        if out.len() > limit {
+            return Err(Rejection::Malformed(format!(
+                "gzip body inflates past {} MiB",
+                limit >> 20
+            )));
+        }
+        inflated = out;
+        &inflated[..]
+    } else {
+        body
+    };
+    let o = parse_report(body, keep, false)?;
+    match hub_device {
+        Some(d) if !d.is_empty() && d != o.device => Err(Rejection::Malformed(format!(
+            "the hub received this report from device {d:?}, but it is the report of {:?}",
+            o.device
+        ))),
+        _ => Ok(o),
+    }
+}
+
+/// A line as IoT Hub routing writes it to storage in JSON encoding.
+#[derive(Deserialize)]
+struct Routed<'a> {
+    #[serde(rename = "Properties", default)]
+    properties: BTreeMap<Text<'a>, serde_json::Value>,
+    #[serde(rename = "SystemProperties", default)]
+    system: BTreeMap<Text<'a>, serde_json::Value>,
+    #[serde(rename = "Body", borrow)]
+    body: Option<&'a serde_json::value::RawValue>,
+}
+
+/// A routed message line (`EnqueuedTimeUtc`, `Properties`, `SystemProperties`,
+/// `Body`): `None` when the line is not one.
+fn routed(bytes: &[u8], keep: Option<&[String]>) -> Option<Result<Observation, Rejection>> {
+    memchr::memmem::find(bytes, b"\"SystemProperties\"")?;
+    let r: Routed<'_> = serde_json::from_slice(bytes).ok()?;
+    let text = |m: &BTreeMap<Text<'_>, serde_json::Value>, k: &str| {
+        m.iter()
+            .find(|(key, _)| key.0 == k)
+            .and_then(|(_, v)| v.as_str().map(str::to_string))
+    };
+    if text(&r.properties, "hubprobe").as_deref() != Some("report") {
+        return Some(Err(Rejection::Foreign(NOT_MARKED.into())));
+    }
+    let device = super::avro::DEVICE_KEYS
+        .iter()
+        .find_map(|k| text(&r.system, k));
+    let Some(body) = r.body else {
+        return Some(Err(Rejection::Malformed(
+            "a hubprobe message without a body".into(),
+        )));
+    };
+    let raw = body.get().as_bytes();
+    // A JSON body is written as JSON; any other as base64 of its bytes.
+    let decoded;
+    let body: &[u8] = if raw.starts_with(b"\"") {
+        let s: String = match serde_json::from_str(body.get()) {
+            Ok(s) => s,
+            Err(e) => return Some(Err(Rejection::Malformed(format!("body: {e}")))),
+        };
+        use base64::Engine;
+        match base64::engine::general_purpose::STANDARD.decode(s.as_bytes()) {
+            Ok(b) => {
+                decoded = b;
+                &decoded
+            }
+            Err(e) => {
+                return Some(Err(Rejection::Malformed(format!(
+                    "body is neither JSON nor base64: {e}"
+                ))))
+            }
+        }
+    } else {
+        raw
+    };
+    Some(parse_message(body, device.as_deref(), keep))
+}
+
 /// Parses one report, keeping only the labels named in `keep` (all when `None`).
 pub fn parse_keeping(bytes: &[u8], keep: Option<&[String]>) -> Result<Observation, Rejection> {
+    parse_report(bytes, keep, true)
+}
+
+fn parse_report(
+    bytes: &[u8],
+    keep: Option<&[String]>,
+    envelopes: bool,
+) -> Result<Observation, Rejection> {
     let bytes = super::input::strip_bom(bytes);
     if nests_deeper_than(bytes, MAX_NESTING) {
         return Err(Rejection::Malformed(format!(
@@ -253,11 +362,17 @@ pub fn parse_keeping(bytes: &[u8], keep: Option<&[String]>) -> Result<Observatio
             observation(lite, keep)
         }
         Err(_) => {
+            // Slow path only for lines that are not reports: a routed message, or
+            // say which kind.
+            if envelopes {
+                if let Some(r) = routed(bytes, keep) {
+                    return r;
+                }
+            }
             let e = match serde_json::from_slice::<Lite<'_>>(bytes) {
                 Err(e) => e.to_string(),
                 Ok(_) => "rejected by the fast parser".to_string(),
             };
-            // Slow path only for lines that are not reports: say which kind.
             match serde_json::from_slice::<SchemaOnly<'_>>(bytes) {
                 Err(_) => Err(Rejection::Malformed(format!("not JSON: {e}"))),
                 Ok(s) => {
