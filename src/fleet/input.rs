@@ -1,6 +1,7 @@
 //! Streaming input: report files (pretty JSON, one or more documents), NDJSON
-//! (gzip-compressed too, detected by its magic bytes), directories (recursively)
-//! and stdin. A reader thread cuts the input into chunks of whole lines, parser
+//! (gzip-compressed too, detected by its magic bytes), the Avro containers and
+//! JSON lines IoT Hub routing and Event Hubs Capture write (detected by content),
+//! directories (recursively) and stdin. A reader thread cuts the input into chunks of whole lines, parser
 //! threads turn them into observations, and the calling thread aggregates them in
 //! input order: memory is bounded by the channel depths and the chunk size, never by
 //! the input size. A line that is not a report is counted and listed with its file
@@ -664,7 +665,7 @@ impl Reader {
         let mut n = 0u64;
         loop {
             n += 1;
-            let m = match c.next_message() {
+            let mut m = match c.next_message() {
                 Ok(Some(m)) => m,
                 Ok(None) => return true,
                 Err(e) => {
@@ -674,13 +675,13 @@ impl Reader {
             };
             let sent = if !m.is_report() {
                 self.problem(file, n, Rejection::Foreign(record::NOT_MARKED.into()))
-            } else if let Some(body) = m.body.as_ref().filter(|b| !b.is_empty()) {
+            } else if let Some(body) = m.body.take().filter(|b| !b.is_empty()) {
                 let device = m.device().map(str::to_string);
                 self.send(Chunk {
                     seq: 0,
                     file,
                     first_line: Some(n),
-                    data: Bytes::Owned(body.clone()),
+                    data: Bytes::Owned(body),
                     document: true,
                     problem: None,
                     envelope: Some(Envelope { device }),
