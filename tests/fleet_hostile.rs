@@ -162,7 +162,9 @@ fn times_outside_any_clock_never_panic_and_do_not_size_memory() {
         report("a", "dev-1970", "1970-01-01T00:00:00Z").to_string(),
         report("b", "dev-9999", "9999-12-31T23:59:59.999Z").to_string(),
         report("c", "dev-2200", "2200-06-01T00:00:00Z").to_string(),
-        report("d", "dev-ok", "2026-11-26T10:00:00Z").to_string(),
+        report("d", "dev-ok", "2026-11-26T12:00:00+02:00").to_string(),
+        report("f", "dev-1969", "1969-07-20T20:17:40Z").to_string(),
+        report("g", "dev-0000", "0000-01-01T00:00:00Z").to_string(),
     ];
     // Canary disconnects after year 9999, at the ends of u64, at 0.
     let mut canary = report("e", "dev-canary", "2026-11-26T10:05:00Z");
@@ -181,13 +183,20 @@ fn times_outside_any_clock_never_panic_and_do_not_size_memory() {
         let p = path.to_str().unwrap();
         let (code, v, stderr) = summarize_limited(&[p, "--bucket", bucket], None);
         assert_eq!(code, 0, "{bucket}: {stderr}");
-        assert_eq!(v["input"]["reports"], 5);
+        assert_eq!(v["input"]["reports"], 7);
         let t = &v["input"]["implausible_times"];
-        assert_eq!(t["reports"], 3, "{t}");
+        assert_eq!(t["reports"], 5, "{t}");
         assert_eq!(t["disconnects"], 4, "{t}");
         assert_eq!(
             t["example_devices"],
-            json!(["dev-1970", "dev-2200", "dev-9999", "dev-canary"])
+            json!([
+                "dev-0000",
+                "dev-1969",
+                "dev-1970",
+                "dev-2200",
+                "dev-9999",
+                "dev-canary"
+            ])
         );
         // The span and the timeline hold the believable times only.
         assert_eq!(v["span"]["from"], "2026-11-26T10:00:00.000Z");
@@ -210,7 +219,7 @@ fn times_outside_any_clock_never_panic_and_do_not_size_memory() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
         run.stdout
-            .contains("clock problems: 3 reports and 4 canary disconnects"),
+            .contains("clock problems: 5 reports and 4 canary disconnects"),
         "{}",
         run.stdout
     );

@@ -216,7 +216,7 @@ struct ImplausibleAcc {
 pub struct InputStats {
     /// Files read.
     pub files: u64,
-    /// Files under a directory that were not read (not .json/.ndjson/.jsonl[.gz]).
+    /// Files under a directory that were not read (not .json/.ndjson/.jsonl/.avro[.gz], nor Avro without an extension).
     pub files_skipped: Vec<String>,
     /// Lines (or documents) read.
     pub records: u64,

@@ -1,6 +1,7 @@
 //! Streaming input: report files (pretty JSON, one or more documents), NDJSON
-//! (gzip-compressed too, detected by its magic bytes), directories (recursively)
-//! and stdin. A reader thread cuts the input into chunks of whole lines, parser
+//! (gzip-compressed too, detected by its magic bytes), the Avro containers and
+//! JSON lines IoT Hub routing and Event Hubs Capture write (detected by content),
+//! directories (recursively) and stdin. A reader thread cuts the input into chunks of whole lines, parser
 //! threads turn them into observations, and the calling thread aggregates them in
 //! input order: memory is bounded by the channel depths and the chunk size, never by
 //! the input size. A line that is not a report is counted and listed with its file
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use memmap2::Mmap;
 
 use super::aggregate::Aggregator;
+use super::avro;
 use super::record::{self, Observation, Rejection};
 use super::{FleetError, FleetOptions, FleetSummary};
 
@@ -56,13 +58,26 @@ impl Source {
     }
 }
 
-/// File names read under a directory.
+/// Files read under a directory: by name (`.json`, `.ndjson`, `.jsonl`, `.avro`,
+/// each optionally `.gz`), and files without an extension (IoT Hub routing names
+/// its blobs by partition and time) when they are Avro containers.
 pub fn is_report_file(p: &Path) -> bool {
     let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let name = name.strip_suffix(".gz").unwrap_or(name);
-    [".json", ".ndjson", ".jsonl"]
+    if [".json", ".ndjson", ".jsonl", ".avro"]
         .iter()
         .any(|ext| name.ends_with(ext))
+    {
+        return true;
+    }
+    p.extension().is_none() && starts_with(p, avro::MAGIC)
+}
+
+fn starts_with(p: &Path, magic: &[u8]) -> bool {
+    let mut head = [0u8; 4];
+    File::open(p)
+        .and_then(|mut f| f.read_exact(&mut head[..magic.len()]))
+        .is_ok_and(|_| head[..magic.len()] == *magic)
 }
 
 /// Expands directories (sorted, recursively). Returns the inputs and the files
@@ -141,6 +156,13 @@ struct Chunk {
     document: bool,
     /// A problem found by the reader itself (over-long line, read error).
     problem: Option<Rejection>,
+    /// The message carrying a document (Avro input): the device the hub saw.
+    envelope: Option<Envelope>,
+}
+
+/// What the hub said about a message.
+struct Envelope {
+    device: Option<String>,
 }
 
 /// What a parser thread made of a chunk.
@@ -175,7 +197,11 @@ fn parse_chunk(c: &Chunk, keep: &[String]) -> Parsed {
     }
     if c.document {
         p.records += 1;
-        p.items.push((0, record::parse_keeping(data, Some(keep))));
+        let parsed = match &c.envelope {
+            Some(env) => record::parse_message(data, env.device.as_deref(), Some(keep)),
+            None => record::parse_keeping(data, Some(keep)),
+        };
+        p.items.push((0, parsed));
         return p;
     }
     if data.is_empty() {
@@ -366,6 +392,7 @@ impl Reader {
             data: Bytes::Owned(Vec::new()),
             document: false,
             problem: Some(r),
+            envelope: None,
         })
     }
 
@@ -450,6 +477,7 @@ impl Reader {
                         data: Bytes::Owned(Vec::new()),
                         document: false,
                         problem: Some(too_long()),
+                        envelope: None,
                     });
                     if !sent {
                         return Some(false);
@@ -469,6 +497,7 @@ impl Reader {
                 data: Bytes::Mapped(map.clone(), pos..end),
                 document: false,
                 problem: None,
+                envelope: None,
             });
             if !sent {
                 return Some(false);
@@ -492,6 +521,9 @@ impl Reader {
         } else {
             Box::new(buf)
         };
+        if matches!(r.fill_buf(), Ok(b) if b.starts_with(avro::MAGIC)) {
+            return self.avro(file, r);
+        }
         // NDJSON when the first non-blank line is a whole object on its own. The
         // line is read under the same cap as every other (an over-long one is a
         // problem at its place, and the next line is looked at).
@@ -618,7 +650,53 @@ impl Reader {
             data: Bytes::Owned(data),
             document: false,
             problem: None,
+            envelope: None,
         })
+    }
+
+    /// An Avro object container (IoT Hub routing to storage, Event Hubs Capture):
+    /// one message per record; a problem's line is the message's position. A
+    /// broken block ends the file there, after every message before it.
+    fn avro(&mut self, file: u32, r: Box<dyn BufRead + Send>) -> bool {
+        let mut c = match avro::Container::open(r) {
+            Ok(c) => c,
+            Err(e) => return self.problem(file, 1, Rejection::Malformed(e.to_string())),
+        };
+        let mut n = 0u64;
+        loop {
+            n += 1;
+            let mut m = match c.next_message() {
+                Ok(Some(m)) => m,
+                Ok(None) => return true,
+                Err(e) => {
+                    let why = format!("{e}; the messages before it were read");
+                    return self.problem(file, n, Rejection::Malformed(why));
+                }
+            };
+            let sent = if !m.is_report() {
+                self.problem(file, n, Rejection::Foreign(record::NOT_MARKED.into()))
+            } else if let Some(body) = m.body.take().filter(|b| !b.is_empty()) {
+                let device = m.device().map(str::to_string);
+                self.send(Chunk {
+                    seq: 0,
+                    file,
+                    first_line: Some(n),
+                    data: Bytes::Owned(body),
+                    document: true,
+                    problem: None,
+                    envelope: Some(Envelope { device }),
+                })
+            } else {
+                self.problem(
+                    file,
+                    n,
+                    Rejection::Malformed("a hubprobe message without a body".into()),
+                )
+            };
+            if !sent {
+                return false;
+            }
+        }
     }
 
     /// Pretty-printed report files: one or more JSON documents.
@@ -670,6 +748,7 @@ impl Reader {
                         data: Bytes::Owned(doc.to_vec()),
                         document: true,
                         problem: None,
+                        envelope: None,
                     }) {
                         return false;
                     }

@@ -3,6 +3,7 @@
 //!
 //! - [`input`] streams reports from files, NDJSON (gzip too), directories and stdin,
 //!   parsing on worker threads; memory stays flat whatever the number of reports.
+//!   [`avro`] reads the Avro containers IoT Hub routing and Event Hubs Capture write.
 //! - [`record`] parses one report into the few fields the summary needs.
 //! - [`aggregate`] and [`incident`] are the pure accumulators; [`sketch`] the
 //!   constant-memory percentile histogram; [`shared`] the types both accumulators use.
@@ -11,6 +12,7 @@
 //! - [`synth`] makes realistic fleets of reports with injected failure patterns.
 
 pub mod aggregate;
+pub mod avro;
 pub mod html;
 pub mod incident;
 pub mod input;

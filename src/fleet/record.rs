@@ -237,8 +237,117 @@ pub fn parse(bytes: &[u8]) -> Result<Observation, Rejection> {
     parse_keeping(bytes, None)
 }
 
+/// Why a hub message is foreign.
+pub const NOT_MARKED: &str =
+    "a message without the hubprobe=report property: not a hubprobe report";
+
+/// Parses the body of a hub message (Avro input, or a routed JSON line): gzip
+/// when it starts so, and cross-checked with the device the hub saw.
+pub fn parse_message(
+    body: &[u8],
+    hub_device: Option<&str>,
+    keep: Option<&[String]>,
+) -> Result<Observation, Rejection> {
+    let inflated;
+    let body = if body.starts_with(&[0x1f, 0x8b]) {
+        let limit = super::input::MAX_DOCUMENT_BYTES;
+        let mut out = Vec::new();
+        let read = std::io::Read::read_to_end(
+            &mut std::io::Read::take(flate2::read::MultiGzDecoder::new(body), limit as u64 + 1),
+            &mut out,
+        );
+        if let Err(e) = read {
+            return Err(Rejection::Malformed(format!("gzip body: {e}")));
+        }
+        if out.len() > limit {
+            return Err(Rejection::Malformed(format!(
+                "gzip body inflates past {} MiB",
+                limit >> 20
+            )));
+        }
+        inflated = out;
+        &inflated[..]
+    } else {
+        body
+    };
+    let o = parse_report(body, keep, false)?;
+    match hub_device {
+        Some(d) if !d.is_empty() && d != o.device => Err(Rejection::Malformed(format!(
+            "the hub received this report from device {d:?}, but it is the report of {:?}",
+            o.device
+        ))),
+        _ => Ok(o),
+    }
+}
+
+/// A line as IoT Hub routing writes it to storage in JSON encoding.
+#[derive(Deserialize)]
+struct Routed<'a> {
+    #[serde(rename = "Properties", default)]
+    properties: BTreeMap<Text<'a>, serde_json::Value>,
+    #[serde(rename = "SystemProperties", default)]
+    system: BTreeMap<Text<'a>, serde_json::Value>,
+    #[serde(rename = "Body", borrow)]
+    body: Option<&'a serde_json::value::RawValue>,
+}
+
+/// A routed message line (`EnqueuedTimeUtc`, `Properties`, `SystemProperties`,
+/// `Body`): `None` when the line is not one.
+fn routed(bytes: &[u8], keep: Option<&[String]>) -> Option<Result<Observation, Rejection>> {
+    memchr::memmem::find(bytes, b"\"SystemProperties\"")?;
+    let r: Routed<'_> = serde_json::from_slice(bytes).ok()?;
+    let text = |m: &BTreeMap<Text<'_>, serde_json::Value>, k: &str| {
+        m.iter()
+            .find(|(key, _)| key.0 == k)
+            .and_then(|(_, v)| v.as_str().map(str::to_string))
+    };
+    if text(&r.properties, "hubprobe").as_deref() != Some("report") {
+        return Some(Err(Rejection::Foreign(NOT_MARKED.into())));
+    }
+    let device = super::avro::DEVICE_KEYS
+        .iter()
+        .find_map(|k| text(&r.system, k));
+    let Some(body) = r.body else {
+        return Some(Err(Rejection::Malformed(
+            "a hubprobe message without a body".into(),
+        )));
+    };
+    let raw = body.get().as_bytes();
+    // A JSON body is written as JSON; any other as base64 of its bytes.
+    let decoded;
+    let body: &[u8] = if raw.starts_with(b"\"") {
+        let s: String = match serde_json::from_str(body.get()) {
+            Ok(s) => s,
+            Err(e) => return Some(Err(Rejection::Malformed(format!("body: {e}")))),
+        };
+        use base64::Engine;
+        match base64::engine::general_purpose::STANDARD.decode(s.as_bytes()) {
+            Ok(b) => {
+                decoded = b;
+                &decoded
+            }
+            Err(e) => {
+                return Some(Err(Rejection::Malformed(format!(
+                    "body is neither JSON nor base64: {e}"
+                ))))
+            }
+        }
+    } else {
+        raw
+    };
+    Some(parse_message(body, device.as_deref(), keep))
+}
+
 /// Parses one report, keeping only the labels named in `keep` (all when `None`).
 pub fn parse_keeping(bytes: &[u8], keep: Option<&[String]>) -> Result<Observation, Rejection> {
+    parse_report(bytes, keep, true)
+}
+
+fn parse_report(
+    bytes: &[u8],
+    keep: Option<&[String]>,
+    envelopes: bool,
+) -> Result<Observation, Rejection> {
     let bytes = super::input::strip_bom(bytes);
     if nests_deeper_than(bytes, MAX_NESTING) {
         return Err(Rejection::Malformed(format!(
@@ -253,11 +362,17 @@ pub fn parse_keeping(bytes: &[u8], keep: Option<&[String]>) -> Result<Observatio
             observation(lite, keep)
         }
         Err(_) => {
+            // Slow path only for lines that are not reports: a routed message, or
+            // say which kind.
+            if envelopes {
+                if let Some(r) = routed(bytes, keep) {
+                    return r;
+                }
+            }
             let e = match serde_json::from_slice::<Lite<'_>>(bytes) {
                 Err(e) => e.to_string(),
                 Ok(_) => "rejected by the fast parser".to_string(),
             };
-            // Slow path only for lines that are not reports: say which kind.
             match serde_json::from_slice::<SchemaOnly<'_>>(bytes) {
                 Err(_) => Err(Rejection::Malformed(format!("not JSON: {e}"))),
                 Ok(s) => {
@@ -414,14 +529,92 @@ fn observation(lite: Lite<'_>, keep: Option<&[String]>) -> Result<Observation, R
     })
 }
 
-/// RFC 3339 → Unix milliseconds (`None` when unparsable).
+/// RFC 3339 → Unix milliseconds (`None` when unparsable): any year 0000–9999
+/// (before 1970 is negative), fractions of a second (kept to the millisecond),
+/// `Z` or a `±hh:mm` offset; a space for the `T` and no zone (UTC) are accepted too.
 pub fn parse_time_ms(s: &str) -> Option<i64> {
-    let t = humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).ok()?;
-    let ms = match t.duration_since(std::time::UNIX_EPOCH) {
-        Ok(d) => d.as_millis() as i64,
-        Err(e) => -(e.duration().as_millis() as i64),
+    let b = s.as_bytes();
+    let num = |from: usize, to: usize| -> Option<i64> {
+        let d = b.get(from..to)?;
+        d.iter()
+            .all(u8::is_ascii_digit)
+            .then(|| d.iter().fold(0i64, |n, c| n * 10 + (c - b'0') as i64))
     };
-    Some(ms)
+    let sep = |i: usize, c: &[u8]| b.get(i).is_some_and(|x| c.contains(x));
+    let (year, month, day) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (hour, minute, second) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
+        return None;
+    }
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut i = 19;
+    let mut frac_ms = 0i64;
+    if b.get(i) == Some(&b'.') {
+        let start = i + 1;
+        i = start;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            if i - start < 3 {
+                frac_ms = frac_ms * 10 + (b[i] - b'0') as i64;
+            }
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        for _ in (i - start)..3 {
+            frac_ms *= 10;
+        }
+    }
+    let offset_min = match b.get(i..)? {
+        [] | [b'Z'] | [b'z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (h, m) = (num(i + 1, i + 3)?, num(i + 4, i + 6)?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            if *sign == b'+' {
+                h * 60 + m
+            } else {
+                -(h * 60 + m)
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let secs = ((days * 24 + hour) * 60 + minute - offset_min) * 60 + second;
+    Some(secs * 1000 + frac_ms)
+}
+
+fn leap(y: i64) -> bool {
+    y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if leap(y) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
@@ -430,12 +623,52 @@ mod tests {
 
     #[test]
     fn times_parse_to_unix_ms() {
-        assert_eq!(parse_time_ms("1970-01-01T00:00:01.250Z"), Some(1250));
-        assert_eq!(
-            parse_time_ms("2026-11-26T00:00:00Z"),
-            Some(1_795_651_200_000)
-        );
-        assert_eq!(parse_time_ms("yesterday"), None);
+        let ok = [
+            ("1970-01-01T00:00:01.250Z", 1250),
+            ("2026-11-26T00:00:00Z", 1_795_651_200_000),
+            ("2026-11-26T02:00:00+02:00", 1_795_651_200_000),
+            ("2026-11-25T22:30:00-01:30", 1_795_651_200_000),
+            ("2026-11-26 00:00:00", 1_795_651_200_000),
+            ("2026-11-26t00:00:00.123456789z", 1_795_651_200_123),
+            ("2026-11-26T00:00:00.5Z", 1_795_651_200_500),
+            ("1969-12-31T23:59:59Z", -1000),
+            ("0000-01-01T00:00:00Z", -62_167_219_200_000),
+            ("9999-12-31T23:59:59.999Z", 253_402_300_799_999),
+            ("2024-02-29T00:00:00Z", 1_709_164_800_000),
+        ];
+        for (s, ms) in ok {
+            assert_eq!(parse_time_ms(s), Some(ms), "{s}");
+        }
+        for s in [
+            "yesterday",
+            "",
+            "2023-02-29T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-11-26T24:00:00Z",
+            "2026-11-26T00:00:00.Z",
+            "2026-11-26T00:00:00+2:00",
+            "2026-11-26T00:00:00+02:60",
+            "2026-11-26T00:00:00Zjunk",
+            "+2026-11-26T00:00:00Z",
+            "2026-11-26",
+            "２026-11-26T00:00:00Z",
+        ] {
+            assert_eq!(parse_time_ms(s), None, "{s}");
+        }
+    }
+
+    /// Every instant written by the summary's formatter reads back the same.
+    #[test]
+    fn formatted_times_read_back() {
+        let mut x: u64 = 0x1234_5678;
+        for _ in 0..2000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let ms = (x >> 16) as i64 % (crate::fleet::summary::MAX_RFC3339_MS + 1);
+            let s = crate::fleet::summary::rfc3339_ms(ms);
+            assert_eq!(parse_time_ms(&s), Some(ms), "{s}");
+        }
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub fn render(s: &FleetSummary) -> String {
         if i.files_skipped.is_empty() {
             String::new()
         } else {
-            format!(", {} files skipped (not .json/.ndjson/.jsonl)", i.files_skipped.len())
+            format!(", {} files skipped (not .json/.ndjson/.jsonl/.avro)", i.files_skipped.len())
         }
     );
     for p in &i.problems {

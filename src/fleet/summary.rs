@@ -55,7 +55,7 @@ pub struct FleetSummary {
 pub struct InputSummary {
     /// Files read.
     pub files: u64,
-    /// Files found under directories but not read (not .json/.ndjson/.jsonl, optionally .gz).
+    /// Files found under directories but not read (not .json/.ndjson/.jsonl/.avro, optionally .gz, nor Avro without an extension).
     pub files_skipped: Vec<String>,
     /// Lines (NDJSON) or documents read, blank lines excluded.
     pub records: u64,
@@ -100,7 +100,7 @@ pub struct ImplausibleTimes {
 pub struct Problem {
     /// File (`-` for stdin).
     pub file: String,
-    /// Line number (1-based; a document's first line).
+    /// Line number (1-based; a document's first line; in Avro, the message number).
     pub line: u64,
     /// `malformed`, `foreign` or `unknown_schema`.
     pub kind: String,
