@@ -202,3 +202,43 @@ fn a_missing_file_prints_the_os_error_once() {
         );
     }
 }
+
+#[test]
+fn a_malformed_pem_file_is_described_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.pem");
+    std::fs::write(
+        &bad,
+        "-----BEGIN CERTIFICATE-----\nMIIB!!!!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let out = run_with_env(
+        &[
+            "check",
+            "h.example.test",
+            "--ca-file",
+            bad.to_str().unwrap(),
+        ],
+        &[],
+        LIMIT,
+    );
+    assert_eq!(out.code, 3, "{}", out.all_output());
+    assert!(out.stderr.contains("bad base64"), "{}", out.stderr);
+    assert!(out.stderr.contains("'!'"), "{}", out.stderr);
+    assert!(!out.stderr.contains("InvalidCharacter"), "{}", out.stderr);
+    let der = dir.path().join("bad.der");
+    std::fs::write(&der, [0x30, 0x03, 0x02, 0x01, 0x01, 0xAA]).unwrap();
+    let out = run_with_env(
+        &[
+            "check",
+            "h.example.test",
+            "--ca-file",
+            der.to_str().unwrap(),
+        ],
+        &[],
+        LIMIT,
+    );
+    assert_eq!(out.code, 3, "{}", out.all_output());
+    assert!(out.stderr.contains("not a well-formed"), "{}", out.stderr);
+    assert!(!out.stderr.contains("BadDer"), "{}", out.stderr);
+}
