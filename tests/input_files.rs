@@ -14,10 +14,13 @@ use support::{run_with_env, Run};
 /// Generous: a FIFO must not block, but the machine may be loaded.
 const LIMIT: Duration = Duration::from_secs(30);
 
+/// Builds the command line with the path in the option's place.
+type ArgsFor = Box<dyn Fn(&str) -> Vec<String>>;
+
 /// A file-taking option and how to run hubprobe with `path` in its place.
 struct Case {
     option: &'static str,
-    args: Box<dyn Fn(&str) -> Vec<String>>,
+    args: ArgsFor,
 }
 
 fn strings(v: &[&str]) -> Vec<String> {

@@ -37,7 +37,7 @@ pub fn words(value: &dyn Debug) -> String {
 /// A certificate-verification or certificate-parsing error from webpki, in words.
 pub fn webpki_error(err: &webpki::Error) -> String {
     use webpki::Error as W;
-    let sentence = match err {
+    match err {
         W::BadDer => "it is not a well-formed DER certificate".to_string(),
         W::BadDerTime => "a date in it is malformed".to_string(),
         W::TrailingData(_) => "it has extra bytes after its end (malformed DER)".to_string(),
@@ -92,14 +92,13 @@ pub fn webpki_error(err: &webpki::Error) -> String {
         }
         W::UnsupportedNameType => "it uses a name type hubprobe does not support".to_string(),
         other => words(other),
-    };
-    sentence
+    }
 }
 
 /// A malformed TLS message, in words.
 pub fn invalid_message(m: &InvalidMessage) -> String {
     use InvalidMessage as M;
-    let sentence = match m {
+    match m {
         M::InvalidContentType => "the first bytes are not a TLS record".to_string(),
         M::UnknownProtocolVersion => "the record carries an unknown protocol version".to_string(),
         M::MessageTooLarge => "a TLS record is larger than TLS allows".to_string(),
@@ -116,14 +115,13 @@ pub fn invalid_message(m: &InvalidMessage) -> String {
         M::DuplicateExtension(_) => "an extension appears twice".to_string(),
         M::IllegalEmptyList(what) => format!("an empty {} list", words(what)),
         other => words(other),
-    };
-    sentence
+    }
 }
 
 /// Missing common ground between the server and hubprobe, in words.
 pub fn peer_incompatible(p: &PeerIncompatible) -> String {
     use PeerIncompatible as P;
-    let sentence = match p {
+    match p {
         P::NoCipherSuitesInCommon => "no cipher suite in common".to_string(),
         P::NoKxGroupsInCommon => "no key-exchange group in common".to_string(),
         P::NoSignatureSchemesInCommon => "no signature scheme in common".to_string(),
@@ -139,8 +137,7 @@ pub fn peer_incompatible(p: &PeerIncompatible) -> String {
             "the server and hubprobe support no common TLS version".to_string()
         }
         other => words(other),
-    };
-    sentence
+    }
 }
 
 /// A protocol violation by the server, in words (rustls names each of dozens of
