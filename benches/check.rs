@@ -1,8 +1,11 @@
 //! Benchmark: wall time and peak RSS of one full `hubprobe check` (all four endpoints
 //! of the lab hub: MQTT/TLS and MQTT/WebSocket on mosquitto, AMQP and HTTPS peers)
-//! against the local lab, over many runs of the release binary.
+//! against the local lab, over many runs of the release binary; then one MQTT/TLS
+//! endpoint (CONNECT, 3 pings, DISCONNECT) beside `mosquitto_pub` (CONNECT, PUBLISH,
+//! DISCONNECT) on the same mosquitto TLS listener with the same identity, the two
+//! alternated run by run.
 //!
-//!     cargo bench --bench check            # 30 runs, figures for the README
+//!     cargo bench --bench check            # 30 runs each, figures for the README
 //!
 //! Under `cargo test --all-targets` it runs once, as a smoke test of the benchmark.
 
@@ -22,10 +25,15 @@ struct Sample {
     code: i32,
 }
 
-/// Runs the binary and reaps it with wait4 (not `Child::wait`) to read its peak RSS.
-#[allow(clippy::zombie_processes)]
+/// Runs hubprobe and reaps it with wait4 (not `Child::wait`) to read its peak RSS.
 fn measure(args: &[String], env: &[(&str, &str)]) -> (Sample, String) {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hubprobe"));
+    measure_program(env!("CARGO_BIN_EXE_hubprobe"), args, env)
+}
+
+/// Runs `program` and reaps it with wait4 to read its peak RSS.
+#[allow(clippy::zombie_processes)]
+fn measure_program(program: &str, args: &[String], env: &[(&str, &str)]) -> (Sample, String) {
+    let mut cmd = std::process::Command::new(program);
     cmd.args(args).env("NO_COLOR", "1").env_remove("RUST_LOG");
     for (k, v) in env {
         cmd.env(k, v);
@@ -185,5 +193,98 @@ fn main() {
         walls.last().unwrap().as_secs_f64() * 1000.0,
         rss_min as f64 / 1024.0,
         rss_max as f64 / 1024.0,
+    );
+
+    beside_mosquitto_pub(&broker, runs, &env);
+}
+
+fn p50_ms(samples: &[Sample]) -> f64 {
+    let mut walls: Vec<Duration> = samples.iter().map(|s| s.wall).collect();
+    walls.sort();
+    percentile(&walls, 0.5).as_secs_f64() * 1000.0
+}
+
+fn p50_rss_mib(samples: &[Sample]) -> f64 {
+    let mut rss: Vec<i64> = samples.iter().map(|s| s.max_rss_kib).collect();
+    rss.sort();
+    rss[(rss.len() - 1) / 2] as f64 / 1024.0
+}
+
+/// One MQTT/TLS endpoint by hubprobe beside mosquitto_pub, alternated.
+fn beside_mosquitto_pub(broker: &Mosquitto, runs: usize, env: &[(&str, &str)]) {
+    let mosquitto_pub = common::find_program("mosquitto_pub")
+        .unwrap_or_else(|| panic!("mosquitto_pub not found: apt-get install mosquitto-clients"));
+    let port = broker.port("tls").to_string();
+    let ca = broker.certs().ca_pem().display().to_string();
+    let profile = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/lab-hub.toml");
+    let hubprobe: Vec<String> = [
+        "check",
+        "127.0.0.1",
+        "--profile",
+        profile,
+        "--endpoint",
+        "mqtt-tls",
+        "--port",
+        &format!("mqtt-tls={port}"),
+        "--trust",
+        "none",
+        "--ca-file",
+        &ca,
+        "--sas-expiry",
+        &EXPIRY.to_string(),
+        "--pings",
+        "3",
+        "-o",
+        "json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let resource = format!("{HUB_HOST}/devices/dev1");
+    let token = hubprobe::auth::generate_sas_token(
+        &resource,
+        &hubprobe::auth::Secret::new(DEVICE_KEY),
+        EXPIRY,
+    )
+    .unwrap()
+    .token
+    .expose()
+    .to_string();
+    let pub_args: Vec<String> = [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "--cafile",
+        &ca,
+        "-i",
+        "dev1",
+        "-u",
+        &common::hub_username("dev1"),
+        "-P",
+        &token,
+        "-t",
+        "devices/dev1/messages/events/",
+        "-m",
+        "x",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (s, out) = measure(&hubprobe, env);
+        assert_eq!(s.code, 0, "hubprobe against the TLS listener:\n{out}");
+        a.push(s);
+        let (s, out) = measure_program(&mosquitto_pub.display().to_string(), &pub_args, &[]);
+        assert_eq!(s.code, 0, "mosquitto_pub against the TLS listener:\n{out}");
+        b.push(s);
+    }
+    let (wa, wb, ra, rb) = (p50_ms(&a), p50_ms(&b), p50_rss_mib(&a), p50_rss_mib(&b));
+    println!(
+        "one MQTT/TLS endpoint, {runs} runs each, alternated: hubprobe check (3 pings) wall p50 {wa:.1} ms, peak RSS p50 {ra:.1} MiB; \
+         mosquitto_pub wall p50 {wb:.1} ms, peak RSS p50 {rb:.1} MiB; ratio wall {:.2}x, RSS {:.2}x",
+        wa / wb,
+        ra / rb
     );
 }

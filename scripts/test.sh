@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine, set-up included.
 # Installs the real peers the tests talk to (mosquitto, dnsmasq, nftables, conntrack,
-# iproute2, promtool from prometheus, prometheus-node-exporter) and the packaging
-# tools (systemd-analyze, dpkg, cargo-deb, shellcheck, strace), then runs the quality
+# iproute2, promtool from prometheus, prometheus-node-exporter), the packaging
+# tools (systemd-analyze, dpkg, cargo-deb, shellcheck, strace) and what checks the
+# generated completions and manual pages (bash-completion, zsh, fish, mandoc,
+# man-db), then runs the quality
 # gates and every test. Needs root (apt-get, network namespaces, dpkg -i); a missing
 # peer fails the tests, it never skips them.
 set -euo pipefail
@@ -10,7 +12,8 @@ cd "$(dirname "$0")/.."
 
 packages=(mosquitto mosquitto-clients dnsmasq-base nftables conntrack iproute2 ca-certificates procps
           prometheus prometheus-node-exporter systemd dpkg adduser shellcheck strace
-          chromium jq python3 python3-venv python3-pip)
+          chromium jq python3 python3-venv python3-pip bsdutils
+          bash bash-completion zsh fish mandoc man-db)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -57,34 +57,20 @@ pub struct CheckPlan {
     /// Operator labels copied into the report.
     pub labels: std::collections::BTreeMap<String, String>,
     /// The agent's identity, shared by its canary session and its checks.
-    pub identity_share: Option<Arc<IdentityShare>>,
+    pub identity_share: Option<Arc<dyn IdentityArbiter>>,
 }
 
-/// A hub allows one MQTT connection per identity. In the agent, the canary session
-/// holds `lock` while it connects and while it is connected; a check that finds a
-/// live canary does not CONNECT with the identity (the hub would drop the canary),
-/// and one that gets the lock keeps it for its whole run.
-#[derive(Debug, Default)]
-pub struct IdentityShare {
-    /// Held by whoever uses the identity on MQTT.
-    pub lock: Arc<tokio::sync::Mutex<()>>,
-    /// The endpoint of the canary's live session (set only while it holds `lock`).
-    pub live_canary: std::sync::Mutex<Option<String>>,
-}
-
-impl IdentityShare {
+/// Who may use the device identity on MQTT. A hub allows one connection per
+/// identity: in the agent, the canary session holds the identity while it connects
+/// and while it is connected; a check that finds the canary live does not CONNECT
+/// with the identity (the hub would drop the canary), and one that takes the
+/// identity keeps it for its whole run. The agent implements this
+/// (`agent::identity::IdentityShare`); a plain `hubprobe check` has none.
+pub trait IdentityArbiter: Send + Sync {
+    /// Takes the identity for a whole run, if nobody holds it now.
+    fn try_take(&self) -> Option<tokio::sync::OwnedMutexGuard<()>>;
     /// The endpoint of the canary's live session, if there is one.
-    pub fn live_canary(&self) -> Option<String> {
-        self.live_canary
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Records the canary's session going up (`Some`) or down (`None`).
-    pub fn set_live_canary(&self, endpoint: Option<String>) {
-        *self.live_canary.lock().unwrap_or_else(|p| p.into_inner()) = endpoint;
-    }
+    fn live_canary(&self) -> Option<String>;
 }
 
 /// What a check does about the shared identity.
@@ -104,7 +90,7 @@ async fn take_share(plan: &CheckPlan, deadline_at: Instant) -> Share {
         return Share::Own { _guard: None };
     };
     loop {
-        if let Ok(g) = share.lock.clone().try_lock_owned() {
+        if let Some(g) = share.try_take() {
             return Share::Own { _guard: Some(g) };
         }
         if let Some(ep) = share.live_canary() {
@@ -167,6 +153,7 @@ pub async fn run(plan: &CheckPlan) -> Report {
         profile: &plan.profile,
         auth: plan.credentials.kind(),
         sas_token: sas_info.as_ref(),
+        dns_server: plan.dns_server,
     };
     let findings = diagnose::findings(&endpoints, &ctx);
     let verdict = diagnose::verdict(&endpoints, &findings);
@@ -501,4 +488,148 @@ pub fn session_options(plan: &CheckPlan, keep_alive: Duration, timeout: Duration
     opts.keep_alive = keep_alive.as_secs().clamp(1, u16::MAX as u64) as u16;
     opts.pings = 0;
     opts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Status;
+    use crate::probe::tls::TrustSource;
+
+    fn plan(credentials: Credentials) -> CheckPlan {
+        let profile = Profile::load("azure-iot-hub").unwrap();
+        CheckPlan {
+            endpoints: profile.endpoints.clone(),
+            profile,
+            host: "gw.example.test".into(),
+            hub_host: "hub.example.test".into(),
+            dns_server: None,
+            interface: None,
+            source_ip: None,
+            trust: Arc::new(TrustStore::load(TrustSource::None, &[]).unwrap()),
+            client_identity: None,
+            credentials,
+            keep_alive: Duration::from_secs(240),
+            pings: 2,
+            timeout: Duration::from_secs(5),
+            deadline: Duration::from_secs(30),
+            labels: Default::default(),
+            identity_share: None,
+        }
+    }
+
+    fn device_key() -> Credentials {
+        Credentials::DeviceKey {
+            device_id: "dev1".into(),
+            module_id: Some("mod1".into()),
+            key: Secret::new("dGhpcy1pcy1hLWxhYi1kZXZpY2Uta2V5LTEyMzQ1Njc="),
+            ttl: Duration::from_secs(3600),
+            expiry: Some(4_102_444_800),
+        }
+    }
+
+    #[test]
+    fn mqtt_identity_follows_the_profile_templates() {
+        let p = plan(device_key());
+        let (token, info) = sas_for_run(&p, SystemTime::now()).unwrap();
+        assert_eq!(info.resource, "hub.example.test/devices/dev1/modules/mod1");
+        let o = mqtt_options(&p, Some(&token), Duration::from_secs(3));
+        assert_eq!(o.client_id, "dev1/mod1");
+        // The hub's name, not the gateway connected to, goes into the user name.
+        assert_eq!(
+            o.username.as_deref(),
+            Some("hub.example.test/dev1/mod1/?api-version=2021-04-12")
+        );
+        assert!(o
+            .password
+            .as_ref()
+            .unwrap()
+            .expose()
+            .contains("se=4102444800"));
+        assert_eq!((o.keep_alive, o.pings, o.auth), (240, 2, "sas-key"));
+    }
+
+    #[test]
+    fn no_identity_gets_a_throwaway_client_id_and_no_password() {
+        let p = plan(Credentials::None);
+        let o = mqtt_options(&p, None, Duration::from_secs(3));
+        assert!(o.client_id.starts_with("hubprobe-") && o.client_id.len() == 17);
+        assert!(o.password.is_none());
+        // Two runs never share a throw-away id (a hub would drop the first).
+        assert_ne!(
+            mqtt_options(&p, None, Duration::from_secs(3)).client_id,
+            o.client_id
+        );
+    }
+
+    #[test]
+    fn a_failed_hop_skips_the_rest_of_the_chain_with_its_reason() {
+        let p = plan(Credentials::None);
+        let wss = p.endpoints.iter().find(|e| e.name == "mqtt-ws").unwrap();
+        let mut chain = Chain::new(wss);
+        chain.push(PhaseResult::ok(
+            Phase::Dns,
+            Duration::ZERO,
+            crate::model::NoEvidence,
+        ));
+        chain.push(PhaseResult::failed(
+            Phase::Tcp,
+            Duration::ZERO,
+            crate::model::FailureClass::TcpRefused,
+            "refused",
+            crate::model::NoEvidence,
+        ));
+        chain.skip_rest(crate::net::Hop::Tcp.failed_reason());
+        let r = chain.finish(wss);
+        let phases: Vec<_> = r.phases.iter().map(|p| (p.phase, p.status)).collect();
+        assert_eq!(
+            phases,
+            [
+                (Phase::Dns, Status::Ok),
+                (Phase::Tcp, Status::Failed),
+                (Phase::Tls, Status::Skipped),
+                (Phase::Websocket, Status::Skipped),
+                (Phase::Mqtt, Status::Skipped),
+            ]
+        );
+        assert_eq!(r.phases[4].message.as_deref(), Some("skipped: TCP failed"));
+        assert_eq!(r.verdict, Verdict::Critical);
+    }
+
+    #[test]
+    fn an_mqtt_phase_left_to_the_canary_counts_as_fine() {
+        let p = plan(device_key());
+        let tls = p.endpoints.iter().find(|e| e.name == "mqtt-tls").unwrap();
+        let mut chain = Chain::new(tls);
+        for phase in [Phase::Dns, Phase::Tcp, Phase::Tls] {
+            chain.push(PhaseResult::ok(
+                phase,
+                Duration::ZERO,
+                crate::model::NoEvidence,
+            ));
+        }
+        chain.delegated = true;
+        chain.push(PhaseResult::skipped(Phase::Mqtt, "left to the canary"));
+        assert_eq!(chain.finish(tls).verdict, Verdict::Ok);
+    }
+
+    #[tokio::test]
+    async fn a_run_past_its_deadline_sends_nothing_and_says_so() {
+        let mut p = plan(Credentials::None);
+        p.deadline = Duration::ZERO;
+        let report = run(&p).await;
+        assert_eq!(report.verdict, Verdict::Unknown);
+        assert_eq!(report.endpoints.len(), p.endpoints.len());
+        for e in &report.endpoints {
+            assert!(
+                e.phases.iter().all(|ph| ph.status == Status::Skipped),
+                "{e:?}"
+            );
+            assert!(e.phases[0]
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("deadline passed before DNS"));
+        }
+    }
 }

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::probe::tls::TrustSource;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::auth::Secret;
@@ -11,7 +12,13 @@ use crate::auth::Secret;
 /// hubprobe: why does this device drop off its IoT hub? Probes DNS, TCP, TLS and
 /// MQTT against every hub endpoint, times each phase and explains each failure.
 #[derive(Debug, Parser)]
-#[command(name = "hubprobe", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "hubprobe",
+    version,
+    about,
+    long_about,
+    propagate_version = true
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -41,6 +48,14 @@ pub enum Command {
     /// Aggregate reports from many devices; tell a hub-side incident from device-side trouble.
     #[command(subcommand)]
     Fleet(FleetCommand),
+    /// Print the shell completion script for bash, zsh, fish, elvish or PowerShell.
+    ///
+    /// The Debian package installs the bash, zsh and fish scripts where those shells
+    /// look for them. By hand, e.g. for bash: hubprobe completions bash >
+    /// ~/.local/share/bash-completion/completions/hubprobe
+    Completions(CompletionsArgs),
+    /// Write the manual pages (hubprobe.1 and one per subcommand) into a directory.
+    Man(ManArgs),
 }
 
 /// Report format on stdout.
@@ -50,7 +65,7 @@ pub enum OutputFormat {
     Text,
     /// The JSON report (hubprobe.report/1).
     Json,
-    /// Prometheus text exposition (docs/metrics.md), as node_exporter's textfile collector reads it.
+    /// Prometheus text exposition (metrics.md in /usr/share/doc/hubprobe), as node_exporter's textfile collector reads it.
     Prometheus,
 }
 
@@ -63,17 +78,6 @@ pub enum SummaryFormat {
     Json,
 }
 
-/// Which trust anchors verify the hub's certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TrustArg {
-    /// The operating system's store (what most device stacks use).
-    System,
-    /// The Mozilla roots compiled into hubprobe.
-    Bundled,
-    /// Only the --ca-file anchors (reproduces a device with a minimal store).
-    None,
-}
-
 /// Which hub, how to reach it and as whom: shared by `check` and `tune`.
 #[derive(Debug, Args)]
 pub struct TargetArgs {
@@ -83,7 +87,7 @@ pub struct TargetArgs {
     /// Hub profile: a built-in name (azure-iot-hub, aws-iot-core, mqtt-broker) or a .toml file.
     /// Default: from the host name (…azure-devices.net → azure-iot-hub, …amazonaws.com →
     /// aws-iot-core; with a connection string azure-iot-hub), else mqtt-broker.
-    #[arg(long, env = "HUBPROBE_PROFILE")]
+    #[arg(long, env = "HUBPROBE_PROFILE", hide_env_values = true)]
     pub profile: Option<String>,
 
     /// Probe only these endpoints (comma-separated names from the profile).
@@ -106,13 +110,13 @@ pub struct TargetArgs {
     #[arg(long, value_name = "IP")]
     pub source_ip: Option<String>,
 
-    /// Timeout of each phase.
-    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    /// Timeout of each phase: a duration like 30s, 5m, 1h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     pub timeout: Duration,
 
     /// Trust store for the hub's certificate.
     #[arg(long, value_enum, default_value = "system")]
-    pub trust: TrustArg,
+    pub trust: TrustSource,
 
     /// Add trust anchors from a PEM file (repeatable).
     #[arg(long, value_name = "PEM")]
@@ -153,16 +157,16 @@ pub struct TargetArgs {
     #[arg(long, value_name = "FILE", requires = "username")]
     pub password_file: Option<PathBuf>,
 
-    /// Lifetime of the SAS token generated from the connection string's key.
-    #[arg(long, value_parser = parse_duration, default_value = "1h")]
+    /// Lifetime of the SAS token generated from the connection string's key: a duration like 30s, 5m, 1h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1h")]
     pub sas_ttl: Duration,
 
     /// Pin the generated token's expiry (Unix seconds) instead of now + --sas-ttl.
     #[arg(long, value_name = "UNIX_SECONDS")]
     pub sas_expiry: Option<u64>,
 
-    /// Keep-alive announced in MQTT CONNECT (default: the profile's).
-    #[arg(long, value_parser = parse_duration)]
+    /// Keep-alive announced in MQTT CONNECT: a duration like 30s, 5m, 1h (default: the profile's).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub keepalive: Option<Duration>,
 
     /// A label for fleet grouping, put in the report (repeatable): site=berlin-3.
@@ -177,8 +181,8 @@ pub struct CheckArgs {
     #[command(flatten)]
     pub target: TargetArgs,
 
-    /// Deadline of the whole check.
-    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    /// Deadline of the whole check: a duration like 30s, 5m, 1h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
     pub deadline: Duration,
 
     /// PINGREQ round trips after an accepted CONNACK.
@@ -205,33 +209,58 @@ pub struct CheckArgs {
 /// `hubprobe agent`. The flags and HUBPROBE_* variables override the file.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// The configuration file (see packaging/config.example.toml).
+    /// The configuration file. The Debian package installs a commented one at
+    /// /etc/hubprobe/config.toml (a copy: /usr/share/doc/hubprobe/examples/config.toml).
     #[arg(
         long,
         env = "HUBPROBE_CONFIG",
+        hide_env_values = true,
+        value_name = "FILE",
         default_value = "/etc/hubprobe/config.toml"
     )]
     pub config: PathBuf,
 
     /// State directory: canary history, and the spool unless [spool] dir is set
     /// [default: $STATE_DIRECTORY (systemd), else /var/lib/hubprobe].
-    #[arg(long, env = "HUBPROBE_STATE_DIR", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "HUBPROBE_STATE_DIR",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
     pub state_dir: Option<PathBuf>,
 
     /// Spool directory (overrides [spool] dir).
-    #[arg(long, env = "HUBPROBE_SPOOL_DIR", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "HUBPROBE_SPOOL_DIR",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
     pub spool_dir: Option<PathBuf>,
 
-    /// Time between checks (overrides [schedule] interval).
-    #[arg(long, env = "HUBPROBE_INTERVAL", value_parser = parse_duration)]
+    /// Time between checks: a duration like 30s, 5m, 1h (overrides [schedule] interval).
+    #[arg(
+        long,
+        env = "HUBPROBE_INTERVAL",
+        hide_env_values = true,
+        value_name = "DURATION",
+        value_parser = parse_duration
+    )]
     pub interval: Option<Duration>,
 
-    /// Random spread around the interval (overrides [schedule] spread; 0s for none).
-    #[arg(long, value_parser = parse_duration_or_zero)]
+    /// Random spread around the interval: a duration like 30s, 5m, 1h, or 0s for none (overrides [schedule]
+    /// spread).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_or_zero)]
     pub spread: Option<Duration>,
 
     /// Prometheus textfile (overrides [prometheus] textfile).
-    #[arg(long, env = "HUBPROBE_TEXTFILE", value_name = "FILE")]
+    #[arg(
+        long,
+        env = "HUBPROBE_TEXTFILE",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
     pub textfile: Option<PathBuf>,
 
     /// A label for every report (repeatable; over the file's [labels]).
@@ -247,8 +276,8 @@ pub struct AgentArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub cycles: Option<u64>,
 
-    /// How long the final upload of --once / --cycles may take.
-    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    /// How long the final upload of --once / --cycles may take: a duration like 30s, 5m, 1h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     pub drain_timeout: Duration,
 
     /// Validate the configuration (file, identity, profile) and exit: 0 valid, 3 not.
@@ -276,29 +305,31 @@ pub struct TuneArgs {
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub samples: u32,
 
-    /// Mean time between RTT samples (exponentially distributed: Poisson sampling).
-    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    /// Mean time between RTT samples (exponentially distributed: Poisson sampling):
+    /// a duration like 30s, 5m, 1h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1s")]
     pub sample_interval: Duration,
 
-    /// Shortest idle time tried in discovery.
-    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    /// Shortest idle time tried in discovery: a duration like 30s, 5m, 1h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
     pub min_idle: Duration,
 
-    /// Longest idle time tried (default: a little above the profile's keep-alive cap;
-    /// a path timeout above the cap cannot change the answer).
-    #[arg(long, value_parser = parse_duration)]
+    /// Longest idle time tried: a duration like 30s, 5m, 1h (default: a little above the profile's
+    /// keep-alive cap; a path timeout above the cap cannot change the answer).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub max_idle: Option<Duration>,
 
     /// Most connections the reflector ladder opens at once.
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(2..=1024))]
     pub max_connections: u32,
 
-    /// Notice a dead connection within this time (shortens the keep-alive).
-    #[arg(long, value_parser = parse_duration)]
+    /// Notice a dead connection within this time (shortens the keep-alive): a duration like 30s, 5m, 1h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub detect_within: Option<Duration>,
 
     /// Never ping more often than this (e.g. a carrier rule: 5m); conflicts are reported.
-    #[arg(long, value_parser = parse_duration)]
+    /// A duration like 30s, 5m, 1h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub operator_floor: Option<Duration>,
 
     /// Skip idle-timeout discovery (stability sampling only).
@@ -316,6 +347,14 @@ pub struct TuneArgs {
     /// No progress display on stderr (it is only shown on a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
+
+    /// More detail in text output (-v: certificates, addresses).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// No colour (also when NO_COLOR is set or stdout is not a terminal).
+    #[arg(long)]
+    pub no_color: bool,
 }
 
 /// `hubprobe reflect`.
@@ -343,8 +382,8 @@ pub struct ReflectArgs {
     #[arg(long, default_value_t = crate::tune::reflector::DEFAULT_MAX_PER_ADDRESS as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_per_address: u64,
 
-    /// Longest idle time a client may ask for.
-    #[arg(long, value_parser = parse_duration, default_value = "2h")]
+    /// Longest idle time a client may ask for: a duration like 30s, 5m, 1h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "2h")]
     pub max_idle: Duration,
 }
 
@@ -363,9 +402,30 @@ pub struct SasTokenArgs {
     #[arg(long, value_name = "UNIX_SECONDS", conflicts_with = "ttl")]
     pub expiry: Option<u64>,
 
-    /// Lifetime from now.
-    #[arg(long, value_parser = parse_duration, default_value = "1h")]
+    /// Lifetime from now: a duration like 30s, 5m, 1h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1h")]
     pub ttl: Duration,
+}
+
+/// `hubprobe completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `hubprobe man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Directory to write the pages into (created if missing; existing pages are replaced).
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: PathBuf,
+
+    /// Date printed in the pages' footer (YYYY-MM-DD) [default: from SOURCE_DATE_EPOCH,
+    /// else today].
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_man_date)]
+    pub date: Option<String>,
 }
 
 /// `hubprobe profiles`.
@@ -373,6 +433,209 @@ pub struct SasTokenArgs {
 pub struct ProfilesArgs {
     /// Print this profile's TOML (a built-in name or a file).
     pub name: Option<String>,
+}
+
+/// The completion script of `shell` for the whole command tree, as
+/// `hubprobe completions SHELL` prints it.
+pub fn completion_script(shell: clap_complete::Shell) -> Vec<u8> {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "hubprobe", &mut out);
+    out
+}
+
+/// The manual pages of the command tree: `(file name, roff text)` for `hubprobe.1`
+/// and one page per subcommand at every level (`hubprobe-check.1`,
+/// `hubprobe-fleet-summarize.1`, …), each dated `date` (YYYY-MM-DD) and ending in a
+/// SEE ALSO section that links the pages to each other.
+pub fn man_pages(date: &str) -> Vec<(String, Vec<u8>)> {
+    use clap_mangen::roff::{bold, italic, roman, Roff};
+
+    fn collect(cmd: &clap::Command, out: &mut Vec<clap::Command>) {
+        out.push(cmd.clone());
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            collect(sub, out);
+        }
+    }
+    let mut root = <Cli as clap::CommandFactory>::command().disable_help_subcommand(true);
+    // Builds the tree: subcommands get their display names (hubprobe-check).
+    root.build();
+    let mut commands = Vec::new();
+    collect(&root, &mut commands);
+    let name_of = |c: &clap::Command| {
+        c.get_display_name()
+            .unwrap_or_else(|| c.get_name())
+            .to_string()
+    };
+    let names: Vec<String> = commands.iter().map(name_of).collect();
+    commands
+        .into_iter()
+        .map(|cmd| {
+            let name = name_of(&cmd);
+            let man = clap_mangen::Man::new(cmd)
+                .title(name.to_uppercase())
+                .source(concat!("hubprobe ", env!("CARGO_PKG_VERSION")))
+                .date(date)
+                .manual("hubprobe manual");
+            let file = man.get_filename();
+            let mut rendered = Vec::new();
+            // Writing into a Vec cannot fail.
+            let _ = man.render(&mut rendered);
+            // clap_mangen separates an option's help from its "Possible values:" list
+            // with a break, an empty line and a break; an empty line is a paragraph
+            // break that mandoc -T lint warns about. One vertical space says the same.
+            let mut text = String::from_utf8_lossy(&rendered)
+                .replace("\n.br\n\n.br\n", "\n.sp\n")
+                .into_bytes();
+            let mut see_also = Roff::new();
+            see_also.control("SH", ["EXIT STATUS"]);
+            see_also.text([roman(
+                "0 on success, 3 (UNKNOWN) on a usage error, an invalid configuration or an \
+                 internal error. The commands that judge the network (check, tune, agent \
+                 --once) exit with their verdict:",
+            )]);
+            for (code, meaning) in EXIT_STATUS {
+                see_also.control("TP", []);
+                see_also.text([bold(code.to_string())]);
+                see_also.text([roman(meaning)]);
+            }
+            if name == "hubprobe" {
+                see_also.control("SH", ["ENVIRONMENT"]);
+                for (var, meaning) in environment(&root) {
+                    see_also.control("TP", []);
+                    see_also.text([bold(var)]);
+                    see_also.text([roman(meaning)]);
+                }
+                see_also.control("SH", ["FILES"]);
+                for (path, meaning) in FILES {
+                    see_also.control("TP", []);
+                    see_also.text([italic(path)]);
+                    see_also.text([roman(meaning)]);
+                }
+            }
+            see_also.control("SH", ["SEE ALSO"]);
+            let others: Vec<&String> = names.iter().filter(|n| **n != name).collect();
+            for (i, other) in others.iter().enumerate() {
+                let sep = if i + 1 < others.len() { "," } else { "" };
+                see_also.text([bold(other.as_str()), roman(format!("(1){sep}"))]);
+            }
+            see_also.control("PP", []);
+            see_also.text([roman(
+                "/usr/share/doc/hubprobe/ (README.md, failure-classes.md, metrics.md, agent.md)",
+            )]);
+            // Apostrophes become \*(Aq, defined by the preamble the page already has.
+            let extra = see_also.render();
+            let extra = extra.find(".SH").map_or("", |at| &extra[at..]);
+            text.extend_from_slice(extra.as_bytes());
+            (file, text)
+        })
+        .collect()
+}
+
+/// The exit codes of every subcommand, for the manual pages (src/exit.rs).
+const EXIT_STATUS: [(u8, &str); 4] = [
+    (
+        0,
+        "OK: every probed endpoint works and no finding is worse than info.",
+    ),
+    (
+        1,
+        "WARNING: some endpoints fail while another works, or a warning finding.",
+    ),
+    (2, "CRITICAL: the device cannot connect to the hub."),
+    (
+        3,
+        "UNKNOWN: a usage error, an invalid configuration or an internal error.",
+    ),
+];
+
+/// Files of a packaged install, for hubprobe(1).
+const FILES: [(&str, &str); 4] = [
+    (
+        "/etc/hubprobe/config.toml",
+        "The agent's configuration (every key documented in it).",
+    ),
+    (
+        "/etc/hubprobe/connection-string",
+        "The device identity the packaged configuration reads (root:hubprobe, mode 0640).",
+    ),
+    (
+        "/var/lib/hubprobe",
+        "The agent's state: spool, canary history, the Prometheus textfile hubprobe.prom.",
+    ),
+    (
+        "/usr/share/hubprobe/prometheus/hubprobe.rules.yml",
+        "Alert and recording rules for Prometheus.",
+    ),
+];
+
+/// The environment variables hubprobe reads, for hubprobe(1): those behind options
+/// (from the clap tree, with the options' names) and the credentials and switches
+/// read directly.
+fn environment(root: &clap::Command) -> Vec<(String, String)> {
+    fn walk(cmd: &clap::Command, path: &str, out: &mut BTreeMap<String, Vec<String>>) {
+        for arg in cmd.get_arguments() {
+            if let (Some(env), Some(long)) = (arg.get_env(), arg.get_long()) {
+                out.entry(env.to_string_lossy().into_owned())
+                    .or_default()
+                    .push(format!("{path} --{long}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+    use std::collections::BTreeMap;
+    let mut options = BTreeMap::new();
+    walk(root, "hubprobe", &mut options);
+    let mut out: Vec<(String, String)> = [
+        (
+            "IOTHUB_DEVICE_CONNECTION_STRING",
+            "The device connection string, when no credential option is given. Never printed.",
+        ),
+        (
+            "HUBPROBE_SAS_TOKEN",
+            "A ready SAS token, when no credential option is given. Never printed.",
+        ),
+        (
+            "HUBPROBE_MQTT_PASSWORD",
+            "The MQTT password for --username. Never printed.",
+        ),
+        (
+            "RUST_LOG",
+            "Log filter for stderr (off by default; the agent logs at info).",
+        ),
+        ("NO_COLOR", "No colour in text output."),
+        (
+            "SOURCE_DATE_EPOCH",
+            "The date hubprobe man writes into the pages.",
+        ),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (var, opts) in options {
+        out.push((var, format!("Default of {}.", opts.join(", "))));
+    }
+    out
+}
+
+/// Checks a `--date` for `hubprobe man`: YYYY-MM-DD.
+fn parse_man_date(s: &str) -> Result<String, String> {
+    let ok = s.len() == 10
+        && s.char_indices().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                c == '-'
+            } else {
+                c.is_ascii_digit()
+            }
+        })
+        && humantime::parse_rfc3339_weak(&format!("{s} 00:00:00")).is_ok();
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not a date like 2026-01-31"))
+    }
 }
 
 /// Wraps a secret argument so that it cannot be printed by accident.
@@ -435,6 +698,8 @@ pub enum FleetCommand {
     Summarize(FleetSummarizeArgs),
     /// Generate a realistic fleet of reports as NDJSON (for tests and benchmarks).
     Synth(FleetSynthArgs),
+    /// Print the JSON Schema of the fleet summary (hubprobe.fleet/1).
+    Schema,
 }
 
 /// `hubprobe fleet summarize`.
@@ -464,8 +729,8 @@ pub struct FleetSummarizeArgs {
     #[arg(long, value_name = "LABEL", default_value = "site")]
     pub site_label: String,
 
-    /// Width of the incident view's time buckets.
-    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    /// Width of the incident view's time buckets: a duration like 30s, 5m, 1h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
     pub bucket: Duration,
 
     /// Devices failing the same way in one bucket that make it an incident
@@ -480,6 +745,10 @@ pub struct FleetSummarizeArgs {
     /// Parser threads.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub threads: u32,
+
+    /// No progress display on stderr (it is only shown on a terminal anyway).
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
 }
 
 /// `hubprobe fleet synth`.
@@ -493,12 +762,12 @@ pub struct FleetSynthArgs {
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub sites: u32,
 
-    /// Period covered.
-    #[arg(long, value_parser = parse_duration, default_value = "12h")]
+    /// Period covered: a duration like 30s, 5m, 1h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "12h")]
     pub duration: Duration,
 
-    /// Check period of every device.
-    #[arg(long, value_parser = parse_duration, default_value = "15m")]
+    /// Check period of every device: a duration like 30s, 5m, 1h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "15m")]
     pub interval: Duration,
 
     /// Random seed.

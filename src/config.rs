@@ -10,8 +10,8 @@ use std::time::Duration;
 use crate::auth::sas::{device_id_of, host_of, parse_sas_token, SasError};
 use crate::auth::{ConnectionString, ConnectionStringError, Credentials, Secret};
 use crate::check::CheckPlan;
-use crate::cli::{CheckArgs, TargetArgs, TrustArg};
-use crate::probe::tls::{ClientIdentity, TlsSetupError, TrustSource, TrustStore};
+use crate::cli::{CheckArgs, TargetArgs};
+use crate::probe::tls::{ClientIdentity, TlsSetupError, TrustStore};
 use crate::profile::{Profile, ProfileError};
 
 /// Why a check could not be set up. Messages never contain secrets.
@@ -372,11 +372,7 @@ fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, 
         })
         .transpose()?;
 
-    let trust_source = match args.trust {
-        TrustArg::System => TrustSource::System,
-        TrustArg::Bundled => TrustSource::Bundled,
-        TrustArg::None => TrustSource::None,
-    };
+    let trust_source = args.trust;
     let trust = Arc::new(TrustStore::load(trust_source, &args.ca_file)?);
     let client_identity = match (&args.cert, &args.key) {
         (Some(c), Some(k)) => Some(Arc::new(ClientIdentity::load(c, k)?)),

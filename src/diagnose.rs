@@ -13,6 +13,47 @@ pub struct Context<'a> {
     pub auth: &'a str,
     /// The SAS token's lifetime, when one was used.
     pub sas_token: Option<&'a crate::model::SasTokenInfo>,
+    /// The DNS server given instead of the system's, if any.
+    pub dns_server: Option<std::net::SocketAddr>,
+}
+
+/// The hint of `class` as it applies to this profile and setup: the catalogue's
+/// words, with what only some hubs have (a WebSocket endpoint, SAS tokens, an
+/// explicit DNS server) added or replaced.
+pub fn hint_for(class: FailureClass, ctx: &Context<'_>) -> String {
+    use crate::model::{Protocol, Transport};
+    let base = explain(class).hint;
+    let ws = ctx.profile.endpoints.iter().find(|e| {
+        e.protocol == Protocol::Mqtt && matches!(e.transport, Transport::Ws | Transport::Wss)
+    });
+    match class {
+        FailureClass::TcpRefused | FailureClass::TcpTimeout => match ws {
+            Some(ws) => format!(
+                "{base}; if only the MQTT port is blocked, use MQTT over WebSocket on {}",
+                ws.port
+            ),
+            None => base.to_string(),
+        },
+        FailureClass::DnsTimeout | FailureClass::DnsUnreachable => match ctx.dns_server {
+            Some(server) => format!(
+                "the DNS server given with --dns-server ({server}) does not answer: check its address and port ({}), that it runs, and that UDP/TCP to that port is allowed",
+                server.port()
+            ),
+            None => base.to_string(),
+        },
+        FailureClass::MqttBadCredentials if !ctx.profile.sas_tokens => {
+            "check the user name and password (or the client certificate) the broker expects".into()
+        }
+        _ => base.to_string(),
+    }
+}
+
+/// The IoT Hub error a class explains, on profiles of IoT Hub (SAS-token hubs) only.
+fn iothub_error_for(class: FailureClass, ctx: &Context<'_>) -> Option<String> {
+    ctx.profile
+        .sas_tokens
+        .then(|| explain(class).iothub_error.map(str::to_string))
+        .flatten()
 }
 
 /// A leaf certificate closer than this to expiry is a warning.
@@ -45,7 +86,7 @@ pub fn findings(endpoints: &[crate::model::EndpointReport], ctx: &Context<'_>) -
             .failed_phase()
             .and_then(|p| p.message.clone())
             .unwrap_or_default();
-        let mut hint = ex.hint.to_string();
+        let mut hint = hint_for(*class, ctx);
         if *class == FailureClass::TlsUnknownCa && !ctx.profile.trust.expected_anchors.is_empty() {
             hint.push_str(&format!(
                 ". {} certificates chain to: {}",
@@ -72,7 +113,7 @@ pub fn findings(endpoints: &[crate::model::EndpointReport], ctx: &Context<'_>) -
             endpoints: eps.iter().map(|e| e.name.clone()).collect(),
             summary: format!("{}: {first}", ex.meaning),
             hint,
-            iothub_error: ex.iothub_error.map(str::to_string),
+            iothub_error: iothub_error_for(*class, ctx),
         });
     }
 
@@ -258,7 +299,11 @@ pub fn findings(endpoints: &[crate::model::EndpointReport], ctx: &Context<'_>) -
             class: None,
             endpoints: auth_untested,
             summary: "MQTT is reachable end to end; authentication was not tested (no device credentials given)".into(),
-            hint: "set IOTHUB_DEVICE_CONNECTION_STRING (or --sas-token, --cert/--key) to test the device's own identity".into(),
+            hint: if ctx.profile.sas_tokens {
+                "set IOTHUB_DEVICE_CONNECTION_STRING (or --sas-token, --cert/--key) to test the device's own identity".into()
+            } else {
+                "give the device's credentials (--username with --password-file or HUBPROBE_MQTT_PASSWORD, or --cert/--key) to test its own identity".into()
+            },
             iothub_error: None,
         });
     }
@@ -558,6 +603,7 @@ mod tests {
                 profile: &profile,
                 auth,
                 sas_token: sas,
+                dns_server: None,
             };
             let f = findings(eps, &ctx);
             let v = verdict(eps, &f);
@@ -732,6 +778,76 @@ mod tests {
             let (f, v) = run(&eps, "sas-token", Some(&expired));
             assert!(codes(&f).contains(&"sas_token_expired"));
             assert_eq!(v, Verdict::Critical);
+        }
+
+        fn findings_on(profile: &str, eps: &[EndpointReport], dns: Option<&str>) -> Vec<Finding> {
+            let profile = Profile::load(profile).unwrap();
+            let ctx = Context {
+                profile: &profile,
+                auth: "none",
+                sas_token: None,
+                dns_server: dns.map(|d| d.parse().unwrap()),
+            };
+            findings(eps, &ctx)
+        }
+
+        #[test]
+        fn hints_follow_the_profile() {
+            let mut plain = mqtt_ok("mqtt", Transport::Tls, 1883, good_anchor());
+            plain.phases[3] = ok(Phase::Mqtt, json!({"auth_tested": false}));
+            let eps = [
+                blocked("mqtt-tls", Transport::Tls, 8883, FailureClass::TcpRefused),
+                plain,
+            ];
+            // A generic broker has no WebSocket endpoint and no IoT Hub errors.
+            let f = findings_on("mqtt-broker", &eps, None);
+            let refused = f.iter().find(|f| f.code == "tcp.refused").unwrap();
+            assert!(!refused.hint.contains("WebSocket"), "{}", refused.hint);
+            assert!(f.iter().all(|f| f.iothub_error.is_none()), "{f:?}");
+            let auth = f.iter().find(|f| f.code == "auth_not_tested").unwrap();
+            assert!(
+                !auth.hint.contains("IOTHUB_DEVICE_CONNECTION_STRING"),
+                "{}",
+                auth.hint
+            );
+            assert!(auth.hint.contains("--username"), "{}", auth.hint);
+            // IoT Hub has MQTT over WebSocket on 443 and names its connection string.
+            let f = findings_on("azure-iot-hub", &eps, None);
+            let refused = f.iter().find(|f| f.code == "tcp.refused").unwrap();
+            assert!(
+                refused.hint.contains("WebSocket on 443"),
+                "{}",
+                refused.hint
+            );
+            let auth = f.iter().find(|f| f.code == "auth_not_tested").unwrap();
+            assert!(
+                auth.hint.contains("IOTHUB_DEVICE_CONNECTION_STRING"),
+                "{}",
+                auth.hint
+            );
+        }
+
+        #[test]
+        fn a_given_dns_server_is_named_in_the_hint() {
+            let dns_failed = |class| {
+                endpoint(
+                    "mqtt-tls",
+                    Transport::Tls,
+                    8883,
+                    vec![failed(Phase::Dns, class)],
+                )
+            };
+            for class in [FailureClass::DnsTimeout, FailureClass::DnsUnreachable] {
+                let f = findings_on("mqtt-broker", &[dns_failed(class)], Some("127.0.0.1:5300"));
+                let hint = &f[0].hint;
+                assert!(hint.contains("127.0.0.1:5300"), "{hint}");
+                assert!(
+                    !hint.contains("resolv.conf") && !hint.contains("port 53 "),
+                    "{hint}"
+                );
+                let f = findings_on("mqtt-broker", &[dns_failed(class)], None);
+                assert!(!f[0].hint.contains("--dns-server ("), "{}", f[0].hint);
+            }
         }
 
         #[test]

@@ -1,7 +1,10 @@
 //! hubprobe: a connectivity probe for IoT devices that connect to a cloud hub.
 //!
 //! The library holds everything; `main.rs` only parses the command line, runs
-//! and maps the verdict to an exit code.
+//! and maps the verdict to an exit code. The layers (each importing only from
+//! those below it) are described in `docs/architecture.md`.
+
+#![deny(missing_docs)]
 
 pub mod agent;
 pub mod auth;

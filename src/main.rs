@@ -10,8 +10,8 @@ use clap::Parser;
 
 use hubprobe::auth::sas::{generate_sas_token, resource_uri};
 use hubprobe::cli::{
-    AgentArgs, CheckArgs, Cli, Command, OutputFormat, ProfilesArgs, ReflectArgs, SasTokenArgs,
-    TuneArgs,
+    AgentArgs, CheckArgs, Cli, Command, ManArgs, OutputFormat, ProfilesArgs, ReflectArgs,
+    SasTokenArgs, TuneArgs,
 };
 use hubprobe::exit::ExitCode;
 use hubprobe::profile::{builtin_names, Profile, BUILTIN};
@@ -105,39 +105,94 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print_stdout(&hubprobe::model::catalogue_markdown())?;
             Ok(ExitCode::Ok)
         }
+        Command::Completions(args) => {
+            let script = hubprobe::cli::completion_script(args.shell);
+            let mut out = std::io::stdout().lock();
+            out.write_all(&script)
+                .and_then(|_| out.flush())
+                .context("cannot write to stdout")?;
+            Ok(ExitCode::Ok)
+        }
+        Command::Man(args) => man(&args),
     }
+}
+
+/// `hubprobe man`: every page written atomically into `--out-dir`.
+fn man(args: &ManArgs) -> anyhow::Result<ExitCode> {
+    let date = match &args.date {
+        Some(d) => d.clone(),
+        None => man_date()?,
+    };
+    std::fs::create_dir_all(&args.out_dir)
+        .with_context(|| format!("cannot create {}", args.out_dir.display()))?;
+    for (name, text) in hubprobe::cli::man_pages(&date) {
+        let path = args.out_dir.join(&name);
+        hubprobe::fsio::write_atomic(&path, &text)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(ExitCode::Ok)
+}
+
+/// The pages' date: SOURCE_DATE_EPOCH (reproducible builds) if set, else today (UTC).
+fn man_date() -> anyhow::Result<String> {
+    let when = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => {
+            let secs: u64 = v
+                .trim()
+                .parse()
+                .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not Unix seconds"))?;
+            UNIX_EPOCH + std::time::Duration::from_secs(secs)
+        }
+        Err(_) => SystemTime::now(),
+    };
+    Ok(humantime::format_rfc3339_seconds(when).to_string()[..10].to_string())
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let plan = hubprobe::config::plan_check(args)?;
     // Find out now, not after the probes, whether the report can be written.
-    let pending = args
-        .report_file
-        .as_deref()
-        .map(PendingFile::create)
-        .transpose()?;
+    let pending = pending_report(args.report_file.as_deref())?;
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = runtime()?;
     let report = runtime.block_on(hubprobe::check::run(&plan));
     drop(runtime);
 
-    let json = serde_json::to_string_pretty(&report).context("cannot serialize the report")?;
-    // Both outputs are attempted; either failing makes the run UNKNOWN (exit 3).
-    let printed = match args.output {
+    emit(&report, args.output, args.verbose, args.no_color, pending)
+}
+
+/// The report file, created now so an unwritable one fails before the probes run.
+fn pending_report(path: Option<&std::path::Path>) -> anyhow::Result<Option<PendingFile>> {
+    path.map(PendingFile::create).transpose()
+}
+
+/// The single-threaded runtime a check or a tune runs on: the probes are I/O-bound
+/// and few, so one thread starts faster and uses less memory than a pool.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Prints the report in the asked format and commits the report file. Both are
+/// attempted; either failing makes the run UNKNOWN (exit 3). The exit code is the
+/// verdict's otherwise.
+fn emit(
+    report: &hubprobe::model::Report,
+    output: OutputFormat,
+    verbose: u8,
+    no_color: bool,
+    pending: Option<PendingFile>,
+) -> anyhow::Result<ExitCode> {
+    let json = serde_json::to_string_pretty(report).context("cannot serialize the report")?;
+    let printed = match output {
         OutputFormat::Json => print_stdout(&format!("{json}\n")),
-        OutputFormat::Prometheus => print_stdout(&report::prometheus::render(&report, None)),
+        OutputFormat::Prometheus => print_stdout(&report::prometheus::render(report, None)),
         OutputFormat::Text => {
-            let color = !args.no_color
+            let color = !no_color
                 && std::env::var_os("NO_COLOR").is_none()
                 && std::io::stdout().is_terminal();
-            let opts = text::TextOptions {
-                color,
-                verbose: args.verbose,
-            };
-            print_stdout(&text::render(&report, opts))
+            print_stdout(&text::render(report, text::TextOptions { color, verbose }))
         }
     };
     let written = match pending {
@@ -160,15 +215,8 @@ fn tune(args: &TuneArgs) -> anyhow::Result<ExitCode> {
     if hubprobe::tune::run::mqtt_endpoint(&plan).is_none() {
         bail!("the selected endpoints include no MQTT endpoint to tune");
     }
-    let pending = args
-        .report_file
-        .as_deref()
-        .map(PendingFile::create)
-        .transpose()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let pending = pending_report(args.report_file.as_deref())?;
+    let runtime = runtime()?;
     let mode = match &args.reflector {
         None => Mode::Hub,
         Some(spec) => {
@@ -207,23 +255,7 @@ fn tune(args: &TuneArgs) -> anyhow::Result<ExitCode> {
     let report = runtime.block_on(hubprobe::tune::run::tune(&plan, &settings, &bar));
     bar.clear();
     drop(runtime);
-    let json = serde_json::to_string_pretty(&report).context("cannot serialize the report")?;
-    let printed = match args.output {
-        OutputFormat::Json => print_stdout(&format!("{json}\n")),
-        OutputFormat::Prometheus => print_stdout(&report::prometheus::render(&report, None)),
-        OutputFormat::Text => {
-            let color = std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
-            let opts = text::TextOptions { color, verbose: 0 };
-            print_stdout(&text::render(&report, opts))
-        }
-    };
-    let written = match pending {
-        Some(file) => file.commit(json.as_bytes()),
-        None => Ok(()),
-    };
-    printed?;
-    written?;
-    Ok(report.verdict.exit_code())
+    emit(&report, args.output, args.verbose, args.no_color, pending)
 }
 
 /// Resolves `HOST:PORT` of the reflector (DNS like the hub's) and sets up TLS.
@@ -302,10 +334,7 @@ fn agent(args: &AgentArgs) -> anyhow::Result<ExitCode> {
         println!("{}: valid", opts.config.display());
         return Ok(ExitCode::Ok);
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = runtime()?;
     Ok(runtime.block_on(run(opts, cfg))?)
 }
 
@@ -377,6 +406,46 @@ impl hubprobe::tune::run::Progress for ProgressBar {
             "\r\x1b[2K{stage:<10} [{}{}] {done}/{total} {note}",
             "#".repeat(filled),
             "-".repeat(width - filled)
+        );
+    }
+}
+
+/// `fleet summarize` progress on stderr (only on a terminal): bytes read of the
+/// total and reports per second, redrawn in place; a last line stays.
+struct FleetProgress {
+    show: bool,
+}
+
+impl hubprobe::fleet::Progress for FleetProgress {
+    fn update(&self, p: &hubprobe::fleet::ProgressState, done: bool) {
+        if !self.show {
+            return;
+        }
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        let secs = p.elapsed.as_secs_f64();
+        let rate = if secs > 0.0 {
+            p.reports as f64 / secs
+        } else {
+            0.0
+        };
+        let of = match p.bytes_total {
+            Some(t) if t > 0 => format!(
+                " of {:.1} MiB ({:.0} %)",
+                mib(t),
+                (p.bytes_read.min(t) as f64 * 100.0) / t as f64
+            ),
+            _ => String::new(),
+        };
+        eprint!(
+            "\r\x1b[2Kfleet summarize: read {:.1} MiB{of}, {} reports, {:.0} reports/s{}",
+            mib(p.bytes_read),
+            p.reports,
+            rate,
+            if done {
+                format!(" in {secs:.1} s\n")
+            } else {
+                String::new()
+            }
         );
     }
 }
@@ -530,7 +599,10 @@ fn fleet(cmd: &hubprobe::cli::FleetCommand) -> anyhow::Result<ExitCode> {
             };
             let sources: Vec<Source> = a.inputs.iter().map(|s| Source::parse(s)).collect();
             let pending = a.html.as_deref().map(PendingFile::create).transpose()?;
-            let summary = fleet::summarize(&sources, opts)?;
+            let progress = FleetProgress {
+                show: !a.quiet && std::io::stderr().is_terminal(),
+            };
+            let summary = fleet::summarize_with_progress(&sources, opts, &progress)?;
             let printed = match a.output {
                 SummaryFormat::Json => {
                     let json = serde_json::to_string_pretty(&summary)
@@ -553,6 +625,10 @@ fn fleet(cmd: &hubprobe::cli::FleetCommand) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::Warning);
             }
+            Ok(ExitCode::Ok)
+        }
+        FleetCommand::Schema => {
+            print_stdout(fleet::summary::JSON_SCHEMA)?;
             Ok(ExitCode::Ok)
         }
         FleetCommand::Synth(a) => {

@@ -150,6 +150,17 @@ site = "lab"
 /// Spooled reports (pending and delivered), oldest first, each parsed and checked
 /// against the schema.
 fn spooled(dir: &Path) -> Vec<(String, bool, Value)> {
+    // The uploader may move a report into delivered/ while it is listed: list again.
+    for _ in 0..20 {
+        if let Some(v) = try_spooled(dir) {
+            return v;
+        }
+    }
+    panic!("the spool kept changing under the listing");
+}
+
+/// One listing, or `None` when a file moved away in the middle of it.
+fn try_spooled(dir: &Path) -> Option<Vec<(String, bool, Value)>> {
     let mut v = Vec::new();
     for (sub, delivered) in [(dir.to_path_buf(), false), (dir.join("delivered"), true)] {
         let Ok(rd) = std::fs::read_dir(&sub) else {
@@ -161,7 +172,11 @@ fn spooled(dir: &Path) -> Vec<(String, bool, Value)> {
             if !name.ends_with(".json") {
                 continue;
             }
-            let text = std::fs::read_to_string(e.path()).unwrap();
+            let text = match std::fs::read_to_string(e.path()) {
+                Ok(t) => t,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
+                Err(err) => panic!("cannot read spool file {name}: {err}"),
+            };
             let report: Value = serde_json::from_str(&text)
                 .unwrap_or_else(|err| panic!("corrupt spool file {name}: {err}\n{text}"));
             assert_valid(&report);
@@ -169,7 +184,7 @@ fn spooled(dir: &Path) -> Vec<(String, bool, Value)> {
         }
     }
     v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
+    Some(v)
 }
 
 fn ids_of(reports: &[(String, bool, Value)]) -> Vec<String> {
@@ -776,4 +791,146 @@ fn fleet_summarize_reads_what_the_agent_wrote() {
     assert_eq!(eof.len(), 1, "{causes:#?}");
     assert!(eof[0]["events"].as_u64().unwrap() >= 1, "{causes:#?}");
     assert_eq!(eof[0]["devices"], 1);
+}
+
+/// Report-like JSON of about `n` bytes.
+fn report_json(i: usize, n: usize) -> Vec<u8> {
+    format!("{{\"id\":\"r-{i}\",\"pad\":\"{}\"}}", "x".repeat(n)).into_bytes()
+}
+
+/// Names in the spool and its delivered/ directory.
+fn spool_names(dir: &Path) -> Vec<String> {
+    [dir.to_path_buf(), dir.join("delivered")]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "delivered")
+        .collect()
+}
+
+#[test]
+fn a_full_disk_evicts_delivered_reports_and_loses_no_new_one() {
+    use hubprobe::agent::spool::{Retention, Spool};
+    let fs = agent_lab::Tmpfs::mount("256k");
+    let dir = fs.path().join("spool");
+    // A byte limit the file system cannot hold: only ENOSPC stops the writes.
+    let retention = Retention {
+        max_reports: 100_000,
+        max_age: Duration::from_secs(86_400),
+        max_bytes: 1 << 30,
+    };
+    let mut spool = Spool::open(&dir, retention).unwrap();
+    // Five reports that are never delivered must survive everything below.
+    let kept: Vec<_> = (0..5)
+        .map(|i| {
+            spool
+                .write(&format!("keep-{i}"), &report_json(i, 3000))
+                .unwrap()
+        })
+        .collect();
+    // 400 cycles of ~3 KB reports (each takes a 4 KiB page): 256 KiB fills many
+    // times over; each one is delivered after it is written.
+    for i in 0..400 {
+        let e = spool
+            .write(&format!("r-{i}"), &report_json(i, 3000))
+            .unwrap_or_else(|err| panic!("cycle {i}: the new report was lost: {err}"));
+        spool.prune(std::time::SystemTime::now()).unwrap();
+        spool.mark_delivered(&e).unwrap();
+    }
+    let evicted = spool.evicted_for_space();
+    assert!(evicted.delivered > 100, "the disk did fill: {evicted:?}");
+    assert_eq!(
+        evicted.undelivered, 0,
+        "an undelivered report went while delivered ones could: {evicted:?}"
+    );
+    for e in &kept {
+        assert!(e.path.exists(), "{} was removed", e.id);
+    }
+    // Nothing torn, no temporary file left.
+    for name in spool_names(&dir) {
+        assert!(!name.starts_with('.'), "a temporary file was left: {name}");
+    }
+    for e in spool.all().unwrap() {
+        serde_json::from_slice::<Value>(&std::fs::read(&e.path).unwrap()).unwrap();
+    }
+
+    // Nothing delivered any more: the oldest undelivered make room for the new.
+    for i in 0..100 {
+        spool
+            .write(&format!("u-{i}"), &report_json(i, 3000))
+            .unwrap_or_else(|err| panic!("undelivered cycle {i}: {err}"));
+    }
+    let evicted = spool.evicted_for_space();
+    assert!(evicted.undelivered > 0, "{evicted:?}");
+    let pending: Vec<String> = spool.pending().unwrap().into_iter().map(|e| e.id).collect();
+    assert_eq!(pending.last().unwrap(), "u-99");
+    assert!(
+        !pending.contains(&"keep-0".to_string()),
+        "the oldest went first"
+    );
+    for name in spool_names(&dir) {
+        assert!(!name.starts_with('.'), "a temporary file was left: {name}");
+    }
+    // A report that cannot fit even in an empty file system is refused whole.
+    let err = spool
+        .write("huge", &report_json(0, 400 * 1024))
+        .unwrap_err();
+    assert!(hubprobe::agent::spool::is_out_of_space(&err), "{err}");
+    assert!(!spool_names(&dir).iter().any(|n| n.contains("huge")));
+}
+
+#[test]
+fn the_agent_on_a_full_disk_keeps_writing_and_uploading() {
+    let lab = Lab::start();
+    let fs = agent_lab::Tmpfs::mount("96k");
+    let spool = fs.path().join("spool");
+    let cfg = lab.config(&[("spool", "max_bytes = \"1GiB\"\nmax_reports = 100000")]);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("dir = \"{}\"", lab.spool().display()),
+        &format!("dir = \"{}\"", spool.display()),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let sub = lab.subscriber("reader-full-disk");
+    // Reports are a few KiB: 40 of them fill 96 KiB several times over.
+    let out = lab.agent(
+        &cfg,
+        &["--cycles", "40", "--interval", "100ms"],
+        Duration::from_secs(120),
+    );
+    assert_eq!(out.code, 0, "{}", out.all_output());
+    assert!(
+        !out.stderr.contains("cannot write report"),
+        "a report was lost to the full disk: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("the file system is full"),
+        "the disk never filled: {}",
+        out.stderr
+    );
+    assert_eq!(
+        out.stderr.matches("report spooled").count(),
+        40,
+        "{}",
+        out.stderr
+    );
+    // Every report the agent made reached the broker.
+    let nd = std::fs::read_to_string(lab.path("reports.ndjson")).unwrap();
+    let made: Vec<String> = nd
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(made.len(), 40);
+    wait_until(Duration::from_secs(20), "every report uploaded", || {
+        made.iter()
+            .all(|id| sub.received().iter().any(|m| m.topic.contains(id.as_str())))
+    });
+    for name in spool_names(&spool) {
+        assert!(!name.starts_with('.'), "a temporary file was left: {name}");
+    }
 }

@@ -522,3 +522,177 @@ fn labels_go_into_the_report_and_bad_ones_exit_3() {
         "label key",
     );
 }
+
+/// Every argument of every (sub)command: (`hubprobe SUB …`, the argument).
+fn all_args() -> Vec<(String, clap::Arg)> {
+    use clap::CommandFactory as _;
+    fn walk(cmd: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for arg in cmd.get_arguments() {
+            out.push((path.to_string(), arg.clone()));
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+    let mut cmd = hubprobe::cli::Cli::command();
+    cmd.build();
+    let mut out = Vec::new();
+    walk(&cmd, "hubprobe", &mut out);
+    out
+}
+
+/// Whether `value` gets through the argument's own value parser.
+fn accepts(arg: &clap::Arg, value: &str) -> bool {
+    let probe = clap::Command::new("probe").no_binary_name(true).arg(
+        clap::Arg::new("x")
+            .long("x")
+            .action(clap::ArgAction::Set)
+            .value_parser(arg.get_value_parser().clone()),
+    );
+    probe.try_get_matches_from(["--x", value]).is_ok()
+}
+
+/// A duration option is found by what it parses, not by its name or text: it takes
+/// "90s" and "1h 30m" and refuses "banana". Its help (short and long) must say what a
+/// value looks like, so a new duration option without it fails here.
+#[test]
+fn every_duration_option_says_its_format() {
+    const FORMAT: &str = "a duration like 30s, 5m, 1h";
+    let mut durations = Vec::new();
+    for (path, arg) in all_args() {
+        if !arg.get_action().takes_values() {
+            continue;
+        }
+        if !(accepts(&arg, "90s") && accepts(&arg, "1h 30m") && !accepts(&arg, "banana")) {
+            continue;
+        }
+        let name = format!(
+            "{path} --{}",
+            arg.get_long().unwrap_or(arg.get_id().as_str())
+        );
+        for help in [arg.get_help(), arg.get_long_help()].into_iter().flatten() {
+            assert!(
+                help.to_string().to_lowercase().contains(FORMAT),
+                "{name}: the help should say {FORMAT:?}: {help}"
+            );
+        }
+        assert!(arg.get_help().is_some(), "{name} has no help");
+        assert_eq!(
+            arg.get_value_names().map(|v| v[0].as_str()),
+            Some("DURATION"),
+            "{name}: the value name"
+        );
+        durations.push(name);
+    }
+    // The detection itself: known duration options are found, others are not.
+    for known in [
+        "hubprobe check --timeout",
+        "hubprobe check --deadline",
+        "hubprobe agent --spread",
+        "hubprobe tune --operator-floor",
+        "hubprobe sas-token --ttl",
+    ] {
+        assert!(
+            durations.iter().any(|d| d == known),
+            "{known} not found: {durations:?}"
+        );
+    }
+    for not in [
+        "hubprobe check --pings",
+        "hubprobe check --profile",
+        "hubprobe check --label",
+    ] {
+        assert!(!durations.iter().any(|d| d == not), "{not} is no duration");
+    }
+    eprintln!("{} duration options", durations.len());
+}
+
+/// clap writes `[env: NAME=]` for an unset variable and `[env: NAME=value]` for a set
+/// one unless the argument hides values: every argument with a variable hides it, and
+/// the rendered help of every (sub)command reads `[env: NAME]` whether the variable is
+/// set or not, never showing its value.
+#[test]
+fn environment_hints_read_cleanly_and_never_show_values() {
+    use clap::CommandFactory as _;
+    let mut envs = Vec::new();
+    for (path, arg) in all_args() {
+        if let Some(env) = arg.get_env() {
+            let env = env.to_string_lossy().into_owned();
+            assert!(
+                arg.is_hide_env_values_set(),
+                "{path} --{}: hide_env_values",
+                arg.get_id()
+            );
+            envs.push((path, env));
+        }
+    }
+    assert!(envs.len() >= 6, "{envs:?}");
+
+    const SENTINEL: &str = "/sentinel-value-xyzzy";
+    let set: Vec<(&str, &str)> = envs.iter().map(|(_, e)| (e.as_str(), SENTINEL)).collect();
+    let mut paths: Vec<Vec<String>> = Vec::new();
+    fn walk(cmd: &clap::Command, path: Vec<String>, out: &mut Vec<Vec<String>>) {
+        out.push(path.clone());
+        for sub in cmd.get_subcommands() {
+            let mut p = path.clone();
+            p.push(sub.get_name().to_string());
+            walk(sub, p, out);
+        }
+    }
+    walk(&hubprobe::cli::Cli::command(), Vec::new(), &mut paths);
+    for path in paths
+        .iter()
+        .filter(|p| p.last().is_none_or(|l| l != "help"))
+    {
+        for env in [&[][..], &set[..]] {
+            for flag in ["-h", "--help"] {
+                let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+                args.push(flag);
+                let out = run_with_env(&args, env, Duration::from_secs(30));
+                assert_eq!(out.code, 0, "{args:?}: {}", out.all_output());
+                let text = out.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+                assert!(!text.contains("=]"), "{args:?} has a dangling '=': {text}");
+                assert!(!text.contains(SENTINEL), "{args:?} shows a value: {text}");
+                let here = format!("hubprobe {}", path.join(" "));
+                for (p, name) in &envs {
+                    if p.trim() == here.trim() {
+                        assert!(
+                            text.contains(&format!("[env: {name}]")),
+                            "{args:?} should say [env: {name}]: {text}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The help names the paths a packaged install has, not the source tree's.
+#[test]
+fn help_names_installed_paths_not_the_source_tree() {
+    let out = run(&["agent", "--help"]);
+    assert_eq!(out.code, 0);
+    assert!(
+        out.stdout.contains("/etc/hubprobe/config.toml"),
+        "{}",
+        out.stdout
+    );
+    for (path, arg) in all_args() {
+        for help in [arg.get_help(), arg.get_long_help()].into_iter().flatten() {
+            let help = help.to_string();
+            for tree in ["packaging/", "docs/", "probes/", "src/", "tests/"] {
+                assert!(
+                    !help.contains(tree)
+                        || help.contains(&format!("/usr/share/doc/hubprobe/{tree}")),
+                    "{path} --{}: names a source-tree path ({tree}): {help}",
+                    arg.get_id()
+                );
+            }
+        }
+        for value in arg.get_possible_values() {
+            if let Some(help) = value.get_help() {
+                assert!(!help.to_string().contains("docs/"), "{path}: {help}");
+            }
+        }
+    }
+}

@@ -392,6 +392,31 @@ async fn silent_server_times_out_and_phase_never_hangs() {
     );
 }
 
+#[tokio::test]
+async fn a_closed_server_port_is_unreachable_not_a_timeout() {
+    // Nothing listens on this UDP port: the kernel answers with ICMP port
+    // unreachable. With a long timeout, a probe that waited it out would report
+    // dns.timeout; the refusal is seen at once and classified as what it is.
+    let port = free_loopback_port();
+    let out = resolve(
+        "hub.closed.test",
+        &DnsOptions {
+            server: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
+            timeout: Duration::from_secs(30),
+        },
+    )
+    .await;
+    assert_eq!(out.result.status, Status::Failed);
+    assert_eq!(
+        out.result.class,
+        Some(FailureClass::DnsUnreachable),
+        "{:?}",
+        out.result.message
+    );
+    let msg = out.result.message.unwrap();
+    assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
+}
+
 // ---------------------------------------------------------------- system configuration
 
 /// The addresses /etc/hosts gives `localhost`; fails when there are none, since

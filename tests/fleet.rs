@@ -428,3 +428,123 @@ fn synth_cli_writes_gzip_that_summarize_reads() {
     assert_eq!(s["input"]["reports"], 30 + 30 * 8);
     assert_eq!(s["schema"], "hubprobe.fleet/1");
 }
+
+/// A canary report carrying disconnect records (`canary.recent[]`).
+fn canary_report(id: &str, device: &str, started_at: &str, recent: Value) -> String {
+    serde_json::json!({
+        "schema": "hubprobe.report/1", "id": id, "kind": "check", "host": device,
+        "started_at": started_at, "target": {"device_id": device}, "verdict": "ok",
+        "endpoints": [], "labels": {"network": "net-1", "site": "site-1"},
+        "canary": {"recent": recent}
+    })
+    .to_string()
+}
+
+/// The agent writes a disconnect record while the session is still down, and the
+/// same record (same `id`) completed in a later report: it counts once, in its
+/// latest version, whatever the order the reports arrive in; records without an id
+/// (older agents) count as they come.
+#[test]
+fn a_disconnect_reported_open_then_completed_counts_once_with_its_outage() {
+    let at = 1_795_690_800_000u64; // 2026-11-26T10:20:00Z
+    let open = serde_json::json!({"id": "d1-7", "at": "2026-11-26T10:20:00Z", "at_unix_ms": at,
+        "session_lived_s": 600.0, "idle_before_s": 30.0, "cause": "io_error", "detail": "reset",
+        "failed_attempts": 0});
+    let mut done = open.clone();
+    done["reconnect_s"] = serde_json::json!(95.5);
+    done["failed_attempts"] = serde_json::json!(4);
+    let other = serde_json::json!({"id": "d1-8", "at_unix_ms": at + 600_000, "cause": "no_pingresp",
+        "reconnect_s": 2.0, "failed_attempts": 0});
+    let legacy = serde_json::json!({"at_unix_ms": at, "cause": "tcp_reset", "reconnect_s": 10.0});
+    let lines = [
+        canary_report(
+            "r1",
+            "d1",
+            "2026-11-26T10:25:00Z",
+            serde_json::json!([open]),
+        ),
+        canary_report(
+            "r2",
+            "d1",
+            "2026-11-26T10:40:00Z",
+            serde_json::json!([done, other]),
+        ),
+        // Still listed by the next report, complete.
+        canary_report(
+            "r3",
+            "d1",
+            "2026-11-26T10:55:00Z",
+            serde_json::json!([other]),
+        ),
+        // Another device with the same record id is another disconnect.
+        canary_report(
+            "r4",
+            "d2",
+            "2026-11-26T10:25:00Z",
+            serde_json::json!([open]),
+        ),
+        // An older agent: no id, so the repeat counts twice (as before).
+        canary_report(
+            "r5",
+            "d3",
+            "2026-11-26T10:25:00Z",
+            serde_json::json!([legacy]),
+        ),
+        canary_report(
+            "r6",
+            "d3",
+            "2026-11-26T10:40:00Z",
+            serde_json::json!([legacy]),
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    // In order, and with the completed version first: the same summary.
+    let orders: [&[usize]; 2] = [&[0, 1, 2, 3, 4, 5], &[2, 1, 5, 0, 4, 3]];
+    for order in orders {
+        let path = dir.path().join("canary.ndjson");
+        let text: Vec<&str> = order.iter().map(|&i| lines[i].as_str()).collect();
+        std::fs::write(&path, text.join("\n")).unwrap();
+        let s = summary_of(&path, FleetOptions::default());
+        assert_eq!(s.input.reports, 6);
+        let cause = |c: &str| {
+            s.overall
+                .disconnects
+                .iter()
+                .find(|x| x.cause == c)
+                .unwrap_or_else(|| panic!("no {c}: {:#?}", s.overall.disconnects))
+        };
+        let io = cause("io_error");
+        assert_eq!((io.events, io.devices), (2, 2), "{order:?}: {io:#?}");
+        // d1's completed version (95.5 s after 4 failed attempts); d2's never completed.
+        assert_eq!(io.reconnected, 1, "{order:?}");
+        assert_eq!(io.failed_attempts, 4, "{order:?}");
+        let p = io.reconnect_s.unwrap();
+        assert!((p.p50 - 95.5).abs() <= 95.5 * 0.01, "{p:?}");
+        let np = cause("no_pingresp");
+        assert_eq!((np.events, np.reconnected), (1, 1), "{order:?}");
+        let tr = cause("tcp_reset");
+        assert_eq!(
+            (tr.events, tr.devices, tr.reconnected),
+            (2, 1, 2),
+            "{order:?}"
+        );
+        // The timeline counts each device once in the disconnect's bucket.
+        let b = s
+            .incidents
+            .timeline
+            .iter()
+            .find(|b| b.start_ms == at as i64)
+            .unwrap();
+        assert_eq!(b.disconnected_devices, 3, "{order:?}");
+    }
+    // The text summary shows the outage lengths.
+    let path = dir.path().join("canary.ndjson");
+    let run = support::run(&["fleet", "summarize", path.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("io_error 2 (2 devices, back after p50 9"),
+        "{}",
+        run.stdout
+    );
+}

@@ -75,6 +75,65 @@ fn close(got: f64, want: f64, what: &str) {
     );
 }
 
+/// Canary reports of a newer agent: each disconnect record has an `id`, is written
+/// open (still down) and repeated completed by later reports, which arrive out of
+/// order; plus a device whose clock says 2200 and one that says 1990.
+fn lifecycle_reports() -> Vec<String> {
+    let report = |id: String, dev: &str, at: &str, recent: Value| {
+        serde_json::json!({
+            "schema": "hubprobe.report/1", "id": id, "kind": "check", "host": dev,
+            "started_at": at, "target": {"device_id": dev}, "verdict": "ok",
+            "endpoints": [], "labels": {"network": "net-z", "site": "site-z"},
+            "canary": {"recent": recent}
+        })
+        .to_string()
+    };
+    let mut out = Vec::new();
+    for d in 0..3u64 {
+        let dev = format!("lifecycle-{d}");
+        let at = 1_795_665_600_000 + d * 60_000; // 2026-11-26T04:00Z on
+        let open = serde_json::json!({"id": "x-1", "at_unix_ms": at, "cause": "io_error"});
+        let mut done = open.clone();
+        done["reconnect_s"] = serde_json::json!(40.0 + 25.0 * d as f64);
+        done["failed_attempts"] = serde_json::json!(4);
+        let second = serde_json::json!({"id": "x-2", "at_unix_ms": at + 900_000,
+            "cause": "no_pingresp", "reconnect_s": 1.5, "failed_attempts": 0});
+        // The completed version first in the input, the open one last.
+        out.push(report(
+            format!("{dev}-b"),
+            &dev,
+            "2026-11-26T04:30:00Z",
+            serde_json::json!([done, second]),
+        ));
+        out.push(report(
+            format!("{dev}-c"),
+            &dev,
+            "2026-11-26T04:45:00Z",
+            serde_json::json!([second]),
+        ));
+        out.push(report(
+            format!("{dev}-a"),
+            &dev,
+            "2026-11-26T04:10:00Z",
+            serde_json::json!([open]),
+        ));
+    }
+    let late = serde_json::json!([{"id": "y-1", "at_unix_ms": 7_258_118_400_000u64, "cause": "tcp_reset"}]);
+    out.push(report(
+        "future".into(),
+        "clock-2200",
+        "2200-01-01T00:00:00Z",
+        late,
+    ));
+    out.push(report(
+        "past".into(),
+        "clock-1990",
+        "1990-01-01T00:00:00Z",
+        serde_json::json!([]),
+    ));
+    out
+}
+
 #[test]
 fn clickhouse_sql_and_fleet_summarize_agree() {
     let dir = tempfile::tempdir().unwrap();
@@ -94,6 +153,9 @@ fn clickhouse_sql_and_fleet_summarize_agree() {
             serde_json::to_writer(&mut out, r).unwrap();
             out.write_all(b"\n").unwrap();
         });
+        for line in lifecycle_reports() {
+            writeln!(out, "{line}").unwrap();
+        }
         out.flush().unwrap();
     }
     let s = summarize(&[Source::Path(data.clone())], FleetOptions::default()).unwrap();
@@ -211,7 +273,38 @@ fn clickhouse_sql_and_fleet_summarize_agree() {
             .unwrap();
         assert_eq!(u(&row["events"]), c.events, "{}", c.cause);
         assert_eq!(u(&row["devices"]), c.devices, "{}", c.cause);
+        assert_eq!(u(&row["reconnected"]), c.reconnected, "{}", c.cause);
+        assert_eq!(u(&row["failed_attempts"]), c.failed_attempts, "{}", c.cause);
+        if let Some(p) = c.reconnect_s {
+            close(
+                p.p50,
+                f(&row["reconnect_p50_s"]),
+                &format!("{} p50", c.cause),
+            );
+            close(
+                p.p90,
+                f(&row["reconnect_p90_s"]),
+                &format!("{} p90", c.cause),
+            );
+            close(
+                p.p99,
+                f(&row["reconnect_p99_s"]),
+                &format!("{} p99", c.cause),
+            );
+        }
     }
+    // The records with ids were counted once each, in their completed version.
+    let io = g
+        .disconnects
+        .iter()
+        .find(|c| c.cause == "io_error")
+        .unwrap();
+    assert!(io.failed_attempts >= 3 * 4, "{io:?}");
+    let it = &ch["implausible_times"][0];
+    assert_eq!(u(&it["reports"]), s.input.implausible_times.reports);
+    assert_eq!(u(&it["disconnects"]), s.input.implausible_times.disconnects);
+    assert_eq!(s.input.implausible_times.reports, 2);
+    assert_eq!(s.input.implausible_times.disconnects, 1);
 
     let tl = ch["timeline"].as_array().unwrap();
     assert_eq!(tl.len(), s.incidents.timeline.len());

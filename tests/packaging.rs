@@ -1,12 +1,16 @@
 //! Packaging (packaging/README.md): the systemd units pass `systemd-analyze verify`
 //! without a single diagnostic and keep a low exposure score; the maintainer scripts
 //! pass shellcheck; the Debian package made by cargo-deb installs with `dpkg -i`,
-//! works from /usr/bin, and removes and purges cleanly; node_exporter reads the
+//! works from /usr/bin, installs the bash, zsh and fish completions where those
+//! shells find them, one manual page per subcommand (clean under
+//! `mandoc -T lint`) and the Prometheus rules (valid for `promtool check rules`),
+//! and removes and purges cleanly; node_exporter reads the
 //! agent's textfile through the documented symlink; the container file copies files
 //! that exist.
 //!
 //! Real tools, installed by scripts/test.sh: systemd (systemd-analyze), dpkg,
-//! cargo-deb, shellcheck, prometheus-node-exporter. A missing one fails the test.
+//! cargo-deb, shellcheck, prometheus-node-exporter, bash-completion, zsh, fish,
+//! mandoc, man-db. A missing one fails the test.
 //! The package test installs into this machine's root file system (CI runs as
 //! root on a throw-away machine) and purges the package again, even when it fails.
 
@@ -250,6 +254,44 @@ fn maintainer_scripts_pass_shellcheck() {
     assert_eq!(out.code, 0, "shellcheck:\n{}", out.all());
 }
 
+/// The build scripts (packaging/build-deb.sh, packaging/generate-assets.sh) are
+/// POSIX sh that shellcheck finds nothing in, and executable.
+#[test]
+fn build_scripts_pass_shellcheck() {
+    let scripts: Vec<String> = ["build-deb.sh", "generate-assets.sh"]
+        .iter()
+        .map(|s| {
+            repo()
+                .join("packaging")
+                .join(s)
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    for s in &scripts {
+        let mode = fs::metadata(s).unwrap().permissions().mode();
+        assert!(mode & 0o111 != 0, "{s} is executable");
+    }
+    let mut args = vec!["--shell=sh", "--severity=style"];
+    args.extend(scripts.iter().map(String::as_str));
+    let out = tool("shellcheck", &args, &[], Duration::from_secs(60));
+    assert_eq!(out.code, 0, "shellcheck:\n{}", out.all());
+}
+
+/// generate-assets.sh refuses a missing binary with one clear message.
+#[test]
+fn generate_assets_refuses_a_missing_binary() {
+    let mut cmd = Command::new(repo().join("packaging/generate-assets.sh"));
+    cmd.arg("/nonexistent/hubprobe");
+    let out = run_bounded(&mut cmd, Duration::from_secs(60));
+    assert_ne!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stderr.contains("no executable /nonexistent/hubprobe"),
+        "{}",
+        out.all()
+    );
+}
+
 /// Every `COPY` source of the container file (outside `--from` stages) exists, and
 /// the configuration it copies is the one the default command reads.
 #[test]
@@ -326,6 +368,12 @@ fn build_deb(scratch: &Path) -> PathBuf {
     let target = scratch.join("target");
     fs::create_dir_all(target.join("release")).unwrap();
     fs::copy(support::bin(), target.join("release/hubprobe")).unwrap();
+    // The generated assets (completions, manual pages), as packaging/build-deb.sh
+    // makes them before `cargo deb`.
+    let mut generate = Command::new(repo().join("packaging/generate-assets.sh"));
+    generate.arg(target.join("release/hubprobe"));
+    let out = run_bounded(&mut generate, Duration::from_secs(120));
+    assert_eq!(out.code, 0, "generate-assets.sh:\n{}", out.all());
     let out_dir = scratch.join("deb");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -429,6 +477,31 @@ fn deb_installs_runs_removes_and_purges() {
         assert!(path.is_file(), "{path:?} installed");
     }
 
+    let mut generated = completions_and_man_pages_are_installed();
+
+    // The Prometheus rules, as shipped, valid for the installed promtool.
+    for name in ["hubprobe.rules.yml", "README.md"] {
+        let path = Path::new(RULES_DIR).join(name);
+        assert_eq!(
+            fs::read(&path).unwrap_or_else(|e| panic!("{path:?}: {e}")),
+            fs::read(repo().join("packaging/prometheus").join(name)).unwrap(),
+            "{path:?} installed as shipped"
+        );
+        generated.push(path);
+    }
+    let rules = format!("{RULES_DIR}/hubprobe.rules.yml");
+    let out = tool(
+        "promtool",
+        &["check", "rules", &rules],
+        &[],
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.code == 0 && out.stdout.contains("SUCCESS"),
+        "promtool check rules {rules}: {}",
+        out.all()
+    );
+
     // The system user the units run as.
     let user = tool(
         "getent",
@@ -474,6 +547,9 @@ fn deb_installs_runs_removes_and_purges() {
         fs::read_to_string("/etc/hubprobe/config.toml").unwrap(),
         edited
     );
+    for path in &generated {
+        assert!(!path.exists(), "{path:?} removed");
+    }
 
     // Purge: the conffile and the state go; the system user stays (Debian keeps
     // system users so that a later one cannot inherit files they owned).
@@ -492,6 +568,149 @@ fn deb_installs_runs_removes_and_purges() {
         Duration::from_secs(30),
     );
     assert_eq!(user.code, 0, "the system user is kept: {}", user.all());
+}
+
+/// Where Debian's shells look for completions, and what the package puts there.
+const COMPLETIONS: [(&str, &str); 3] = [
+    ("bash", "/usr/share/bash-completion/completions/hubprobe"),
+    ("zsh", "/usr/share/zsh/vendor-completions/_hubprobe"),
+    ("fish", "/usr/share/fish/vendor_completions.d/hubprobe.fish"),
+];
+const MAN_DIR: &str = "/usr/share/man/man1";
+const RULES_DIR: &str = "/usr/share/hubprobe/prometheus";
+
+/// The completion scripts are installed where bash-completion, zsh and fish find them
+/// on their own, as the installed binary prints them, and work from there; one
+/// compressed manual page per subcommand is installed, passes `mandoc -T lint` and is
+/// found by `man`. Returns the installed paths (removal must take them away).
+fn completions_and_man_pages_are_installed() -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    for (shell, path) in COMPLETIONS {
+        let printed = tool(
+            INSTALLED_BIN,
+            &["completions", shell],
+            &[],
+            Duration::from_secs(30),
+        );
+        assert_eq!(printed.code, 0, "{}", printed.all());
+        assert_eq!(
+            fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}")),
+            printed.stdout,
+            "{path} is what `hubprobe completions {shell}` prints"
+        );
+        paths.push(PathBuf::from(path));
+    }
+
+    // bash: bash-completion's own on-demand loader finds the file by the command's
+    // name, and the completion it registers completes subcommands and flags.
+    let script = r#"
+source /usr/share/bash-completion/bash_completion
+__load_completion hubprobe || { echo "bash-completion did not load hubprobe" >&2; exit 2; }
+complete -p hubprobe
+fn=$(complete -p hubprobe | sed -n 's/.*-F \([^ ]*\).*/\1/p')
+for line in "hubprobe ch" "hubprobe check --ti"; do
+    read -r -a COMP_WORDS <<< "$line"
+    COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
+    COMP_LINE=$line
+    COMP_POINT=${#line}
+    COMPREPLY=()
+    "$fn" hubprobe "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+    echo "$line => ${COMPREPLY[*]}"
+done
+"#;
+    let out = tool("bash", &["-c", script], &[], Duration::from_secs(60));
+    assert_eq!(out.code, 0, "bash-completion: {}", out.all());
+    assert!(
+        out.stdout.contains("hubprobe ch => check\n")
+            && out.stdout.contains("hubprobe check --ti => --timeout\n"),
+        "bash completes from the installed file:\n{}",
+        out.all()
+    );
+
+    // zsh: the directory is on Debian's default $fpath, and the file parses.
+    let out = tool(
+        "zsh",
+        &["-fc", "print -l $fpath"],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l == "/usr/share/zsh/vendor-completions"),
+        "zsh's fpath: {}",
+        out.all()
+    );
+    let out = tool(
+        "zsh",
+        &["-n", COMPLETIONS[1].1],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.code == 0 && out.stderr.is_empty(),
+        "zsh -n: {}",
+        out.all()
+    );
+
+    // fish: it loads the vendor file by itself when completing hubprobe.
+    let out = tool(
+        "fish",
+        &["-c", "complete -C 'hubprobe check --ti'"],
+        &[("HOME", "/nonexistent")],
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.stdout.lines().any(|l| l.starts_with("--timeout\t")),
+        "fish completes from the vendor directory: {}",
+        out.all()
+    );
+
+    // Manual pages: one per subcommand, compressed by cargo-deb (Debian policy).
+    use clap::CommandFactory as _;
+    let mut names = vec!["hubprobe".to_string()];
+    fn walk(cmd: &clap::Command, prefix: &str, names: &mut Vec<String>) {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let name = format!("{prefix}-{}", sub.get_name());
+            names.push(name.clone());
+            walk(sub, &name, names);
+        }
+    }
+    walk(&hubprobe::cli::Cli::command(), "hubprobe", &mut names);
+    assert!(names.contains(&"hubprobe-check".to_string()), "{names:?}");
+    for name in &names {
+        let page = Path::new(MAN_DIR).join(format!("{name}.1.gz"));
+        assert!(page.is_file(), "{page:?} installed");
+        let lint = tool(
+            "mandoc",
+            &["-T", "lint", "-W", "warning", page.to_str().unwrap()],
+            &[],
+            Duration::from_secs(30),
+        );
+        assert!(
+            lint.code == 0 && lint.stdout.trim().is_empty() && lint.stderr.trim().is_empty(),
+            "mandoc -T lint {page:?}: {}",
+            lint.all()
+        );
+        paths.push(page);
+    }
+    let out = tool(
+        "man",
+        &["-w", "hubprobe-check"],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        out.stdout.trim(),
+        format!("{MAN_DIR}/hubprobe-check.1.gz"),
+        "man finds the page: {}",
+        out.all()
+    );
+    eprintln!(
+        "installed {} manual pages and 3 completion scripts",
+        names.len()
+    );
+    paths
 }
 
 const IDENTITY_FILE: &str = "/etc/hubprobe/connection-string";
@@ -890,4 +1109,56 @@ rate = 100
         "agent: {} distinct system calls, socket families {opened:?}",
         used.len()
     );
+}
+
+/// The endpoint names the example configuration mentions (`endpoints = [...]`, the
+/// canary's `endpoint = ...`, the keys of `ports = {...}`, commented out or not) are
+/// endpoints of the profile its host name selects, as `hubprobe profiles` prints it.
+#[test]
+fn example_config_names_endpoints_the_profile_has() {
+    let text = fs::read_to_string(repo().join("packaging/config.example.toml")).unwrap();
+    let profile = tool(
+        support::bin(),
+        &["profiles", "azure-iot-hub"],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert_eq!(profile.code, 0, "{}", profile.all());
+    let known: BTreeSet<String> = profile
+        .stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("name = "))
+        .map(|v| v.trim_matches('"').to_string())
+        .collect();
+    assert!(known.contains("mqtt-ws"), "{known:?}");
+    let quoted = |s: &str| -> Vec<String> {
+        s.split('"')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    };
+    let mut named = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_start_matches(['#', ' ']);
+        if let Some(v) = line.strip_prefix("endpoints = ") {
+            named.extend(quoted(v));
+        } else if let Some(v) = line.strip_prefix("endpoint = ") {
+            named.extend(quoted(v));
+        } else if let Some(v) = line.strip_prefix("ports = ") {
+            named.extend(
+                v.trim_matches(['{', '}', ' '])
+                    .split(',')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, _)| k.trim().to_string()),
+            );
+        }
+    }
+    assert!(named.len() >= 5, "the example names endpoints: {named:?}");
+    for name in &named {
+        assert!(
+            known.contains(name),
+            "config.example.toml names endpoint {name:?}; the profile has {known:?}"
+        );
+    }
 }

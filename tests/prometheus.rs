@@ -100,6 +100,23 @@ fn samples(text: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// Equal within a relative 1e-9 (and an absolute 1e-12): a metric and the report's
+/// field went through different unit conversions (ms / 1000 here, Duration there),
+/// so exact equality of their floats would be luck.
+macro_rules! assert_close {
+    ($a:expr, $b:expr $(,)?) => {
+        assert_close!($a, $b, "")
+    };
+    ($a:expr, $b:expr, $($msg:tt)+) => {{
+        let (a, b): (f64, f64) = ($a, $b);
+        assert!(
+            (a - b).abs() <= 1e-12_f64.max(1e-9 * a.abs().max(b.abs())),
+            "{a} != {b}: {}",
+            format!($($msg)+)
+        );
+    }};
+}
+
 fn get(m: &BTreeMap<String, f64>, series: &str) -> f64 {
     *m.get(series)
         .unwrap_or_else(|| panic!("no series {series} among {:#?}", m.keys()))
@@ -218,7 +235,7 @@ fn assert_phase_durations_match(m: &BTreeMap<String, f64>, json: &Value) {
             );
             match p["duration_ms"].as_f64() {
                 Some(ms) => {
-                    assert_eq!(get(m, &series), ms / 1000.0, "{series}");
+                    assert_close!(get(m, &series), ms / 1000.0, "{series}");
                     seen += 1;
                 }
                 None => assert!(!m.contains_key(&series), "{series} was skipped"),
@@ -236,17 +253,17 @@ fn check_all_ok_matches_the_json_report_and_the_lab_certificates() {
     promtool_check(&text);
     let m = samples(&text);
 
-    assert_eq!(get(&m, "hubprobe_success"), 1.0);
-    assert_eq!(get(&m, "hubprobe_verdict_code"), 0.0);
-    assert_eq!(
+    assert_close!(get(&m, "hubprobe_success"), 1.0);
+    assert_close!(get(&m, "hubprobe_verdict_code"), 0.0);
+    assert_close!(
         get(&m, "hubprobe_duration_seconds"),
         json["duration_ms"].as_f64().unwrap() / 1000.0
     );
-    assert_eq!(
+    assert_close!(
         get(&m, "hubprobe_finished_timestamp_seconds"),
         unix(json["finished_at"].as_str().unwrap())
     );
-    assert_eq!(
+    assert_close!(
         get(&m, "hubprobe_sas_token_expiry_timestamp_seconds"),
         EXPIRY as f64
     );
@@ -257,9 +274,9 @@ fn check_all_ok_matches_the_json_report_and_the_lab_certificates() {
     let fingerprint = sha256_hex(&server.cert_der);
     for ep in ["mqtt-tls", "mqtt-ws"] {
         let e = format!(r#"{{endpoint="{ep}"}}"#);
-        assert_eq!(get(&m, &format!("hubprobe_endpoint_success{e}")), 1.0);
-        assert_eq!(get(&m, &format!("hubprobe_mqtt_connack_code{e}")), 0.0);
-        assert_eq!(
+        assert_close!(get(&m, &format!("hubprobe_endpoint_success{e}")), 1.0);
+        assert_close!(get(&m, &format!("hubprobe_mqtt_connack_code{e}")), 0.0);
+        assert_close!(
             get(
                 &m,
                 &format!("hubprobe_tls_leaf_not_after_timestamp_seconds{e}")
@@ -270,7 +287,7 @@ fn check_all_ok_matches_the_json_report_and_the_lab_certificates() {
         let tls = &support::phase(&json, ep, "tls")["evidence"];
         let origin = tls["trust_anchor"]["origin"].as_str().unwrap();
         assert!(origin.starts_with("ca-file:"), "{origin}");
-        assert_eq!(
+        assert_close!(
             get(
                 &m,
                 &format!(
@@ -284,7 +301,7 @@ fn check_all_ok_matches_the_json_report_and_the_lab_certificates() {
             text.contains(&format!(r#"fingerprint_sha256="{fingerprint}""#)),
             "{text}"
         );
-        assert_eq!(
+        assert_close!(
             get(
                 &m,
                 &format!(
@@ -296,14 +313,14 @@ fn check_all_ok_matches_the_json_report_and_the_lab_certificates() {
             1.0
         );
         let dns = &support::phase(&json, ep, "dns")["evidence"];
-        assert_eq!(
+        assert_close!(
             get(
                 &m,
                 &format!(r#"hubprobe_dns_answer_records{{endpoint="{ep}",family="a"}}"#)
             ),
             dns["a"]["records"].as_array().unwrap().len() as f64
         );
-        assert_eq!(
+        assert_close!(
             get(
                 &m,
                 &format!(r#"hubprobe_dns_lookup_success{{endpoint="{ep}",family="a"}}"#)
@@ -322,7 +339,7 @@ fn check_all_ok_matches_the_json_report_and_the_lab_certificates() {
     );
     assert!(info.contains(r#"label_net_type="lte""#), "{info}");
     assert!(info.contains(r#"device_id="dev1""#), "{info}");
-    assert_eq!(get(&m, r#"hubprobe_findings{severity="critical"}"#), 0.0);
+    assert_close!(get(&m, r#"hubprobe_findings{severity="critical"}"#), 0.0);
 }
 
 #[test]
@@ -334,18 +351,18 @@ fn check_of_a_refused_port_is_valid_and_says_which_phase_failed() {
     assert_eq!(code, 2, "{text}");
     promtool_check(&text);
     let m = samples(&text);
-    assert_eq!(get(&m, "hubprobe_success"), 0.0);
-    assert_eq!(get(&m, "hubprobe_verdict_code"), 2.0);
+    assert_close!(get(&m, "hubprobe_success"), 0.0);
+    assert_close!(get(&m, "hubprobe_verdict_code"), 2.0);
     assert_phase_durations_match(&m, &json);
     for ep in ["mqtt-tls", "mqtt-ws"] {
-        assert_eq!(
+        assert_close!(
             get(
                 &m,
                 &format!(r#"hubprobe_endpoint_success{{endpoint="{ep}"}}"#)
             ),
             0.0
         );
-        assert_eq!(
+        assert_close!(
             get(
                 &m,
                 &format!(
@@ -354,7 +371,7 @@ fn check_of_a_refused_port_is_valid_and_says_which_phase_failed() {
             ),
             1.0
         );
-        assert_eq!(
+        assert_close!(
             get(
                 &m,
                 &format!(r#"hubprobe_phase_success{{endpoint="{ep}",phase="tcp"}}"#)
@@ -374,14 +391,14 @@ fn check_with_a_foreign_ca_reports_the_leaf_but_no_trust_anchor() {
     promtool_check(&text);
     let m = samples(&text);
     assert_phase_durations_match(&m, &json);
-    assert_eq!(
+    assert_close!(
         get(
             &m,
             r#"hubprobe_phase_failure_info{endpoint="mqtt-tls",phase="tls",class="tls.unknown_ca"}"#
         ),
         1.0
     );
-    assert_eq!(
+    assert_close!(
         get(
             &m,
             r#"hubprobe_tls_leaf_not_after_timestamp_seconds{endpoint="mqtt-tls"}"#
@@ -394,8 +411,8 @@ fn check_with_a_foreign_ca_reports_the_leaf_but_no_trust_anchor() {
         "{text}"
     );
     assert!(text.contains(r#"hubprobe_tls_trust_anchor_info{endpoint="mqtt-ws""#));
-    assert_eq!(get(&m, "hubprobe_success"), 1.0, "WARNING still connects");
-    assert_eq!(get(&m, "hubprobe_verdict_code"), 1.0);
+    assert_close!(get(&m, "hubprobe_success"), 1.0, "WARNING still connects");
+    assert_close!(get(&m, "hubprobe_verdict_code"), 1.0);
 }
 
 /// `hubprobe tune` in hub mode against the loopback broker, `-o prometheus` with the
@@ -470,18 +487,18 @@ fn tune_keepalive_and_a_canary_section_are_valid_and_match_the_report() {
     let k = &json["keepalive"];
     let e = r#"{endpoint="mqtt"}"#;
     let rec = &k["recommendation"];
-    assert_eq!(
+    assert_close!(
         get(&m, &format!("hubprobe_keepalive_recommended_seconds{e}")),
         rec["keepalive_s"].as_f64().unwrap()
     );
-    assert_eq!(
+    assert_close!(
         get(
             &m,
             &format!("hubprobe_keepalive_pingresp_timeout_seconds{e}")
         ),
         rec["pingresp_timeout_s"].as_f64().unwrap()
     );
-    assert_eq!(
+    assert_close!(
         get(
             &m,
             r#"hubprobe_link_probes{endpoint="mqtt",result="answered"}"#
@@ -489,18 +506,18 @@ fn tune_keepalive_and_a_canary_section_are_valid_and_match_the_report() {
         k["stability"]["answered"].as_f64().unwrap()
     );
     // 10 samples were asked for: answered + lost (a loaded machine may lose one).
-    assert_eq!(
+    assert_close!(
         get(
             &m,
             r#"hubprobe_link_probes{endpoint="mqtt",result="answered"}"#
         ) + get(&m, r#"hubprobe_link_probes{endpoint="mqtt",result="lost"}"#),
         10.0
     );
-    assert_eq!(
+    assert_close!(
         get(&m, &format!("hubprobe_path_idle_no_drop_up_to_seconds{e}")),
         k["discovery"]["no_drop_up_to_ms"].as_f64().unwrap() / 1000.0
     );
-    assert_eq!(
+    assert_close!(
         get(
             &m,
             r#"hubprobe_link_srtt_seconds{endpoint="mqtt",group="warm"}"#
@@ -512,7 +529,7 @@ fn tune_keepalive_and_a_canary_section_are_valid_and_match_the_report() {
         rec["confidence"].as_str().unwrap(),
         rec["binding"].as_str().unwrap()
     );
-    assert_eq!(get(&m, &info), 1.0);
+    assert_close!(get(&m, &info), 1.0);
 
     // The agent's view: the same report with a canary section, rendered by the library.
     let mut report: Report = serde_json::from_value(json.clone()).unwrap();
@@ -520,27 +537,27 @@ fn tune_keepalive_and_a_canary_section_are_valid_and_match_the_report() {
     let text = render(&report, None);
     promtool_check(&text);
     let m = samples(&text);
-    assert_eq!(get(&m, &format!("hubprobe_canary_up{e}")), 0.0);
-    assert_eq!(get(&m, &format!("hubprobe_canary_sessions_total{e}")), 5.0);
-    assert_eq!(
+    assert_close!(get(&m, &format!("hubprobe_canary_up{e}")), 0.0);
+    assert_close!(get(&m, &format!("hubprobe_canary_sessions_total{e}")), 5.0);
+    assert_close!(
         get(&m, &format!("hubprobe_canary_connect_failures{e}")),
         3.0
     );
-    assert_eq!(
+    assert_close!(
         get(
             &m,
             r#"hubprobe_canary_connect_error_info{endpoint="mqtt",class="tcp.timeout"}"#
         ),
         1.0
     );
-    assert_eq!(
+    assert_close!(
         get(
             &m,
             r#"hubprobe_canary_disconnects_total{endpoint="mqtt",cause="no_pingresp"}"#
         ),
         3.0
     );
-    assert_eq!(
+    assert_close!(
         get(
             &m,
             r#"hubprobe_canary_disconnects_total{endpoint="mqtt",cause="token_expired"}"#
@@ -556,7 +573,7 @@ fn tune_keepalive_and_a_canary_section_are_valid_and_match_the_report() {
     assert!(!render(&check, None).contains("hubprobe_keepalive_"));
     let with = render(&check, Some(&tuned));
     promtool_check(&with);
-    assert_eq!(
+    assert_close!(
         get(
             &samples(&with),
             &format!("hubprobe_keepalive_recommended_seconds{e}")
@@ -721,7 +738,7 @@ fn node_exporter_scrapes_the_textfile_without_error() {
             .collect::<Vec<_>>()
             .join("\n"),
     );
-    assert_eq!(get(&scraped, "hubprobe_success"), 1.0);
+    assert_close!(get(&scraped, "hubprobe_success"), 1.0);
 
     // The file is replaced whole: the next scrape sees the new report.
     report.verdict = hubprobe::model::Verdict::Critical;

@@ -3,6 +3,9 @@
 -- tests/fleet_clickhouse.rs runs them in chDB on the same reports as
 -- `fleet summarize` and checks both give the same numbers (percentiles: within the
 -- summary's 1 % histogram error; ClickHouse's quantileExact is the reference).
+-- Times outside 2000-01-01 → 2100-01-01 (946684800000 ≤ ms < 4102444800000) are a
+-- device clock gone wrong: they are counted (implausible_times) but neither pick a
+-- device's latest report nor go on the timeline.
 
 -- name: totals
 SELECT
@@ -14,12 +17,16 @@ SELECT
 SELECT kind, count() AS reports FROM hubprobe_reports_v1 GROUP BY kind ORDER BY kind;
 
 -- name: latest_verdicts
--- The verdict of each device's latest report (ties: the more severe verdict).
+-- The verdict of each device's latest report (a believable time first; ties: the
+-- more severe verdict).
 SELECT verdict, count() AS devices
 FROM
 (
     SELECT device,
-           argMax(verdict, (started_at, indexOf(['ok', 'warning', 'critical', 'unknown'], verdict))) AS verdict
+           argMax(verdict, (toUnixTimestamp64Milli(started_at) >= 946684800000
+                                AND toUnixTimestamp64Milli(started_at) < 4102444800000,
+                            started_at,
+                            indexOf(['ok', 'warning', 'critical', 'unknown'], verdict))) AS verdict
     FROM hubprobe_reports_v1
     GROUP BY device
 )
@@ -120,11 +127,25 @@ GROUP BY value
 ORDER BY value;
 
 -- name: disconnects
-SELECT JSONExtractString(ev, 'cause') AS cause, count() AS events, uniqExact(device) AS devices
-FROM hubprobe_reports_v1
-ARRAY JOIN JSONExtractArrayRaw(raw, 'canary', 'recent') AS ev
+-- Each disconnect once (its latest version, see hubprobe_disconnects_v1); outage
+-- lengths from the records whose session was back.
+SELECT cause, count() AS events, uniqExact(device) AS devices,
+       countIf(has_reconnect) AS reconnected,
+       quantileExactIf(0.5)(reconnect_s, has_reconnect) AS reconnect_p50_s,
+       quantileExactIf(0.9)(reconnect_s, has_reconnect) AS reconnect_p90_s,
+       quantileExactIf(0.99)(reconnect_s, has_reconnect) AS reconnect_p99_s,
+       sum(failed_attempts) AS failed_attempts
+FROM hubprobe_disconnects_v1
 GROUP BY cause
 ORDER BY cause;
+
+-- name: implausible_times
+SELECT
+    (SELECT count() FROM hubprobe_reports_v1
+     WHERE NOT (toUnixTimestamp64Milli(started_at) >= 946684800000
+                AND toUnixTimestamp64Milli(started_at) < 4102444800000)) AS reports,
+    (SELECT count() FROM hubprobe_disconnects_v1
+     WHERE NOT (at_unix_ms >= 946684800000 AND at_unix_ms < 4102444800000)) AS disconnects;
 
 -- name: timeline
 -- Per 5-minute bucket: devices whose canary disconnected (token renewals are the
@@ -137,12 +158,11 @@ SELECT bucket_ms,
        sum(failed_checks) AS failed_checks
 FROM
 (
-    SELECT toInt64(intDiv(JSONExtractUInt(ev, 'at_unix_ms'), 300000) * 300000) AS bucket_ms,
+    SELECT toInt64(intDiv(at_unix_ms, 300000) * 300000) AS bucket_ms,
            toUInt64(uniqExact(device)) AS disconnected, toUInt64(0) AS failed_devices,
            toUInt64(0) AS checks, toUInt64(0) AS failed_checks
-    FROM hubprobe_reports_v1
-    ARRAY JOIN JSONExtractArrayRaw(raw, 'canary', 'recent') AS ev
-    WHERE JSONExtractString(ev, 'cause') != 'token_renewal'
+    FROM hubprobe_disconnects_v1
+    WHERE cause != 'token_renewal' AND at_unix_ms >= 946684800000 AND at_unix_ms < 4102444800000
     GROUP BY bucket_ms
     UNION ALL
     SELECT toInt64(intDiv(toUnixTimestamp64Milli(started_at), 300000) * 300000) AS bucket_ms,
@@ -155,6 +175,8 @@ FROM
                            JSONExtractArrayRaw(raw, 'endpoints')) AS failed
         FROM hubprobe_reports_v1
         WHERE length(JSONExtractArrayRaw(raw, 'endpoints')) > 0
+          AND toUnixTimestamp64Milli(started_at) >= 946684800000
+          AND toUnixTimestamp64Milli(started_at) < 4102444800000
     )
     GROUP BY bucket_ms
 )

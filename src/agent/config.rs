@@ -9,8 +9,9 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::check::CheckPlan;
-use crate::cli::{check_label, TargetArgs, TrustArg};
+use crate::cli::{check_label, TargetArgs};
 use crate::config::{plan_target, ConfigError, EnvCredentials};
+use crate::probe::tls::TrustSource;
 
 /// Why the configuration cannot be used. One line, naming the key.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +97,7 @@ pub struct HubSection {
     pub source_ip: Option<String>,
     /// Trust store.
     #[serde(default, deserialize_with = "de_trust")]
-    pub trust: Option<TrustArg>,
+    pub trust: Option<TrustSource>,
     /// Extra trust anchors (one path or a list).
     #[serde(default, deserialize_with = "de_paths")]
     pub ca_file: Vec<PathBuf>,
@@ -185,6 +186,11 @@ pub struct CanarySection {
     /// Disconnects kept in the history.
     #[serde(default = "default_history")]
     pub history: usize,
+    /// How long a session must live before its end resets the reconnect back-off:
+    /// a session the server drops sooner (right after CONNACK, a take-over fight)
+    /// counts as a failed attempt.
+    #[serde(default = "default_stable_after", deserialize_with = "de_duration")]
+    pub stable_after: Duration,
 }
 
 impl Default for CanarySection {
@@ -196,6 +202,7 @@ impl Default for CanarySection {
             reconnect_min: default_reconnect_min(),
             reconnect_max: default_reconnect_max(),
             history: default_history(),
+            stable_after: default_stable_after(),
         }
     }
 }
@@ -328,6 +335,9 @@ fn default_reconnect_max() -> Duration {
 fn default_history() -> usize {
     1000
 }
+fn default_stable_after() -> Duration {
+    Duration::from_secs(60)
+}
 fn default_max_reports() -> usize {
     5000
 }
@@ -367,16 +377,11 @@ fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, 
     de_duration(d).map(Some)
 }
 
-fn de_trust<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TrustArg>, D::Error> {
+fn de_trust<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TrustSource>, D::Error> {
     let s = String::deserialize(d)?;
-    match s.as_str() {
-        "system" => Ok(Some(TrustArg::System)),
-        "bundled" => Ok(Some(TrustArg::Bundled)),
-        "none" => Ok(Some(TrustArg::None)),
-        _ => Err(serde::de::Error::custom(format!(
-            "{s:?}: expected \"system\", \"bundled\" or \"none\""
-        ))),
-    }
+    s.parse::<TrustSource>()
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 fn de_paths<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
@@ -508,6 +513,9 @@ impl AgentConfig {
         if c.ping_timeout > Duration::from_secs(3600) {
             return Err(bad("[canary] ping_timeout", "at most 1h".into()));
         }
+        if c.stable_after > Duration::from_secs(24 * 3600) {
+            return Err(bad("[canary] stable_after", "at most 24h".into()));
+        }
         if !(1..=100_000).contains(&c.history) {
             return Err(bad("[canary] history", "must be 1-100000".into()));
         }
@@ -563,7 +571,7 @@ impl AgentConfig {
             interface: h.interface.clone(),
             source_ip: h.source_ip.clone(),
             timeout: h.timeout,
-            trust: h.trust.unwrap_or(TrustArg::System),
+            trust: h.trust.unwrap_or(TrustSource::System),
             ca_file: h.ca_file.clone(),
             cert: id.cert.clone(),
             key: id.key.clone(),

@@ -6,7 +6,7 @@
 //! back. [`diagnose`] looks at the series and names the IoT Hub 404104 cause family
 //! it points to: token renewal (1), the network path's idle timeout or outages (2).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -15,10 +15,15 @@ pub use crate::model::canary::{
 };
 
 /// The kept history: the last disconnects, totals since the history began, and
-/// what has been reported. Saved in the state directory after every change, so it
-/// survives agent restarts.
+/// what has been reported. Saved in the state directory (at most once per
+/// [`super::session::HISTORY_SAVE_GAP`], and when the agent stops), so it survives
+/// agent restarts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct History {
+    /// This history's own id (made when it began: its creation time and a random
+    /// number); with a disconnect's index it makes the disconnect's id.
+    #[serde(default)]
+    pub id: String,
     /// Sessions opened since the history began.
     pub sessions_total: u64,
     /// Disconnects recorded since the history began, by cause id.
@@ -27,13 +32,49 @@ pub struct History {
     pub recorded: u64,
     /// Disconnects already put in a report.
     pub reported: u64,
+    /// Global indices of disconnects reported while the canary was still down and
+    /// completed since: they go out again, under the same id.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub resend: BTreeSet<u64>,
     /// The last disconnects, oldest first (at most the configured count).
     pub events: std::collections::VecDeque<DisconnectEvent>,
 }
 
+/// A new history id: creation time (Unix seconds, hex) and 32 random bits.
+fn new_history_id() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let r = (super::schedule::random_unit() * f64::from(u32::MAX)) as u32;
+    format!("{now:x}{r:08x}")
+}
+
 impl History {
-    /// Records a disconnect, dropping the oldest beyond `keep`.
-    pub fn record(&mut self, event: DisconnectEvent, keep: usize) {
+    /// A new, empty history with its own id.
+    pub fn new() -> History {
+        History {
+            id: new_history_id(),
+            ..History::default()
+        }
+    }
+
+    /// Gives a history saved before ids existed an id of its own.
+    pub fn ensure_id(&mut self) {
+        if self.id.is_empty() {
+            self.id = new_history_id();
+        }
+    }
+
+    /// Global index of the first kept event.
+    fn first_kept(&self) -> u64 {
+        self.recorded - self.events.len() as u64
+    }
+
+    /// Records a disconnect (giving it its id), dropping the oldest beyond `keep`.
+    pub fn record(&mut self, mut event: DisconnectEvent, keep: usize) {
+        self.ensure_id();
+        event.id = format!("{}-{}", self.id, self.recorded);
         *self
             .disconnects_total
             .entry(event.cause.as_str().to_string())
@@ -43,32 +84,52 @@ impl History {
             self.events.pop_front();
         }
         self.recorded += 1;
+        let first = self.first_kept();
+        self.resend.retain(|i| *i >= first);
     }
 
-    /// Fills in the reconnect figures of the last disconnect once a session is back.
-    pub fn reconnected(
-        &mut self,
-        reconnect_s: f64,
-        failed_attempts: u32,
-        last_class: Option<String>,
-    ) {
-        self.sessions_total += 1;
+    /// Counts a failed reconnect attempt on the last disconnect while it is open
+    /// (the canary still down), with the attempt's class.
+    pub fn attempt_failed(&mut self, class: &str) {
         if let Some(last) = self.events.back_mut() {
             if last.reconnect_s.is_none() {
-                last.reconnect_s = Some(reconnect_s.max(0.0));
-                last.failed_attempts = failed_attempts;
-                last.last_attempt_class = last_class;
+                last.failed_attempts = last.failed_attempts.saturating_add(1);
+                last.last_attempt_class = Some(class.to_string());
             }
         }
     }
 
-    /// The disconnects not yet reported (oldest first), marking them reported.
+    /// Completes the last disconnect once a session is back: how long it took. A
+    /// record already reported goes out again, completed.
+    pub fn reconnected(&mut self, reconnect_s: f64) {
+        self.sessions_total += 1;
+        let index = self.recorded.checked_sub(1);
+        if let Some(last) = self.events.back_mut() {
+            if last.reconnect_s.is_none() {
+                last.reconnect_s = Some(reconnect_s.max(0.0));
+                if let Some(i) = index.filter(|i| *i < self.reported) {
+                    self.resend.insert(i);
+                }
+            }
+        }
+    }
+
+    /// The disconnects not yet reported and the completed versions of those
+    /// reported while open (oldest first), marking them reported.
     pub fn take_unreported(&mut self) -> Vec<DisconnectEvent> {
-        let first_kept = self.recorded - self.events.len() as u64;
+        let first_kept = self.first_kept();
         let from = self.reported.max(first_kept);
-        let skip = (from - first_kept) as usize;
+        let resend = std::mem::take(&mut self.resend);
         self.reported = self.recorded;
-        self.events.iter().skip(skip).cloned().collect()
+        self.events
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| {
+                let global = first_kept + *i as u64;
+                global >= from || resend.contains(&global)
+            })
+            .map(|(_, e)| e.clone())
+            .collect()
     }
 
     /// Totals with every cause present (zeros included).
@@ -99,6 +160,15 @@ const WINDOW: usize = 20;
 const MIN_EVENTS: usize = 3;
 /// Coefficient of variation under which a series counts as steady.
 const STEADY_CV: f64 = 0.15;
+/// Share of the window a pattern must cover.
+const MAJORITY: f64 = 0.7;
+/// The MQTT 5 DISCONNECT reason "session taken over".
+pub const REASON_SESSION_TAKEN_OVER: u8 = 0x8E;
+/// The MQTT 5 DISCONNECT reasons of a server going away or refusing service
+/// (server busy, server shutting down, use another server, server moved).
+const REASONS_SERVER_GOING: [u8; 4] = [0x89, 0x8B, 0x9C, 0x9D];
+/// Connect-attempt classes that show the hub's address answering but refusing.
+const REFUSED_CLASSES: [&str; 3] = ["tcp.refused", "mqtt.server_unavailable", "tcp.reset"];
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -126,7 +196,61 @@ fn cv(v: &[f64]) -> f64 {
     var.sqrt() / mean
 }
 
-/// Names the pattern in the history (pure).
+fn majority(part: usize, whole: usize) -> bool {
+    whole > 0 && part as f64 >= MAJORITY * whole as f64
+}
+
+/// A failure the path can cause: silence, a reset, a close without DISCONNECT.
+fn path_cause(c: DisconnectCause) -> bool {
+    matches!(
+        c,
+        DisconnectCause::NoPingresp
+            | DisconnectCause::TcpReset
+            | DisconnectCause::EofWithoutDisconnect
+            | DisconnectCause::IoError
+    )
+}
+
+/// Whether the session had survived a silence as long as the one before its end
+/// (then an idle timeout cannot have killed it). Records without the figure fall
+/// back to the lifetime: one that lived 2.5 times that silence had lived through
+/// at least one more like it.
+fn survived_its_silence(e: &DisconnectEvent) -> bool {
+    match e.longest_idle_survived_s {
+        Some(m) => e.idle_before_s > 0.0 && m >= 0.9 * e.idle_before_s,
+        None => e.session_lived_s >= 2.5 * e.idle_before_s.max(1.0),
+    }
+}
+
+/// Ended by the server at its side: closed without DISCONNECT, a DISCONNECT that
+/// says it goes away, or a reset.
+fn server_closed(e: &DisconnectEvent) -> bool {
+    match e.cause {
+        DisconnectCause::EofWithoutDisconnect | DisconnectCause::TcpReset => true,
+        DisconnectCause::ServerDisconnect => e
+            .reason_code
+            .is_none_or(|r| REASONS_SERVER_GOING.contains(&r)),
+        _ => false,
+    }
+}
+
+/// Reconnects refused by the hub's address until it came back.
+fn refused_after(e: &DisconnectEvent) -> bool {
+    e.failed_attempts > 0
+        && e.last_attempt_class
+            .as_deref()
+            .is_some_and(|c| REFUSED_CLASSES.contains(&c))
+}
+
+fn lived_evidence(n: usize, median: f64, cv: f64) -> String {
+    format!(
+        "{n} disconnects, session lifetime median {median:.1} s, coefficient of variation {cv:.2}"
+    )
+}
+
+/// Names the pattern in the history (pure). The recorded causes come first, the
+/// timing second: a steady lifetime alone does not make a token renewal, nor a
+/// steady silence an idle timeout.
 pub fn diagnose(events: &[DisconnectEvent], ctx: DiagnosisContext) -> Diagnosis {
     let n = events.len();
     if n == 0 {
@@ -138,6 +262,67 @@ pub fn diagnose(events: &[DisconnectEvent], ctx: DiagnosisContext) -> Diagnosis 
         };
     }
     let window = &events[n.saturating_sub(WINDOW)..];
+    let ka = ctx.keepalive_s;
+
+    // The server said so: another connection took the session over.
+    let recent = &window[window.len().saturating_sub(MIN_EVENTS)..];
+    if let Some(e) = recent
+        .iter()
+        .rev()
+        .find(|e| e.reason_code == Some(REASON_SESSION_TAKEN_OVER))
+    {
+        return takeover(
+            window,
+            format!(
+                "{} the server's DISCONNECT said 0x8E session taken over",
+                e.at
+            ),
+        );
+    }
+
+    // The server went away and its address refused reconnects until it was back:
+    // the path worked, the hub or broker restarted or refused.
+    let restarts: Vec<&DisconnectEvent> = window
+        .iter()
+        .filter(|e| server_closed(e) && refused_after(e))
+        .collect();
+    let outages = window.iter().filter(|e| e.failed_attempts > 0).count();
+    if !restarts.is_empty() && majority(restarts.len(), outages) {
+        let longest = restarts
+            .iter()
+            .filter_map(|e| e.reconnect_s)
+            .fold(0.0f64, f64::max);
+        let classes: BTreeSet<&str> = restarts
+            .iter()
+            .filter_map(|e| e.last_attempt_class.as_deref())
+            .collect();
+        return Diagnosis {
+            kind: DiagnosisKind::ServerRestart,
+            iothub_cause: Some(3),
+            summary: format!(
+                "{} session(s) closed by the server, whose address then refused reconnects ({}) until it was back: the hub or broker restarted or refused service — not the device's network, which carried the refusals (404104 cause 3 when many devices drop at the same moments: compare with `hubprobe fleet summarize`)",
+                restarts.len(),
+                classes.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+            evidence: restarts
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} {} after {:.0} s, then {} refused attempt(s){}",
+                        e.at,
+                        e.cause.as_str(),
+                        e.session_lived_s,
+                        e.failed_attempts,
+                        e.reconnect_s
+                            .map(|r| format!(", back after {r:.1} s"))
+                            .unwrap_or_else(|| ", still down".into())
+                    )
+                })
+                .chain(std::iter::once(format!("longest outage {longest:.1} s")))
+                .collect(),
+        };
+    }
+
     if window.len() < MIN_EVENTS {
         return Diagnosis {
             kind: DiagnosisKind::Stable,
@@ -162,59 +347,135 @@ pub fn diagnose(events: &[DisconnectEvent], ctx: DiagnosisContext) -> Diagnosis 
     let lived: Vec<f64> = window.iter().map(|e| e.session_lived_s).collect();
     let lived_cv = cv(&lived);
     let lived_median = median(&mut lived.clone());
+    let ttl = ctx.token_lifetime_s.filter(|t| *t > 0.0);
 
-    // Cause 1: a steady period close to the token lifetime (renewal at ~80 % as the
-    // SDKs do, or the hub closing at expiry).
-    if let Some(ttl) = ctx.token_lifetime_s.filter(|t| *t > 0.0) {
-        let ratio = lived_median / ttl;
-        if lived_cv < STEADY_CV && (0.6..=1.1).contains(&ratio) {
-            return Diagnosis {
-                kind: DiagnosisKind::TokenRenewal,
-                iothub_cause: Some(1),
-                summary: format!(
-                    "sessions end at a steady period of {lived_median:.0} s, {:.0} % of the {ttl:.0} s SAS token lifetime: token renewal (404104 cause 1); on MQTT every renewal is a reconnect — expected, but a longer token lifetime makes them rarer",
-                    ratio * 100.0
-                ),
-                evidence: vec![
-                    format!("{} disconnects, session lifetime median {lived_median:.1} s, coefficient of variation {lived_cv:.2}", window.len()),
-                    format!("SAS token lifetime {ttl:.0} s"),
-                ],
-            };
-        }
-    }
-
-    // Cause 2 (path): failures that show after an idle period of near-constant
-    // length, with the path fine again at once (the next connect works): only idle
-    // flows die. Failed reconnects point to outages instead (below).
-    let after_idle: Vec<&DisconnectEvent> = window
+    // Cause 1: the canary's own renewals (or the hub closing at expiry), as recorded.
+    let renewals = window
         .iter()
         .filter(|e| {
             matches!(
                 e.cause,
-                DisconnectCause::NoPingresp
-                    | DisconnectCause::TcpReset
-                    | DisconnectCause::EofWithoutDisconnect
-            ) && e.failed_attempts == 0
+                DisconnectCause::TokenRenewal | DisconnectCause::TokenExpired
+            )
         })
+        .count();
+    if majority(renewals, window.len()) {
+        let mut evidence = vec![
+            format!(
+                "{renewals} of {} disconnects were token renewals or expiries",
+                window.len()
+            ),
+            lived_evidence(window.len(), lived_median, lived_cv),
+        ];
+        if let Some(t) = ttl {
+            evidence.push(format!("SAS token lifetime {t:.0} s"));
+        }
+        return Diagnosis {
+            kind: DiagnosisKind::TokenRenewal,
+            iothub_cause: Some(1),
+            summary: format!(
+                "sessions end at a period of {lived_median:.0} s{}: token renewal (404104 cause 1); on MQTT every renewal is a reconnect — expected, but a longer token lifetime makes them rarer",
+                ttl.map(|t| format!(", {:.0} % of the {t:.0} s SAS token lifetime", lived_median / t * 100.0))
+                    .unwrap_or_default()
+            ),
+            evidence,
+        };
+    }
+
+    // A take-over fight: the server closes the session each time the other client
+    // connects, while every reconnect works at once.
+    let fights = window
+        .iter()
+        .filter(|e| {
+            e.cause == DisconnectCause::EofWithoutDisconnect
+                && e.failed_attempts == 0
+                && e.session_lived_s < 2.0 * ka.max(1.0)
+        })
+        .count();
+    if fights >= MIN_EVENTS && majority(fights, window.len()) {
+        return takeover(
+            window,
+            format!(
+                "{fights} of {} sessions closed by the server without DISCONNECT before their second keep-alive ({ka:.0} s), each reconnect accepted at once",
+                window.len()
+            ),
+        );
+    }
+
+    let path: Vec<&DisconnectEvent> = window.iter().filter(|e| path_cause(e.cause)).collect();
+    let survivors = path.iter().filter(|e| survived_its_silence(e)).count();
+
+    // Cause 2: a steady lifetime, ended by the path (not by the canary's renewals):
+    // something on the path cuts connections at a fixed age.
+    if lived_cv < STEADY_CV
+        && lived_median >= 1.0
+        && majority(path.len(), window.len())
+        && majority(survivors, path.len())
+    {
+        let mut evidence = vec![
+            lived_evidence(window.len(), lived_median, lived_cv),
+            format!("recorded causes: {}", causes_line(window)),
+        ];
+        if let Some(t) = ttl {
+            evidence.push(format!(
+                "SAS token lifetime {t:.0} s: the canary's renewals would be recorded as token_renewal, and none of these was"
+            ));
+        }
+        return Diagnosis {
+            kind: DiagnosisKind::Network,
+            iothub_cause: Some(2),
+            summary: format!(
+                "sessions are cut at a fixed age of {lived_median:.0} s, after surviving their idle periods, by the path: a firewall, load balancer or NAT with a maximum connection lifetime (404104 cause 2); not token renewal (the recorded causes are resets and closes, not renewals)"
+            ),
+            evidence,
+        };
+    }
+
+    // Cause 2 (path) with reconnects that work at once: only established flows die.
+    let quick: Vec<&DisconnectEvent> = path
+        .iter()
+        .copied()
+        .filter(|e| e.failed_attempts == 0)
         .collect();
-    if after_idle.len() >= MIN_EVENTS && after_idle.len() * 10 >= window.len() * 7 {
-        let idle: Vec<f64> = after_idle.iter().map(|e| e.idle_before_s).collect();
+    if quick.len() >= MIN_EVENTS && majority(quick.len(), window.len()) {
+        let quick_survivors = quick.iter().filter(|e| survived_its_silence(e)).count();
+        let idle: Vec<f64> = quick.iter().map(|e| e.idle_before_s).collect();
         let idle_cv = cv(&idle);
         let idle_median = median(&mut idle.clone());
-        if idle_cv < STEADY_CV && idle_median >= 1.0 {
-            let ka = ctx.keepalive_s;
+        // An idle-dropping NAT kills a session at its first silence longer than its
+        // timeout: the sessions must not have survived such a silence before.
+        if idle_cv < STEADY_CV && idle_median >= 1.0 && !majority(quick_survivors, quick.len()) {
             return Diagnosis {
                 kind: DiagnosisKind::IdleTimeout,
                 iothub_cause: Some(2),
                 summary: format!(
-                    "the session dies each time after {idle_median:.0} s of silence: a NAT or firewall on the path drops idle flows sooner than the keep-alive ({ka:.0} s) refreshes them (404104 cause 2); lower the keep-alive below the path's idle timeout (`hubprobe tune` measures it)"
+                    "the session dies at its first silence of {idle_median:.0} s, having survived none as long: a NAT or firewall on the path drops idle flows sooner than the keep-alive ({ka:.0} s) refreshes them (404104 cause 2); lower the keep-alive below the path's idle timeout (`hubprobe tune` measures it)"
                 ),
                 evidence: vec![
                     format!(
-                        "{} of {} disconnects came after idle periods of median {idle_median:.1} s (coefficient of variation {idle_cv:.2})",
-                        after_idle.len(),
+                        "{} of {} disconnects came after idle periods of median {idle_median:.1} s (coefficient of variation {idle_cv:.2}), reconnects at once",
+                        quick.len(),
                         window.len()
                     ),
+                    format!("{quick_survivors} of them had survived a silence as long before"),
+                    format!("keep-alive {ka:.0} s"),
+                ],
+            };
+        }
+        if majority(quick_survivors, quick.len()) {
+            return Diagnosis {
+                kind: DiagnosisKind::Network,
+                iothub_cause: Some(2),
+                summary: format!(
+                    "sessions that had survived many idle periods died ({}), with reconnects working at once: the path lost its state another way — a NAT or firewall failover, a state-table flush, a route or address change (404104 cause 2); not an idle timeout, so a shorter keep-alive would not help",
+                    causes_line(window)
+                ),
+                evidence: vec![
+                    format!(
+                        "{quick_survivors} of {} such disconnects had survived a silence at least as long as the one before their end",
+                        quick.len()
+                    ),
+                    lived_evidence(window.len(), lived_median, lived_cv),
                     format!("keep-alive {ka:.0} s"),
                 ],
             };
@@ -237,10 +498,7 @@ pub fn diagnose(events: &[DisconnectEvent], ctx: DiagnosisContext) -> Diagnosis 
                 with_outage.len()
             ),
             evidence: vec![
-                format!(
-                    "{} disconnects, session lifetime median {lived_median:.1} s, coefficient of variation {lived_cv:.2}",
-                    window.len()
-                ),
+                lived_evidence(window.len(), lived_median, lived_cv),
                 format!(
                     "failed reconnect attempts: {}",
                     with_outage.iter().map(|e| e.failed_attempts).sum::<u32>()
@@ -253,12 +511,36 @@ pub fn diagnose(events: &[DisconnectEvent], ctx: DiagnosisContext) -> Diagnosis 
         kind: DiagnosisKind::Unexplained,
         iothub_cause: None,
         summary: format!(
-            "{} disconnects fit no device-side pattern; if many devices dropped at the same moments, the hub is the likely cause (404104 cause 3: compare with `hubprobe fleet summarize`)",
-            window.len()
+            "{} disconnects ({}) fit no device-side pattern; if many devices dropped at the same moments, the hub is the likely cause (404104 cause 3: compare with `hubprobe fleet summarize`)",
+            window.len(),
+            causes_line(window)
         ),
         evidence: vec![format!(
             "session lifetime median {lived_median:.1} s, coefficient of variation {lived_cv:.2}"
         )],
+    }
+}
+
+/// Causes in the window with their counts, most frequent first.
+fn causes_line(window: &[DisconnectEvent]) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in window {
+        *counts.entry(e.cause.as_str()).or_insert(0) += 1;
+    }
+    let mut v: Vec<(&str, usize)> = counts.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    v.iter()
+        .map(|(c, n)| format!("{n} {c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn takeover(window: &[DisconnectEvent], why: String) -> Diagnosis {
+    Diagnosis {
+        kind: DiagnosisKind::SessionTakeover,
+        iothub_cause: None,
+        summary: "another client uses this identity: the server drops the canary's session whenever the other connection (the device's own application, a second agent, a copied identity) connects with the same client id, and each reconnect drops the other one — give the canary an identity of its own (a module identity) or disable it".into(),
+        evidence: vec![why, format!("recorded causes: {}", causes_line(window))],
     }
 }
 
@@ -268,16 +550,24 @@ mod tests {
 
     fn ev(lived: f64, idle: f64, cause: DisconnectCause, failed: u32) -> DisconnectEvent {
         DisconnectEvent {
+            id: String::new(),
             at: "2026-01-01T00:00:00Z".into(),
             at_unix_ms: 0,
             session_lived_s: lived,
             idle_before_s: idle,
+            longest_idle_survived_s: None,
             cause,
+            reason_code: None,
             detail: String::new(),
             reconnect_s: Some(if failed > 0 { 30.0 } else { 0.1 }),
             failed_attempts: failed,
             last_attempt_class: None,
         }
+    }
+
+    fn survived(mut e: DisconnectEvent, s: f64) -> DisconnectEvent {
+        e.longest_idle_survived_s = Some(s);
+        e
     }
 
     fn ctx(ttl: Option<f64>) -> DiagnosisContext {
@@ -288,36 +578,80 @@ mod tests {
     }
 
     #[test]
-    fn steady_period_near_token_lifetime_is_cause_1() {
+    fn recorded_renewals_are_cause_1() {
         let e: Vec<_> = [2880.0, 2881.5, 2879.0, 2880.2]
             .iter()
-            .map(|l| {
-                ev(
-                    *l,
-                    17.0 + l / 1000.0,
-                    DisconnectCause::EofWithoutDisconnect,
-                    0,
-                )
-            })
+            .map(|l| survived(ev(*l, 17.0, DisconnectCause::TokenRenewal, 0), 240.0))
             .collect();
         let d = diagnose(&e, ctx(Some(3600.0)));
         assert_eq!(d.kind, DiagnosisKind::TokenRenewal, "{d:?}");
         assert_eq!(d.iothub_cause, Some(1));
-        // The same series with no token lifetime known is not blamed on tokens.
-        let d = diagnose(&e, ctx(None));
-        assert_ne!(d.kind, DiagnosisKind::TokenRenewal);
+        assert!(d.summary.contains("80 %"), "{}", d.summary);
     }
 
     #[test]
-    fn constant_idle_before_failure_is_the_path() {
-        let e: Vec<_> = [250.0, 500.0, 740.0, 260.0]
+    fn steady_resets_near_the_token_lifetime_are_the_network_not_renewal() {
+        // Issue item 9: the canary recorded resets, not its own renewals.
+        for cause in [
+            DisconnectCause::TcpReset,
+            DisconnectCause::EofWithoutDisconnect,
+        ] {
+            let e: Vec<_> = [2880.0, 2881.5, 2879.0, 2880.2, 2880.9]
+                .iter()
+                .map(|l| survived(ev(*l, 100.0 + l / 100.0, cause, 0), 240.0))
+                .collect();
+            let d = diagnose(&e, ctx(Some(3600.0)));
+            assert_ne!(d.kind, DiagnosisKind::TokenRenewal, "{d:?}");
+            assert_eq!(d.kind, DiagnosisKind::Network, "{d:?}");
+            assert_eq!(d.iothub_cause, Some(2));
+            assert!(d.summary.contains("fixed age"), "{}", d.summary);
+            // Records without the survived figure: the lifetime says they lived
+            // through many keep-alives.
+            let old: Vec<_> = e
+                .iter()
+                .cloned()
+                .map(|mut e| {
+                    e.longest_idle_survived_s = None;
+                    e
+                })
+                .collect();
+            assert_eq!(diagnose(&old, ctx(None)).kind, DiagnosisKind::Network);
+        }
+    }
+
+    #[test]
+    fn first_silence_deaths_are_an_idle_timeout() {
+        // Each session dies at its first keep-alive silence, having survived none.
+        let e: Vec<_> = [270.0, 271.0, 269.5, 270.4]
             .iter()
-            .map(|l| ev(*l, 240.0 + l / 500.0, DisconnectCause::NoPingresp, 0))
+            .map(|l| survived(ev(*l, 240.0, DisconnectCause::NoPingresp, 0), 0.0))
             .collect();
         let d = diagnose(&e, ctx(Some(3600.0)));
         assert_eq!(d.kind, DiagnosisKind::IdleTimeout, "{d:?}");
         assert_eq!(d.iothub_cause, Some(2));
         assert!(d.summary.contains("240"), "{}", d.summary);
+        assert!(d.summary.contains("lower the keep-alive"), "{}", d.summary);
+    }
+
+    #[test]
+    fn deaths_after_many_idle_periods_are_path_state_loss() {
+        // Issue item 10: the sessions survived many silences of the keep-alive's
+        // length before one of the same length killed them.
+        let e: Vec<_> = [2500.0, 7300.0, 1210.0, 4800.0, 980.0]
+            .iter()
+            .map(|l| survived(ev(*l, 240.0, DisconnectCause::NoPingresp, 0), 240.0))
+            .collect();
+        let d = diagnose(&e, ctx(Some(86_400.0)));
+        assert_eq!(d.kind, DiagnosisKind::Network, "{d:?}");
+        assert_eq!(d.iothub_cause, Some(2));
+        assert!(d.summary.contains("failover"), "{}", d.summary);
+        assert!(!d.summary.contains("lower the keep-alive"), "{}", d.summary);
+        // Without the survived figure the lifetimes say the same.
+        let old: Vec<_> = [2500.0, 7300.0, 1210.0, 4800.0, 980.0]
+            .iter()
+            .map(|l| ev(*l, 240.0, DisconnectCause::TcpReset, 0))
+            .collect();
+        assert_ne!(diagnose(&old, ctx(None)).kind, DiagnosisKind::IdleTimeout);
     }
 
     #[test]
@@ -344,6 +678,51 @@ mod tests {
     }
 
     #[test]
+    fn server_close_then_refused_reconnects_is_the_server() {
+        // Issue item 11: EOF without DISCONNECT, then tcp.refused until it is back.
+        let restart = |lived: f64, failed: u32| {
+            let mut e = ev(lived, 20.0, DisconnectCause::EofWithoutDisconnect, failed);
+            e.last_attempt_class = Some("tcp.refused".into());
+            e
+        };
+        for e in [
+            vec![restart(3000.0, 4)],
+            vec![restart(3000.0, 4), restart(120.0, 7), restart(900.0, 2)],
+        ] {
+            let d = diagnose(&e, ctx(Some(3600.0)));
+            assert_eq!(d.kind, DiagnosisKind::ServerRestart, "{d:?}");
+            assert_eq!(d.iothub_cause, Some(3));
+            assert!(d.summary.contains("restarted"), "{}", d.summary);
+            assert!(
+                !d.summary.contains("the device's network ("),
+                "{}",
+                d.summary
+            );
+        }
+        // Timeouts after a silent drop are the network, not the server.
+        let mut e = ev(300.0, 240.0, DisconnectCause::NoPingresp, 3);
+        e.last_attempt_class = Some("tcp.timeout".into());
+        let d = diagnose(&[e.clone(), e.clone(), e], ctx(None));
+        assert_ne!(d.kind, DiagnosisKind::ServerRestart, "{d:?}");
+    }
+
+    #[test]
+    fn takeover_by_reason_code_or_by_pattern() {
+        let mut e = ev(12.0, 3.0, DisconnectCause::ServerDisconnect, 0);
+        e.reason_code = Some(REASON_SESSION_TAKEN_OVER);
+        let d = diagnose(&[e], ctx(None));
+        assert_eq!(d.kind, DiagnosisKind::SessionTakeover, "{d:?}");
+        assert!(d.summary.contains("another client uses this identity"));
+        // MQTT 3.1.1: only the pattern — closed without DISCONNECT soon after
+        // each connect, every reconnect accepted at once.
+        let e: Vec<_> = [0.4, 1.3, 0.2, 2.5, 0.9]
+            .iter()
+            .map(|l| ev(*l, *l, DisconnectCause::EofWithoutDisconnect, 0))
+            .collect();
+        assert_eq!(diagnose(&e, ctx(None)).kind, DiagnosisKind::SessionTakeover);
+    }
+
+    #[test]
     fn few_or_patternless() {
         assert_eq!(diagnose(&[], ctx(None)).kind, DiagnosisKind::Stable);
         let two = vec![ev(10.0, 1.0, DisconnectCause::TcpReset, 0); 2];
@@ -356,11 +735,12 @@ mod tests {
         let d = diagnose(&e, ctx(Some(3600.0)));
         assert_eq!(d.kind, DiagnosisKind::Unexplained);
         assert!(d.summary.contains("cause 3"));
+        assert!(d.summary.contains("server_disconnect"), "{}", d.summary);
     }
 
     #[test]
     fn history_reports_each_event_once_and_keeps_totals() {
-        let mut h = History::default();
+        let mut h = History::new();
         for i in 0..5 {
             h.record(ev(i as f64, 0.0, DisconnectCause::TcpReset, 0), 3);
         }
@@ -371,17 +751,76 @@ mod tests {
         // Two were dropped before being reported: only the kept three come out.
         let r = h.take_unreported();
         assert_eq!(r.len(), 3);
+        assert_eq!(r[0].id, format!("{}-2", h.id));
         assert!(h.take_unreported().is_empty());
         let mut down = ev(9.0, 0.0, DisconnectCause::NoPingresp, 0);
         down.reconnect_s = None;
         h.record(down, 3);
-        h.reconnected(1.5, 2, Some("tcp.refused".into()));
+        h.attempt_failed("tcp.refused");
+        h.attempt_failed("tcp.refused");
+        h.reconnected(1.5);
         let r = h.take_unreported();
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].reconnect_s, Some(1.5));
         assert_eq!(r[0].failed_attempts, 2);
+        assert_eq!(r[0].last_attempt_class.as_deref(), Some("tcp.refused"));
         // Round trip through JSON (the state file).
         let j = serde_json::to_string(&h).unwrap();
         assert_eq!(serde_json::from_str::<History>(&j).unwrap(), h);
+    }
+
+    #[test]
+    fn a_record_reported_while_down_goes_out_again_completed() {
+        // Issue item 12.
+        let mut h = History::new();
+        let mut down = ev(600.0, 240.0, DisconnectCause::NoPingresp, 0);
+        down.reconnect_s = None;
+        h.record(down, 10);
+        h.attempt_failed("tcp.timeout");
+        let first = h.take_unreported();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].reconnect_s, None);
+        assert_eq!(first[0].failed_attempts, 1);
+        h.attempt_failed("tcp.refused");
+        assert!(
+            h.take_unreported().is_empty(),
+            "nothing new while still down"
+        );
+        h.reconnected(42.0);
+        let again = h.take_unreported();
+        assert_eq!(again.len(), 1, "{again:?}");
+        assert_eq!(again[0].id, first[0].id);
+        assert_eq!(again[0].reconnect_s, Some(42.0));
+        assert_eq!(again[0].failed_attempts, 2);
+        assert_eq!(again[0].last_attempt_class.as_deref(), Some("tcp.refused"));
+        assert!(h.take_unreported().is_empty(), "completed once");
+        // The re-send survives a restart (it is in the state file).
+        let mut down = ev(5.0, 1.0, DisconnectCause::TcpReset, 0);
+        down.reconnect_s = None;
+        h.record(down, 10);
+        let r = h.take_unreported();
+        h.reconnected(3.0);
+        let mut h2: History = serde_json::from_str(&serde_json::to_string(&h).unwrap()).unwrap();
+        let again = h2.take_unreported();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].id, r[0].id);
+        assert_ne!(again[0].id, first[0].id);
+    }
+
+    #[test]
+    fn ids_are_unique_across_histories() {
+        let mut a = History::new();
+        let mut b = History::new();
+        a.record(ev(1.0, 1.0, DisconnectCause::TcpReset, 0), 5);
+        b.record(ev(1.0, 1.0, DisconnectCause::TcpReset, 0), 5);
+        assert_ne!(a.events[0].id, b.events[0].id);
+        // A history saved before ids existed gets one.
+        let mut old: History = serde_json::from_str(
+            r#"{"sessions_total":1,"disconnects_total":{},"recorded":0,"reported":0,"events":[]}"#,
+        )
+        .unwrap();
+        assert!(old.id.is_empty());
+        old.ensure_id();
+        assert!(!old.id.is_empty());
     }
 }

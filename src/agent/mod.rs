@@ -3,7 +3,11 @@
 
 pub mod config;
 pub mod history;
+pub mod identity;
+pub mod machine;
 pub mod run;
 pub mod schedule;
 pub mod session;
+mod signals;
 pub mod spool;
+mod uploader;

@@ -14,10 +14,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{watch, Notify};
 
-use super::config::{AgentConfig, AgentConfigError, UploadTo};
+use super::config::{AgentConfig, AgentConfigError};
 use super::schedule::{first_delay, next_delay, random_unit};
 use super::session::{self, SessionHandle, SessionSettings};
+use super::signals::{Signal, Signals};
 use super::spool::{Ndjson, Retention, Spool};
+use super::uploader::{drain, topic, SharedSpool, Uploader, UploaderTask};
 use crate::check::CheckPlan;
 use crate::config::EnvCredentials;
 use crate::exit::ExitCode;
@@ -87,10 +89,10 @@ pub fn load(opts: &AgentOptions) -> Result<AgentConfig, AgentConfigError> {
 fn prepare(
     opts: &AgentOptions,
     cfg: AgentConfig,
-    identity: Arc<crate::check::IdentityShare>,
+    identity: Arc<crate::agent::identity::IdentityShare>,
 ) -> Result<Loaded, AgentConfigError> {
     let mut plan = cfg.plan(&opts.config, EnvCredentials::from_process())?;
-    plan.identity_share = Some(identity);
+    plan.identity_share = Some(identity.clone());
     let wants_session = !opts.once && cfg.canary.enabled || cfg.upload.enabled;
     let session = if wants_session {
         let ep = match &cfg.canary.endpoint {
@@ -123,7 +125,9 @@ fn prepare(
             reconnect_min: cfg.canary.reconnect_min,
             reconnect_max: cfg.canary.reconnect_max,
             history_keep: cfg.canary.history,
+            stable_after: cfg.canary.stable_after,
             history_file: Some(opts.state_dir.join("canary-history.json")),
+            identity: Some(identity),
         })
     } else {
         None
@@ -195,7 +199,7 @@ pub async fn run(opts: AgentOptions, cfg: AgentConfig) -> Result<ExitCode, Agent
             "cannot create the state directory: {e}; the canary history is not kept"
         );
     }
-    let identity = Arc::new(crate::check::IdentityShare::default());
+    let identity = Arc::new(crate::agent::identity::IdentityShare::default());
     let mut loaded = prepare(&opts, cfg, identity.clone())?;
     let mut spool = open_spool(&loaded);
     // With --once the session only carries the upload: it starts after the check,
@@ -209,8 +213,7 @@ pub async fn run(opts: AgentOptions, cfg: AgentConfig) -> Result<ExitCode, Agent
             .map(|s| RunningSession::start(loaded.plan.clone(), s, None))
     };
     let new_report = Arc::new(Notify::new());
-    let (up_stop_tx, up_stop) = watch::channel(false);
-    let mut uploader = spawn_uploader(&loaded, &spool, &session, &new_report, up_stop.clone());
+    let mut uploader = UploaderTask::spawn(uploader(&loaded, &spool, &session, false), &new_report);
 
     let mut signals = Signals::new();
     let mut cycles_done: u64 = 0;
@@ -239,12 +242,8 @@ pub async fn run(opts: AgentOptions, cfg: AgentConfig) -> Result<ExitCode, Agent
                     Signal::Stop => break 'cycles,
                     Signal::Reload => {
                         match reload(&opts, &identity, &mut loaded, &mut session, &mut spool).await {
-                            Ok(()) => {
-                                let _ = up_stop_tx.send(true);
-                                let _ = tokio::time::timeout(Duration::from_secs(5), uploader).await;
-                                let _ = up_stop_tx.send(false);
-                                uploader = spawn_uploader(&loaded, &spool, &session, &new_report, up_stop.clone());
-                            }
+                            // The uploader holds the old session's handle: give it the new one.
+                            Ok(()) => uploader = uploader.restart(self::uploader(&loaded, &spool, &session, false), &new_report).await,
                             Err(e) => tracing::error!("reload refused, keeping the running configuration: {e}"),
                         }
                     }
@@ -294,24 +293,37 @@ pub async fn run(opts: AgentOptions, cfg: AgentConfig) -> Result<ExitCode, Agent
                 emit(&loaded, &spool, &tuned, last_keepalive.as_ref());
                 new_report.notify_one();
                 // The uploader holds the old session's handle: give it the new one.
-                let _ = up_stop_tx.send(true);
-                let _ = tokio::time::timeout(Duration::from_secs(5), uploader).await;
-                let _ = up_stop_tx.send(false);
-                uploader = spawn_uploader(&loaded, &spool, &session, &new_report, up_stop.clone());
+                uploader = uploader
+                    .restart(
+                        self::uploader(&loaded, &spool, &session, false),
+                        &new_report,
+                    )
+                    .await;
             }
         }
 
         if opts.once || opts.cycles.is_some_and(|n| cycles_done >= n) {
-            // One uploader at a time: the background one stops, the drain takes over.
-            let _ = up_stop_tx.send(true);
-            let _ = tokio::time::timeout(Duration::from_secs(5), &mut uploader).await;
+            // One uploader at a time: the background one stops (an idle one stands in
+            // for it until the end), the drain takes over.
+            std::mem::replace(&mut uploader, UploaderTask::spawn(None, &new_report))
+                .stop()
+                .await;
             if opts.once {
                 session = loaded
                     .session
                     .clone()
                     .map(|s| RunningSession::start(loaded.plan.clone(), s, None));
             }
-            drain(&loaded, &spool, &session, opts.drain_timeout, &mut signals).await;
+            let stop = async {
+                signals.next_stop().await;
+            };
+            drain(
+                self::uploader(&loaded, &spool, &session, true),
+                &spool,
+                opts.drain_timeout,
+                stop,
+            )
+            .await;
             break;
         }
         delay = next_delay(
@@ -320,10 +332,7 @@ pub async fn run(opts: AgentOptions, cfg: AgentConfig) -> Result<ExitCode, Agent
             random_unit(),
         );
     }
-    let _ = up_stop_tx.send(true);
-    if !uploader.is_finished() {
-        let _ = tokio::time::timeout(Duration::from_secs(5), uploader).await;
-    }
+    uploader.stop().await;
     if let Some(s) = session {
         s.shutdown().await;
     }
@@ -331,7 +340,32 @@ pub async fn run(opts: AgentOptions, cfg: AgentConfig) -> Result<ExitCode, Agent
     Ok(if opts.once { last_code } else { ExitCode::Ok })
 }
 
-fn open_spool(loaded: &Loaded) -> Arc<Mutex<Option<Spool>>> {
+/// The uploader for this configuration and session (none when uploads are off or
+/// no session runs). The drain's publishes wait the phase timeout only.
+fn uploader(
+    loaded: &Loaded,
+    spool: &SharedSpool,
+    session: &Option<RunningSession>,
+    drain: bool,
+) -> Option<Uploader> {
+    let (Some(s), true) = (session, loaded.cfg.upload.enabled) else {
+        return None;
+    };
+    let timeout = if drain {
+        loaded.plan.timeout
+    } else {
+        loaded.plan.timeout.max(s.settings.ping_timeout)
+    };
+    Some(Uploader::new(
+        s.handle.clone(),
+        spool.clone(),
+        topic(&loaded.plan, &loaded.cfg.upload),
+        Duration::from_secs_f64(1.0 / loaded.cfg.upload.rate),
+        timeout,
+    ))
+}
+
+fn open_spool(loaded: &Loaded) -> SharedSpool {
     let retention = retention(&loaded.cfg);
     let spool = match Spool::open(&loaded.spool_dir, retention) {
         Ok(s) => Some(s),
@@ -356,10 +390,10 @@ fn retention(cfg: &AgentConfig) -> Retention {
 
 async fn reload(
     opts: &AgentOptions,
-    identity: &Arc<crate::check::IdentityShare>,
+    identity: &Arc<crate::agent::identity::IdentityShare>,
     loaded: &mut Loaded,
     session: &mut Option<RunningSession>,
-    spool: &mut Arc<Mutex<Option<Spool>>>,
+    spool: &mut SharedSpool,
 ) -> Result<(), AgentConfigError> {
     let cfg = load(opts)?;
     let fresh = prepare(opts, cfg, identity.clone())?;
@@ -388,7 +422,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Writes one report everywhere it goes; every failure is a log line.
 fn emit(
     loaded: &Loaded,
-    spool: &Arc<Mutex<Option<Spool>>>,
+    spool: &SharedSpool,
     report: &Report,
     keepalive: Option<&KeepaliveReport>,
 ) {
@@ -468,239 +502,6 @@ async fn tune_once(loaded: &Loaded) -> Report {
     let mut report = tune(&loaded.plan, &settings, &NoProgress).await;
     report.labels = loaded.plan.labels.clone();
     report
-}
-
-/// The uploader: oldest undelivered report first, one at a time, each marked
-/// delivered only after its PUBACK; rate-limited.
-fn spawn_uploader(
-    loaded: &Loaded,
-    spool: &Arc<Mutex<Option<Spool>>>,
-    session: &Option<RunningSession>,
-    new_report: &Arc<Notify>,
-    stop: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    let (Some(s), true) = (session, loaded.cfg.upload.enabled) else {
-        return tokio::spawn(async {});
-    };
-    let up = Uploader {
-        handle: s.handle.clone(),
-        spool: spool.clone(),
-        topic: upload_topic(loaded),
-        gap: Duration::from_secs_f64(1.0 / loaded.cfg.upload.rate),
-        timeout: loaded.plan.timeout.max(s.settings.ping_timeout),
-    };
-    tokio::spawn(up.run(new_report.clone(), stop))
-}
-
-/// The topic reports are published to.
-fn upload_topic(loaded: &Loaded) -> String {
-    let plan = &loaded.plan;
-    let device = plan
-        .credentials
-        .device_id()
-        .map(str::to_string)
-        .unwrap_or_else(crate::model::hostname);
-    match loaded.cfg.upload.to {
-        UploadTo::Hub => {
-            let base = match plan.credentials.module_id() {
-                Some(m) => format!("devices/{device}/modules/{m}/messages/events/"),
-                None => format!("devices/{device}/messages/events/"),
-            };
-            // IoT Hub system and application properties in the topic: JSON, UTF-8,
-            // and marks that say this is a hubprobe report.
-            format!(
-                "{base}$.ct=application%2Fjson&$.ce=utf-8&hubprobe=report&schema=hubprobe.report%2F1"
-            )
-        }
-        UploadTo::Topic => loaded
-            .cfg
-            .upload
-            .topic
-            .clone()
-            .unwrap_or_default()
-            .replace("{device_id}", &device)
-            .replace("{host}", &crate::model::hostname()),
-    }
-}
-
-struct Uploader {
-    handle: SessionHandle,
-    spool: Arc<Mutex<Option<Spool>>>,
-    topic: String,
-    gap: Duration,
-    timeout: Duration,
-}
-
-impl Uploader {
-    async fn run(self, new_report: Arc<Notify>, mut stop: watch::Receiver<bool>) {
-        loop {
-            if *stop.borrow() {
-                return;
-            }
-            let progressed = self.upload_pending(&mut stop).await;
-            if *stop.borrow() {
-                return;
-            }
-            // Wait for a new report, or retry after a while when the session is down.
-            let retry = if progressed {
-                Duration::from_millis(10)
-            } else {
-                Duration::from_secs(1)
-            };
-            tokio::select! {
-                _ = new_report.notified() => {}
-                _ = tokio::time::sleep(retry) => {}
-                _ = stop.changed() => return,
-            }
-        }
-    }
-
-    /// Uploads what is pending; whether anything was delivered and more may follow.
-    async fn upload_pending(&self, stop: &mut watch::Receiver<bool>) -> bool {
-        if !self.handle.connected() {
-            return false;
-        }
-        let pending = match lock(&self.spool).as_ref().map(Spool::pending) {
-            Some(Ok(p)) => p,
-            Some(Err(e)) => {
-                tracing::error!("cannot list the spool: {e}");
-                return false;
-            }
-            None => return false,
-        };
-        let mut delivered_any = false;
-        for entry in pending.into_iter().take(100) {
-            let payload = match std::fs::read(&entry.path) {
-                Ok(b) => b,
-                // Pruned meanwhile.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    tracing::error!(file = %entry.path.display(), "cannot read a spooled report: {e}");
-                    continue;
-                }
-            };
-            let topic = if self.topic.contains("$.ct=") {
-                // IoT Hub: the report id as message id, so consumers can drop repeats.
-                format!("{}&$.mid={}", self.topic, entry.id)
-            } else {
-                self.topic.clone()
-            };
-            // Not interrupted by a stop: a clean stop finishes the publish in flight
-            // (bounded by the timeout), so its report is marked delivered, not resent.
-            let sent = self.handle.publish(topic, payload, self.timeout).await;
-            match sent {
-                Ok(()) => {
-                    if let Some(s) = lock(&self.spool).as_ref() {
-                        if let Err(e) = s.mark_delivered(&entry) {
-                            tracing::warn!(id = %entry.id, "delivered, but cannot mark it so (it may be sent again): {e}");
-                        }
-                    }
-                    tracing::info!(id = %entry.id, "report uploaded");
-                    delivered_any = true;
-                }
-                Err(e) => {
-                    tracing::info!(id = %entry.id, "upload deferred: {e}");
-                    return false;
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(self.gap) => {}
-                _ = stop.changed() => return false,
-            }
-        }
-        delivered_any
-    }
-}
-
-/// After the last cycle: upload what is pending, bounded by `timeout`.
-async fn drain(
-    loaded: &Loaded,
-    spool: &Arc<Mutex<Option<Spool>>>,
-    session: &Option<RunningSession>,
-    timeout: Duration,
-    signals: &mut Signals,
-) {
-    let (Some(s), true) = (session, loaded.cfg.upload.enabled) else {
-        return;
-    };
-    let up = Uploader {
-        handle: s.handle.clone(),
-        spool: spool.clone(),
-        topic: upload_topic(loaded),
-        gap: Duration::from_secs_f64(1.0 / loaded.cfg.upload.rate),
-        timeout: loaded.plan.timeout,
-    };
-    let (_tx, mut never) = watch::channel(false);
-    let work = async {
-        loop {
-            let left = lock(spool)
-                .as_ref()
-                .and_then(|s| s.pending().ok())
-                .map(|p| p.len())
-                .unwrap_or(0);
-            if left == 0 {
-                return;
-            }
-            if !up.upload_pending(&mut never).await {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = work => {}
-        _ = tokio::time::sleep(timeout) => {
-            tracing::warn!("reports still undelivered after {}; they stay in the spool", humantime::format_duration(timeout));
-        }
-        _ = signals.next_stop() => {}
-    }
-}
-
-enum Signal {
-    Stop,
-    Reload,
-}
-
-struct Signals {
-    term: Option<tokio::signal::unix::Signal>,
-    int: Option<tokio::signal::unix::Signal>,
-    hup: Option<tokio::signal::unix::Signal>,
-}
-
-impl Signals {
-    fn new() -> Signals {
-        use tokio::signal::unix::{signal, SignalKind};
-        Signals {
-            term: signal(SignalKind::terminate()).ok(),
-            int: signal(SignalKind::interrupt()).ok(),
-            hup: signal(SignalKind::hangup()).ok(),
-        }
-    }
-
-    async fn next(&mut self) -> Signal {
-        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
-            match s {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        }
-        tokio::select! {
-            _ = recv(&mut self.term) => { tracing::info!("SIGTERM: stopping"); Signal::Stop }
-            _ = recv(&mut self.int) => { tracing::info!("SIGINT: stopping"); Signal::Stop }
-            _ = recv(&mut self.hup) => { tracing::info!("SIGHUP: reloading the configuration"); Signal::Reload }
-        }
-    }
-
-    /// The next stop signal (a reload during a check waits for the check).
-    async fn next_stop(&mut self) -> Signal {
-        loop {
-            if let Signal::Stop = self.next().await {
-                return Signal::Stop;
-            }
-            tracing::info!("reload deferred until the running check ends");
-        }
-    }
 }
 
 /// The state directory: `--state-dir` / `HUBPROBE_STATE_DIR`, else systemd's

@@ -3,16 +3,23 @@
 //! token at 80 % of the lifetime (on MQTT a renewal is a reconnect, as in the Azure
 //! IoT SDKs), carries the uploader's QoS 1 publishes, and records every disconnect
 //! with its cause, classified where the I/O error is seen. Reconnects back off
-//! exponentially with jitter.
+//! exponentially with jitter, and a session that dies young counts like a failed
+//! attempt ([`Reconnects`]).
+//!
+//! The protocol lives in [`SessionMachine`] (no I/O); this module is its thin async
+//! driver: it connects, feeds the machine bytes, timers and classified errors, and
+//! performs the actions it returns. The history is saved at most once per
+//! [`HISTORY_SAVE_GAP`], and when the session task ends.
 //!
 //! It uses rumqttc's packet codec over hubprobe's own links (not rumqttc's event
 //! loop) so that a reset, an EOF without DISCONNECT, a TLS alert and a missing
 //! PINGRESP stay distinguishable, and the TLS verification is the probe's own.
 //!
 //! A hub allows one connection per identity. The session holds the identity lock
-//! (`CheckPlan::identity_share`) while it connects and while it is connected; a check that finds it live
-//! does not CONNECT with the identity (the canary's state stands in for it), and a
-//! reconnect waits while a check holds it.
+//! (`SessionSettings::identity`, the same one the checks see as `CheckPlan::identity_share`) while it connects and while it is connected, never
+//! while it waits to reconnect; a check that finds it live does not CONNECT with the
+//! identity (the canary's state stands in for it), and a reconnect waits while a
+//! check holds it.
 
 use std::collections::HashMap;
 use std::io;
@@ -20,27 +27,30 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf, BytesMut};
-use rumqttc::mqttbytes::v4::{Packet, PubAck, Publish};
-use rumqttc::mqttbytes::QoS;
+use bytes::BytesMut;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::history::{
     diagnose, CanaryReport, DiagnosisContext, DisconnectCause, DisconnectEvent, History,
 };
-use super::schedule::{backoff, random_unit};
-use crate::check::{open_link, session_options, token_timing, CheckPlan};
+use super::machine::{Action, Ended, MachineConfig, Reconnects, Sending, SessionMachine};
+use super::schedule::random_unit;
+use crate::check::{open_session, token_timing, CheckPlan};
+use crate::model::{FailureClass, Phase};
+use crate::net::ChainFailure;
 use crate::probe::dns::{self, DnsOptions};
 use crate::probe::mqtt::Session;
 use crate::probe::stream::Link;
 use crate::probe::{stream_error_kind, StreamFault};
 use crate::profile::Endpoint;
 
-/// Largest packet accepted from the server.
-const MAX_PACKET: usize = 256 * 1024;
-/// Fraction of the token lifetime after which the session renews its token.
-pub const RENEW_AT: f64 = 0.8;
+pub use super::machine::RENEW_AT;
+
+/// Shortest time between two writes of the history file (a storm of disconnects
+/// must not become a storm of fsyncs); the last change is written when the agent
+/// stops, so at most this much is lost to a crash.
+pub const HISTORY_SAVE_GAP: Duration = Duration::from_secs(5);
 
 /// How the session behaves.
 #[derive(Debug, Clone)]
@@ -57,8 +67,12 @@ pub struct SessionSettings {
     pub reconnect_max: Duration,
     /// Disconnects kept.
     pub history_keep: usize,
+    /// How long a session must live before its end resets the back-off.
+    pub stable_after: Duration,
     /// Where the history is saved (survives restarts).
     pub history_file: Option<PathBuf>,
+    /// The device identity shared with the agent's checks (`None`: not shared).
+    pub identity: Option<Arc<crate::agent::identity::IdentityShare>>,
 }
 
 /// What the rest of the agent sees of the session.
@@ -72,6 +86,35 @@ pub struct CanaryState {
     pub connect_failures: u32,
     /// The last failed attempt, one line (a class id and what was seen).
     pub connect_error: Option<String>,
+    /// Whether the history changed since it was last saved, and when that was.
+    save: SaveGate,
+}
+
+/// Bounds the history writes: at most one per [`HISTORY_SAVE_GAP`], unless forced.
+#[derive(Debug, Default)]
+struct SaveGate {
+    dirty: bool,
+    last: Option<Instant>,
+}
+
+impl CanaryState {
+    /// Notes a change of the history and saves it if the last save is old enough.
+    fn changed(&mut self, settings: &SessionSettings) {
+        self.save.dirty = true;
+        self.flush(settings, false);
+    }
+
+    /// Saves a changed history: now if `force`, else only if the gap has passed.
+    fn flush(&mut self, settings: &SessionSettings, force: bool) {
+        let now = Instant::now();
+        let due = self.save.dirty
+            && (force || self.save.last.is_none_or(|l| now >= l + HISTORY_SAVE_GAP));
+        if due {
+            save_history(settings, &self.history);
+            self.save.dirty = false;
+            self.save.last = Some(now);
+        }
+    }
 }
 
 /// One QoS 1 publish the uploader wants acknowledged.
@@ -151,7 +194,9 @@ impl SessionHandle {
             connect_failures: st.connect_failures,
             connect_error: st.connect_error.clone(),
         };
-        save_history(settings, &st.history);
+        if !report.recent.is_empty() {
+            st.changed(settings);
+        }
         report
     }
 }
@@ -163,19 +208,21 @@ fn lock(m: &Mutex<CanaryState>) -> std::sync::MutexGuard<'_, CanaryState> {
 /// Loads the saved history (an unreadable or corrupt file starts a new one, logged).
 pub fn load_history(file: Option<&PathBuf>) -> History {
     let Some(path) = file else {
-        return History::default();
+        return History::new();
     };
-    match std::fs::read(path) {
+    let mut h = match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
             tracing::warn!(file = %path.display(), "canary history unreadable, starting a new one: {e}");
-            History::default()
+            History::new()
         }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => History::default(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => History::new(),
         Err(e) => {
             tracing::warn!(file = %path.display(), "cannot read the canary history: {e}");
-            History::default()
+            History::new()
         }
-    }
+    };
+    h.ensure_id();
+    h
 }
 
 fn save_history(settings: &SessionSettings, history: &History) {
@@ -206,20 +253,8 @@ pub fn channel(history: History) -> (SessionHandle, mpsc::Receiver<PublishReques
     )
 }
 
-/// How a session ended.
-enum Ended {
-    /// The agent is stopping (not a disconnect).
-    Stopped,
-    /// A disconnect to record.
-    Disconnect {
-        cause: DisconnectCause,
-        detail: String,
-        idle_before: Duration,
-    },
-}
-
 /// Runs sessions until `stop` turns true: connect (with back-off), hold, record
-/// each disconnect, reconnect.
+/// each disconnect, reconnect. The history is saved last, whatever stopped it.
 pub async fn run(
     plan: Arc<CheckPlan>,
     settings: SessionSettings,
@@ -227,11 +262,46 @@ pub async fn run(
     mut publishes: mpsc::Receiver<PublishRequest>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let identity = plan.identity_share.clone();
+    drive(&plan, &settings, &handle, &mut publishes, &mut stop).await;
+    lock(&handle.state).flush(&settings, true);
+}
+
+/// Waits `wait` (saving the history when due); false if the agent stops first.
+async fn pause(
+    wait: Duration,
+    settings: &SessionSettings,
+    handle: &SessionHandle,
+    stop: &mut watch::Receiver<bool>,
+    flush: &mut tokio::time::Interval,
+) -> bool {
+    let until = Instant::now() + wait;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => return true,
+            _ = stop.changed() => return false,
+            _ = flush.tick() => lock(&handle.state).flush(settings, false),
+        }
+    }
+}
+
+async fn drive(
+    plan: &CheckPlan,
+    settings: &SessionSettings,
+    handle: &SessionHandle,
+    publishes: &mut mpsc::Receiver<PublishRequest>,
+    stop: &mut watch::Receiver<bool>,
+) {
+    let identity = settings.identity.clone();
+    let mut reconnects = Reconnects::new(
+        settings.reconnect_min,
+        settings.reconnect_max,
+        settings.stable_after,
+    );
     // Set when this run recorded a disconnect that is not yet followed by a session.
     let mut down_since: Option<Instant> = None;
     let mut failures: u32 = 0;
-    let mut last_class: Option<String> = None;
+    let mut flush = tokio::time::interval(HISTORY_SAVE_GAP);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if *stop.borrow() {
             return;
@@ -247,7 +317,7 @@ pub async fn run(
             None => None,
         };
         let attempt = tokio::select! {
-            r = connect(&plan, &settings) => r,
+            r = connect(plan, settings) => r,
             _ = stop.changed() => return,
         };
         let (link, buf) = match attempt {
@@ -255,24 +325,26 @@ pub async fn run(
             Err(why) => {
                 drop(guard);
                 failures += 1;
-                let class = why.split(':').next().unwrap_or("").to_string();
-                last_class = Some(class);
+                let class = why.class.id();
                 {
                     let mut st = lock(&handle.state);
                     st.connect_failures = failures;
-                    st.connect_error = Some(why.clone());
+                    st.connect_error = Some(why.to_string());
+                    if down_since.is_some() {
+                        st.history.attempt_failed(class);
+                        st.changed(settings);
+                    }
                 }
-                tracing::info!(endpoint = %settings.endpoint.name, "canary: connect failed: {why}");
-                let wait = backoff(
-                    failures - 1,
-                    settings.reconnect_min,
-                    settings.reconnect_max,
-                    random_unit(),
+                let wait = reconnects.attempt_failed(random_unit());
+                tracing::info!(
+                    endpoint = %settings.endpoint.name,
+                    "canary: connect failed: {why}; next attempt in {}",
+                    humantime::format_duration(round_ms(wait))
                 );
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => continue,
-                    _ = stop.changed() => return,
+                if !pause(wait, settings, handle, stop, &mut flush).await {
+                    return;
                 }
+                continue;
             }
         };
         let since = SystemTime::now();
@@ -280,65 +352,101 @@ pub async fn run(
         {
             let mut st = lock(&handle.state);
             match down_since.take() {
-                Some(t) => {
-                    st.history
-                        .reconnected(t.elapsed().as_secs_f64(), failures, last_class.take())
-                }
+                Some(t) => st.history.reconnected(t.elapsed().as_secs_f64()),
                 None => st.history.sessions_total += 1,
             }
             st.connected_since = Some(since);
             st.connect_failures = 0;
             st.connect_error = None;
-            save_history(&settings, &st.history);
+            st.changed(settings);
         }
         failures = 0;
-        last_class = None;
         if let Some(share) = &identity {
             share.set_live_canary(Some(settings.endpoint.name.clone()));
         }
         tracing::info!(endpoint = %settings.endpoint.name, "canary: session up");
 
-        let ended = hold(&plan, &settings, link, buf, &mut publishes, &mut stop).await;
+        let ended = hold(
+            plan,
+            settings,
+            handle,
+            (link, buf),
+            publishes,
+            stop,
+            &mut flush,
+        )
+        .await;
         if let Some(share) = &identity {
             share.set_live_canary(None);
         }
         drop(guard);
-        let mut st = lock(&handle.state);
-        st.connected_since = None;
-        match ended {
-            Ended::Stopped => return,
-            Ended::Disconnect {
-                cause,
-                detail,
-                idle_before,
-            } => {
-                let now = SystemTime::now();
-                let event = DisconnectEvent {
-                    at: crate::model::rfc3339(now),
-                    at_unix_ms: now
-                        .duration_since(UNIX_EPOCH)
-                        .unwrap_or_default()
-                        .as_millis() as u64,
-                    session_lived_s: started.elapsed().as_secs_f64(),
-                    idle_before_s: idle_before.as_secs_f64(),
-                    cause,
-                    detail: detail.clone(),
-                    reconnect_s: None,
-                    failed_attempts: 0,
-                    last_attempt_class: None,
-                };
-                tracing::info!(endpoint = %settings.endpoint.name, cause = cause.as_str(), "canary: disconnected: {detail}");
-                st.history.record(event, settings.history_keep);
-                save_history(&settings, &st.history);
-                down_since = Some(Instant::now());
+        let d = {
+            let mut st = lock(&handle.state);
+            st.connected_since = None;
+            let Ended::Disconnect(d) = ended else {
+                return;
+            };
+            let now = SystemTime::now();
+            let event = DisconnectEvent {
+                id: String::new(),
+                at: crate::model::rfc3339(now),
+                at_unix_ms: now
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis() as u64,
+                session_lived_s: started.elapsed().as_secs_f64(),
+                idle_before_s: d.idle_before.as_secs_f64(),
+                longest_idle_survived_s: Some(d.longest_idle_survived.as_secs_f64()),
+                cause: d.cause,
+                reason_code: d.reason_code,
+                detail: d.detail.clone(),
+                reconnect_s: None,
+                failed_attempts: 0,
+                last_attempt_class: None,
+            };
+            st.history.record(event, settings.history_keep);
+            st.changed(settings);
+            d
+        };
+        down_since = Some(Instant::now());
+        let lived = started.elapsed();
+        let wait = reconnects.session_ended(lived, d.cause, random_unit());
+        tracing::info!(
+            endpoint = %settings.endpoint.name,
+            cause = d.cause.as_str(),
+            "canary: disconnected after {}: {}{}",
+            humantime::format_duration(round_ms(lived)),
+            d.detail,
+            if wait.is_zero() {
+                String::new()
+            } else {
+                format!("; reconnecting in {}", humantime::format_duration(round_ms(wait)))
             }
+        );
+        if reconnects.streak() > 1 && lived < settings.stable_after {
+            tracing::warn!(
+                endpoint = %settings.endpoint.name,
+                "canary: {} sessions or attempts in a row failed or ended within {}: backing off",
+                reconnects.streak(),
+                humantime::format_duration(settings.stable_after)
+            );
+        }
+        if !pause(wait, settings, handle, stop, &mut flush).await {
+            return;
         }
     }
 }
 
-/// DNS, transport and CONNECT/CONNACK for one attempt; the error is one line
-/// starting with the failure class id.
-async fn connect(plan: &CheckPlan, settings: &SessionSettings) -> Result<(Link, BytesMut), String> {
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
+/// DNS, transport and CONNECT/CONNACK for one attempt; the error names the phase
+/// that failed and its class.
+async fn connect(
+    plan: &CheckPlan,
+    settings: &SessionSettings,
+) -> Result<(Link, BytesMut), ChainFailure> {
     let dns = dns::resolve(
         &plan.host,
         &DnsOptions {
@@ -348,189 +456,113 @@ async fn connect(plan: &CheckPlan, settings: &SessionSettings) -> Result<(Link, 
     )
     .await;
     if dns.addresses.is_empty() {
-        return Err(format!(
-            "{}: {}",
-            dns.result.class.map(|c| c.id()).unwrap_or("dns.failed"),
-            dns.result.message.as_deref().unwrap_or("no address")
-        ));
+        return Err(ChainFailure {
+            phase: Phase::Dns,
+            class: dns.result.class.unwrap_or(FailureClass::DnsError),
+            message: dns.result.message.unwrap_or_else(|| "no address".into()),
+        });
     }
-    let link = open_link(plan, &settings.endpoint, &dns.addresses, plan.timeout)
+    open_session(plan, &settings.endpoint, &dns.addresses, settings.keepalive)
         .await
-        .map_err(|f| f.to_string())?;
-    let opts = session_options(plan, settings.keepalive, plan.timeout);
-    match Session::connect(link, &opts).await {
-        Ok(s) => Ok(s.into_parts()),
-        Err(f) => Err(format!("{}: {}", f.class.id(), f.message)),
-    }
+        .map(Session::into_parts)
 }
 
-/// Holds one session until it ends.
+/// Holds one session until it ends: the thin driver of [`SessionMachine`].
 async fn hold(
     plan: &CheckPlan,
     settings: &SessionSettings,
-    mut link: Link,
-    mut buf: BytesMut,
+    handle: &SessionHandle,
+    (mut link, leftover): (Link, BytesMut),
     publishes: &mut mpsc::Receiver<PublishRequest>,
     stop: &mut watch::Receiver<bool>,
+    flush: &mut tokio::time::Interval,
 ) -> Ended {
-    let keepalive = settings.keepalive.max(Duration::from_secs(1));
     let (lifetime, fixed_expiry) = token_timing(plan);
-    let connected = Instant::now();
-    let renew_at = lifetime.map(|l| connected + l.mul_f64(RENEW_AT));
-    let mut last_rx = connected;
-    let mut last_tx = connected;
-    let mut ping_sent: Option<Instant> = None;
-    let mut inflight: HashMap<u16, (Instant, oneshot::Sender<Result<(), String>>)> = HashMap::new();
-    let mut next_pkid: u16 = 1;
-    let far = connected + Duration::from_secs(100 * 365 * 86_400);
-
-    let end = |cause, detail: String, idle_before| Ended::Disconnect {
-        cause,
-        detail,
-        idle_before,
+    let cfg = MachineConfig {
+        keepalive: settings.keepalive,
+        ping_timeout: settings.ping_timeout,
+        token_lifetime: lifetime,
+        token_expiry_unix: fixed_expiry,
     };
-    // The silence the path had to survive before the exchange that failed.
-    let idle = |ping_sent: Option<Instant>, last_rx: Instant| match ping_sent {
-        Some(p) => p.saturating_duration_since(last_rx),
-        None => Instant::now().saturating_duration_since(last_rx),
-    };
-
+    let mut m = SessionMachine::new(cfg, Instant::now());
+    m.on_bytes(&leftover, Instant::now());
+    let mut waiting: HashMap<u16, oneshot::Sender<Result<(), String>>> = HashMap::new();
+    let mut timer = Instant::now() + Duration::from_secs(86_400);
+    let mut buf = BytesMut::with_capacity(8192);
+    let mut publishes_open = true;
     loop {
-        // Anything already buffered (a CONNACK may arrive with more behind it).
-        loop {
-            match parse_one(&mut buf) {
-                Ok(None) => break,
-                Ok(Some(Packet::PingResp)) => ping_sent = None,
-                Ok(Some(Packet::PubAck(ack))) => {
-                    if let Some((_, done)) = inflight.remove(&ack.pkid) {
-                        let _ = done.send(Ok(()));
-                    }
-                }
-                Ok(Some(Packet::Disconnect)) => {
-                    return end(
-                        DisconnectCause::ServerDisconnect,
-                        "the server sent DISCONNECT".into(),
-                        idle(ping_sent, last_rx),
-                    )
-                }
-                Ok(Some(Packet::Publish(p))) => {
-                    // Nothing is subscribed; acknowledge what a hub pushes anyway
-                    // (QoS 1 cloud-to-device messages would be redelivered forever).
-                    if p.qos == QoS::AtLeastOnce {
-                        let mut out = BytesMut::new();
-                        if PubAck::new(p.pkid).write(&mut out).is_ok() {
-                            if let Err(e) = send(&mut link, &out, settings.ping_timeout).await {
-                                let (cause, detail) = classify(&e, "acknowledging a message");
-                                return end(cause, detail, idle(ping_sent, last_rx));
-                            }
-                            last_tx = Instant::now();
+        while let Some(action) = m.poll_action() {
+            match action {
+                Action::Send { bytes, what } => {
+                    let limit = match what {
+                        Sending::Farewell => Duration::from_secs(2),
+                        _ => settings.ping_timeout,
+                    };
+                    match send(&mut link, &bytes, limit).await {
+                        Ok(()) => m.on_write_done(what, Instant::now()),
+                        Err(_) if what == Sending::Farewell => {}
+                        Err(e) => {
+                            let (cause, detail) = classify(&e, what.doing());
+                            m.on_error(cause, detail, Instant::now());
                         }
                     }
                 }
-                Ok(Some(_)) => {}
-                Err(detail) => {
-                    return end(
-                        DisconnectCause::ProtocolError,
-                        detail,
-                        idle(ping_sent, last_rx),
-                    )
+                Action::ArmTimer(at) => timer = at,
+                Action::PublishAcked(id) => {
+                    if let Some(done) = waiting.remove(&id) {
+                        let _ = done.send(Ok(()));
+                    }
+                }
+                Action::PublishFailed(id, why) => {
+                    if let Some(done) = waiting.remove(&id) {
+                        let _ = done.send(Err(why));
+                    }
+                }
+                Action::Close => {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), link.close()).await;
+                }
+                Action::End(ended) => {
+                    for (_, done) in waiting.drain() {
+                        let _ = done.send(Err("the session ended before the PUBACK".into()));
+                    }
+                    return ended;
                 }
             }
         }
-        let next_ping = last_tx + keepalive;
-        let ping_deadline = ping_sent.map(|t| t + settings.ping_timeout);
-        let puback_deadline = inflight
-            .values()
-            .map(|(t, _)| *t + settings.ping_timeout)
-            .min();
         tokio::select! {
             biased;
-            _ = stop.changed() => {
-                let _ = send(&mut link, &[0xE0, 0x00], Duration::from_secs(2)).await;
-                let _ = tokio::time::timeout(Duration::from_secs(2), link.close()).await;
-                return Ended::Stopped;
+            _ = stop.changed() => m.stop(),
+            r = link.recv(&mut buf) => {
+                let now = Instant::now();
+                match r {
+                    Ok(0) => {
+                        let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+                        m.on_eof(now, unix);
+                    }
+                    Ok(_) => {
+                        let data = buf.split();
+                        m.on_bytes(&data, now);
+                    }
+                    Err(e) => {
+                        let (cause, detail) = classify(&e, "reading");
+                        m.on_error(cause, detail, now);
+                    }
+                }
             }
-            r = link.recv(&mut buf) => match r {
-                Ok(0) => {
-                    let now_unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-                    let (cause, detail) = match fixed_expiry {
-                        Some(exp) if now_unix + 5 >= exp => (
-                            DisconnectCause::TokenExpired,
-                            format!("the server closed the connection; the SAS token expired at {}", crate::model::rfc3339_unix(exp)),
-                        ),
-                        _ => (
-                            DisconnectCause::EofWithoutDisconnect,
-                            "the server closed the connection without an MQTT DISCONNECT".into(),
-                        ),
-                    };
-                    return end(cause, detail, idle(ping_sent, last_rx));
-                }
-                Ok(_) => last_rx = Instant::now(),
-                Err(e) => {
-                    let (cause, detail) = classify(&e, "reading");
-                    return end(cause, detail, idle(ping_sent, last_rx));
-                }
+            _ = tokio::time::sleep_until(timer) => m.on_timer(Instant::now()),
+            req = publishes.recv(), if publishes_open && m.can_publish() => match req {
+                // The agent dropped the uploader: keep the session, no more publishes.
+                None => publishes_open = false,
+                Some(req) => match m.publish(req.topic, req.payload, Instant::now()) {
+                    Ok(id) => {
+                        waiting.insert(id, req.done);
+                    }
+                    Err(e) => {
+                        let _ = req.done.send(Err(e));
+                    }
+                },
             },
-            _ = tokio::time::sleep_until(ping_deadline.unwrap_or(far)), if ping_sent.is_some() => {
-                return end(
-                    DisconnectCause::NoPingresp,
-                    format!("no PINGRESP within {}", humantime::format_duration(settings.ping_timeout)),
-                    idle(ping_sent, last_rx),
-                );
-            }
-            _ = tokio::time::sleep_until(puback_deadline.unwrap_or(far)), if puback_deadline.is_some() => {
-                return end(
-                    DisconnectCause::NoPingresp,
-                    format!("no PUBACK within {}", humantime::format_duration(settings.ping_timeout)),
-                    idle(ping_sent, last_rx),
-                );
-            }
-            _ = tokio::time::sleep_until(next_ping), if ping_sent.is_none() => {
-                if let Err(e) = send(&mut link, &[0xC0, 0x00], settings.ping_timeout).await {
-                    let (cause, detail) = classify(&e, "sending PINGREQ");
-                    return end(cause, detail, Instant::now().saturating_duration_since(last_rx));
-                }
-                let now = Instant::now();
-                ping_sent = Some(now);
-                last_tx = now;
-            }
-            _ = tokio::time::sleep_until(renew_at.unwrap_or(far)), if renew_at.is_some() => {
-                let _ = send(&mut link, &[0xE0, 0x00], Duration::from_secs(2)).await;
-                let _ = tokio::time::timeout(Duration::from_secs(2), link.close()).await;
-                return end(
-                    DisconnectCause::TokenRenewal,
-                    format!(
-                        "renewing the SAS token at {:.0} % of its {} lifetime (a reconnect on MQTT)",
-                        RENEW_AT * 100.0,
-                        humantime::format_duration(lifetime.unwrap_or_default())
-                    ),
-                    Instant::now().saturating_duration_since(last_rx),
-                );
-            }
-            req = publishes.recv(), if inflight.is_empty() => {
-                let Some(req) = req else {
-                    // The agent dropped the uploader: keep the session, no more publishes.
-                    std::future::pending::<()>().await;
-                    unreachable!();
-                };
-                let pkid = next_pkid;
-                next_pkid = next_pkid.checked_add(1).unwrap_or(1);
-                let mut p = Publish::new(req.topic, QoS::AtLeastOnce, req.payload);
-                p.pkid = pkid;
-                let mut out = BytesMut::new();
-                if let Err(e) = p.write(&mut out) {
-                    let _ = req.done.send(Err(format!("cannot encode PUBLISH: {e}")));
-                    continue;
-                }
-                if let Err(e) = send(&mut link, &out, settings.ping_timeout).await {
-                    let (cause, detail) = classify(&e, "sending PUBLISH");
-                    let _ = req.done.send(Err(detail.clone()));
-                    return end(cause, detail, Instant::now().saturating_duration_since(last_rx));
-                }
-                let now = Instant::now();
-                last_tx = now;
-                inflight.insert(pkid, (now, req.done));
-            }
+            _ = flush.tick() => lock(&handle.state).flush(settings, false),
         }
     }
 }
@@ -539,25 +571,6 @@ async fn send(link: &mut Link, bytes: &[u8], timeout: Duration) -> io::Result<()
     match tokio::time::timeout(timeout, link.send(bytes)).await {
         Ok(r) => r,
         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "send timed out")),
-    }
-}
-
-/// One packet from the buffer, if a whole one is there.
-fn parse_one(buf: &mut BytesMut) -> Result<Option<Packet>, String> {
-    if buf.is_empty() {
-        return Ok(None);
-    }
-    match Packet::read(buf, MAX_PACKET) {
-        Ok(p) => Ok(Some(p)),
-        Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
-        Err(e) => {
-            let n = buf.len().min(16);
-            let head: String = buf[..n].iter().map(|b| format!("{b:02x}")).collect();
-            buf.advance(buf.len());
-            Err(format!(
-                "the server sent something that is not MQTT ({e}): {head}"
-            ))
-        }
     }
 }
 
@@ -609,21 +622,5 @@ mod tests {
         assert!(m.contains("CertificateRevoked"), "{m}");
         let other = io::Error::other("odd");
         assert_eq!(classify(&other, "x").0, DisconnectCause::IoError);
-    }
-
-    #[test]
-    fn packets_are_parsed_whole_or_waited_for() {
-        let mut b = BytesMut::from(&[0xD0u8][..]);
-        assert!(matches!(parse_one(&mut b), Ok(None)));
-        b.extend_from_slice(&[0x00, 0x40, 0x02, 0x00, 0x07]);
-        assert!(matches!(parse_one(&mut b), Ok(Some(Packet::PingResp))));
-        match parse_one(&mut b) {
-            Ok(Some(Packet::PubAck(a))) => assert_eq!(a.pkid, 7),
-            other => panic!("{other:?}"),
-        }
-        // Packet type 0 is reserved: not MQTT.
-        let mut junk = BytesMut::from(&[0x00u8, 0x02, 0x00, 0x00][..]);
-        assert!(parse_one(&mut junk).is_err());
-        assert!(junk.is_empty());
     }
 }

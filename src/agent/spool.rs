@@ -7,10 +7,16 @@
 //! sequence number (write order, independent of the clock, which may be wrong
 //! on a device); `DIR/delivered/` holds the ones whose upload was acknowledged.
 //! Retention (count, age, total bytes) removes delivered reports first, then the
-//! oldest undelivered ones, so the disk never fills.
+//! oldest undelivered ones. Sizes are what the files take on disk (allocated
+//! blocks, `st_blocks`), not their lengths: on a small file system a 1 KiB report
+//! takes a 4 KiB block. And when a write fails because the file system is full
+//! (ENOSPC, or EDQUOT over a quota) the spool makes room the same way — delivered
+//! reports first, then, with a warning, the oldest undelivered — and writes again,
+//! so a full disk never costs a new report while old ones could make room.
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -23,7 +29,7 @@ pub struct Retention {
     pub max_reports: usize,
     /// Oldest report kept (by file time).
     pub max_age: Duration,
-    /// Most bytes kept.
+    /// Most bytes kept, counted as allocated on disk.
     pub max_bytes: u64,
 }
 
@@ -38,6 +44,8 @@ pub struct Entry {
     pub path: PathBuf,
     /// Size in bytes.
     pub bytes: u64,
+    /// Bytes allocated on disk (`st_blocks` × 512): what retention counts.
+    pub allocated: u64,
     /// Whether its upload was acknowledged.
     pub delivered: bool,
     modified: SystemTime,
@@ -58,7 +66,18 @@ pub struct Spool {
     dir: PathBuf,
     next_seq: u64,
     retention: Retention,
+    evicted: Pruned,
 }
+
+/// Whether a write failed because the file system (or the quota) is full.
+pub fn is_out_of_space(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::StorageFull
+        || e.kind() == io::ErrorKind::QuotaExceeded
+        || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// Most rounds of eviction one write makes before it gives up.
+const MAX_EVICTION_ROUNDS: usize = 64;
 
 const DELIVERED: &str = "delivered";
 
@@ -87,6 +106,7 @@ impl Spool {
             dir: dir.to_path_buf(),
             next_seq: max + 1,
             retention,
+            evicted: Pruned::default(),
         })
     }
 
@@ -100,7 +120,9 @@ impl Spool {
         self.retention = retention;
     }
 
-    /// Writes one report (its JSON) atomically; returns its entry.
+    /// Writes one report (its JSON) atomically; returns its entry. When the file
+    /// system is full, makes room (delivered reports first, then the oldest
+    /// undelivered, with a warning) and writes again. A failed write leaves no file.
     pub fn write(&mut self, id: &str, json: &[u8]) -> io::Result<Entry> {
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             return Err(io::Error::new(
@@ -110,16 +132,85 @@ impl Spool {
         }
         let seq = self.next_seq;
         let path = self.dir.join(format!("{seq:012}-{id}.json"));
-        fsio::write_atomic(&path, json)?;
+        let mut rounds = 0;
+        loop {
+            match fsio::write_atomic(&path, json) {
+                Ok(()) => break,
+                Err(e) if is_out_of_space(&e) && rounds < MAX_EVICTION_ROUNDS => {
+                    rounds += 1;
+                    // Room for the report, its temporary twin and a directory block.
+                    let need = (json.len() as u64).div_ceil(4096) * 4096 + 8192;
+                    let freed = self.evict_for_space(need)?;
+                    if freed == Pruned::default() {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
         self.next_seq += 1;
+        let allocated = fs::metadata(&path)
+            .map(|m| m.blocks() * 512)
+            .unwrap_or(json.len() as u64);
         Ok(Entry {
             seq,
             id: id.to_string(),
             path,
             bytes: json.len() as u64,
+            allocated,
             delivered: false,
             modified: SystemTime::now(),
         })
+    }
+
+    /// Reports removed to make room for a write since the spool was opened.
+    pub fn evicted_for_space(&self) -> Pruned {
+        self.evicted
+    }
+
+    /// Removes reports to free about `need` allocated bytes: delivered ones oldest
+    /// first, then undelivered ones oldest first (each logged).
+    fn evict_for_space(&mut self, need: u64) -> io::Result<Pruned> {
+        let all = self.all()?;
+        let mut freed = 0u64;
+        let mut pruned = Pruned::default();
+        for delivered_pass in [true, false] {
+            for e in all.iter().filter(|e| e.delivered == delivered_pass) {
+                if freed >= need {
+                    break;
+                }
+                match fs::remove_file(&e.path) {
+                    Ok(()) => {
+                        freed += e.allocated.max(1);
+                        if e.delivered {
+                            pruned.delivered += 1;
+                        } else {
+                            pruned.undelivered += 1;
+                            tracing::warn!(
+                                id = %e.id,
+                                spool = %self.dir.display(),
+                                "the file system is full and no delivered report is left: removed the oldest undelivered report to keep the new one"
+                            );
+                        }
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+        if pruned != Pruned::default() {
+            tracing::info!(
+                delivered = pruned.delivered,
+                undelivered = pruned.undelivered,
+                spool = %self.dir.display(),
+                "the file system is full: removed reports to make room"
+            );
+            let _ = fsio::sync_dir(&self.dir);
+            let _ = fsio::sync_dir(&self.dir.join(DELIVERED));
+        }
+        self.evicted.delivered += pruned.delivered;
+        self.evicted.undelivered += pruned.undelivered;
+        Ok(pruned)
     }
 
     /// Reports not yet delivered, oldest first.
@@ -192,7 +283,7 @@ fn select_victims(entries: &[Entry], r: Retention, now: SystemTime) -> Vec<&Entr
             .iter()
             .zip(keep)
             .filter(|(_, k)| **k)
-            .map(|(e, _)| e.bytes)
+            .map(|(e, _)| e.allocated)
             .sum::<u64>()
     };
     let mut kept_count = count(&keep);
@@ -206,7 +297,7 @@ fn select_victims(entries: &[Entry], r: Retention, now: SystemTime) -> Vec<&Entr
             if keep[i] && e.delivered == delivered_pass {
                 keep[i] = false;
                 kept_count -= 1;
-                kept_bytes -= e.bytes;
+                kept_bytes -= e.allocated;
             }
         }
     }
@@ -244,6 +335,7 @@ fn list(dir: &Path, delivered: bool) -> io::Result<Vec<Entry>> {
             id,
             path: e.path(),
             bytes: meta.len(),
+            allocated: meta.blocks() * 512,
             delivered,
             modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
         });
@@ -304,8 +396,14 @@ impl Ndjson {
         let mut line = Vec::with_capacity(line_len as usize);
         line.extend_from_slice(compact_json.as_bytes());
         line.push(b'\n');
-        f.write_all(&line)?;
-        f.sync_data()
+        let before = f.metadata()?.len();
+        let written = f.write_all(&line).and_then(|()| f.sync_data());
+        if let Err(e) = written {
+            // A full disk must not leave half a line behind.
+            let _ = f.set_len(before);
+            return Err(e);
+        }
+        Ok(())
     }
 
     fn rotated(&self, n: u32) -> PathBuf {
@@ -405,20 +503,20 @@ mod tests {
     #[test]
     fn byte_limit_and_age() {
         let d = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(
-            d.path(),
-            Retention {
-                max_bytes: 250,
-                ..retention()
-            },
-        )
-        .unwrap();
+        let mut s = Spool::open(d.path(), retention()).unwrap();
+        let mut block = 0;
         for i in 0..5 {
-            s.write(&format!("id-{i}"), &[b' '; 100]).unwrap();
+            block = s.write(&format!("id-{i}"), &[b' '; 100]).unwrap().allocated;
         }
+        // Retention counts what the files take on disk, not their 100 bytes.
+        assert!(block >= 100, "{block}");
+        s.set_retention(Retention {
+            max_bytes: block * 5 / 2,
+            ..retention()
+        });
         s.prune(SystemTime::now()).unwrap();
-        let total: u64 = s.all().unwrap().iter().map(|e| e.bytes).sum();
-        assert!(total <= 250, "{total}");
+        let total: u64 = s.all().unwrap().iter().map(|e| e.allocated).sum();
+        assert!(total <= block * 5 / 2, "{total}");
         assert_eq!(s.all().unwrap().len(), 2);
         // Everything is "old" a year from now.
         let later = SystemTime::now() + Duration::from_secs(365 * 86_400);

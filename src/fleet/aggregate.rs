@@ -2,8 +2,7 @@
 //! memory bounded by the number of devices (and labels, endpoints, classes), never
 //! by the number of reports.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::diagnose::CLOCK_OFFSET_WARNING_S;
 use crate::model::DisconnectCause;
@@ -11,7 +10,10 @@ use crate::model::Verdict;
 use crate::model::{Phase, Status};
 
 use super::incident::IncidentAcc;
-use super::record::{Observation, Rejection};
+use super::record::{DisconnectObs, Observation, Rejection};
+use super::shared::{
+    plausible_ms, IncidentContext, IntMap, IntSet, Interner, PLAUSIBLE_FROM_MS, PLAUSIBLE_TO_MS,
+};
 use super::sketch::LogHistogram;
 use super::summary::*;
 use super::FleetOptions;
@@ -35,71 +37,11 @@ fn phase_index(p: Phase) -> usize {
     PHASES.iter().position(|x| *x == p).unwrap_or(0)
 }
 
-/// Hashes the accumulators' integer keys (interned indices and time buckets, never
-/// raw input): one multiply (FxHash) instead of SipHash.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct IntHasher(u64);
-
-impl Hasher for IntHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(b as u64);
-        }
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(n as u64);
-    }
-    fn write_i64(&mut self, n: i64) {
-        self.write_u64(n as u64);
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-/// A set of integer keys hashed with [`IntHasher`].
-pub type IntSet<T> = HashSet<T, BuildHasherDefault<IntHasher>>;
-/// A map from integer keys hashed with [`IntHasher`].
-pub type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
-
-/// Interns strings to small integers.
-#[derive(Debug, Default)]
-pub struct Interner {
-    ids: HashMap<String, u32>,
-    names: Vec<String>,
-}
-
-impl Interner {
-    /// The id of `s`, adding it when new.
-    pub fn id(&mut self, s: &str) -> u32 {
-        if let Some(&i) = self.ids.get(s) {
-            return i;
-        }
-        let i = self.names.len() as u32;
-        self.names.push(s.to_string());
-        self.ids.insert(s.to_string(), i);
-        i
-    }
-    /// The string of an id.
-    pub fn name(&self, i: u32) -> &str {
-        &self.names[i as usize]
-    }
-    /// How many strings.
-    pub fn len(&self) -> usize {
-        self.names.len()
-    }
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
-    }
-}
-
 /// What is kept per device.
 #[derive(Debug, Clone)]
 struct DeviceState {
+    /// The latest report's time is believable.
+    latest_plausible: bool,
     latest_ms: i64,
     latest_verdict: Verdict,
     /// Group (by `--by`) of the latest report.
@@ -142,7 +84,16 @@ struct GroupAcc {
     keepalive: BTreeMap<u64, u64>,
     idle: BTreeMap<u64, u64>,
     idle_hist: LogHistogram,
-    disconnects: BTreeMap<DisconnectCause, (u64, IntSet<u32>)>,
+    disconnects: BTreeMap<DisconnectCause, DisconnectAcc>,
+}
+
+/// Canary disconnects of one cause.
+#[derive(Debug, Default)]
+struct DisconnectAcc {
+    events: u64,
+    devices: IntSet<u32>,
+    reconnect: Option<Box<LogHistogram>>,
+    failed_attempts: u64,
 }
 
 impl GroupAcc {
@@ -209,15 +160,55 @@ impl GroupAcc {
             *self.keepalive.entry(k).or_default() += 1;
         }
         if let Some(ms) = o.idle_timeout_ms {
-            *self.idle.entry((ms + 500) / 1000).or_default() += 1;
+            *self.idle.entry(ms.saturating_add(500) / 1000).or_default() += 1;
             self.idle_hist.add(ms as f64 / 1000.0);
         }
-        for (_, cause) in &o.disconnects {
-            let e = self.disconnects.entry(*cause).or_default();
-            e.0 += 1;
-            e.1.insert(dev);
-        }
     }
+
+    fn add_disconnect(&mut self, dev: u32, d: &DisconnectObs) {
+        let e = self.disconnects.entry(d.cause).or_default();
+        e.events += 1;
+        e.devices.insert(dev);
+        if let Some(r) = d.reconnect_s {
+            e.reconnect.get_or_insert_with(Default::default).add(r);
+        }
+        e.failed_attempts += d.failed_attempts as u64;
+    }
+}
+
+/// The latest version seen of a disconnect record that has an id.
+#[derive(Debug, Clone, Copy)]
+struct PendingDisconnect {
+    /// `started_at` of the report that carried this version.
+    report_ms: i64,
+    group: u32,
+    network: u32,
+    site: u32,
+    d: DisconnectObs,
+}
+
+impl PendingDisconnect {
+    /// True when `self` is a later version than `other`: from a later report;
+    /// from the same instant, the completed one.
+    fn supersedes(&self, other: &PendingDisconnect) -> bool {
+        (
+            self.report_ms,
+            self.d.reconnect_s.is_some(),
+            self.d.failed_attempts,
+        ) > (
+            other.report_ms,
+            other.d.reconnect_s.is_some(),
+            other.d.failed_attempts,
+        )
+    }
+}
+
+/// Times outside the believed window, and whose.
+#[derive(Debug, Default)]
+struct ImplausibleAcc {
+    reports: u64,
+    disconnects: u64,
+    devices: IntSet<u32>,
 }
 
 /// Input counters and the first problems seen.
@@ -250,9 +241,14 @@ pub struct Aggregator {
     total: GroupAcc,
     by_group: Vec<GroupAcc>,
     incidents: IncidentAcc,
+    /// Disconnect records with an id, by (device, id hash): the latest version.
+    pending: IntMap<(u32, u64), PendingDisconnect>,
+    implausible: ImplausibleAcc,
     /// Input counters.
     pub input: InputStats,
     reports: u64,
+    /// Reports with a believable `started_at`.
+    plausible_reports: u64,
     duplicates: u64,
     first_ms: i64,
     last_ms: i64,
@@ -272,8 +268,11 @@ impl Aggregator {
             groups: Interner::default(),
             total: GroupAcc::default(),
             by_group: Vec::new(),
+            pending: IntMap::default(),
+            implausible: ImplausibleAcc::default(),
             input: InputStats::default(),
             reports: 0,
+            plausible_reports: 0,
             duplicates: 0,
             first_ms: i64::MAX,
             last_ms: i64::MIN,
@@ -286,6 +285,11 @@ impl Aggregator {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
             .unwrap_or(NO_LABEL)
+    }
+
+    /// Reports counted so far (repeats dropped).
+    pub fn reports(&self) -> u64 {
+        self.reports
     }
 
     /// Records a line that is not a usable report.
@@ -323,6 +327,7 @@ impl Aggregator {
         let dev = self.devices.id(&o.device);
         if self.devices.len() > before {
             self.states.push(DeviceState {
+                latest_plausible: false,
                 latest_ms: i64::MIN,
                 latest_verdict: o.verdict,
                 latest_group: group,
@@ -341,11 +346,14 @@ impl Aggregator {
         st.recent[st.next] = h;
         st.next = (st.next + 1) % DEDUP_IDS_PER_DEVICE;
         st.filled = (st.filled + 1).min(DEDUP_IDS_PER_DEVICE);
-        // Latest report per device; ties go to the greater verdict so the result
-        // does not depend on the input order.
-        if o.started_ms > st.latest_ms
-            || (o.started_ms == st.latest_ms && o.verdict > st.latest_verdict)
+        let plausible = plausible_ms(o.started_ms);
+        // Latest report per device (a believable time beats one from a clock gone
+        // wrong); ties go to the greater verdict so the result does not depend on
+        // the input order.
+        if (plausible, o.started_ms, o.verdict)
+            > (st.latest_plausible, st.latest_ms, st.latest_verdict)
         {
+            st.latest_plausible = plausible;
             st.latest_ms = o.started_ms;
             st.latest_verdict = o.verdict;
             st.latest_group = group;
@@ -353,8 +361,15 @@ impl Aggregator {
             st.site = site;
         }
         self.reports += 1;
-        self.first_ms = self.first_ms.min(o.started_ms);
-        self.last_ms = self.last_ms.max(o.started_ms);
+        if plausible {
+            self.plausible_reports += 1;
+            self.first_ms = self.first_ms.min(o.started_ms);
+            self.last_ms = self.last_ms.max(o.started_ms);
+            self.incidents.add_check(dev, network, site, o);
+        } else {
+            self.implausible.reports += 1;
+            self.implausible.devices.insert(dev);
+        }
         self.total.add(dev, o);
         if self.opts.by.is_some() {
             while self.by_group.len() <= group as usize {
@@ -362,12 +377,54 @@ impl Aggregator {
             }
             self.by_group[group as usize].add(dev, o);
         }
-        self.incidents.add(dev, network, site, o);
+        for d in &o.disconnects {
+            let p = PendingDisconnect {
+                report_ms: o.started_ms,
+                group,
+                network,
+                site,
+                d: *d,
+            };
+            match d.id_hash {
+                // From an older agent: no later version can come.
+                None => self.add_disconnect(dev, &p),
+                Some(id) => match self.pending.get_mut(&(dev, id)) {
+                    Some(old) => {
+                        if p.supersedes(old) {
+                            *old = p;
+                        }
+                    }
+                    None => {
+                        self.pending.insert((dev, id), p);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Counts one disconnect (in its final version).
+    fn add_disconnect(&mut self, dev: u32, p: &PendingDisconnect) {
+        self.total.add_disconnect(dev, &p.d);
+        if self.opts.by.is_some() {
+            while self.by_group.len() <= p.group as usize {
+                self.by_group.push(GroupAcc::default());
+            }
+            self.by_group[p.group as usize].add_disconnect(dev, &p.d);
+        }
+        if i64::try_from(p.d.at_ms).is_ok_and(plausible_ms) {
+            self.incidents.add_disconnect(dev, p.network, p.site, &p.d);
+        } else {
+            self.implausible.disconnects += 1;
+            self.implausible.devices.insert(dev);
+        }
     }
 
     /// The summary.
-    pub fn finish(self) -> FleetSummary {
-        let span = (self.reports > 0).then(|| Span {
+    pub fn finish(mut self) -> FleetSummary {
+        for ((dev, _), p) in std::mem::take(&mut self.pending) {
+            self.add_disconnect(dev, &p);
+        }
+        let span = (self.plausible_reports > 0).then(|| Span {
             from: rfc3339_ms(self.first_ms),
             to: rfc3339_ms(self.last_ms),
         });
@@ -387,7 +444,7 @@ impl Aggregator {
             devices: &self.devices,
             labels: &self.labels,
             devices_total: self.devices.len() as u64,
-            span_ms: (self.reports > 0).then_some((self.first_ms, self.last_ms)),
+            span_ms: (self.plausible_reports > 0).then_some((self.first_ms, self.last_ms)),
             opts: &self.opts,
         });
         let mut problems = self.input.problem_counts.clone();
@@ -407,6 +464,14 @@ impl Aggregator {
                 foreign: problems["foreign"],
                 unknown_schema: problems["unknown_schema"],
                 problems: self.input.problems.iter().map(|(_, p)| p.clone()).collect(),
+                implausible_times: ImplausibleTimes {
+                    from: rfc3339_ms(PLAUSIBLE_FROM_MS),
+                    to: rfc3339_ms(PLAUSIBLE_TO_MS),
+                    reports: self.implausible.reports,
+                    disconnects: self.implausible.disconnects,
+                    devices: self.implausible.devices.len() as u64,
+                    example_devices: self.examples(&self.implausible.devices, 10),
+                },
             },
             devices: self.devices.len() as u64,
             span,
@@ -543,49 +608,34 @@ impl Aggregator {
             },
             keepalive: KeepaliveSummary {
                 tune_reports: g.tune_reports,
-                recommended_s: g
-                    .keepalive
-                    .iter()
-                    .map(|(k, n)| ValueCount {
-                        value: *k,
-                        reports: *n,
-                    })
-                    .collect(),
-                idle_timeouts_s: g
-                    .idle
-                    .iter()
-                    .map(|(k, n)| ValueCount {
-                        value: *k,
-                        reports: *n,
-                    })
-                    .collect(),
+                recommended_s: value_counts(&g.keepalive),
+                idle_timeouts_s: value_counts(&g.idle),
                 idle_timeout_s: g.idle_hist.percentiles(),
             },
             disconnects: g
                 .disconnects
                 .iter()
-                .map(|(c, (n, s))| CauseCount {
+                .map(|(c, a)| CauseCount {
                     cause: c.as_str().to_string(),
-                    events: *n,
-                    devices: s.len() as u64,
+                    events: a.events,
+                    devices: a.devices.len() as u64,
+                    reconnected: a.reconnect.as_ref().map_or(0, |h| h.count()),
+                    reconnect_s: a.reconnect.as_ref().and_then(|h| h.percentiles()),
+                    failed_attempts: a.failed_attempts,
                 })
                 .collect(),
         }
     }
 }
 
-/// What the incident view needs from the aggregation.
-pub struct IncidentContext<'a> {
-    /// Device names.
-    pub devices: &'a Interner,
-    /// Label values (networks, sites).
-    pub labels: &'a Interner,
-    /// Devices seen.
-    pub devices_total: u64,
-    /// First and last report start, Unix ms.
-    pub span_ms: Option<(i64, i64)>,
-    /// The options.
-    pub opts: &'a FleetOptions,
+/// Counts by value, in value order.
+fn value_counts(m: &BTreeMap<u64, u64>) -> Vec<ValueCount> {
+    m.iter()
+        .map(|(k, n)| ValueCount {
+            value: *k,
+            reports: *n,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -593,12 +643,15 @@ mod tests {
     use super::*;
     use crate::fleet::record::PhaseObs;
 
+    /// 2026-11-26T00:00:00Z: test times are offsets from here.
+    const BASE_MS: i64 = 1_795_651_200_000;
+
     fn obs(id: &str, device: &str, at_ms: i64, net: &str, class: Option<&str>) -> Observation {
         Observation {
             id_hash: crate::fleet::record::id_hash(id),
             device: device.into(),
             kind: "check".into(),
-            started_ms: at_ms,
+            started_ms: BASE_MS + at_ms,
             verdict: if class.is_some() {
                 Verdict::Critical
             } else {

@@ -110,7 +110,7 @@ fn timeline(v: &IncidentView) -> String {
         return o;
     };
     let t0 = first.start_ms as f64;
-    let t1 = (last.start_ms + v.bucket_s as i64 * 1000) as f64;
+    let t1 = last.start_ms as f64 + v.bucket_s as f64 * 1000.0;
     let x = |t: f64| 40.0 + (t - t0) / (t1 - t0).max(1.0) * (W - 50.0);
     let plot = h - 40.0;
     for w in &v.windows {
@@ -274,30 +274,14 @@ figure{margin:1.5em 0}figcaption{font-weight:600;margin-bottom:.4em}\
         );
     }
     o.push_str("<h2>Keep-alive</h2>\n");
-    let rec: Vec<(String, f64, String)> = g
-        .keepalive
-        .recommended_s
-        .iter()
-        .map(|v| {
-            (
-                format!("{} s", v.value),
-                v.reports as f64,
-                format!("{} reports", v.reports),
-            )
-        })
-        .collect();
+    let rec: Vec<(String, f64, String)> =
+        g.keepalive.recommended_s.iter().map(seconds_bar).collect();
     o.push_str(&bars("keepalive", "Recommended keep-alive", &rec));
     let idle: Vec<(String, f64, String)> = g
         .keepalive
         .idle_timeouts_s
         .iter()
-        .map(|v| {
-            (
-                format!("{} s", v.value),
-                v.reports as f64,
-                format!("{} reports", v.reports),
-            )
-        })
+        .map(seconds_bar)
         .collect();
     o.push_str(&bars("idle", "Measured path idle timeouts", &idle));
     let disc: Vec<(String, f64, String)> = g
@@ -334,4 +318,13 @@ figure{margin:1.5em 0}figcaption{font-weight:600;margin-bottom:.4em}\
     }
     o.push_str("</body></html>\n");
     o
+}
+
+/// One bar of a chart of seconds values: (label, height, tooltip).
+fn seconds_bar(v: &super::summary::ValueCount) -> (String, f64, String) {
+    (
+        format!("{} s", v.value),
+        v.reports as f64,
+        format!("{} reports", v.reports),
+    )
 }

@@ -15,8 +15,8 @@ use std::collections::{BTreeSet, HashMap};
 use crate::model::DisconnectCause;
 use crate::model::Status;
 
-use super::aggregate::{IncidentContext, IntMap, IntSet};
-use super::record::Observation;
+use super::record::{DisconnectObs, Observation};
+use super::shared::{IncidentContext, IntMap, IntSet};
 use super::summary::{rfc3339_ms, IncidentView, IncidentWindow, LabelCount, TimelineBucket};
 
 /// A share of affected devices at one network or site that makes a window confined to it.
@@ -74,26 +74,35 @@ impl IncidentAcc {
         ms.div_euclid(self.bucket_ms)
     }
 
-    /// Adds the events of one report.
-    pub fn add(&mut self, dev: u32, network: u32, site: u32, o: &Observation) {
-        for &(at, cause) in &o.disconnects {
-            if cause == DisconnectCause::TokenRenewal {
-                continue; // the client's own reconnect, not a failure
-            }
-            let b = self.bucket(at as i64);
-            self.cells
-                .entry((b, Signature::Disconnect(cause)))
-                .or_default()
-                .insert(dev, (network, site));
-            self.timeline.entry(b).or_default().disconnected.insert(dev);
+    /// Start of bucket `b`, Unix ms (saturating: never overflows).
+    fn start_ms(&self, b: i64) -> i64 {
+        b.saturating_mul(self.bucket_ms)
+    }
+
+    /// Adds one canary disconnect (the caller keeps implausible times out).
+    pub fn add_disconnect(&mut self, dev: u32, network: u32, site: u32, d: &DisconnectObs) {
+        if d.cause == DisconnectCause::TokenRenewal {
+            return; // the client's own reconnect, not a failure
         }
-        if !o.phases.is_empty() {
-            let b = self.bucket(o.started_ms);
-            let cell = self.timeline.entry(b).or_default();
-            cell.checks += 1;
-            if o.phases.iter().any(|p| p.status == Status::Failed) {
-                cell.failed_checks += 1;
-            }
+        let b = self.bucket(i64::try_from(d.at_ms).unwrap_or(i64::MAX));
+        self.cells
+            .entry((b, Signature::Disconnect(d.cause)))
+            .or_default()
+            .insert(dev, (network, site));
+        self.timeline.entry(b).or_default().disconnected.insert(dev);
+    }
+
+    /// Adds the check results of one report (the caller keeps implausible
+    /// `started_at` times out).
+    pub fn add_check(&mut self, dev: u32, network: u32, site: u32, o: &Observation) {
+        if o.phases.is_empty() {
+            return;
+        }
+        let b = self.bucket(o.started_ms);
+        let cell = self.timeline.entry(b).or_default();
+        cell.checks += 1;
+        if o.phases.iter().any(|p| p.status == Status::Failed) {
+            cell.failed_checks += 1;
         }
         let mut seen: Option<&str> = None;
         for p in &o.phases {
@@ -107,7 +116,6 @@ impl IncidentAcc {
                 continue;
             }
             seen = Some(class);
-            let b = self.bucket(o.started_ms);
             let key = (b, Signature::Check(class.to_string()));
             self.cells
                 .entry(key)
@@ -126,8 +134,8 @@ impl IncidentAcc {
             .timeline
             .iter()
             .map(|(b, c)| TimelineBucket {
-                start: rfc3339_ms(b * self.bucket_ms),
-                start_ms: b * self.bucket_ms,
+                start: rfc3339_ms(self.start_ms(*b)),
+                start_ms: self.start_ms(*b),
                 disconnected_devices: c.disconnected.len() as u64,
                 failed_devices: c.failed.len() as u64,
                 checks: c.checks,
@@ -156,34 +164,51 @@ impl IncidentAcc {
         if lo > hi {
             return view;
         }
-        let n = (hi - lo + 1) as usize;
-        let mut by_sig: HashMap<&Signature, Vec<u64>> = HashMap::new();
+        // Buckets covered, most of them empty: the counts are kept sparse (memory
+        // follows the events, not the span of times).
+        let n = (hi as i128 - lo as i128 + 1) as u128;
+        let mut by_sig: HashMap<&Signature, Vec<(i64, u64)>> = HashMap::new();
         for ((b, sig), m) in &self.cells {
-            by_sig.entry(sig).or_insert_with(|| vec![0; n])[(b - lo) as usize] = m.len() as u64;
+            by_sig.entry(sig).or_default().push((*b, m.len() as u64));
         }
         // Windows per signature: (first bucket, last bucket, signature).
         let mut runs: Vec<(i64, i64, &Signature)> = Vec::new();
         let mut sigs: Vec<_> = by_sig.into_iter().collect();
         sigs.sort_by(|a, b| a.0.cmp(b.0));
-        for (sig, counts) in &sigs {
-            let mut sorted = counts.clone();
+        for (sig, counts) in &mut sigs {
+            counts.sort_unstable();
+            // The median over every bucket covered, the empty ones included.
+            let mut sorted: Vec<u64> = counts.iter().map(|c| c.1).collect();
             sorted.sort_unstable();
-            let baseline = sorted[n / 2];
-            let mut start: Option<i64> = None;
-            for (i, &c) in counts.iter().enumerate() {
+            let zeros = n - sorted.len() as u128;
+            let mid = n / 2;
+            let baseline = if mid < zeros {
+                0
+            } else {
+                sorted[(mid - zeros) as usize]
+            };
+            // A hot bucket has at least `min_devices` (≥ 1) devices: never an empty one.
+            let mut run: Option<(i64, i64)> = None;
+            for &(b, c) in counts.iter() {
                 let hot = c >= baseline + min_devices && c >= 3 * baseline.max(1);
-                let b = lo + i as i64;
-                match (hot, start) {
-                    (true, None) => start = Some(b),
-                    (false, Some(s)) => {
-                        runs.push((s, b - 1, sig));
-                        start = None;
+                run = match (hot, run) {
+                    (true, Some((s, e))) if e.checked_add(1) == Some(b) => Some((s, b)),
+                    (true, prev) => {
+                        if let Some((s, e)) = prev {
+                            runs.push((s, e, sig));
+                        }
+                        Some((b, b))
                     }
-                    _ => {}
-                }
+                    (false, prev) => {
+                        if let Some((s, e)) = prev {
+                            runs.push((s, e, sig));
+                        }
+                        None
+                    }
+                };
             }
-            if let Some(s) = start {
-                runs.push((s, hi, sig));
+            if let Some((s, e)) = run {
+                runs.push((s, e, sig));
             }
         }
         // Merge runs that overlap or lie within one bucket of each other.
@@ -191,7 +216,7 @@ impl IncidentAcc {
         let mut merged: Vec<(i64, i64, BTreeSet<&Signature>)> = Vec::new();
         for (s, e, sig) in runs {
             match merged.last_mut() {
-                Some(last) if s <= last.1 + 2 => {
+                Some(last) if s <= last.1.saturating_add(2) => {
                     last.1 = last.1.max(e);
                     last.2.insert(sig);
                 }
@@ -243,8 +268,8 @@ impl IncidentAcc {
                 .unwrap_or(0.0)
         };
         let opts = ctx.opts;
-        let from = rfc3339_ms(s * self.bucket_ms);
-        let to = rfc3339_ms((e + 1) * self.bucket_ms);
+        let from = rfc3339_ms(self.start_ms(s));
+        let to = rfc3339_ms(self.start_ms(e.saturating_add(1)));
         let sig_labels: Vec<String> = sigs.iter().map(|s| s.label()).collect();
         let what = sig_labels.join(", ");
         let (likely, cause, summary) = if share_of(&networks) >= CONFINED_SHARE

@@ -17,6 +17,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
@@ -230,6 +231,69 @@ fn map_file(path: &Path) -> Option<Arc<Mmap>> {
     Some(Arc::new(map))
 }
 
+/// How [`read_line_capped`] ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A line (with its newline, unless it is the last) is in the buffer.
+    Whole,
+    /// The line was longer than the cap: it was read past and dropped.
+    TooLong,
+    /// Nothing left.
+    End,
+}
+
+/// Reads one line into `buf`, never holding more than `cap` bytes of it (newline
+/// excluded): a longer line is consumed up to its newline and dropped.
+fn read_line_capped(r: &mut dyn BufRead, buf: &mut Vec<u8>, cap: usize) -> std::io::Result<Line> {
+    let mut over = false;
+    let mut any = false;
+    loop {
+        let avail = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if avail.is_empty() {
+            return Ok(match (any, over) {
+                (false, _) => Line::End,
+                (true, true) => Line::TooLong,
+                (true, false) => Line::Whole,
+            });
+        }
+        any = true;
+        let (take, done) = match memchr::memchr(b'\n', avail) {
+            Some(i) => (i + 1, true),
+            None => (avail.len(), false),
+        };
+        if !over {
+            if buf.len() + take > cap + usize::from(done) {
+                over = true;
+                buf.clear();
+                buf.shrink_to(CHUNK_BYTES);
+            } else {
+                buf.extend_from_slice(&avail[..take]);
+            }
+        }
+        r.consume(take);
+        if done {
+            return Ok(if over { Line::TooLong } else { Line::Whole });
+        }
+    }
+}
+
+/// Drops a UTF-8 byte order mark (some Windows tools start every file with one).
+pub fn strip_bom(b: &[u8]) -> &[u8] {
+    b.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(b)
+}
+
+/// The rejection of a line over [`MAX_LINE_BYTES`].
+fn too_long() -> Rejection {
+    Rejection::Malformed(format!(
+        "line longer than {} MiB, skipped",
+        MAX_LINE_BYTES >> 20
+    ))
+}
+
 fn count_lines(data: &[u8]) -> u64 {
     memchr::memchr_iter(b'\n', data).count() as u64
 }
@@ -238,7 +302,53 @@ fn count_lines(data: &[u8]) -> u64 {
 struct Reader {
     workers: Vec<SyncSender<Chunk>>,
     next: u64,
+    /// Input bytes consumed so far (compressed bytes for gzip), for progress.
+    consumed: Arc<AtomicU64>,
 }
+
+/// Counts the bytes read through it.
+struct Counting<R> {
+    inner: R,
+    consumed: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.consumed.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// What `summarize` tells about its progress (a display on a terminal; nothing in
+/// tests and pipelines).
+pub trait Progress: Sync {
+    /// Called from time to time while reading, and once at the end (`done`).
+    fn update(&self, p: &ProgressState, done: bool);
+}
+
+/// The progress of one summary.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProgressState {
+    /// Input bytes consumed (as stored: compressed bytes of gzip files).
+    pub bytes_read: u64,
+    /// Size of the inputs, when known (not with stdin).
+    pub bytes_total: Option<u64>,
+    /// Reports counted so far.
+    pub reports: u64,
+    /// Since the start.
+    pub elapsed: std::time::Duration,
+}
+
+/// No progress display.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn update(&self, _: &ProgressState, _: bool) {}
+}
+
+/// How often progress is told.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Reader {
     fn send(&mut self, mut c: Chunk) -> bool {
@@ -270,9 +380,14 @@ impl Reader {
                     continue;
                 }
             }
+            let consumed = self.consumed.clone();
             let opened: std::io::Result<Box<dyn Read + Send>> = match s {
-                Source::Stdin => Ok(Box::new(std::io::stdin())),
-                Source::Path(p) => File::open(p).map(|f| Box::new(f) as Box<dyn Read + Send>),
+                Source::Stdin => Ok(Box::new(Counting {
+                    inner: std::io::stdin(),
+                    consumed,
+                })),
+                Source::Path(p) => File::open(p)
+                    .map(|f| Box::new(Counting { inner: f, consumed }) as Box<dyn Read + Send>),
             };
             let ok = match opened {
                 Ok(r) => self.read_one(file, r),
@@ -303,7 +418,7 @@ impl Reader {
                 pos = end + 1;
                 continue;
             }
-            let t = l.trim_ascii();
+            let t = strip_bom(l).trim_ascii();
             if !(t.starts_with(b"{") && t.ends_with(b"}")) {
                 return None;
             }
@@ -334,10 +449,7 @@ impl Reader {
                         first_line: first.take(),
                         data: Bytes::Owned(Vec::new()),
                         document: false,
-                        problem: Some(Rejection::Malformed(format!(
-                            "line longer than {} MiB, skipped",
-                            MAX_LINE_BYTES >> 20
-                        ))),
+                        problem: Some(too_long()),
                     });
                     if !sent {
                         return Some(false);
@@ -361,6 +473,8 @@ impl Reader {
             if !sent {
                 return Some(false);
             }
+            self.consumed
+                .fetch_add((end - pos) as u64, Ordering::Relaxed);
             pos = end;
         }
         Some(true)
@@ -378,15 +492,24 @@ impl Reader {
         } else {
             Box::new(buf)
         };
-        // NDJSON when the first non-blank line is a whole object on its own.
+        // NDJSON when the first non-blank line is a whole object on its own. The
+        // line is read under the same cap as every other (an over-long one is a
+        // problem at its place, and the next line is looked at).
         let mut head = Vec::new();
         let mut line = 1u64;
         let head_line;
         loop {
             head.clear();
-            match r.read_until(b'\n', &mut head) {
-                Ok(0) => return true,
-                Ok(_) => {}
+            match read_line_capped(&mut r, &mut head, MAX_LINE_BYTES) {
+                Ok(Line::End) => return true,
+                Ok(Line::Whole) => {}
+                Ok(Line::TooLong) => {
+                    if !self.problem(file, line, too_long()) {
+                        return false;
+                    }
+                    line += 1;
+                    continue;
+                }
                 Err(e) => {
                     return self.problem(
                         file,
@@ -402,7 +525,7 @@ impl Reader {
             head_line = line;
             break;
         }
-        let t = head.trim_ascii();
+        let t = strip_bom(&head).trim_ascii();
         if t.starts_with(b"{") && t.ends_with(b"}") {
             self.ndjson(file, head_line, head, r)
         } else {
@@ -476,14 +599,7 @@ impl Reader {
                 }
                 Some(_) => {}
                 None if data.len() > MAX_LINE_BYTES => {
-                    if !self.problem(
-                        file,
-                        line,
-                        Rejection::Malformed(format!(
-                            "line longer than {} MiB, skipped",
-                            MAX_LINE_BYTES >> 20
-                        )),
-                    ) {
+                    if !self.problem(file, line, too_long()) {
                         return false;
                     }
                     data.clear();
@@ -514,6 +630,9 @@ impl Reader {
         r: Box<dyn BufRead + Send>,
     ) -> bool {
         let mut data = head;
+        if data.starts_with(b"\xEF\xBB\xBF") {
+            data[..3].fill(b' '); // a byte order mark: not part of the JSON
+        }
         let limit = (MAX_DOCUMENT_BYTES - data.len().min(MAX_DOCUMENT_BYTES)) as u64 + 1;
         if let Err(e) = r.take(limit).read_to_end(&mut data) {
             return self.problem(
@@ -571,7 +690,25 @@ impl Reader {
 
 /// Reads every source and summarizes.
 pub fn summarize(sources: &[Source], opts: FleetOptions) -> Result<FleetSummary, FleetError> {
+    summarize_with_progress(sources, opts, &NoProgress)
+}
+
+/// [`summarize`], telling `progress` how far it got.
+pub fn summarize_with_progress(
+    sources: &[Source],
+    opts: FleetOptions,
+    progress: &dyn Progress,
+) -> Result<FleetSummary, FleetError> {
+    let started = std::time::Instant::now();
     let (inputs, skipped) = expand(sources)?;
+    let bytes_total = inputs
+        .iter()
+        .map(|s| match s {
+            Source::Stdin => None,
+            Source::Path(p) => std::fs::metadata(p).ok().map(|m| m.len()),
+        })
+        .sum::<Option<u64>>();
+    let consumed = Arc::new(AtomicU64::new(0));
     let names: Vec<String> = inputs
         .iter()
         .map(|s| match s {
@@ -604,13 +741,22 @@ pub fn summarize(sources: &[Source], opts: FleetOptions) -> Result<FleetSummary,
         }
         drop(res_tx);
         let inputs = &inputs;
+        let counter = consumed.clone();
         scope.spawn(move || {
             let mut reader = Reader {
                 workers: senders,
                 next: 0,
+                consumed: counter,
             };
             reader.run(inputs);
         });
+        let state = |agg: &Aggregator| ProgressState {
+            bytes_read: consumed.load(Ordering::Relaxed),
+            bytes_total,
+            reports: agg.reports(),
+            elapsed: started.elapsed(),
+        };
+        let mut told = std::time::Instant::now();
         // Chunks are taken in input order (the parser threads finish out of order;
         // the few ahead wait here), so that line numbers can follow on.
         let mut ahead: BTreeMap<u64, Parsed> = BTreeMap::new();
@@ -632,7 +778,12 @@ pub fn summarize(sources: &[Source], opts: FleetOptions) -> Result<FleetSummary,
                     }
                 }
             }
+            if told.elapsed() >= PROGRESS_EVERY {
+                progress.update(&state(&agg), false);
+                told = std::time::Instant::now();
+            }
         }
+        progress.update(&state(&agg), true);
         Ok(())
     })?;
     let summary = agg.finish();

@@ -5,7 +5,7 @@
 //!   parsing on worker threads; memory stays flat whatever the number of reports.
 //! - [`record`] parses one report into the few fields the summary needs.
 //! - [`aggregate`] and [`incident`] are the pure accumulators; [`sketch`] the
-//!   constant-memory percentile histogram.
+//!   constant-memory percentile histogram; [`shared`] the types both accumulators use.
 //! - [`summary`] is the output document (`hubprobe.fleet/1`), rendered by
 //!   [`render_text`], JSON (serde) and [`html`].
 //! - [`synth`] makes realistic fleets of reports with injected failure patterns.
@@ -16,6 +16,7 @@ pub mod incident;
 pub mod input;
 pub mod record;
 pub mod render_text;
+pub mod shared;
 pub mod sketch;
 pub mod summary;
 pub mod synth;
@@ -24,8 +25,11 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub use input::{summarize, Source};
+pub use input::{summarize, summarize_with_progress, NoProgress, Progress, ProgressState, Source};
 pub use summary::FleetSummary;
+
+/// The widest incident bucket: a year (a wider one is taken as this).
+pub const MAX_BUCKET_S: u64 = 366 * 86_400;
 
 /// How to summarize.
 #[derive(Debug, Clone, Serialize)]
@@ -63,9 +67,9 @@ impl Default for FleetOptions {
 }
 
 impl FleetOptions {
-    /// Bucket width in milliseconds.
+    /// Bucket width in milliseconds (1 s to [`MAX_BUCKET_S`]).
     pub fn bucket_ms(&self) -> i64 {
-        (self.bucket_s.max(1) as i64) * 1000
+        self.bucket_s.clamp(1, MAX_BUCKET_S) as i64 * 1000
     }
 }
 

@@ -15,6 +15,11 @@ use crate::model::{Phase, Status};
 pub const SCHEMA_FAMILY: &str = "hubprobe.report/";
 /// The major version understood.
 pub const SCHEMA_MAJOR: u32 = 1;
+/// Arrays and objects nested deeper than this make a line malformed. Both JSON
+/// parsers recurse per level (the fast one without a limit of its own when it skips
+/// a field), so a hostile line could exhaust a parser thread's stack; a report
+/// nests about eight levels.
+pub const MAX_NESTING: usize = 128;
 
 #[derive(Deserialize)]
 struct Lite<'a> {
@@ -37,8 +42,8 @@ struct Lite<'a> {
     labels: BTreeMap<Text<'a>, Text<'a>>,
     #[serde(default)]
     keepalive: Option<LiteKeepalive>,
-    #[serde(default)]
-    canary: Option<LiteCanary>,
+    #[serde(borrow, default)]
+    canary: Option<LiteCanary<'a>>,
 }
 
 /// A string borrowed from the input unless it has escapes (a bare `Cow` inside a
@@ -105,15 +110,21 @@ struct LiteDiscovery {
 }
 
 #[derive(Deserialize)]
-struct LiteCanary {
-    #[serde(default)]
-    recent: Vec<LiteDisconnect>,
+struct LiteCanary<'a> {
+    #[serde(borrow, default)]
+    recent: Vec<LiteDisconnect<'a>>,
 }
 
 #[derive(Deserialize)]
-struct LiteDisconnect {
+struct LiteDisconnect<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
     at_unix_ms: u64,
     cause: DisconnectCause,
+    #[serde(default)]
+    reconnect_s: Option<f64>,
+    #[serde(default)]
+    failed_attempts: u32,
 }
 
 #[derive(Deserialize)]
@@ -147,8 +158,25 @@ pub struct Observation {
     pub keepalive_s: Option<u64>,
     /// Measured idle timeout (tune reports with a discovery), milliseconds.
     pub idle_timeout_ms: Option<u64>,
-    /// Canary disconnects since the previous report: (Unix ms, cause).
-    pub disconnects: Vec<(u64, DisconnectCause)>,
+    /// Canary disconnects the report carries.
+    pub disconnects: Vec<DisconnectObs>,
+}
+
+/// One canary disconnect record (`canary.recent[]`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DisconnectObs {
+    /// Hash of the record's `id` (stable per disconnect of a device; a later report
+    /// repeats the record with the same id once it is complete). `None` from agents
+    /// that do not write one: such a record is counted as it comes.
+    pub id_hash: Option<u64>,
+    /// When it was detected, Unix ms.
+    pub at_ms: u64,
+    /// The cause class.
+    pub cause: DisconnectCause,
+    /// Seconds until the session was back (absent while still down).
+    pub reconnect_s: Option<f64>,
+    /// Failed attempts before the session was back.
+    pub failed_attempts: u32,
 }
 
 /// One phase of one endpoint.
@@ -211,6 +239,12 @@ pub fn parse(bytes: &[u8]) -> Result<Observation, Rejection> {
 
 /// Parses one report, keeping only the labels named in `keep` (all when `None`).
 pub fn parse_keeping(bytes: &[u8], keep: Option<&[String]>) -> Result<Observation, Rejection> {
+    let bytes = super::input::strip_bom(bytes);
+    if nests_deeper_than(bytes, MAX_NESTING) {
+        return Err(Rejection::Malformed(format!(
+            "not JSON this reader accepts: arrays or objects nested deeper than {MAX_NESTING} levels"
+        )));
+    }
     // sonic-rs skips the fields the summary does not need (certificate chains and
     // other evidence are most of a report) with SIMD; serde_json words the errors.
     match sonic_rs::from_slice::<Lite<'_>>(bytes) {
@@ -233,6 +267,55 @@ pub fn parse_keeping(bytes: &[u8], keep: Option<&[String]>) -> Result<Observatio
             }
         }
     }
+}
+
+/// True when `[`/`{` nest deeper than `limit` outside strings. Whatever the bytes
+/// (unbalanced, truncated, not UTF-8), it answers without recursion.
+pub fn nests_deeper_than(bytes: &[u8], limit: usize) -> bool {
+    // Cheap bound first: fewer openers than the limit cannot nest deeper, which is
+    // every report; only a line with many openers is walked byte by byte.
+    if openers(bytes) <= limit {
+        return false;
+    }
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in bytes {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Bytes that are `[` or `{` (0x5B, 0x7B: the bytes x with x | 0x20 == 0x7B), in
+/// a loop the compiler vectorizes (several GB/s per core, in the parse's hot path).
+fn openers(bytes: &[u8]) -> usize {
+    bytes
+        .chunks(255)
+        .map(|c| {
+            c.iter()
+                .fold(0u8, |n, &x| n.wrapping_add(((x | 0x20) == 0x7B) as u8)) as usize
+        })
+        .sum()
 }
 
 fn check_schema(schema: Option<&str>) -> Result<(), Rejection> {
@@ -314,7 +397,19 @@ fn observation(lite: Lite<'_>, keep: Option<&[String]>) -> Result<Observation, R
             .and_then(|d| d.estimate_ms),
         disconnects: lite
             .canary
-            .map(|c| c.recent.iter().map(|d| (d.at_unix_ms, d.cause)).collect())
+            .map(|c| {
+                c.recent
+                    .iter()
+                    .map(|d| DisconnectObs {
+                        id_hash: d.id.as_deref().filter(|i| !i.is_empty()).map(id_hash),
+                        at_ms: d.at_unix_ms,
+                        cause: d.cause,
+                        // Not a number of seconds (negative): not known.
+                        reconnect_s: d.reconnect_s.filter(|r| r.is_finite() && *r >= 0.0),
+                        failed_attempts: d.failed_attempts,
+                    })
+                    .collect()
+            })
             .unwrap_or_default(),
     })
 }
@@ -341,6 +436,34 @@ mod tests {
             Some(1_795_651_200_000)
         );
         assert_eq!(parse_time_ms("yesterday"), None);
+    }
+
+    #[test]
+    fn openers_are_counted_whatever_the_length() {
+        for n in [0usize, 1, 254, 255, 256, 1000] {
+            let s = "[{x]}".repeat(n);
+            assert_eq!(openers(s.as_bytes()), 2 * n);
+        }
+        let all: Vec<u8> = (0..=255u8).collect();
+        assert_eq!(openers(&all), 2);
+    }
+
+    #[test]
+    fn nesting_is_measured_outside_strings() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(!nests_deeper_than(deep(128).as_bytes(), 128));
+        assert!(nests_deeper_than(deep(129).as_bytes(), 128));
+        // Brackets inside strings (escaped quotes too) do not count.
+        let s = format!("{{\"a\":\"\\\"{}\"}}", "[".repeat(500));
+        assert!(!nests_deeper_than(s.as_bytes(), 128), "{s}");
+        // Unbalanced and truncated input is answered, not recursed into.
+        assert!(nests_deeper_than("{".repeat(200).as_bytes(), 128));
+        assert!(!nests_deeper_than("]".repeat(200).as_bytes(), 128));
+        for n in [129, 10_000, 100_000] {
+            let e = parse(deep(n).as_bytes()).unwrap_err();
+            assert!(matches!(e, Rejection::Malformed(_)), "{e:?}");
+            assert!(e.message().contains("nested deeper"), "{}", e.message());
+        }
     }
 
     #[test]

@@ -54,6 +54,19 @@ pub fn render(s: &FleetSummary) -> String {
     if all > listed {
         let _ = writeln!(o, "  … and {} more", all - listed);
     }
+    let t = &i.implausible_times;
+    if t.reports + t.disconnects > 0 {
+        let _ = writeln!(
+            o,
+            "clock problems: {} reports and {} canary disconnects dated outside {} → {} ({} devices: {}); summarized, but left off the timeline",
+            t.reports,
+            t.disconnects,
+            t.from,
+            t.to,
+            t.devices,
+            t.example_devices.join(", ")
+        );
+    }
     group(&mut o, &s.overall, "");
     let v = &s.incidents;
     let _ = writeln!(
@@ -195,8 +208,17 @@ fn group(o: &mut String, g: &GroupSummary, ind: &str) {
         let d: Vec<String> = g
             .disconnects
             .iter()
-            .map(|c| format!("{} {} ({} devices)", c.cause, c.events, c.devices))
+            .map(|c| {
+                let back = match &c.reconnect_s {
+                    Some(p) => format!(
+                        ", back after p50 {:.1} s / p90 {:.1} s / p99 {:.1} s",
+                        p.p50, p.p90, p.p99
+                    ),
+                    None => String::new(),
+                };
+                format!("{} {} ({} devices{back})", c.cause, c.events, c.devices)
+            })
             .collect();
-        let _ = writeln!(o, "{ind}canary disconnects: {}", d.join(", "));
+        let _ = writeln!(o, "{ind}canary disconnects: {}", d.join("; "));
     }
 }

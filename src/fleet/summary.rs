@@ -8,15 +8,24 @@ use serde::Serialize;
 use super::sketch::Percentiles;
 use super::FleetOptions;
 
+/// The JSON Schema of the summary document (`hubprobe fleet schema` prints it).
+pub const JSON_SCHEMA: &str = include_str!("../../docs/fleet.schema.json");
+
 /// Schema id of the summary document.
 pub const FLEET_SCHEMA_ID: &str = "hubprobe.fleet/1";
 
 /// The value shown for a report without the label asked for.
 pub const NO_LABEL: &str = "(none)";
 
-/// RFC 3339 UTC (milliseconds) of Unix milliseconds, clamped to 1970.
+/// The last instant RFC 3339 can write with a four-digit year:
+/// 9999-12-31T23:59:59.999Z.
+pub const MAX_RFC3339_MS: i64 = 253_402_300_799_999;
+
+/// RFC 3339 UTC (milliseconds) of Unix milliseconds, for any input: clamped to
+/// [1970-01-01, 9999-12-31T23:59:59.999Z] (the formatter refuses anything later).
 pub fn rfc3339_ms(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    let ms = ms.clamp(0, MAX_RFC3339_MS) as u64;
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
     humantime::format_rfc3339_millis(t).to_string()
 }
 
@@ -64,6 +73,26 @@ pub struct InputSummary {
     pub unknown_schema: u64,
     /// The first problems, with file and line.
     pub problems: Vec<Problem>,
+    /// Reports and disconnects whose time a device clock got wrong.
+    pub implausible_times: ImplausibleTimes,
+}
+
+/// Times outside the believed window: counted (the reports are summarized), but
+/// not put on the incident timeline nor in the span.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ImplausibleTimes {
+    /// Start of the believed window (inclusive).
+    pub from: String,
+    /// End of the believed window (exclusive).
+    pub to: String,
+    /// Reports whose `started_at` lies outside it.
+    pub reports: u64,
+    /// Canary disconnects whose `at_unix_ms` lies outside it.
+    pub disconnects: u64,
+    /// Distinct devices with either.
+    pub devices: u64,
+    /// Up to 10 of them, by name.
+    pub example_devices: Vec<String>,
 }
 
 /// One input line that was not used.
@@ -246,7 +275,8 @@ pub struct ValueCount {
     pub reports: u64,
 }
 
-/// Canary disconnects of one cause.
+/// Canary disconnects of one cause. A disconnect the agent reports again (with
+/// the same `id`) once it is over counts once, in its latest version.
 #[derive(Debug, Clone, Serialize)]
 pub struct CauseCount {
     /// Cause id.
@@ -255,6 +285,12 @@ pub struct CauseCount {
     pub events: u64,
     /// Distinct devices.
     pub devices: u64,
+    /// Of them, disconnects whose session was back (`reconnect_s` known).
+    pub reconnected: u64,
+    /// Percentiles of the time until the session was back, seconds.
+    pub reconnect_s: Option<Percentiles>,
+    /// Failed connection attempts before the sessions were back, summed.
+    pub failed_attempts: u64,
 }
 
 /// The incident view.
@@ -315,4 +351,21 @@ pub struct IncidentWindow {
     pub example_devices: Vec<String>,
     /// One sentence for a person.
     pub summary: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Any i64 formats (the formatter itself refuses years after 9999).
+    #[test]
+    fn every_time_formats() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(-1), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(i64::MIN), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(MAX_RFC3339_MS), "9999-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339_ms(MAX_RFC3339_MS + 1), "9999-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339_ms(i64::MAX), "9999-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339_ms(1_795_651_200_000), "2026-11-26T00:00:00.000Z");
+    }
 }

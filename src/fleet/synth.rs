@@ -645,6 +645,9 @@ pub fn generate(cfg: &SynthConfig, mut emit: impl FnMut(&Report)) -> Truth {
             let from = last_report[i];
             let mut event = |t: i64, cause: DisconnectCause, idle: f64, detail: &str| {
                 recent.push(DisconnectEvent {
+                    id: format!("synth-{i}-{t}"),
+                    longest_idle_survived_s: None,
+                    reason_code: None,
                     at: rfc(t),
                     at_unix_ms: t as u64,
                     session_lived_s: 600.0,
@@ -735,6 +738,7 @@ pub fn generate(cfg: &SynthConfig, mut emit: impl FnMut(&Report)) -> Truth {
                 profile: &profile,
                 auth: "sas-key",
                 sas_token: None,
+                dns_server: None,
             };
             r.findings = crate::diagnose::findings(&endpoints, &ctx);
             r.verdict = crate::diagnose::verdict(&endpoints, &r.findings);

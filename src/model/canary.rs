@@ -64,6 +64,13 @@ impl DisconnectCause {
 /// One disconnect of the canary session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DisconnectEvent {
+    /// Stable id of this disconnect: the same in every report that carries it (a
+    /// record first reported while the canary was still down is sent again once
+    /// completed, under the same id, so consumers keep the latest version), unique
+    /// across agent restarts (the history's own id and the disconnect's index).
+    /// Empty only in records written before ids existed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
     /// When the disconnect was detected, RFC 3339 UTC.
     pub at: String,
     /// Unix time of `at`, milliseconds (for arithmetic without parsing).
@@ -73,8 +80,18 @@ pub struct DisconnectEvent {
     /// How long nothing had been received on the link before the failure showed,
     /// seconds (an idle-dropping NAT shows as a near-constant value here).
     pub idle_before_s: f64,
+    /// The longest silence the session had survived before (a PINGREQ or PUBLISH
+    /// sent after it was answered), seconds, as `idle_before_s` measures it: a
+    /// session that survived the silence that preceded its end was not killed by
+    /// an idle timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longest_idle_survived_s: Option<f64>,
     /// The cause class.
     pub cause: DisconnectCause,
+    /// The reason code of the server's DISCONNECT, when it sent one with a code
+    /// (MQTT 5: 0x8E session taken over, 0x8B server shutting down, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason_code: Option<u8>,
     /// What was seen (error text, CONNACK code, alert); never a secret.
     pub detail: String,
     /// Seconds until the next session was up again (absent while still down).
@@ -99,10 +116,35 @@ pub enum DiagnosisKind {
     /// Disconnects after idle periods of a near-constant length: a NAT or firewall
     /// drops idle flows before the keep-alive refreshes them (cause 2).
     IdleTimeout,
-    /// Irregular drops with outages: the network (cause 2).
+    /// The network (cause 2) in another way than an idle timeout: irregular drops
+    /// with outages, a middlebox cutting connections at a fixed age, or sessions
+    /// that survived many idle periods and then lost their path state (NAT or
+    /// firewall failover, state flush, route change). The summary says which.
     Network,
+    /// Another client uses the device's identity: the server drops the canary's
+    /// session each time the other one connects (a take-over fight).
+    SessionTakeover,
+    /// The server closed the sessions and its address then refused connections
+    /// until it came back: the hub or broker restarted or refused (cause 3 when
+    /// many devices drop at once).
+    ServerRestart,
     /// Disconnects that fit none of the patterns.
     Unexplained,
+}
+
+impl DiagnosisKind {
+    /// The snake_case id used in reports and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiagnosisKind::Stable => "stable",
+            DiagnosisKind::TokenRenewal => "token_renewal",
+            DiagnosisKind::IdleTimeout => "idle_timeout",
+            DiagnosisKind::Network => "network",
+            DiagnosisKind::SessionTakeover => "session_takeover",
+            DiagnosisKind::ServerRestart => "server_restart",
+            DiagnosisKind::Unexplained => "unexplained",
+        }
+    }
 }
 
 /// The diagnosis over the disconnect history.
@@ -110,7 +152,7 @@ pub enum DiagnosisKind {
 pub struct Diagnosis {
     /// The pattern found.
     pub kind: DiagnosisKind,
-    /// The IoT Hub 404104 cause family it belongs to (1 or 2), when one applies.
+    /// The IoT Hub 404104 cause family it belongs to (1, 2 or 3), when one applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iothub_cause: Option<u8>,
     /// One sentence for a person.

@@ -39,6 +39,8 @@ classes! {
     DnsNoRecords => "dns.no_records",
     /// No DNS answer in time.
     DnsTimeout => "dns.timeout",
+    /// The DNS server's port is closed or its host unreachable (ICMP unreachable).
+    DnsUnreachable => "dns.unreachable",
     /// No name server is configured.
     DnsNoNameservers => "dns.no_nameservers",
     /// Another DNS failure (I/O, malformed answer).
@@ -166,15 +168,16 @@ pub fn explain(class: FailureClass) -> Explanation {
         DnsRefused => ("the DNS server refused to answer", "the device uses a resolver that does not serve it (ACL); fix the DNS configuration", None),
         DnsNoRecords => ("the name exists but has no address", "the DNS zone is incomplete (no A/AAAA record) or a split-horizon DNS hides it", None),
         DnsTimeout => ("no DNS answer in time", "UDP/TCP port 53 to the resolver is blocked or the resolver is down; check /etc/resolv.conf", None),
+        DnsUnreachable => ("nothing answers DNS at the server's address and port", "no DNS server runs there (ICMP port unreachable): check the resolver's address and port and that it is running", None),
         DnsNoNameservers => ("no DNS server is configured", "configure a resolver (/etc/resolv.conf, DHCP) or give --dns-server", None),
         DnsError => ("DNS resolution failed", "see the message; compare with another resolver via --dns-server", None),
-        TcpRefused => ("the port is closed or a firewall rejects the connection", "open the outbound port on the firewall; if only the MQTT port is blocked, use MQTT over WebSocket on 443", None),
-        TcpTimeout => ("SYN packets go unanswered: a firewall silently drops them", "allow the outbound port on the firewall/proxy; if only 8883 is blocked use MQTT over WebSocket on 443", None),
+        TcpRefused => ("the port is closed or a firewall rejects the connection", "open the outbound port on the firewall", None),
+        TcpTimeout => ("SYN packets go unanswered: a firewall silently drops them", "allow the outbound port on the firewall/proxy", None),
         TcpUnreachable => ("no route to the hub's address", "check the default route, the interface and IPv6 connectivity", None),
         TcpReset => ("the connection was reset while connecting", "a firewall or proxy resets the connection; allow the destination", E404104),
         TcpPermission => ("the local system forbade the connection", "a local firewall rule or security policy blocks it; --interface needs CAP_NET_RAW", None),
         TcpError => ("the TCP connection failed", "see the message", None),
-        TlsUnknownCa => ("the server's certificate chain does not lead to a root this device trusts", "install the hub's root CA in the device trust store (IoT Hub moved to DigiCert Global Root G2 in 2023) or pass it with --ca-file; a TLS-inspecting proxy also causes this", None),
+        TlsUnknownCa => ("the server's certificate chain does not lead to a root this device trusts", "install the server's root CA in the device trust store or pass it with --ca-file; a TLS-inspecting proxy also causes this", None),
         TlsExpired => ("a certificate in the chain has expired, or the device clock is ahead", "check the device clock (NTP); if the clock is right, the server's certificate is expired", None),
         TlsNotYetValid => ("a certificate is not valid yet: the device clock is behind", "the device clock is behind: fix time sync (NTP, RTC battery) before TLS can work", None),
         TlsHostnameMismatch => ("the certificate is not for this host name", "connect with the hub's real name (not an IP or alias), or a proxy/captive portal answers instead of the hub", None),

@@ -95,18 +95,18 @@ pub struct Attempt {
     pub family: String,
     /// `ok` or `failed` (`skipped` when the source address family does not fit).
     pub status: String,
-    /// Time to connect or to fail.
+    /// Time to connect or to fail, milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<f64>,
-    /// Failure class.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub class: Option<FailureClass>,
-    /// Failure detail.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
     /// Local address of the connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_address: Option<String>,
+    /// Why this address failed (absent when it connected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<FailureClass>,
+    /// The OS error of this address (absent when it connected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Evidence of the TCP phase.

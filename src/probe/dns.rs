@@ -202,12 +202,89 @@ async fn resolve_with(host: &str, timeout: Duration, upstream: Upstream) -> DnsO
     }
     let servers = describe_servers(&evidence.servers);
 
+    let udp_servers: Vec<SocketAddr> = config
+        .name_servers()
+        .iter()
+        .filter(|ns| ns.protocol == Protocol::Udp)
+        .map(|ns| ns.socket_addr)
+        .take(MAX_REACHABILITY_PROBES)
+        .collect();
     let resolver = build_resolver(config, base_opts, timeout);
-    let (a, aaaa) = tokio::join!(
-        lookup_family(&resolver, &name, host, Family::A, timeout, &servers),
-        lookup_family(&resolver, &name, host, Family::Aaaa, timeout, &servers),
-    );
-    finish(sw, evidence, a, aaaa)
+    let lookups = async {
+        tokio::join!(
+            lookup_family(&resolver, &name, host, Family::A, timeout, &servers),
+            lookup_family(&resolver, &name, host, Family::Aaaa, timeout, &servers),
+        )
+    };
+    // A closed port on the server answers with ICMP port unreachable, which the
+    // resolver's unconnected sockets never see: it would wait out the timeout and
+    // call it one. A connected socket sees the refusal at once.
+    tokio::select! {
+        (a, aaaa) = lookups => finish(sw, evidence, a, aaaa),
+        Some(message) = all_refuse(&udp_servers, &name, timeout) => {
+            failed_outcome(sw, FailureClass::DnsUnreachable, message, evidence)
+        }
+    }
+}
+
+/// Servers probed for a closed port (the first few configured).
+const MAX_REACHABILITY_PROBES: usize = 3;
+
+/// `Some(why)` when every server in `servers` refuses a query on a connected UDP
+/// socket (ICMP port or host unreachable); `None` as soon as that is not so (one
+/// answers, stays silent until `timeout`, or cannot be asked).
+async fn all_refuse(servers: &[SocketAddr], name: &Name, timeout: Duration) -> Option<String> {
+    if servers.is_empty() {
+        return None;
+    }
+    let probes = servers.iter().map(|s| refuses(*s, name, timeout));
+    let results = futures_util::future::join_all(probes).await;
+    let refused: Vec<String> = results.into_iter().collect::<Option<Vec<_>>>()?;
+    Some(format!(
+        "nothing answers DNS on {}: {} (the port is closed or the host unreachable)",
+        servers
+            .iter()
+            .map(SocketAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        refused.join("; ")
+    ))
+}
+
+/// `Some(error)` when `server` refuses one A query for `name` on a connected socket.
+async fn refuses(server: SocketAddr, name: &Name, timeout: Duration) -> Option<String> {
+    use hickory_resolver::proto::op::Message;
+
+    let bind: SocketAddr = if server.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    let sock = tokio::net::UdpSocket::bind(bind).await.ok()?;
+    sock.connect(server).await.ok()?;
+    let mut id = [0u8; 2];
+    let _ = getrandom::fill(&mut id);
+    let mut msg = Message::new();
+    msg.set_id(u16::from_le_bytes(id));
+    msg.set_recursion_desired(true);
+    msg.add_query(Query::query(name.clone(), RecordType::A));
+    let bytes = msg.to_vec().ok()?;
+    let refused = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionRefused
+                | std::io::ErrorKind::HostUnreachable
+                | std::io::ErrorKind::NetworkUnreachable
+        )
+    };
+    if let Err(e) = sock.send(&bytes).await {
+        return refused(&e).then(|| format!("{server}: {e}"));
+    }
+    let mut buf = [0u8; 512];
+    match tokio::time::timeout(timeout, sock.recv(&mut buf)).await {
+        Ok(Err(e)) if refused(&e) => Some(format!("{server}: {e}")),
+        _ => None,
+    }
 }
 
 /// Accepts `192.0.2.1`, `2001:db8::1` and `[2001:db8::1]`: hub settings often

@@ -41,6 +41,9 @@ pub struct MqttOptions {
 /// Runs CONNECT → CONNACK (→ pings → DISCONNECT) on `link`.
 pub async fn probe(link: &mut Link, opts: &MqttOptions) -> PhaseResult {
     let clock = Stopwatch::start();
+    let fail = |class: FailureClass, msg: String, ev: &MqttEvidence| {
+        PhaseResult::failed(Phase::Mqtt, clock.elapsed(), class, msg, ev)
+    };
     let mut ev = MqttEvidence {
         client_id: opts.client_id.clone(),
         username: opts.username.clone(),
@@ -57,9 +60,7 @@ pub async fn probe(link: &mut Link, opts: &MqttOptions) -> PhaseResult {
     let connect = match encode_connect(opts) {
         Ok(b) => b,
         Err(e) => {
-            return PhaseResult::failed(
-                Phase::Mqtt,
-                clock.elapsed(),
+            return fail(
                 FailureClass::MqttProtocolError,
                 format!("cannot encode CONNECT: {e}"),
                 &ev,
@@ -70,34 +71,19 @@ pub async fn probe(link: &mut Link, opts: &MqttOptions) -> PhaseResult {
     let sent = Instant::now();
     // One deadline for the whole phase: every send, read and ping counts against it.
     let phase_deadline = sent + opts.timeout;
-    if let Err(e) = tokio::time::timeout_at(phase_deadline, link.send(&connect))
-        .await
-        .unwrap_or_else(|_| {
-            Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "sending CONNECT timed out",
-            ))
-        })
-    {
-        let (class, msg) = classify_io(&e, "sending CONNECT");
-        return PhaseResult::failed(Phase::Mqtt, clock.elapsed(), class, msg, &ev);
+    if let Err((class, msg)) = send_by(link, &connect, phase_deadline, "sending CONNECT").await {
+        return fail(class, msg, &ev);
     }
 
     let connack = match read_packet(link, &mut buf, phase_deadline, Expect::ConnAck).await {
         Ok(Packet::ConnAck(c)) => c,
         Ok(other) => {
             let msg = format!("expected CONNACK, got {}", packet_name(&other));
-            return PhaseResult::failed(
-                Phase::Mqtt,
-                clock.elapsed(),
-                FailureClass::MqttProtocolError,
-                msg,
-                &ev,
-            );
+            return fail(FailureClass::MqttProtocolError, msg, &ev);
         }
         Err(f) => {
             let (class, msg) = f.classify("CONNACK", opts.timeout);
-            return PhaseResult::failed(Phase::Mqtt, clock.elapsed(), class, msg, &ev);
+            return fail(class, msg, &ev);
         }
     };
     ev.connack_ms = Some(ms(sent.elapsed()));
@@ -131,7 +117,7 @@ pub async fn probe(link: &mut Link, opts: &MqttOptions) -> PhaseResult {
             connack_name(code),
             code as u8
         );
-        return PhaseResult::failed(Phase::Mqtt, clock.elapsed(), class, msg, &ev);
+        return fail(class, msg, &ev);
     }
     if opts.auth == "none" {
         ev.note = Some("reachable; the server accepts anonymous connections".into());
@@ -140,17 +126,8 @@ pub async fn probe(link: &mut Link, opts: &MqttOptions) -> PhaseResult {
     for i in 0..opts.pings {
         let start = Instant::now();
         let ping = [0xC0u8, 0x00];
-        if let Err(e) = tokio::time::timeout_at(phase_deadline, link.send(&ping))
-            .await
-            .unwrap_or_else(|_| {
-                Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "sending PINGREQ timed out",
-                ))
-            })
-        {
-            let (class, msg) = classify_io(&e, "sending PINGREQ");
-            return PhaseResult::failed(Phase::Mqtt, clock.elapsed(), class, msg, &ev);
+        if let Err((class, msg)) = send_by(link, &ping, phase_deadline, "sending PINGREQ").await {
+            return fail(class, msg, &ev);
         }
         match read_packet(link, &mut buf, phase_deadline, Expect::PingResp).await {
             Ok(Packet::PingResp) => ev.ping_rtts_ms.push(ms(start.elapsed())),
@@ -161,17 +138,11 @@ pub async fn probe(link: &mut Link, opts: &MqttOptions) -> PhaseResult {
                     opts.pings,
                     packet_name(&other)
                 );
-                return PhaseResult::failed(
-                    Phase::Mqtt,
-                    clock.elapsed(),
-                    FailureClass::MqttProtocolError,
-                    msg,
-                    &ev,
-                );
+                return fail(FailureClass::MqttProtocolError, msg, &ev);
             }
             Err(f) => {
                 let (class, msg) = f.classify("PINGRESP", opts.timeout);
-                return PhaseResult::failed(Phase::Mqtt, clock.elapsed(), class, msg, &ev);
+                return fail(class, msg, &ev);
             }
         }
     }
@@ -350,6 +321,20 @@ fn hex_prefix(buf: &[u8]) -> String {
     format!("first bytes {} {:?}", shown.join(" "), printable)
 }
 
+/// Sends `bytes` by `deadline`; a failure is classified as the MQTT phase sees it.
+async fn send_by(
+    link: &mut Link,
+    bytes: &[u8],
+    deadline: Instant,
+    doing: &str,
+) -> Result<(), (FailureClass, String)> {
+    match tokio::time::timeout_at(deadline, link.send(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(classify_io(&e, doing)),
+        Err(_) => Err((FailureClass::MqttTimeout, format!("{doing} timed out"))),
+    }
+}
+
 fn classify_io(e: &io::Error, doing: &str) -> (FailureClass, String) {
     let class = match stream_error_kind(e) {
         Some(StreamFault::Closed) => FailureClass::MqttClosed,
@@ -511,19 +496,9 @@ impl Session {
             )
         })?;
         let deadline = Instant::now() + opts.timeout;
-        match tokio::time::timeout_at(deadline, link.send(&connect)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let (class, msg) = classify_io(&e, "sending CONNECT");
-                return Err(fail(class, msg));
-            }
-            Err(_) => {
-                return Err(fail(
-                    FailureClass::MqttTimeout,
-                    "sending CONNECT timed out".into(),
-                ))
-            }
-        }
+        send_by(&mut link, &connect, deadline, "sending CONNECT")
+            .await
+            .map_err(|(class, msg)| fail(class, msg))?;
         let mut buf = BytesMut::with_capacity(256);
         match read_packet(&mut link, &mut buf, deadline, Expect::ConnAck).await {
             Ok(Packet::ConnAck(c)) if c.code == ConnectReturnCode::Success => {
@@ -558,19 +533,9 @@ impl Session {
     pub async fn ping(&mut self, timeout: Duration) -> Result<Duration, PingFailure> {
         let start = Instant::now();
         let deadline = start + timeout;
-        match tokio::time::timeout_at(deadline, self.link.send(&[0xC0, 0x00])).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let (class, message) = classify_io(&e, "sending PINGREQ");
-                return Err(PingFailure { class, message });
-            }
-            Err(_) => {
-                return Err(PingFailure {
-                    class: FailureClass::MqttTimeout,
-                    message: "sending PINGREQ timed out".into(),
-                })
-            }
-        }
+        send_by(&mut self.link, &[0xC0, 0x00], deadline, "sending PINGREQ")
+            .await
+            .map_err(|(class, message)| PingFailure { class, message })?;
         match read_packet(&mut self.link, &mut self.buf, deadline, Expect::PingResp).await {
             Ok(Packet::PingResp) => Ok(start.elapsed()),
             Ok(other) => Err(PingFailure {

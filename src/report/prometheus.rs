@@ -21,8 +21,8 @@ use serde_json::Value;
 
 use crate::model::keepalive::{Confidence, GroupStats};
 use crate::model::{
-    CanaryReport, DiagnosisKind, DisconnectCause, DnsEvidence, EndpointReport, Evidence,
-    FamilyStatus, KeepaliveReport, Phase, Report, Severity, Status, TlsEvidence, Verdict,
+    CanaryReport, DisconnectCause, DnsEvidence, EndpointReport, Evidence, FamilyStatus,
+    KeepaliveReport, Phase, Report, Severity, Status, TlsEvidence, Verdict,
 };
 
 /// The Content-Type of this format, for an HTTP server that would serve it.
@@ -584,13 +584,7 @@ fn canary_metrics(out: &mut Exposition, c: &CanaryReport) {
             *n as f64,
         );
     }
-    let kind = match c.diagnosis.kind {
-        DiagnosisKind::Stable => "stable",
-        DiagnosisKind::TokenRenewal => "token_renewal",
-        DiagnosisKind::IdleTimeout => "idle_timeout",
-        DiagnosisKind::Network => "network",
-        DiagnosisKind::Unexplained => "unexplained",
-    };
+    let kind = c.diagnosis.kind.as_str();
     let cause = c
         .diagnosis
         .iothub_cause

@@ -122,7 +122,7 @@ pub fn render(report: &Report, opts: TextOptions) -> String {
         Verdict::Critical => p.red("CRITICAL"),
         Verdict::Unknown => p.yellow("UNKNOWN"),
     };
-    let _ = writeln!(out, "verdict: {verdict} ({:.0} ms)", report.duration_ms);
+    let _ = writeln!(out, "verdict: {verdict} ({})", run_time(report.duration_ms));
     out
 }
 
@@ -327,6 +327,18 @@ fn is_invisible_format(c: char) -> bool {
     )
 }
 
+/// A run's wall time: sub-millisecond runs keep a decimal (not "0 ms"), long ones
+/// are in seconds.
+fn run_time(ms: f64) -> String {
+    if ms < 1.0 {
+        format!("{ms:.1} ms")
+    } else if ms < 10_000.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{:.1} s", ms / 1000.0)
+    }
+}
+
 fn fmt_ms(d: Option<f64>) -> String {
     match d {
         Some(ms) if ms >= 100.0 => format!("{ms:.0} ms"),
@@ -457,7 +469,14 @@ fn details(ph: &PhaseResult) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::clean;
+    use super::{clean, run_time};
+
+    #[test]
+    fn run_times_read_well() {
+        assert_eq!(run_time(0.25), "0.2 ms");
+        assert_eq!(run_time(54.4), "54 ms");
+        assert_eq!(run_time(61_500.0), "61.5 s");
+    }
 
     #[test]
     fn control_characters_are_escaped() {

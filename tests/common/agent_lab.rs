@@ -33,3 +33,53 @@ pub fn hub_section(dns: SocketAddr, ca: &Path, port: u16) -> String {
         ca.display()
     )
 }
+
+/// A small tmpfs mounted on a fresh temporary directory (a full disk on demand);
+/// unmounted on drop. Needs root (the lab runs as root): fails, never skips.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`mount -o size=...`, e.g. `"256k"`).
+    pub fn mount(size: &str) -> Tmpfs {
+        use std::ffi::CString;
+        let dir = tempfile::tempdir().expect("a directory to mount on");
+        let target = CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
+        let fstype = CString::new("tmpfs").unwrap();
+        let data = CString::new(format!("size={size},mode=0755")).unwrap();
+        // SAFETY: mount(2) with valid C strings; undone in Drop.
+        let r = unsafe {
+            libc::mount(
+                fstype.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                data.as_ptr().cast(),
+            )
+        };
+        assert!(
+            r == 0,
+            "mounting a {size} tmpfs on {} failed (the lab runs as root): {}",
+            dir.path().display(),
+            std::io::Error::last_os_error()
+        );
+        Tmpfs { dir }
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let target =
+            std::ffi::CString::new(self.dir.path().as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: umount2(2) of the mount made in `mount`.
+        unsafe {
+            libc::umount2(target.as_ptr(), libc::MNT_DETACH);
+        }
+    }
+}

@@ -15,6 +15,7 @@ use rustls::sign::CertifiedKey;
 
 use super::error::TlsSetupError;
 use super::evidence::parse_cert;
+use super::pem::PemProblem;
 use crate::model::ClientCertEvidence;
 
 /// A loaded client identity: certificate chain and signing key.
@@ -117,70 +118,38 @@ impl ClientIdentity {
 }
 
 fn read_cert_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
-    let bytes =
-        crate::fsio::read_bounded(path, crate::fsio::InputKind::Pem).map_err(|problem| {
-            TlsSetupError::CertFileRead {
-                path: path.to_path_buf(),
-                problem,
-            }
-        })?;
-    let mut chain = Vec::new();
-    for item in rustls_pemfile::read_all(&mut bytes.as_slice()) {
-        match item {
-            Ok(rustls_pemfile::Item::X509Certificate(der)) => chain.push(der),
-            // The file may also hold the key (combined PEM); it is not read here
-            // and no error below is derived from it.
-            Ok(_) => {}
-            Err(_) => {
-                return Err(TlsSetupError::CertFileInvalid {
-                    path: path.to_path_buf(),
-                    reason: "malformed PEM (bad base64 or a missing END line)".to_string(),
-                })
-            }
-        }
-    }
-    if chain.is_empty() {
-        return Err(TlsSetupError::CertFileNoCertificate {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(chain)
-}
-
-fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
-    let bytes =
-        crate::fsio::read_bounded(path, crate::fsio::InputKind::Pem).map_err(|problem| {
-            TlsSetupError::KeyFileRead {
-                path: path.to_path_buf(),
-                problem,
-            }
-        })?;
-    for item in rustls_pemfile::read_all(&mut bytes.as_slice()) {
-        match item {
-            Ok(rustls_pemfile::Item::Pkcs8Key(k)) => return Ok(PrivateKeyDer::Pkcs8(k)),
-            Ok(rustls_pemfile::Item::Pkcs1Key(k)) => return Ok(PrivateKeyDer::Pkcs1(k)),
-            Ok(rustls_pemfile::Item::Sec1Key(k)) => return Ok(PrivateKeyDer::Sec1(k)),
-            Ok(_) => {}
-            Err(_) => {
-                return Err(TlsSetupError::KeyFileInvalid {
-                    path: path.to_path_buf(),
-                    reason: "malformed PEM (bad base64 or a missing END line)",
-                })
-            }
-        }
-    }
-    if contains(&bytes, b"-----BEGIN ENCRYPTED PRIVATE KEY-----") {
-        return Err(TlsSetupError::KeyFileInvalid {
-            path: path.to_path_buf(),
-            reason:
-                "the key is encrypted (PKCS#8 with a passphrase); hubprobe needs an unencrypted key",
-        });
-    }
-    Err(TlsSetupError::KeyFileNoKey {
-        path: path.to_path_buf(),
+    let path_buf = path.to_path_buf();
+    super::pem::read_certificates(path).map_err(|p| match p {
+        PemProblem::Read(problem) => TlsSetupError::CertFileRead {
+            path: path_buf,
+            problem,
+        },
+        PemProblem::NoCertificate => TlsSetupError::CertFileNoCertificate { path: path_buf },
+        _ => TlsSetupError::CertFileInvalid {
+            path: path_buf,
+            reason: super::pem::MALFORMED.to_string(),
+        },
     })
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
+    let path_buf = path.to_path_buf();
+    super::pem::read_private_key(path).map_err(|p| match p {
+        PemProblem::Read(problem) => TlsSetupError::KeyFileRead {
+            path: path_buf,
+            problem,
+        },
+        PemProblem::EncryptedKey => TlsSetupError::KeyFileInvalid {
+            path: path_buf,
+            reason:
+                "the key is encrypted (PKCS#8 with a passphrase); hubprobe needs an unencrypted key",
+        },
+        PemProblem::NoKey | PemProblem::NoCertificate => {
+            TlsSetupError::KeyFileNoKey { path: path_buf }
+        }
+        PemProblem::Malformed => TlsSetupError::KeyFileInvalid {
+            path: path_buf,
+            reason: super::pem::MALFORMED,
+        },
+    })
 }

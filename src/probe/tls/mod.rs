@@ -16,6 +16,7 @@
 mod error;
 mod evidence;
 mod identity;
+pub mod pem;
 mod trust;
 mod verify;
 mod wording;

@@ -18,16 +18,23 @@ use super::error::TlsSetupError;
 use super::evidence::{parse_name, wrap_name};
 
 /// Where the base set of trust anchors comes from (`--ca-file`s are added on top).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// One type for the command line (`--trust`), the agent's config (`[hub] trust`)
+/// and the report (`target.trust.source`).
+///
+/// `system` is what the device's own software trusts, so problems found with it are
+/// the device's problems; `bundled` is a known-good reference to compare the device's
+/// store against; `none` reproduces a device with a minimal store (private hubs and
+/// brokers, with their CA given by `--ca-file`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum TrustSource {
-    /// The operating system's store (rustls-native-certs): what the device's
-    /// own software trusts, so problems found here are the device's problems.
+    /// The operating system's store (what most device stacks use).
     System,
-    /// The Mozilla roots compiled into hubprobe (webpki-roots): a known-good
-    /// reference to compare the device's store against.
+    /// The Mozilla roots compiled into hubprobe.
+    #[serde(alias = "mozilla", alias = "webpki")]
+    #[value(alias = "mozilla", alias = "webpki")]
     Bundled,
-    /// Nothing but the `--ca-file`s: for private hubs and brokers.
+    /// Only the --ca-file anchors (reproduces a device with a minimal store).
     None,
 }
 

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde_json::json;
 
 use super::*;
-use crate::model::canary::Diagnosis;
+use crate::model::canary::{Diagnosis, DiagnosisKind};
 use crate::model::keepalive::{
     Discovery, DropKind, Limit, LimitKind, LossBursts, Outage, Percentiles, Recommendation, Rto,
     Spread, Stability, StabilityConfig,

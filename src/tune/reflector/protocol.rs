@@ -5,12 +5,12 @@
 //! is described in the parent module's documentation.
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::probe::stream::MaybeTls;
 
 /// The protocol version tag every request starts with.
 pub const VERSION: &str = "HPR1";
@@ -265,12 +265,7 @@ pub(crate) async fn send_line<W: AsyncWrite + Unpin>(w: &mut W, line: &str) -> i
 }
 
 /// One reflector connection, plain or TLS, client or server side.
-pub(crate) enum Conn {
-    /// Plain TCP.
-    Plain(TcpStream),
-    /// TLS over TCP (client or server side).
-    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
-}
+pub(crate) type Conn = MaybeTls<tokio_rustls::TlsStream<TcpStream>>;
 
 impl Conn {
     /// The TCP socket underneath.
@@ -287,46 +282,6 @@ impl Conn {
     pub(crate) fn abort(self) {
         let _ = socket2::SockRef::from(self.tcp()).set_linger(Some(Duration::ZERO));
         drop(self);
-    }
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
     }
 }
 

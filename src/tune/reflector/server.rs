@@ -1,6 +1,7 @@
 //! The reflector server: accepts connections (plain TCP or TLS), answers
 //! `HPR1` requests, and keeps itself safe to leave running unattended.
 
+use crate::probe::tls::pem::PemProblem;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
@@ -566,67 +567,37 @@ pub fn server_tls_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, R
 }
 
 fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, ReflectorTlsError> {
-    let bytes =
-        crate::fsio::read_bounded(path, crate::fsio::InputKind::Pem).map_err(|problem| {
-            ReflectorTlsError::CertRead {
-                path: path.to_path_buf(),
-                problem,
-            }
-        })?;
-    let mut chain = Vec::new();
-    for item in rustls_pemfile::read_all(&mut bytes.as_slice()) {
-        match item {
-            Ok(rustls_pemfile::Item::X509Certificate(der)) => chain.push(der),
-            // A combined PEM may also hold the key; it is not read from here.
-            Ok(_) => {}
-            Err(_) => {
-                return Err(ReflectorTlsError::CertInvalid {
-                    path: path.to_path_buf(),
-                    reason: "malformed PEM (bad base64 or a missing END line)",
-                })
-            }
-        }
-    }
-    if chain.is_empty() {
-        return Err(ReflectorTlsError::CertMissing {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(chain)
+    let path_buf = path.to_path_buf();
+    crate::probe::tls::pem::read_certificates(path).map_err(|p| match p {
+        PemProblem::Read(problem) => ReflectorTlsError::CertRead {
+            path: path_buf,
+            problem,
+        },
+        PemProblem::NoCertificate => ReflectorTlsError::CertMissing { path: path_buf },
+        _ => ReflectorTlsError::CertInvalid {
+            path: path_buf,
+            reason: crate::probe::tls::pem::MALFORMED,
+        },
+    })
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, ReflectorTlsError> {
-    let bytes =
-        crate::fsio::read_bounded(path, crate::fsio::InputKind::Pem).map_err(|problem| {
-            ReflectorTlsError::KeyRead {
-                path: path.to_path_buf(),
-                problem,
-            }
-        })?;
-    for item in rustls_pemfile::read_all(&mut bytes.as_slice()) {
-        match item {
-            Ok(rustls_pemfile::Item::Pkcs8Key(k)) => return Ok(PrivateKeyDer::Pkcs8(k)),
-            Ok(rustls_pemfile::Item::Pkcs1Key(k)) => return Ok(PrivateKeyDer::Pkcs1(k)),
-            Ok(rustls_pemfile::Item::Sec1Key(k)) => return Ok(PrivateKeyDer::Sec1(k)),
-            Ok(_) => {}
-            Err(_) => {
-                return Err(ReflectorTlsError::KeyInvalid {
-                    path: path.to_path_buf(),
-                    reason: "malformed PEM (bad base64 or a missing END line)",
-                })
-            }
-        }
-    }
-    if bytes
-        .windows(b"ENCRYPTED PRIVATE KEY".len())
-        .any(|w| w == b"ENCRYPTED PRIVATE KEY")
-    {
-        return Err(ReflectorTlsError::KeyInvalid {
-            path: path.to_path_buf(),
+    let path_buf = path.to_path_buf();
+    crate::probe::tls::pem::read_private_key(path).map_err(|p| match p {
+        PemProblem::Read(problem) => ReflectorTlsError::KeyRead {
+            path: path_buf,
+            problem,
+        },
+        PemProblem::EncryptedKey => ReflectorTlsError::KeyInvalid {
+            path: path_buf,
             reason: "the key is encrypted; the reflector needs an unencrypted key",
-        });
-    }
-    Err(ReflectorTlsError::KeyMissing {
-        path: path.to_path_buf(),
+        },
+        PemProblem::NoKey | PemProblem::NoCertificate => {
+            ReflectorTlsError::KeyMissing { path: path_buf }
+        }
+        PemProblem::Malformed => ReflectorTlsError::KeyInvalid {
+            path: path_buf,
+            reason: crate::probe::tls::pem::MALFORMED,
+        },
     })
 }

@@ -1,0 +1,234 @@
+//! The uploader: reports not yet delivered go out over the canary's MQTT session
+//! with QoS 1, oldest first, one at a time, at most `rate` per second; each is
+//! marked delivered only after its PUBACK (at-least-once). It runs as a background
+//! task beside the checks and, after the last cycle, as a bounded drain.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+
+use super::config::{UploadSection, UploadTo};
+use super::session::SessionHandle;
+use super::spool::Spool;
+use crate::check::CheckPlan;
+
+/// The spool, shared by the main loop (which writes) and the uploader (which
+/// delivers); `None` while it cannot be opened.
+pub(crate) type SharedSpool = Arc<Mutex<Option<Spool>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The topic reports are published to.
+pub(crate) fn topic(plan: &CheckPlan, upload: &UploadSection) -> String {
+    let device = plan
+        .credentials
+        .device_id()
+        .map(str::to_string)
+        .unwrap_or_else(crate::model::hostname);
+    match upload.to {
+        UploadTo::Hub => {
+            let base = match plan.credentials.module_id() {
+                Some(m) => format!("devices/{device}/modules/{m}/messages/events/"),
+                None => format!("devices/{device}/messages/events/"),
+            };
+            // IoT Hub system and application properties in the topic: JSON, UTF-8,
+            // and marks that say this is a hubprobe report.
+            format!(
+                "{base}$.ct=application%2Fjson&$.ce=utf-8&hubprobe=report&schema=hubprobe.report%2F1"
+            )
+        }
+        UploadTo::Topic => upload
+            .topic
+            .clone()
+            .unwrap_or_default()
+            .replace("{device_id}", &device)
+            .replace("{host}", &crate::model::hostname()),
+    }
+}
+
+/// Uploads spooled reports over one session.
+pub(crate) struct Uploader {
+    handle: SessionHandle,
+    spool: SharedSpool,
+    topic: String,
+    gap: Duration,
+    timeout: Duration,
+}
+
+impl Uploader {
+    /// An uploader publishing over `handle`'s session to `topic`, at most one
+    /// report per `gap`, each publish bounded by `timeout`.
+    pub(crate) fn new(
+        handle: SessionHandle,
+        spool: SharedSpool,
+        topic: String,
+        gap: Duration,
+        timeout: Duration,
+    ) -> Uploader {
+        Uploader {
+            handle,
+            spool,
+            topic,
+            gap,
+            timeout,
+        }
+    }
+
+    /// Uploads until `stop` turns true, woken by `new_report` (or every second).
+    async fn run(self, new_report: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let progressed = self.upload_pending(&mut stop).await;
+            if *stop.borrow() {
+                return;
+            }
+            // Wait for a new report, or retry after a while when the session is down.
+            let retry = if progressed {
+                Duration::from_millis(10)
+            } else {
+                Duration::from_secs(1)
+            };
+            tokio::select! {
+                _ = new_report.notified() => {}
+                _ = tokio::time::sleep(retry) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// Uploads what is pending; whether anything was delivered and more may follow.
+    async fn upload_pending(&self, stop: &mut watch::Receiver<bool>) -> bool {
+        if !self.handle.connected() {
+            return false;
+        }
+        let pending = match lock(&self.spool).as_ref().map(Spool::pending) {
+            Some(Ok(p)) => p,
+            Some(Err(e)) => {
+                tracing::error!("cannot list the spool: {e}");
+                return false;
+            }
+            None => return false,
+        };
+        let mut delivered_any = false;
+        for entry in pending.into_iter().take(100) {
+            let payload = match std::fs::read(&entry.path) {
+                Ok(b) => b,
+                // Pruned meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    tracing::error!(file = %entry.path.display(), "cannot read a spooled report: {e}");
+                    continue;
+                }
+            };
+            let topic = if self.topic.contains("$.ct=") {
+                // IoT Hub: the report id as message id, so consumers can drop repeats.
+                format!("{}&$.mid={}", self.topic, entry.id)
+            } else {
+                self.topic.clone()
+            };
+            // Not interrupted by a stop: a clean stop finishes the publish in flight
+            // (bounded by the timeout), so its report is marked delivered, not resent.
+            let sent = self.handle.publish(topic, payload, self.timeout).await;
+            match sent {
+                Ok(()) => {
+                    if let Some(s) = lock(&self.spool).as_ref() {
+                        if let Err(e) = s.mark_delivered(&entry) {
+                            tracing::warn!(id = %entry.id, "delivered, but cannot mark it so (it may be sent again): {e}");
+                        }
+                    }
+                    tracing::info!(id = %entry.id, "report uploaded");
+                    delivered_any = true;
+                }
+                Err(e) => {
+                    tracing::info!(id = %entry.id, "upload deferred: {e}");
+                    return false;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.gap) => {}
+                _ = stop.changed() => return false,
+            }
+        }
+        delivered_any
+    }
+}
+
+/// The background uploader and the way to stop it. There is one at a time: it
+/// holds one session's handle, so a new session (reload, tune) means a new one.
+pub(crate) struct UploaderTask {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl UploaderTask {
+    /// Starts `up` in the background (nothing, without an uploader).
+    pub(crate) fn spawn(up: Option<Uploader>, new_report: &Arc<Notify>) -> UploaderTask {
+        let (stop, stop_rx) = watch::channel(false);
+        let task = match up {
+            Some(up) => tokio::spawn(up.run(new_report.clone(), stop_rx)),
+            None => tokio::spawn(async {}),
+        };
+        UploaderTask { stop, task }
+    }
+
+    /// Stops it: a publish in flight finishes (bounded by its timeout), waited for
+    /// at most 5 s.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(true);
+        if !self.task.is_finished() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        }
+    }
+
+    /// Stops it and starts `up` in its place.
+    pub(crate) async fn restart(
+        self,
+        up: Option<Uploader>,
+        new_report: &Arc<Notify>,
+    ) -> UploaderTask {
+        self.stop().await;
+        UploaderTask::spawn(up, new_report)
+    }
+}
+
+/// After the last cycle: uploads what is pending, bounded by `timeout`, or until
+/// `interrupted` completes (a stop signal).
+pub(crate) async fn drain(
+    up: Option<Uploader>,
+    spool: &SharedSpool,
+    timeout: Duration,
+    interrupted: impl Future<Output = ()>,
+) {
+    let Some(up) = up else {
+        return;
+    };
+    let (_tx, mut never) = watch::channel(false);
+    let work = async {
+        loop {
+            let left = lock(spool)
+                .as_ref()
+                .and_then(|s| s.pending().ok())
+                .map(|p| p.len())
+                .unwrap_or(0);
+            if left == 0 {
+                return;
+            }
+            if !up.upload_pending(&mut never).await {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = work => {}
+        _ = tokio::time::sleep(timeout) => {
+            tracing::warn!("reports still undelivered after {}; they stay in the spool", humantime::format_duration(timeout));
+        }
+        _ = interrupted => {}
+    }
+}
