@@ -376,6 +376,12 @@ pub struct ReflectArgs {
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
 
+    /// Most connections served at once from one source address (one IPv6 /64), so
+    /// that one client holding long idles cannot lock the others out; one more is
+    /// answered "ERR busy". A `tune --max-connections` above it needs it raised.
+    #[arg(long, default_value_t = crate::tune::reflector::DEFAULT_MAX_PER_ADDRESS as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_per_address: u64,
+
     /// Longest idle time a client may ask for: a duration like 30s, 5m, 1h.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "2h")]
     pub max_idle: Duration,

@@ -337,14 +337,14 @@ pub fn findings(endpoints: &[crate::model::EndpointReport], ctx: &Context<'_>) -
         // how long it has left.
         let lifetime = sas.ttl_s.unwrap_or(0);
         if lifetime > 0 && lifetime <= 24 * 3600 {
-            let renew = lifetime as f64 * 0.8 / 60.0;
+            let renew = renewal_period(lifetime);
             out.push(Finding {
                 code: "sas_token_lifetime".into(),
                 severity: Severity::Info,
                 class: None,
                 endpoints: vec![],
                 summary: format!(
-                    "SAS tokens live {}: an SDK that renews at 80 % reconnects over MQTT about every {renew:.0} min",
+                    "SAS tokens live {}: an SDK that renews at 80 % reconnects over MQTT about every {renew}",
                     humantime::format_duration(std::time::Duration::from_secs(lifetime))
                 ),
                 hint: "each renewal is a disconnect that IoT Hub logs as 404104; periodic 404104 at that period is token renewal, not the network".into(),
@@ -353,6 +353,24 @@ pub fn findings(endpoints: &[crate::model::EndpointReport], ctx: &Context<'_>) -
         }
     }
     out
+}
+
+/// How often an SDK that renews at 80 % of a token's `lifetime_s` reconnects, in a
+/// unit that fits: seconds under 2 minutes (tenths under 10 s), minutes under 2
+/// hours, else hours.
+fn renewal_period(lifetime_s: u64) -> String {
+    // Tenths of a second, in integers: no float rounding decides the unit.
+    let tenths = lifetime_s.saturating_mul(8);
+    if tenths < 100 {
+        format!("{}.{} s", tenths / 10, tenths % 10)
+    } else if tenths < 1_200 {
+        format!("{} s", (tenths + 5) / 10)
+    } else if tenths < 72_000 {
+        format!("{} min", (tenths + 300) / 600)
+    } else {
+        let h10 = (tenths + 1_800) / 3_600;
+        format!("{}.{} h", h10 / 10, h10 % 10)
+    }
 }
 
 /// An endpoint whose every phase passed.
@@ -728,6 +746,26 @@ mod tests {
             let (f, v) = run(&eps, "sas-key", Some(&hour));
             let life = f.iter().find(|f| f.code == "sas_token_lifetime").unwrap();
             assert!(life.summary.contains("48 min"), "{}", life.summary);
+            for (ttl, said) in [
+                (1, "about every 0.8 s"),
+                (10, "about every 8.0 s"),
+                (30, "about every 24 s"),
+                (60, "about every 48 s"),
+                (149, "about every 119 s"),
+                (150, "about every 2 min"),
+                (600, "about every 8 min"),
+                (86_400, "about every 19.2 h"),
+            ] {
+                let short = SasTokenInfo {
+                    ttl_s: Some(ttl),
+                    expires_in_s: ttl as i64,
+                    ..hour.clone()
+                };
+                let (f, _) = run(&eps, "sas-key", Some(&short));
+                let life = f.iter().find(|f| f.code == "sas_token_lifetime").unwrap();
+                assert!(life.summary.contains(said), "{ttl}: {}", life.summary);
+                assert!(!life.summary.contains("every 0 "), "{}", life.summary);
+            }
             assert!(life.iothub_error.as_deref().unwrap().starts_with("404104"));
             assert_eq!(v, Verdict::Ok);
 

@@ -346,6 +346,7 @@ fn reflect(args: &ReflectArgs) -> anyhow::Result<ExitCode> {
     };
     let cfg = ReflectorConfig {
         max_connections: args.max_connections,
+        max_per_address: usize::try_from(args.max_per_address).unwrap_or(usize::MAX),
         max_idle: args.max_idle,
         ..ReflectorConfig::default()
     };

@@ -54,6 +54,51 @@ pub enum ProfileError {
     },
 }
 
+/// Longest parser message quoted in an error (a key or value may be huge).
+const MAX_MESSAGE: usize = 300;
+
+/// The TOML error as one short line: `line L, column C: what`, without the
+/// source excerpt (which would echo a megabyte-long line, or control characters
+/// from the file, to the terminal).
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let what = one_line(e.message(), MAX_MESSAGE);
+    match e.span() {
+        Some(span) => {
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+            let line_start = before
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |i| i + 1);
+            let column = String::from_utf8_lossy(&before[line_start..])
+                .chars()
+                .count()
+                + 1;
+            format!("line {line}, column {column}: {what}")
+        }
+        None => what,
+    }
+}
+
+/// `s` on one line, control characters escaped, at most `max` characters.
+fn one_line(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in s.trim().chars().enumerate() {
+        if i == max {
+            out.push('…');
+            break;
+        }
+        if c == '\n' {
+            out.push(' ');
+        } else if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Names of the built-in profiles.
 pub fn builtin_names() -> Vec<&'static str> {
     BUILTIN.iter().map(|(n, _)| *n).collect()
@@ -173,11 +218,12 @@ impl Profile {
     pub fn parse(text: &str, origin: &str) -> Result<Profile, ProfileError> {
         let p: Profile = toml::from_str(text).map_err(|e| ProfileError::Parse {
             origin: origin.to_string(),
-            message: e.to_string().trim().replace('\n', " "),
+            message: describe_toml_error(text, &e),
         })?;
         p.validate().map_err(|message| ProfileError::Invalid {
             origin: origin.to_string(),
-            message,
+            // A name quoted in the message may be megabytes long.
+            message: one_line(&message, MAX_MESSAGE),
         })?;
         Ok(p)
     }

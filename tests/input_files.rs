@@ -14,10 +14,13 @@ use support::{run_with_env, Run};
 /// Generous: a FIFO must not block, but the machine may be loaded.
 const LIMIT: Duration = Duration::from_secs(30);
 
+/// Builds the command line with the path in the option's place.
+type ArgsFor = Box<dyn Fn(&str) -> Vec<String>>;
+
 /// A file-taking option and how to run hubprobe with `path` in its place.
 struct Case {
     option: &'static str,
-    args: Box<dyn Fn(&str) -> Vec<String>>,
+    args: ArgsFor,
 }
 
 fn strings(v: &[&str]) -> Vec<String> {
@@ -201,4 +204,44 @@ fn a_missing_file_prints_the_os_error_once() {
             out.stderr
         );
     }
+}
+
+#[test]
+fn a_malformed_pem_file_is_described_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.pem");
+    std::fs::write(
+        &bad,
+        "-----BEGIN CERTIFICATE-----\nMIIB!!!!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let out = run_with_env(
+        &[
+            "check",
+            "h.example.test",
+            "--ca-file",
+            bad.to_str().unwrap(),
+        ],
+        &[],
+        LIMIT,
+    );
+    assert_eq!(out.code, 3, "{}", out.all_output());
+    assert!(out.stderr.contains("bad base64"), "{}", out.stderr);
+    assert!(out.stderr.contains("'!'"), "{}", out.stderr);
+    assert!(!out.stderr.contains("InvalidCharacter"), "{}", out.stderr);
+    let der = dir.path().join("bad.der");
+    std::fs::write(&der, [0x30, 0x03, 0x02, 0x01, 0x01, 0xAA]).unwrap();
+    let out = run_with_env(
+        &[
+            "check",
+            "h.example.test",
+            "--ca-file",
+            der.to_str().unwrap(),
+        ],
+        &[],
+        LIMIT,
+    );
+    assert_eq!(out.code, 3, "{}", out.all_output());
+    assert!(out.stderr.contains("not a well-formed"), "{}", out.stderr);
+    assert!(!out.stderr.contains("BadDer"), "{}", out.stderr);
 }

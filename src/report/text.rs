@@ -59,13 +59,13 @@ pub fn render(report: &Report, opts: TextOptions) -> String {
         "{} {} (profile {}, {identity})",
         p.bold(&format!("hubprobe {}", report.kind)),
         p.bold(&clean(&t.host)),
-        t.profile
+        clean(&t.profile)
     );
     for e in &report.endpoints {
         let _ = writeln!(
             out,
             "{} ({} over {}, port {})",
-            p.bold(&e.name),
+            p.bold(&clean(&e.name)),
             protocol_name(e.protocol),
             transport_name(e.transport),
             e.port
@@ -79,10 +79,10 @@ pub fn render(report: &Report, opts: TextOptions) -> String {
             }
             if opts.verbose >= 2 {
                 if let Some(ev) = &ph.evidence {
-                    // JSON escapes control characters itself.
+                    // JSON escapes control characters, but not bidi or invisible ones.
                     let json = serde_json::to_string_pretty(ev).unwrap_or_default();
                     for l in json.lines() {
-                        let _ = writeln!(out, "      {}", p.dim(l));
+                        let _ = writeln!(out, "      {}", p.dim(&clean(l)));
                     }
                 }
             }
@@ -102,17 +102,17 @@ pub fn render(report: &Report, opts: TextOptions) -> String {
             let scope = if f.endpoints.is_empty() {
                 String::new()
             } else {
-                format!(" [{}]", f.endpoints.join(", "))
+                format!(" [{}]", clean(&f.endpoints.join(", ")))
             };
             let _ = writeln!(
                 out,
                 "  {mark} {label} {}{scope}: {}",
-                f.code,
+                clean(&f.code),
                 clean(&f.summary)
             );
             let _ = writeln!(out, "      → {}", clean(&f.hint));
             if let Some(code) = &f.iothub_error {
-                let _ = writeln!(out, "      IoT Hub: {code}");
+                let _ = writeln!(out, "      IoT Hub: {}", clean(code));
             }
         }
     }
@@ -206,7 +206,8 @@ fn keepalive_section(out: &mut String, k: &crate::tune::run::KeepaliveReport, p:
         "{}",
         p.bold(&format!(
             "keep-alive ({} mode, endpoint {})",
-            k.mode, k.endpoint
+            clean(&k.mode.to_string()),
+            clean(&k.endpoint)
         ))
     );
     let _ = writeln!(
@@ -283,19 +284,47 @@ fn keepalive_section(out: &mut String, k: &crate::tune::run::KeepaliveReport, p:
     }
 }
 
-/// Escapes control characters: strings that came from the network (status lines,
-/// certificate subjects, server headers) must not drive the operator's terminal.
+/// Escapes what could drive or spoof the operator's terminal in strings that came
+/// from the network (status lines, certificate subjects, server headers, messages
+/// and findings quoting them): every control character (C0, DEL, C1: ESC
+/// sequences, carriage returns, ...) and the invisible format characters: the
+/// bidirectional controls (U+202A–U+202E, U+2066–U+2069, U+200E, U+200F, U+061C)
+/// that reorder a line, zero-width characters, line and paragraph separators, the
+/// byte-order mark, interlinear annotations and tag characters. Each becomes its
+/// `\u{...}` escape, so what was sent stays readable and visible.
 pub fn clean(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect()
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() || is_invisible_format(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Unicode format (Cf), separator (Zl, Zp) and other default-ignorable characters
+/// that render as nothing or change how the rest of a line is shown.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x00AD // soft hyphen
+            | 0x034F // combining grapheme joiner
+            | 0x061C // Arabic letter mark (bidi)
+            | 0x115F | 0x1160 | 0x3164 | 0xFFA0 // Hangul fillers
+            | 0x17B4 | 0x17B5
+            | 0x180B..=0x180F // Mongolian selectors and vowel separator
+            | 0x200B..=0x200F // zero-width space/joiners, LRM, RLM
+            | 0x2028..=0x202E // line/paragraph separators, bidi embeddings and overrides
+            | 0x2060..=0x206F // word joiner, invisible operators, bidi isolates, deprecated formats
+            | 0xFE00..=0xFE0F // variation selectors
+            | 0xFEFF // byte-order mark / zero-width no-break space
+            | 0xFFF9..=0xFFFB // interlinear annotations
+            | 0x110BD | 0x110CD | 0x13430..=0x1343F | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A // musical symbol format characters
+            | 0xE0000..=0xE0FFF // tags and variation selectors supplement
+    )
 }
 
 /// A run's wall time: sub-millisecond runs keep a decimal (not "0 ms"), long ones
@@ -456,5 +485,43 @@ mod tests {
             "HTTP/1.1 200 OK\\u{1b}[2J\\r\\n"
         );
         assert_eq!(clean("CN=héllo, O=x"), "CN=héllo, O=x");
+    }
+
+    #[test]
+    fn bidi_controls_and_invisible_characters_are_escaped() {
+        let spoofers = [
+            '\u{202A}',
+            '\u{202B}',
+            '\u{202C}',
+            '\u{202D}',
+            '\u{202E}',
+            '\u{2066}',
+            '\u{2067}',
+            '\u{2068}',
+            '\u{2069}',
+            '\u{200E}',
+            '\u{200F}',
+            '\u{061C}',
+            '\u{200B}',
+            '\u{200D}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{FEFF}',
+            '\u{00AD}',
+            '\u{E0041}',
+            '\u{9B}',
+            '\u{85}',
+            '\u{7F}',
+            '\u{0}',
+        ];
+        for c in spoofers {
+            let got = clean(&format!("a{c}b"));
+            assert!(!got.contains(c), "U+{:04X} kept raw", c as u32);
+            assert_eq!(got, format!("a{}b", c.escape_default()));
+        }
+        // Ordinary text in any script, and emoji, stay as they are.
+        for s in ["Zürich", "東京", "مرحبا", "Ωmega", "✓ ok"] {
+            assert_eq!(clean(s), s);
+        }
     }
 }

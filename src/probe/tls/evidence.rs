@@ -101,7 +101,10 @@ pub(crate) fn parse_cert(der: &[u8]) -> ParsedCert {
         Err(e) => ParsedCert {
             info: CertInfo {
                 sha256,
-                parse_error: Some(format!("cannot parse certificate: {e}")),
+                parse_error: Some(format!(
+                    "cannot parse certificate: {}",
+                    super::wording::x509_error(&e)
+                )),
                 ..CertInfo::default()
             },
             ..ParsedCert::default()

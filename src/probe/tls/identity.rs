@@ -66,7 +66,10 @@ impl ClientIdentity {
             Err(e) => {
                 return Err(TlsSetupError::CertFileInvalid {
                     path: cert.to_path_buf(),
-                    reason: format!("the leaf certificate cannot be parsed: {e}"),
+                    reason: format!(
+                        "the leaf certificate cannot be parsed: {}",
+                        super::wording::rustls_error(&e)
+                    ),
                 })
             }
         }

@@ -19,6 +19,7 @@ mod identity;
 pub mod pem;
 mod trust;
 mod verify;
+mod wording;
 
 use std::fmt;
 use std::io;
@@ -443,7 +444,10 @@ fn classify_verify(
         }
         other => (
             FailureClass::TlsHandshakeFailure,
-            format!("server certificate rejected: {other:?}"),
+            format!(
+                "server certificate rejected: {}",
+                wording::webpki_error(other)
+            ),
         ),
     }
 }
@@ -536,13 +540,17 @@ fn classify_rustls(err: &rustls::Error, ctx: &Context) -> (FailureClass, String)
         E::PeerIncompatible(p) if is_version_incompatibility(p) => (
             FailureClass::TlsProtocolVersion,
             format!(
-                "no common TLS version (we offered {}): {p:?}",
-                ctx.versions.describe()
+                "no common TLS version (we offered {}): {}",
+                ctx.versions.describe(),
+                wording::peer_incompatible(p)
             ),
         ),
         E::PeerIncompatible(p) => (
             FailureClass::TlsHandshakeFailure,
-            format!("the server and hubprobe have no common TLS parameters: {p:?}"),
+            format!(
+                "the server and hubprobe have no common TLS parameters: {}",
+                wording::peer_incompatible(p)
+            ),
         ),
         // Decided before "not TLS": a message too large to accept is TLS, just
         // more of it than a client takes (a leaf with 10 000 names).
@@ -554,15 +562,18 @@ fn classify_rustls(err: &rustls::Error, ctx: &Context) -> (FailureClass, String)
         ),
         E::InvalidMessage(m) if !ctx.tls_seen => (
             FailureClass::TlsNotTls,
-            format!("the server answered with something that is not TLS ({m:?}); is this port serving plain TCP/HTTP?"),
+            format!("the server answered with something that is not TLS ({}); is this port serving plain TCP/HTTP?", wording::invalid_message(m)),
         ),
         E::InappropriateMessage { got_type, .. } if !ctx.tls_seen => (
             FailureClass::TlsNotTls,
-            format!("the server's first message is not a TLS handshake (got {got_type:?})"),
+            format!("the server's first message is not a TLS handshake (got a {} record)", wording::words(got_type)),
         ),
         E::InvalidMessage(m) => (
             FailureClass::TlsHandshakeFailure,
-            format!("malformed TLS message from the server: {m:?}"),
+            format!(
+                "malformed TLS message from the server: {}",
+                wording::invalid_message(m)
+            ),
         ),
         E::NoCertificatesPresented => (
             FailureClass::TlsHandshakeFailure,
@@ -570,11 +581,14 @@ fn classify_rustls(err: &rustls::Error, ctx: &Context) -> (FailureClass, String)
         ),
         E::PeerMisbehaved(p) => (
             FailureClass::TlsHandshakeFailure,
-            format!("the server violated the TLS protocol: {p:?}"),
+            format!(
+                "the server violated the TLS protocol: {}",
+                wording::peer_misbehaved(p)
+            ),
         ),
         other => (
             FailureClass::TlsHandshakeFailure,
-            format!("TLS handshake failed: {other}"),
+            format!("TLS handshake failed: {}", wording::rustls_error(other)),
         ),
     }
 }

@@ -66,6 +66,44 @@ fn garbage_is_not_tls_only_before_tls_was_seen() {
 }
 
 #[test]
+fn library_errors_reach_users_as_words_not_variant_names() {
+    let raw = [
+        "InvalidContentType",
+        "MaximumPathDepthExceeded",
+        "TrailingData(",
+        "NoCipherSuitesInCommon",
+        "BadDer",
+    ];
+    let messages = [
+        classify_rustls(
+            &rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
+            &ctx(),
+        )
+        .1,
+        classify_rustls(
+            &rustls::Error::PeerIncompatible(PeerIncompatible::NoCipherSuitesInCommon),
+            &ctx(),
+        )
+        .1,
+        classify_rustls(
+            &rustls::Error::InvalidMessage(rustls::InvalidMessage::TrailingData(
+                "CertificatePayload",
+            )),
+            &ctx(),
+        )
+        .1,
+        wording::webpki_error(&webpki::Error::MaximumPathDepthExceeded),
+        wording::webpki_error(&webpki::Error::TrailingData(webpki::DerTypeId::SignedData)),
+        wording::webpki_error(&webpki::Error::BadDer),
+    ];
+    for m in &messages {
+        for r in raw {
+            assert!(!m.contains(r), "{m:?} contains {r}");
+        }
+    }
+}
+
+#[test]
 fn an_over_large_handshake_message_is_message_too_large_whenever_it_comes() {
     for m in [
         rustls::InvalidMessage::HandshakePayloadTooLarge,

@@ -148,8 +148,10 @@ impl TrustStore {
                 Ok(ta) => self.push(ta.to_owned(), "system".to_string()),
                 Err(e) => {
                     tracing::warn!(index = i, error = ?e, "skipping unusable system trust anchor");
-                    self.load_errors
-                        .push(format!("system certificate #{i} unusable as anchor: {e:?}"));
+                    self.load_errors.push(format!(
+                        "system certificate #{i} unusable as anchor: {}",
+                        super::wording::webpki_error(&e)
+                    ));
                 }
             }
         }
@@ -163,8 +165,9 @@ impl TrustStore {
                 TlsSetupError::CaFileInvalid {
                     path: path.to_path_buf(),
                     reason: format!(
-                        "certificate #{} is not usable as a trust anchor: {e:?}",
-                        i + 1
+                        "certificate #{} is not usable as a trust anchor: {}",
+                        i + 1,
+                        super::wording::webpki_error(&e)
                     ),
                 }
             })?;
@@ -265,7 +268,7 @@ fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupErr
             Err(e) => {
                 return Err(TlsSetupError::CaFileInvalid {
                     path: path.to_path_buf(),
-                    reason: format!("malformed PEM: {e}"),
+                    reason: super::wording::pem_error(&e),
                 })
             }
         }

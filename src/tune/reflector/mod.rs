@@ -63,12 +63,15 @@
 //! `ERR <reason>` and the server closes: unknown version or command, bad
 //! number or nonce, idle longer than the server's maximum, a line over 128
 //! bytes or not ASCII, no request within the request timeout, anything sent
-//! during the idle period, a wrong nonce, too many connections (`ERR busy`,
-//! plain TCP only; a TLS client just sees the connection close).
+//! during the idle period, a wrong nonce, too many connections in all or from
+//! one source address (`ERR busy: ...`, plain TCP only; a TLS client just sees
+//! the connection close).
 //!
 //! # Safety limits (server)
 //! See [`ReflectorConfig`]: at most `max_connections` at once (default 1024),
-//! idle at most `max_idle` (default 2 h), `request_timeout` (default 10 s) for
+//! at most `max_per_address` of them from one source address (an IPv6 /64;
+//! default 256), so one client holding long idles cannot lock others out; idle
+//! at most `max_idle` (default 2 h), `request_timeout` (default 10 s) for
 //! the TLS handshake, the first request and every write, `reply_timeout`
 //! (default 120 s) after `PING`. Connections are served by tasks; the server
 //! never panics on input. Both ends switch TCP keep-alive off (the kernel
@@ -85,5 +88,6 @@ mod tests;
 pub use client::{probe_idle, EchoSession, ReflectorTarget, ReflectorTls, MAX_PROBE_DURATION};
 pub use protocol::{MAX_LINE, MAX_NONCE, VERSION};
 pub use server::{
-    serve, server_tls_config, ReflectorConfig, ReflectorTlsError, MAX_REQUESTS_PER_CONNECTION,
+    serve, server_tls_config, ReflectorConfig, ReflectorTlsError, DEFAULT_MAX_PER_ADDRESS,
+    MAX_REQUESTS_PER_CONNECTION,
 };

@@ -2,11 +2,12 @@
 //! `HPR1` requests, and keeps itself safe to leave running unattended.
 
 use crate::probe::tls::pem::PemProblem;
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -38,6 +39,74 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// descriptors, out of memory), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Default of [`ReflectorConfig::max_per_address`]: twice the widest ladder a
+/// `hubprobe tune` opens by default (128), a quarter of the default
+/// `max_connections`.
+pub const DEFAULT_MAX_PER_ADDRESS: usize = 256;
+
+/// Connections open per source (see [`source_key`]); a slot is given back when
+/// its [`AddressSlot`] drops.
+#[derive(Default)]
+struct PerAddress {
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place in its source's count.
+struct AddressSlot {
+    table: Arc<PerAddress>,
+    key: IpAddr,
+}
+
+impl PerAddress {
+    /// A slot for `peer`, or `None` when its source already has `max` open.
+    fn acquire(table: &Arc<PerAddress>, peer: IpAddr, max: usize) -> Option<AddressSlot> {
+        let key = source_key(peer);
+        let mut open = table.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(key).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            table: Arc::clone(table),
+            key,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// What counts as one source: an IPv4 address (also when it arrives IPv4-mapped
+/// on a dual-stack listener), or an IPv6 /64 (one host can hold a whole /64).
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(bits))
+            }
+        },
+    }
+}
+
+/// [`source_key`] for the module's tests.
+#[cfg(test)]
+pub(super) fn source_key_for_test(ip: IpAddr) -> IpAddr {
+    source_key(ip)
+}
+
 /// The server's limits. [`ReflectorConfig::default`] suits a reflector left
 /// running near a hub.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +114,11 @@ pub struct ReflectorConfig {
     /// Most connections served at once; one more is answered `ERR busy` (plain
     /// TCP) or closed (TLS) right after accept. Default 1024.
     pub max_connections: usize,
+    /// Most connections served at once from one source address (IPv6: one /64,
+    /// what one host or site usually holds), so that one client holding long
+    /// `IDLE`s cannot lock every other client out; one more is turned away like
+    /// one over `max_connections`. Default [`DEFAULT_MAX_PER_ADDRESS`].
+    pub max_per_address: usize,
     /// Longest idle period a client may ask for; longer requests get `ERR idle
     /// too long`. Also the longest gap allowed between two `ECHO` requests on
     /// one connection. Default 2 h (RFC 5382's minimum NAT timeout is 2 h 4 min,
@@ -63,6 +137,7 @@ impl Default for ReflectorConfig {
     fn default() -> Self {
         ReflectorConfig {
             max_connections: 1024,
+            max_per_address: DEFAULT_MAX_PER_ADDRESS,
             max_idle: Duration::from_secs(2 * 3600),
             request_timeout: Duration::from_secs(10),
             reply_timeout: Duration::from_secs(120),
@@ -75,6 +150,9 @@ impl ReflectorConfig {
         let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_string());
         if self.max_connections == 0 {
             return Err(invalid("reflector: max_connections must be at least 1"));
+        }
+        if self.max_per_address == 0 {
+            return Err(invalid("reflector: max_per_address must be at least 1"));
         }
         if self.max_connections > Semaphore::MAX_PERMITS {
             return Err(invalid("reflector: max_connections is too large"));
@@ -120,11 +198,13 @@ where
     let cfg = Arc::new(cfg);
     let acceptor = tls.map(TlsAcceptor::from);
     let permits = Arc::new(Semaphore::new(cfg.max_connections));
+    let per_address = Arc::new(PerAddress::default());
     let mut tasks: JoinSet<()> = JoinSet::new();
     tracing::info!(
         listen = ?listener.local_addr().ok(),
         tls = acceptor.is_some(),
         max_connections = cfg.max_connections,
+        max_per_address = cfg.max_per_address,
         max_idle_ms = cfg.max_idle.as_millis() as u64,
         "reflector listening"
     );
@@ -141,12 +221,17 @@ where
                 }
             }
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => match Arc::clone(&permits).try_acquire_owned() {
-                    Ok(permit) => {
-                        tasks.spawn(connection(stream, peer, acceptor.clone(), Arc::clone(&cfg), permit));
+                Ok((stream, peer)) => {
+                    match PerAddress::acquire(&per_address, peer.ip(), cfg.max_per_address) {
+                        None => busy(stream, peer, acceptor.is_some(), Busy::Address(cfg.max_per_address)),
+                        Some(slot) => match Arc::clone(&permits).try_acquire_owned() {
+                            Ok(permit) => {
+                                tasks.spawn(connection(stream, peer, acceptor.clone(), Arc::clone(&cfg), (permit, slot)));
+                            }
+                            Err(_) => busy(stream, peer, acceptor.is_some(), Busy::Server),
+                        },
                     }
-                    Err(_) => busy(stream, peer, acceptor.is_some()),
-                },
+                }
                 Err(e) => match e.kind() {
                     io::ErrorKind::ConnectionAborted
                     | io::ErrorKind::ConnectionReset
@@ -166,13 +251,30 @@ where
     Ok(())
 }
 
-/// Turns away a connection over the limit without spending a task on it: a
-/// plain-TCP client gets `ERR busy` (a non-blocking write into an empty send
+/// Which limit turned a connection away.
+enum Busy {
+    /// `max_connections`.
+    Server,
+    /// `max_per_address` (the limit).
+    Address(usize),
+}
+
+/// Turns away a connection over a limit without spending a task on it: a
+/// plain-TCP client gets `ERR busy: ...` (a non-blocking write into an empty send
 /// buffer), a TLS client just sees the close.
-fn busy(stream: TcpStream, peer: SocketAddr, tls: bool) {
-    tracing::debug!(%peer, "reflector: connection limit reached; refusing");
+fn busy(stream: TcpStream, peer: SocketAddr, tls: bool, why: Busy) {
+    let line = match why {
+        Busy::Server => {
+            tracing::debug!(%peer, "reflector: connection limit reached; refusing");
+            "ERR busy: too many connections, try again later\n".to_string()
+        }
+        Busy::Address(max) => {
+            tracing::debug!(%peer, max, "reflector: per-address limit reached; refusing");
+            format!("ERR busy: too many connections from your address (at most {max}), try again later\n")
+        }
+    };
     if !tls {
-        let _ = stream.try_write(b"ERR busy: too many connections, try again later\n");
+        let _ = stream.try_write(line.as_bytes());
     }
 }
 
@@ -189,7 +291,7 @@ async fn connection(
     peer: SocketAddr,
     acceptor: Option<TlsAcceptor>,
     cfg: Arc<ReflectorConfig>,
-    _permit: OwnedSemaphorePermit,
+    _slots: (OwnedSemaphorePermit, AddressSlot),
 ) {
     let _ = stream.set_nodelay(true);
     // Keep-alive probes would refresh the very NAT state being measured.

@@ -525,6 +525,89 @@ async fn connection_limit_answers_busy_and_recovers() {
     server.stop().await;
 }
 
+/// A raw connection from `source` (any 127/8 address is local on loopback).
+async fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    tokio::time::timeout(STEP, sock.connect(addr))
+        .await
+        .expect("connect in time")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn one_address_holding_idles_cannot_lock_other_clients_out() {
+    let cfg = ReflectorConfig {
+        max_connections: 64,
+        max_per_address: 16,
+        ..ReflectorConfig::default()
+    };
+    let server = Server::start(cfg, None).await;
+    // 127.0.0.1 fills its share with long idles (the server holds each).
+    let mut held = Vec::new();
+    for i in 0..16 {
+        let mut s = connect_from("127.0.0.1", server.addr).await;
+        s.write_all(format!("HPR1 IDLE 3600000 n{i}\n").as_bytes())
+            .await
+            .unwrap();
+        let mut r = LineReader::new();
+        assert_eq!(line(&mut s, &mut r).await, format!("OK n{i}"));
+        held.push(s);
+    }
+    // More from the same address are turned away with the busy answer...
+    for _ in 0..8 {
+        let mut s = connect_from("127.0.0.1", server.addr).await;
+        let _ = s.write_all(b"HPR1 IDLE 3600000 more\n").await;
+        let got = read_to_close(&mut s).await;
+        assert!(
+            got.starts_with("ERR busy: too many connections from your address (at most 16)"),
+            "{got:?}"
+        );
+    }
+    // ... while another address is still served, IDLE and ECHO alike.
+    for i in 0..4 {
+        let mut s = connect_from("127.0.0.2", server.addr).await;
+        s.write_all(format!("HPR1 ECHO e{i}\n").as_bytes())
+            .await
+            .unwrap();
+        let mut r = LineReader::new();
+        assert_eq!(line(&mut s, &mut r).await, format!("ECHO e{i}"));
+    }
+    let mut other = connect_from("127.0.0.2", server.addr).await;
+    other.write_all(b"HPR1 IDLE 0 z\n").await.unwrap();
+    let mut r = LineReader::new();
+    assert_eq!(line(&mut other, &mut r).await, "OK z");
+    assert_eq!(line(&mut other, &mut r).await, "PING z");
+    // A closed connection gives its slot back to its address (bounded wait).
+    drop(held.pop());
+    let mut freed = false;
+    for _ in 0..50 {
+        let mut s = connect_from("127.0.0.1", server.addr).await;
+        let _ = s.write_all(b"HPR1 ECHO back\n").await;
+        let mut r = LineReader::new();
+        if let Ok(Ok(l)) = tokio::time::timeout(STEP, r.read_line(&mut s)).await {
+            if l == "ECHO back" {
+                freed = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(freed, "the slot never came back");
+    drop(held);
+    server.stop().await;
+}
+
+#[test]
+fn sources_are_counted_per_ipv4_address_and_per_ipv6_64() {
+    use std::net::IpAddr;
+    let key = |s: &str| server::source_key_for_test(s.parse::<IpAddr>().unwrap());
+    assert_eq!(key("192.0.2.7"), key("::ffff:192.0.2.7"));
+    assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
+    assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+    assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_concurrent_probes_all_survive() {
     let server = Server::plain().await;
@@ -632,6 +715,15 @@ async fn invalid_config_is_rejected() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let cfg = ReflectorConfig {
         max_connections: 0,
+        ..ReflectorConfig::default()
+    };
+    let err = serve(listener, None, cfg, std::future::pending())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cfg = ReflectorConfig {
+        max_per_address: 0,
         ..ReflectorConfig::default()
     };
     let err = serve(listener, None, cfg, std::future::pending())
