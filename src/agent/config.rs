@@ -21,8 +21,8 @@ pub enum AgentConfigError {
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why (an OS message, not a regular file, too large; never content).
+        source: crate::fsio::InputFileError,
     },
     /// TOML syntax or a value of the wrong type / an unknown key.
     #[error("config {}: {message}", path.display())]
@@ -445,10 +445,12 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 impl AgentConfig {
     /// Reads and validates the file. Nothing else is touched.
     pub fn load(path: &Path) -> Result<AgentConfig, AgentConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AgentConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::fsio::read_bounded_text(path, crate::fsio::InputKind::Config).map_err(
+            |source| AgentConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            },
+        )?;
         let cfg = Self::parse(&text, path)?;
         cfg.validate(path)?;
         Ok(cfg)
@@ -580,7 +582,7 @@ impl AgentConfig {
             sas_token: match &id.sas_token_file {
                 None => None,
                 Some(p) => Some(crate::auth::Secret::new(
-                    std::fs::read_to_string(p)
+                    crate::fsio::read_bounded_text(p, crate::fsio::InputKind::Secret)
                         .map_err(|e| AgentConfigError::Invalid {
                             path: path.to_path_buf(),
                             key: "[identity] sas_token_file".into(),
@@ -676,6 +678,35 @@ mod tests {
         assert_eq!(c.spool.max_bytes, 64 << 20);
         assert!(c.canary.enabled && c.upload.enabled);
         assert_eq!(c.upload.to, UploadTo::Hub);
+    }
+
+    fn fifo(dir: &Path, name: &str) -> std::path::PathBuf {
+        let p = dir.join(name);
+        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        // SAFETY: c is a valid NUL-terminated path for the duration of the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+        p
+    }
+
+    #[test]
+    fn a_fifo_as_config_or_token_file_is_refused_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = AgentConfig::load(&fifo(dir.path(), "config.toml")).unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("config.toml") && m.contains("regular file"), "{m}");
+        let token = fifo(dir.path(), "token");
+        let c = parse(&format!(
+            "[hub]\nhost = \"h.example\"\n[identity]\nsas_token_file = \"{}\"\n",
+            token.display()
+        ))
+        .unwrap();
+        let m = c
+            .plan(Path::new("test.toml"), EnvCredentials::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(m.contains("[identity] sas_token_file"), "{m}");
+        assert!(m.contains("regular file"), "{m}");
     }
 
     #[test]
