@@ -4,10 +4,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::probe::tls::TrustSource;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::auth::Secret;
+use crate::settings::parse_secret;
+pub use crate::settings::{
+    check_label, parse_duration, parse_duration_or_zero, parse_label, TargetArgs,
+};
 
 /// hubprobe: why does this device drop off its IoT hub? Probes DNS, TCP, TLS and
 /// MQTT against every hub endpoint, times each phase and explains each failure.
@@ -76,102 +79,6 @@ pub enum SummaryFormat {
     Text,
     /// The summary document (hubprobe.fleet/1).
     Json,
-}
-
-/// Which hub, how to reach it and as whom: shared by `check` and `tune`.
-#[derive(Debug, Args)]
-pub struct TargetArgs {
-    /// Hub host name (default: HostName, or GatewayHostName, of the connection string).
-    pub host: Option<String>,
-
-    /// Hub profile: a built-in name (azure-iot-hub, aws-iot-core, mqtt-broker) or a .toml file.
-    /// Default: from the host name (…azure-devices.net → azure-iot-hub, …amazonaws.com →
-    /// aws-iot-core; with a connection string azure-iot-hub), else mqtt-broker.
-    #[arg(long, env = "HUBPROBE_PROFILE", hide_env_values = true)]
-    pub profile: Option<String>,
-
-    /// Probe only these endpoints (comma-separated names from the profile).
-    #[arg(long = "endpoint", value_name = "NAME[,NAME]", value_delimiter = ',')]
-    pub endpoints: Vec<String>,
-
-    /// Override an endpoint's port, e.g. --port mqtt-tls=18883 (repeatable, or comma-separated).
-    #[arg(long = "port", value_name = "ENDPOINT=PORT", value_delimiter = ',')]
-    pub ports: Vec<String>,
-
-    /// Ask this DNS server instead of the system's (IP or IP:PORT).
-    #[arg(long, value_name = "IP[:PORT]")]
-    pub dns_server: Option<String>,
-
-    /// Bind connections to this network interface (SO_BINDTODEVICE).
-    #[arg(long, value_name = "IFACE")]
-    pub interface: Option<String>,
-
-    /// Bind connections to this local address.
-    #[arg(long, value_name = "IP")]
-    pub source_ip: Option<String>,
-
-    /// Timeout of each phase: a duration like 30s, 5m, 1h.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
-    pub timeout: Duration,
-
-    /// Trust store for the hub's certificate.
-    #[arg(long, value_enum, default_value = "system")]
-    pub trust: TrustSource,
-
-    /// Add trust anchors from a PEM file (repeatable).
-    #[arg(long, value_name = "PEM")]
-    pub ca_file: Vec<PathBuf>,
-
-    /// X.509 device certificate (PEM; with --key).
-    #[arg(long, value_name = "PEM", requires = "key")]
-    pub cert: Option<PathBuf>,
-
-    /// Private key of the device certificate (PEM).
-    #[arg(long, value_name = "PEM", requires = "cert")]
-    pub key: Option<PathBuf>,
-
-    /// Device connection string (HostName=…;DeviceId=…;SharedAccessKey=…) [env:
-    /// IOTHUB_DEVICE_CONNECTION_STRING, used when no credential option is given]. Prefer the
-    /// environment or --connection-string-file: command lines are visible to other users.
-    #[arg(long, value_parser = parse_secret, conflicts_with = "connection_string_file")]
-    pub connection_string: Option<Secret>,
-
-    /// Read the device connection string from this file.
-    #[arg(long, value_name = "FILE")]
-    pub connection_string_file: Option<PathBuf>,
-
-    /// A ready SAS token (SharedAccessSignature sr=…&sig=…&se=…) [env: HUBPROBE_SAS_TOKEN,
-    /// used when no credential option is given].
-    #[arg(long, value_parser = parse_secret)]
-    pub sas_token: Option<Secret>,
-
-    /// Device id (with --sas-token, --cert or --username when it cannot be derived).
-    #[arg(long)]
-    pub device_id: Option<String>,
-
-    /// MQTT user name for generic brokers (password from --password-file or HUBPROBE_MQTT_PASSWORD).
-    #[arg(long)]
-    pub username: Option<String>,
-
-    /// Read the MQTT password from this file.
-    #[arg(long, value_name = "FILE", requires = "username")]
-    pub password_file: Option<PathBuf>,
-
-    /// Lifetime of the SAS token generated from the connection string's key: a duration like 30s, 5m, 1h.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1h")]
-    pub sas_ttl: Duration,
-
-    /// Pin the generated token's expiry (Unix seconds) instead of now + --sas-ttl.
-    #[arg(long, value_name = "UNIX_SECONDS")]
-    pub sas_expiry: Option<u64>,
-
-    /// Keep-alive announced in MQTT CONNECT: a duration like 30s, 5m, 1h (default: the profile's).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub keepalive: Option<Duration>,
-
-    /// A label for fleet grouping, put in the report (repeatable): site=berlin-3.
-    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
-    pub labels: Vec<(String, String)>,
 }
 
 /// `hubprobe check`.
@@ -636,59 +543,6 @@ fn parse_man_date(s: &str) -> Result<String, String> {
     } else {
         Err(format!("{s:?} is not a date like 2026-01-31"))
     }
-}
-
-/// Wraps a secret argument so that it cannot be printed by accident.
-fn parse_secret(s: &str) -> Result<Secret, String> {
-    Ok(Secret::new(s))
-}
-
-/// Parses `KEY=VALUE` for `--label`: the key is 1–64 characters of `[A-Za-z0-9_.-]`,
-/// the value at most 256 characters without control characters.
-pub fn parse_label(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))?;
-    check_label(k, v)?;
-    Ok((k.to_string(), v.to_string()))
-}
-
-/// Checks a label key and value (see [`parse_label`]).
-pub fn check_label(k: &str, v: &str) -> Result<(), String> {
-    if k.is_empty()
-        || k.len() > 64
-        || !k
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-    {
-        return Err(format!(
-            "label key {k:?}: use 1-64 characters of letters, digits, '_', '.', '-'"
-        ));
-    }
-    if v.len() > 256 || v.chars().any(char::is_control) {
-        return Err(format!(
-            "label {k}: the value must be at most 256 characters, without control characters"
-        ));
-    }
-    Ok(())
-}
-
-/// [`parse_duration`], also accepting zero (`0`, `0s`).
-pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
-    match s.trim() {
-        "0" | "0s" => Ok(Duration::ZERO),
-        _ => parse_duration(s),
-    }
-}
-
-/// Parses a humantime duration ("30s", "5m", "1h 30m").
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("{s:?} is not a duration like 30s, 5m or 1h ({e})"))?;
-    if d.is_zero() {
-        return Err(format!("{s:?}: the duration must be above zero"));
-    }
-    Ok(d)
 }
 
 /// `hubprobe fleet …`.

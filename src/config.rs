@@ -10,9 +10,9 @@ use std::time::Duration;
 use crate::auth::sas::{device_id_of, host_of, parse_sas_token, SasError};
 use crate::auth::{ConnectionString, ConnectionStringError, Credentials, Secret};
 use crate::check::CheckPlan;
-use crate::cli::{CheckArgs, TargetArgs};
 use crate::probe::tls::{ClientIdentity, TlsSetupError, TrustStore};
 use crate::profile::{Profile, ProfileError};
+use crate::settings::TargetArgs;
 pub use crate::settings::{in_config_file_terms, Setting};
 
 /// Why a check could not be set up. Messages never contain secrets.
@@ -232,18 +232,9 @@ pub const MAX_SAS_TTL: Duration = Duration::from_secs(10 * 365 * 86_400);
 /// Latest expiry RFC 3339 can express (9999-12-31T23:59:59Z).
 pub const MAX_UNIX_SECONDS: u64 = 253_402_300_799;
 
-/// Builds the check plan from the arguments. Reads files (CA, certificates,
-/// connection string) and validates everything before any packet is sent.
-pub fn plan_check(args: &CheckArgs) -> Result<CheckPlan, ConfigError> {
-    plan_target(
-        &args.target,
-        args.deadline,
-        args.pings,
-        EnvCredentials::from_process(),
-    )
-}
-
-/// [`plan_check`] for any command that targets a hub (`check`, `tune`).
+/// Builds the check plan of any command that targets a hub (`check`, `tune`, the
+/// agent). Reads files (CA, certificates, connection string) and validates
+/// everything before any packet is sent.
 pub fn plan_target(
     args: &TargetArgs,
     deadline: Duration,
@@ -263,7 +254,7 @@ pub fn plan_target(
     Ok(plan)
 }
 
-/// [`plan_check`] with the password environment variable passed in (for tests).
+/// [`plan_target`] without the deadline and pings, the environment passed in.
 fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, ConfigError> {
     check_ranges(args)?;
     let cli_credentials = args.connection_string.is_some()

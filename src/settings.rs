@@ -2,6 +2,21 @@
 //! (`--port`) and as the agent's config file does (`[hub] ports`). Errors name a
 //! setting through [`Setting`], so the same error reads right wherever the value
 //! came from, without rewriting its text.
+//!
+//! [`TargetArgs`] is the one settings type of a check target: clap fills it from the
+//! command line and the environment (`check`, `tune`), the agent from its config
+//! file's `[hub]` and `[identity]` sections; `config::plan_target` validates it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::auth::Secret;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
 
 /// A setting of the check target, as the command line names it (`--port`) or as
 /// the agent's config file does (`[hub] ports`). Errors name settings through it, so
@@ -129,4 +144,205 @@ pub fn in_config_file_terms(e: &dyn std::fmt::Display) -> String {
     let text = e.to_string();
     CONFIG_FILE_NAMES.with(|c| c.set(false));
     text
+}
+
+/// Which hub, how to reach it and as whom: shared by `check` and `tune`.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// Hub host name (default: HostName, or GatewayHostName, of the connection string).
+    pub host: Option<String>,
+
+    /// Hub profile: a built-in name (azure-iot-hub, aws-iot-core, mqtt-broker) or a .toml file.
+    /// Default: from the host name (…azure-devices.net → azure-iot-hub, …amazonaws.com →
+    /// aws-iot-core; with a connection string azure-iot-hub), else mqtt-broker.
+    #[arg(long, env = "HUBPROBE_PROFILE", hide_env_values = true)]
+    pub profile: Option<String>,
+
+    /// Probe only these endpoints (comma-separated names from the profile).
+    #[arg(long = "endpoint", value_name = "NAME[,NAME]", value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+
+    /// Override an endpoint's port, e.g. --port mqtt-tls=18883 (repeatable, or comma-separated).
+    #[arg(long = "port", value_name = "ENDPOINT=PORT", value_delimiter = ',')]
+    pub ports: Vec<String>,
+
+    /// Ask this DNS server instead of the system's (IP or IP:PORT).
+    #[arg(long, value_name = "IP[:PORT]")]
+    pub dns_server: Option<String>,
+
+    /// Bind connections to this network interface (SO_BINDTODEVICE).
+    #[arg(long, value_name = "IFACE")]
+    pub interface: Option<String>,
+
+    /// Bind connections to this local address.
+    #[arg(long, value_name = "IP")]
+    pub source_ip: Option<String>,
+
+    /// Timeout of each phase: a duration like 30s, 5m, 1h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    pub timeout: Duration,
+
+    /// Trust store for the hub's certificate.
+    #[arg(long, value_enum, default_value = "system")]
+    pub trust: TrustSource,
+
+    /// Add trust anchors from a PEM file (repeatable).
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Vec<PathBuf>,
+
+    /// X.509 device certificate (PEM; with --key).
+    #[arg(long, value_name = "PEM", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// Private key of the device certificate (PEM).
+    #[arg(long, value_name = "PEM", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// Device connection string (HostName=…;DeviceId=…;SharedAccessKey=…) [env:
+    /// IOTHUB_DEVICE_CONNECTION_STRING, used when no credential option is given]. Prefer the
+    /// environment or --connection-string-file: command lines are visible to other users.
+    #[arg(long, value_parser = parse_secret, conflicts_with = "connection_string_file")]
+    pub connection_string: Option<Secret>,
+
+    /// Read the device connection string from this file.
+    #[arg(long, value_name = "FILE")]
+    pub connection_string_file: Option<PathBuf>,
+
+    /// A ready SAS token (SharedAccessSignature sr=…&sig=…&se=…) [env: HUBPROBE_SAS_TOKEN,
+    /// used when no credential option is given].
+    #[arg(long, value_parser = parse_secret)]
+    pub sas_token: Option<Secret>,
+
+    /// Device id (with --sas-token, --cert or --username when it cannot be derived).
+    #[arg(long)]
+    pub device_id: Option<String>,
+
+    /// MQTT user name for generic brokers (password from --password-file or HUBPROBE_MQTT_PASSWORD).
+    #[arg(long)]
+    pub username: Option<String>,
+
+    /// Read the MQTT password from this file.
+    #[arg(long, value_name = "FILE", requires = "username")]
+    pub password_file: Option<PathBuf>,
+
+    /// Lifetime of the SAS token generated from the connection string's key: a duration like 30s, 5m, 1h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1h")]
+    pub sas_ttl: Duration,
+
+    /// Pin the generated token's expiry (Unix seconds) instead of now + --sas-ttl.
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    pub sas_expiry: Option<u64>,
+
+    /// Keep-alive announced in MQTT CONNECT: a duration like 30s, 5m, 1h (default: the profile's).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub keepalive: Option<Duration>,
+
+    /// A label for fleet grouping, put in the report (repeatable): site=berlin-3.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+}
+
+/// Wraps a secret argument so that it cannot be printed by accident.
+pub fn parse_secret(s: &str) -> Result<Secret, String> {
+    Ok(Secret::new(s))
+}
+
+/// Parses `KEY=VALUE` for `--label`: the key is 1–64 characters of `[A-Za-z0-9_.-]`,
+/// the value at most 256 characters without control characters.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))?;
+    check_label(k, v)?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// Checks a label key and value (see [`parse_label`]).
+pub fn check_label(k: &str, v: &str) -> Result<(), String> {
+    if k.is_empty()
+        || k.len() > 64
+        || !k
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    {
+        return Err(format!(
+            "label key {k:?}: use 1-64 characters of letters, digits, '_', '.', '-'"
+        ));
+    }
+    if v.len() > 256 || v.chars().any(char::is_control) {
+        return Err(format!(
+            "label {k}: the value must be at most 256 characters, without control characters"
+        ));
+    }
+    Ok(())
+}
+
+/// [`parse_duration`], also accepting zero (`0`, `0s`).
+pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    match s.trim() {
+        "0" | "0s" => Ok(Duration::ZERO),
+        _ => parse_duration(s),
+    }
+}
+
+/// Parses a humantime duration ("30s", "5m", "1h 30m").
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like 30s, 5m or 1h ({e})"))?;
+    if d.is_zero() {
+        return Err(format!("{s:?}: the duration must be above zero"));
+    }
+    Ok(d)
+}
+
+/// Where the base set of trust anchors comes from (`--ca-file`s are added on top).
+/// One type for the command line (`--trust`), the agent's config (`[hub] trust`)
+/// and the report (`target.trust.source`).
+///
+/// `system` is what the device's own software trusts, so problems found with it are
+/// the device's problems; `bundled` is a known-good reference to compare the device's
+/// store against; `none` reproduces a device with a minimal store (private hubs and
+/// brokers, with their CA given by `--ca-file`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TrustSource {
+    /// The operating system's store (what most device stacks use).
+    System,
+    /// The Mozilla roots compiled into hubprobe.
+    #[serde(alias = "mozilla", alias = "webpki")]
+    #[value(alias = "mozilla", alias = "webpki")]
+    Bundled,
+    /// Only the --ca-file anchors (reproduces a device with a minimal store).
+    None,
+}
+
+impl TrustSource {
+    /// The name used on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrustSource::System => "system",
+            TrustSource::Bundled => "bundled",
+            TrustSource::None => "none",
+        }
+    }
+}
+
+impl fmt::Display for TrustSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TrustSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "system" => Ok(TrustSource::System),
+            "bundled" | "mozilla" | "webpki" => Ok(TrustSource::Bundled),
+            "none" => Ok(TrustSource::None),
+            other => Err(format!(
+                "unknown trust source {other:?} (expected system, bundled or none)"
+            )),
+        }
+    }
 }

@@ -9,9 +9,9 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::check::CheckPlan;
-use crate::cli::{check_label, TargetArgs};
 use crate::config::{plan_target, EnvCredentials};
 use crate::probe::tls::TrustSource;
+use crate::settings::{check_label, TargetArgs};
 
 /// Why the configuration cannot be used. One line, naming the key.
 #[derive(Debug, thiserror::Error)]
@@ -362,7 +362,7 @@ fn default_rate() -> f64 {
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    crate::cli::parse_duration(&s).map_err(serde::de::Error::custom)
+    crate::settings::parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
 fn de_duration_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -370,7 +370,7 @@ fn de_duration_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Erro
     if s.trim() == "0" || s.trim() == "0s" {
         return Ok(Duration::ZERO);
     }
-    crate::cli::parse_duration(&s).map_err(serde::de::Error::custom)
+    crate::settings::parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
 fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -693,7 +693,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = AgentConfig::load(&fifo(dir.path(), "config.toml")).unwrap_err();
         let m = e.to_string();
-        assert!(m.contains("config.toml") && m.contains("regular file"), "{m}");
+        assert!(
+            m.contains("config.toml") && m.contains("regular file"),
+            "{m}"
+        );
         let token = fifo(dir.path(), "token");
         let c = parse(&format!(
             "[hub]\nhost = \"h.example\"\n[identity]\nsas_token_file = \"{}\"\n",

@@ -35,8 +35,7 @@ pub const CHUNK_BYTES: usize = 1 << 20;
 const RELEASE_BYTES: usize = 4 << 20;
 /// A longer line is rejected (and skipped) instead of buffered.
 pub const MAX_LINE_BYTES: usize = 16 << 20;
-/// A larger (non-NDJSON) document is rejected.
-pub const MAX_DOCUMENT_BYTES: usize = 64 << 20;
+pub use super::shared::{strip_bom, MAX_DOCUMENT_BYTES};
 
 /// One input as named on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -305,11 +304,6 @@ fn read_line_capped(r: &mut dyn BufRead, buf: &mut Vec<u8>, cap: usize) -> std::
             return Ok(if over { Line::TooLong } else { Line::Whole });
         }
     }
-}
-
-/// Drops a UTF-8 byte order mark (some Windows tools start every file with one).
-pub fn strip_bom(b: &[u8]) -> &[u8] {
-    b.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(b)
 }
 
 /// The rejection of a line over [`MAX_LINE_BYTES`].

@@ -250,7 +250,7 @@ pub fn parse_message(
 ) -> Result<Observation, Rejection> {
     let inflated;
     let body = if body.starts_with(&[0x1f, 0x8b]) {
-        let limit = super::input::MAX_DOCUMENT_BYTES;
+        let limit = super::shared::MAX_DOCUMENT_BYTES;
         let mut out = Vec::new();
         let read = std::io::Read::read_to_end(
             &mut std::io::Read::take(flate2::read::MultiGzDecoder::new(body), limit as u64 + 1),
@@ -348,7 +348,7 @@ fn parse_report(
     keep: Option<&[String]>,
     envelopes: bool,
 ) -> Result<Observation, Rejection> {
-    let bytes = super::input::strip_bom(bytes);
+    let bytes = super::shared::strip_bom(bytes);
     if nests_deeper_than(bytes, MAX_NESTING) {
         return Err(Rejection::Malformed(format!(
             "not JSON this reader accepts: arrays or objects nested deeper than {MAX_NESTING} levels"

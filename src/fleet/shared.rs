@@ -97,3 +97,11 @@ pub struct IncidentContext<'a> {
     /// The options.
     pub opts: &'a FleetOptions,
 }
+
+/// A larger (non-NDJSON) document is rejected.
+pub const MAX_DOCUMENT_BYTES: usize = 64 << 20;
+
+/// Drops a UTF-8 byte order mark (some Windows tools start every file with one).
+pub fn strip_bom(b: &[u8]) -> &[u8] {
+    b.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(b)
+}

@@ -7,67 +7,15 @@
 //! name, subject and origin next to the webpki `TrustAnchor` used to verify.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use rustls::pki_types::{CertificateDer, TrustAnchor};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::error::TlsSetupError;
 use super::evidence::{parse_name, wrap_name};
 
-/// Where the base set of trust anchors comes from (`--ca-file`s are added on top).
-/// One type for the command line (`--trust`), the agent's config (`[hub] trust`)
-/// and the report (`target.trust.source`).
-///
-/// `system` is what the device's own software trusts, so problems found with it are
-/// the device's problems; `bundled` is a known-good reference to compare the device's
-/// store against; `none` reproduces a device with a minimal store (private hubs and
-/// brokers, with their CA given by `--ca-file`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum TrustSource {
-    /// The operating system's store (what most device stacks use).
-    System,
-    /// The Mozilla roots compiled into hubprobe.
-    #[serde(alias = "mozilla", alias = "webpki")]
-    #[value(alias = "mozilla", alias = "webpki")]
-    Bundled,
-    /// Only the --ca-file anchors (reproduces a device with a minimal store).
-    None,
-}
-
-impl TrustSource {
-    /// The name used on the command line and in reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TrustSource::System => "system",
-            TrustSource::Bundled => "bundled",
-            TrustSource::None => "none",
-        }
-    }
-}
-
-impl fmt::Display for TrustSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for TrustSource {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "system" => Ok(TrustSource::System),
-            "bundled" | "mozilla" | "webpki" => Ok(TrustSource::Bundled),
-            "none" => Ok(TrustSource::None),
-            other => Err(format!(
-                "unknown trust source {other:?} (expected system, bundled or none)"
-            )),
-        }
-    }
-}
+pub use crate::settings::TrustSource;
 
 /// What hubprobe remembers about one trust anchor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
