@@ -17,16 +17,26 @@ fn ms(v: f64) -> String {
     }
 }
 
+/// `1 device`, `2 devices`.
+fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n: u64 = n.into();
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// Renders the summary.
 pub fn render(s: &FleetSummary) -> String {
     let mut o = String::new();
     let i = &s.input;
     let _ = writeln!(
         o,
-        "hubprobe fleet: {} devices, {} reports from {} files{}",
-        s.devices,
-        i.reports,
-        i.files,
+        "hubprobe fleet: {}, {} from {}{}",
+        count(s.devices, "device"),
+        count(i.reports, "report"),
+        count(i.files, "file"),
         s.span
             .as_ref()
             .map(|sp| format!(" ({} → {})", sp.from, sp.to))
@@ -78,12 +88,15 @@ pub fn render(s: &FleetSummary) -> String {
         let _ = writeln!(o, "  none");
     }
     for w in &v.windows {
-        let nets: Vec<String> = w
+        let mut nets: Vec<String> = w
             .networks
             .iter()
             .take(6)
             .map(|n| format!("{} {}", n.value, n.devices))
             .collect();
+        if w.networks.len() > 6 {
+            nets.push(format!("… ({} more)", w.networks.len() - 6));
+        }
         let _ = writeln!(
             o,
             "  {} → {}  {} ({:.0}% of devices): {}\n    networks: {}",
@@ -107,10 +120,10 @@ fn group(o: &mut String, g: &GroupSummary, ind: &str) {
     let kinds: Vec<String> = g.kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
     let _ = writeln!(
         o,
-        "{ind}{} reports ({}) from {} devices; latest per device: OK {} · WARNING {} · CRITICAL {} · UNKNOWN {}",
-        g.reports,
+        "{ind}{} ({}) from {}; latest per device: OK {} · WARNING {} · CRITICAL {} · UNKNOWN {}",
+        count(g.reports, "report"),
         kinds.join(", "),
-        g.devices,
+        count(g.devices, "device"),
         l.ok,
         l.warning,
         l.critical,
@@ -220,5 +233,17 @@ fn group(o: &mut String, g: &GroupSummary, ind: &str) {
             })
             .collect();
         let _ = writeln!(o, "{ind}canary disconnects: {}", d.join("; "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count;
+
+    #[test]
+    fn counts_agree_with_their_noun() {
+        assert_eq!(count(1u64, "device"), "1 device");
+        assert_eq!(count(0u64, "device"), "0 devices");
+        assert_eq!(count(2u32, "file"), "2 files");
     }
 }
