@@ -23,21 +23,44 @@ use super::certs::ring_provider;
 /// Default bound for one lab step (connect, handshake, one exchange).
 pub const STEP: Duration = Duration::from_secs(5);
 
-/// A port on 127.0.0.1 that was free a moment ago (bind :0, read, close).
+/// A port on 127.0.0.1 that was free a moment ago (see [`free_ports`]).
 pub fn free_port() -> u16 {
     free_ports(1)[0]
 }
 
-/// `n` distinct ports on 127.0.0.1 that were free a moment ago. All are held
-/// open together while picking, so they are distinct.
+/// Lab ports come from below the kernel's ephemeral range (32768–60999 by default):
+/// an outgoing connection of any test can take an ephemeral port as its local port
+/// at any time, so a listener that is stopped and started again (a broker outage)
+/// on an ephemeral port can find it taken; below the range only another listener
+/// can take it, and every lab listener checks before it uses one.
+const LAB_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// `n` distinct ports on 127.0.0.1 that were free a moment ago, from [`LAB_PORTS`]:
+/// candidates start at a place that differs per process and per call, and each is
+/// held open (TCP) until all are picked, so they are distinct and free.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| {
-            TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0")
-        })
-        .collect();
-    listeners
-        .iter()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CALLS: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(LAB_PORTS.end - LAB_PORTS.start);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mut next = (std::process::id().wrapping_mul(7919) ^ nanos ^ call.wrapping_mul(104_729)) % span;
+    let mut held: Vec<TcpListener> = Vec::with_capacity(n);
+    for _ in 0..span {
+        if held.len() == n {
+            break;
+        }
+        let port = LAB_PORTS.start + next as u16;
+        next = (next + 1) % span;
+        if let Ok(l) = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)) {
+            held.push(l);
+        }
+    }
+    assert_eq!(held.len(), n, "no {n} free lab ports in {LAB_PORTS:?}");
+    held.iter()
         .map(|l| l.local_addr().expect("local addr").port())
         .collect()
 }
