@@ -73,6 +73,12 @@ fn init_logging(default_filter: &str) {
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::Layer as _;
 
+    // Nothing to log and nothing asked for: no subscriber at all (the filter's
+    // parser and the formatter would only cost start-up time and memory).
+    let asked = std::env::var_os("RUST_LOG").is_some_and(|v| !v.is_empty());
+    if default_filter == "off" && !asked {
+        return;
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let no_payload_dumps = tracing_subscriber::filter::filter_fn(|meta| {

@@ -130,20 +130,48 @@ site = "lab"
         run_with_env(&args, &[], limit)
     }
 
-    fn spawn_agent(&self, config: &Path, extra: &[&str]) -> Child {
-        Command::new(support::bin())
-            .args(["agent", "--config"])
-            .arg(config)
-            .arg("--state-dir")
-            .arg(self.path("state"))
-            .args(extra)
-            .env_remove("IOTHUB_DEVICE_CONNECTION_STRING")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.path("agent.log")).unwrap())
-            .spawn()
-            .expect("spawn hubprobe agent")
+    fn spawn_agent(&self, config: &Path, extra: &[&str]) -> AgentChild {
+        AgentChild(
+            Command::new(support::bin())
+                .args(["agent", "--config"])
+                .arg(config)
+                .arg("--state-dir")
+                .arg(self.path("state"))
+                .args(extra)
+                .env_remove("IOTHUB_DEVICE_CONNECTION_STRING")
+                .env_remove("RUST_LOG")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(self.path("agent.log")).unwrap())
+                .spawn()
+                .expect("spawn hubprobe agent"),
+        )
+    }
+}
+
+/// The agent's process, killed when dropped: a test that fails before it stops the
+/// agent leaves no agent running behind it.
+struct AgentChild(Child);
+
+impl std::ops::Deref for AgentChild {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for AgentChild {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for AgentChild {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
 

@@ -47,7 +47,8 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let mut next = (std::process::id().wrapping_mul(7919) ^ nanos ^ call.wrapping_mul(104_729)) % span;
+    let mut next =
+        (std::process::id().wrapping_mul(7919) ^ nanos ^ call.wrapping_mul(104_729)) % span;
     let mut held: Vec<TcpListener> = Vec::with_capacity(n);
     for _ in 0..span {
         if held.len() == n {
