@@ -100,6 +100,9 @@ pub fn findings(endpoints: &[crate::model::EndpointReport], ctx: &Context<'_>) -
                 ));
             }
         }
+        if let Some(extra) = mtu_hint(*class, eps[0]) {
+            hint.push_str(&extra);
+        }
         out.push(Finding {
             code: class.id().to_string(),
             // The device's identity refused is fatal even if unauthenticated
@@ -353,6 +356,50 @@ pub fn findings(endpoints: &[crate::model::EndpointReport], ctx: &Context<'_>) -
         }
     }
     out
+}
+
+/// What the path-MTU probe adds to the hint of a TLS stall: the MTU that fits,
+/// for a proven black hole; whether a smaller MSS was tried, for a timeout.
+fn mtu_hint(class: FailureClass, e: &crate::model::EndpointReport) -> Option<String> {
+    use crate::model::Phase;
+    if !matches!(
+        class,
+        FailureClass::TlsMtuBlackHole | FailureClass::TlsTimeout
+    ) {
+        return None;
+    }
+    let mtu = e
+        .phase(Phase::Tls)
+        .and_then(|p| p.evidence())
+        .and_then(Evidence::tls)
+        .and_then(|t| t.mtu.as_ref());
+    let Some(m) = mtu else {
+        return Some(". No retry with a smaller MSS ran, so a path-MTU black hole is neither shown nor ruled out".into());
+    };
+    if m.black_hole {
+        let lwm = m.largest_working_mss?;
+        let overhead = if m.address.is_ipv6() { 60 } else { 40 };
+        let dev = m.interface.as_deref().unwrap_or("<interface>");
+        return Some(format!(
+            ". Here the largest working MSS is {lwm}: an MTU of {} fits (e.g. `ip link set dev {dev} mtu {}`), or clamp the MSS to {lwm}",
+            lwm + overhead,
+            lwm + overhead
+        ));
+    }
+    let clamped: Vec<String> = m
+        .attempts
+        .iter()
+        .filter(|a| a.clamped)
+        .filter_map(|a| a.mss.map(|v| v.to_string()))
+        .collect();
+    if clamped.is_empty() {
+        Some(". No retry with a smaller MSS fit in the deadline, so a path-MTU black hole is neither shown nor ruled out".into())
+    } else {
+        Some(format!(
+            ". Retries with MSS {} stalled too: not a path-MTU black hole",
+            clamped.join(", ")
+        ))
+    }
 }
 
 /// An endpoint whose every phase passed.

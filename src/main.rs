@@ -149,7 +149,8 @@ fn man_date() -> anyhow::Result<String> {
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
-    let plan = hubprobe::config::plan_check(args)?;
+    let mut plan = hubprobe::config::plan_check(args)?;
+    plan.mtu_probe = args.mtu_probe;
     // Find out now, not after the probes, whether the report can be written.
     let pending = pending_report(args.report_file.as_deref())?;
 

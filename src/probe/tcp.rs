@@ -30,6 +30,10 @@ pub struct TcpOptions {
     pub interface: Option<String>,
     /// Bind to this local address before connecting.
     pub source_ip: Option<IpAddr>,
+    /// Clamp the MSS advertised in the SYN (TCP_MAXSEG before connect), so the
+    /// server sends segments of at most this many bytes of payload: the path-MTU
+    /// probe uses it to show a handshake that stalls at full size works when smaller.
+    pub mss: Option<u32>,
 }
 
 /// The TCP phase's result and, on success, the connected stream.
@@ -252,6 +256,11 @@ fn prepare(addr: SocketAddr, opts: &TcpOptions) -> Result<TcpSocket, (FailureCla
             FailureClass::TcpError,
             format!("binding to interface {iface:?} needs Linux"),
         ));
+    }
+    if let Some(mss) = opts.mss {
+        socket
+            .set_mss(mss)
+            .map_err(|e| fail(&format!("cannot clamp the MSS to {mss}"), e))?;
     }
     if let Some(src) = opts.source_ip {
         socket
