@@ -460,8 +460,9 @@ impl Chain {
         if !tls.is_ok() {
             let said = tls.message.clone().unwrap_or_default();
             if ev.black_hole {
+                // The full-size attempt's own class stays in `evidence.mtu.attempts[0]`.
                 tls.class = Some(FailureClass::TlsMtuBlackHole);
-                tls.message = Some(format!("{} (first: {said})", mtu::summary(&ev)));
+                tls.message = Some(mtu::summary(&ev));
             } else {
                 tls.message = Some(format!("{said}; {}", mtu::summary(&ev)));
             }
