@@ -357,3 +357,57 @@ fn a_stall_after_the_client_hello_stays_a_timeout_without_an_mtu_claim() {
     assert!(hint.contains("not a path-MTU black hole"), "{hint}");
     assert!(!hint.contains("MTU/fragmentation"), "{hint}");
 }
+
+#[test]
+fn the_agent_reports_the_black_hole_in_its_periodic_check() {
+    let lab = lab();
+    lab.drop_longer_than(1000, 1500);
+    let dir = tempfile::tempdir().unwrap();
+    let cs = common::agent_lab::write_connection_string(dir.path());
+    let spool = dir.path().join("spool");
+    let profile =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lab-hub.toml");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[hub]\nhost = \"{host}\"\nprofile = \"{profile}\"\nendpoints = [\"mqtt-tls\"]\n\
+             ports = {{ mqtt-tls = {PORT4} }}\ntrust = \"none\"\nca_file = \"{ca}\"\ntimeout = \"2s\"\n\
+             [identity]\nconnection_string_file = \"{cs}\"\n\
+             [schedule]\ninterval = \"1s\"\nspread = \"0s\"\ndeadline = \"60s\"\n\
+             [canary]\nping_timeout = \"2s\"\nreconnect_min = \"200ms\"\nreconnect_max = \"1s\"\n\
+             [spool]\ndir = \"{spool}\"\n[upload]\nenabled = false\n",
+            host = lab.nat.server_addr(),
+            profile = profile.display(),
+            ca = lab.ca.display(),
+            cs = cs.display(),
+            spool = spool.display(),
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let mut cmd: Command = lab.nat.client_ns().command(support::bin());
+    cmd.args(["agent", "--config"])
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--cycles", "1"]);
+    let out = run_cmd(&mut cmd, &[], Duration::from_secs(150));
+    assert_eq!(out.code, 0, "{}", out.all_output());
+    let reports: Vec<Value> = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
+        .collect();
+    assert_eq!(reports.len(), 1, "{reports:#?}");
+    let report = &reports[0];
+    support::assert_valid(report);
+    let tls = tls_phase(report);
+    assert_eq!(tls["class"], "tls.mtu_black_hole", "{tls:#}");
+    let lwm = tls["evidence"]["mtu"]["largest_working_mss"]
+        .as_u64()
+        .unwrap();
+    assert!((931..=960).contains(&lwm), "{lwm}");
+    assert_eq!(mtu_findings(report).len(), 1, "{:#}", report["findings"]);
+}
