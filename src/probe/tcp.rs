@@ -337,6 +337,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_clamped_mss_is_what_the_server_may_send() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        // What the server side of each connection may put in one segment.
+        let mut server_mss = Vec::new();
+        for mss in [Some(600), None] {
+            let opts = TcpOptions {
+                timeout: Duration::from_secs(3),
+                mss,
+                ..Default::default()
+            };
+            let out = connect(&[lo], port, &opts).await;
+            assert!(out.result.is_ok(), "{:?}", out.result);
+            let (accepted, _) = listener.accept().unwrap();
+            server_mss.push(socket2::SockRef::from(&accepted).mss().unwrap());
+        }
+        // Less the TCP options (timestamps) the kernel accounts for.
+        assert!(
+            server_mss[0] <= 600 && server_mss[0] >= 500,
+            "{server_mss:?}"
+        );
+        // Unclamped, loopback's MTU allows far more.
+        assert!(server_mss[1] > 1000, "{server_mss:?}");
+    }
+
+    #[tokio::test]
     async fn refused_and_connected_on_loopback() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let open = listener.local_addr().unwrap().port();
