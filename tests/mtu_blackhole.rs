@@ -84,6 +84,24 @@ fn lab() -> Lab {
         ],
     );
     run_ok(r, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    // Until duplicate address detection has passed on the link-local addresses,
+    // neighbour discovery can fail and the first SYNs get lost: wait it out
+    // (bounded; DAD takes about a second).
+    for ns in [c, r, s] {
+        let mut settled = false;
+        for _ in 0..100 {
+            let e = ns.exec(
+                &["ip", "-6", "addr", "show", "tentative"],
+                Duration::from_secs(5),
+            );
+            if e.status.success() && e.stdout.trim().is_empty() {
+                settled = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(settled, "IPv6 addresses in {} stay tentative", ns.name());
+    }
     for (ns, dev) in [(c, "c0"), (r, "r0"), (r, "r1"), (s, "s0")] {
         run_ok(ns, &["ip", "link", "set", "dev", dev, "gso_max_segs", "1"]);
     }
