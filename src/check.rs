@@ -2,7 +2,9 @@
 //! (TCP → TLS → WebSocket → protocol) concurrently. Within a chain a failed phase
 //! makes the later ones `skipped` with the reason. Each phase is bounded by the
 //! per-phase timeout and by what is left of the run's deadline, so nothing hangs on
-//! a black-holed packet.
+//! a black-holed packet. After a `tls.timeout` (and, with `--mtu-probe`, on every TLS
+//! endpoint) the path-MTU probe (`crate::mtu`) re-runs TCP + TLS with a clamped MSS
+//! and files what it found under the TLS phase's evidence.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
