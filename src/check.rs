@@ -2,7 +2,9 @@
 //! (TCP → TLS → WebSocket → protocol) concurrently. Within a chain a failed phase
 //! makes the later ones `skipped` with the reason. Each phase is bounded by the
 //! per-phase timeout and by what is left of the run's deadline, so nothing hangs on
-//! a black-holed packet.
+//! a black-holed packet. After a `tls.timeout` (and, with `--mtu-probe`, on every TLS
+//! endpoint) the path-MTU probe (`crate::mtu`) re-runs TCP + TLS with a clamped MSS
+//! and files what it found under the TLS phase's evidence.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -13,7 +15,8 @@ use crate::auth::{Credentials, Secret};
 use crate::diagnose;
 use crate::model::Protocol;
 use crate::model::{EndpointReport, Report, SasTokenInfo, Target, Verdict};
-use crate::model::{Phase, PhaseResult};
+use crate::model::{Evidence, FailureClass, MtuTrigger, Phase, PhaseResult};
+use crate::mtu;
 use crate::net::{self, Budget, ChainFailure, ChainSpec, ChainStop, TlsHop};
 use crate::probe::dns::{self, DnsOptions};
 use crate::probe::mqtt::{self, MqttOptions};
@@ -58,6 +61,8 @@ pub struct CheckPlan {
     pub labels: std::collections::BTreeMap<String, String>,
     /// The agent's identity, shared by its canary session and its checks.
     pub identity_share: Option<Arc<dyn IdentityArbiter>>,
+    /// Run the path-MTU probe on every TLS endpoint, not only after a `tls.timeout`.
+    pub mtu_probe: bool,
 }
 
 /// Who may use the device identity on MQTT. A hub allows one connection per
@@ -235,7 +240,7 @@ async fn run_endpoint(
     let uses_identity =
         ep.protocol == Protocol::Mqtt && !matches!(plan.credentials, Credentials::None);
     let delegated = uses_identity && canary.is_some();
-    let _turn = match (ep.protocol, &plan.credentials) {
+    let turn = match (ep.protocol, &plan.credentials) {
         (Protocol::Mqtt, Credentials::None) | (Protocol::Amqp | Protocol::Http, _) => None,
         (Protocol::Mqtt, _) if delegated => None,
         (Protocol::Mqtt, _) => {
@@ -263,6 +268,13 @@ async fn run_endpoint(
     let link = match opened.link {
         Ok(link) => link,
         Err(ChainStop::Failed(hop, _)) => {
+            if chain.tls_class() == Some(FailureClass::TlsTimeout) {
+                // The MTU probe needs no device identity: let the next endpoint go.
+                drop(turn);
+                chain
+                    .mtu_probe(plan, ep, MtuTrigger::TlsTimeout, deadline_at)
+                    .await;
+            }
             chain.skip_rest(hop.failed_reason());
             return chain.finish(ep);
         }
@@ -304,6 +316,12 @@ async fn run_endpoint(
         ),
     };
     chain.push(result);
+    if plan.mtu_probe && ep.transport.uses_tls() {
+        drop(turn);
+        chain
+            .mtu_probe(plan, ep, MtuTrigger::Requested, deadline_at)
+            .await;
+    }
     chain.finish(ep)
 }
 
@@ -389,6 +407,78 @@ impl Chain {
         self.phases.push(r);
     }
 
+    /// The class of the TLS phase, when it failed.
+    fn tls_class(&self) -> Option<FailureClass> {
+        self.phases
+            .iter()
+            .find(|p| p.phase == Phase::Tls)
+            .and_then(|p| p.class)
+    }
+
+    /// Runs the path-MTU probe to the address the TCP phase used and files its
+    /// evidence under the TLS phase; a proven black hole turns a `tls.timeout` into
+    /// `tls.mtu_black_hole`, and a timeout the probe does not explain says so.
+    async fn mtu_probe(
+        &mut self,
+        plan: &CheckPlan,
+        ep: &Endpoint,
+        trigger: MtuTrigger,
+        deadline_at: Instant,
+    ) {
+        let address = self
+            .phases
+            .iter()
+            .find(|p| p.phase == Phase::Tcp)
+            .and_then(|p| p.evidence())
+            .and_then(Evidence::tcp)
+            .and_then(|t| t.remote_address.as_deref())
+            .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+            .map(|a| a.ip());
+        let Some(address) = address else { return };
+        let took: Duration = self
+            .phases
+            .iter()
+            .filter(|p| matches!(p.phase, Phase::Tcp | Phase::Tls))
+            .filter_map(|p| p.duration_ms)
+            .map(|m| Duration::from_secs_f64(m.max(0.0) / 1000.0))
+            .sum();
+        let Some(tls) = self.phases.iter_mut().find(|p| p.phase == Phase::Tls) else {
+            return;
+        };
+        let full = mtu::FullAttempt {
+            ok: tls.is_ok(),
+            class: tls.class,
+            took,
+        };
+        let ev = mtu::probe(
+            &plan.chain_spec(ep),
+            address,
+            trigger,
+            full,
+            plan.timeout,
+            Some(deadline_at),
+        )
+        .await;
+        if !tls.is_ok() {
+            let said = tls.message.clone().unwrap_or_default();
+            if ev.black_hole {
+                // The full-size attempt's own class stays in `evidence.mtu.attempts[0]`.
+                tls.class = Some(FailureClass::TlsMtuBlackHole);
+                tls.message = Some(mtu::summary(&ev));
+            } else {
+                tls.message = Some(format!("{said}; {}", mtu::summary(&ev)));
+            }
+        }
+        if let Some(Evidence::Tls(t)) = tls.evidence.as_mut() {
+            t.mtu = Some(ev);
+        } else {
+            tls.evidence = Some(Evidence::from(crate::model::TlsEvidence {
+                mtu: Some(ev),
+                ..Default::default()
+            }));
+        }
+    }
+
     fn skip_rest(&mut self, reason: &str) {
         for p in self.planned.clone().into_iter().skip(self.phases.len()) {
             self.phases
@@ -435,6 +525,7 @@ impl CheckPlan {
             ws_path: ep.path.clone().unwrap_or_else(|| "/".into()),
             interface: self.interface.clone(),
             source_ip: self.source_ip,
+            mss: None,
             tls: TlsHop {
                 alpn: ep.alpn.clone(),
                 expected_anchors: self.profile.trust.expected_anchors.clone(),
@@ -515,6 +606,7 @@ mod tests {
             deadline: Duration::from_secs(30),
             labels: Default::default(),
             identity_share: None,
+            mtu_probe: false,
         }
     }
 

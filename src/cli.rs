@@ -96,6 +96,11 @@ pub struct CheckArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=20))]
     pub pings: u32,
 
+    /// Probe the path MTU on every TLS endpoint (TCP + TLS re-run with a clamped
+    /// MSS), not only after a TLS handshake timed out.
+    #[arg(long)]
+    pub mtu_probe: bool,
+
     /// Output format on stdout.
     #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: OutputFormat,

@@ -475,6 +475,7 @@ fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, 
         deadline: MAX_DEADLINE,
         labels: args.labels.iter().cloned().collect(),
         identity_share: None,
+        mtu_probe: false,
     };
     check_mqtt_strings(&plan)?;
     Ok(plan)

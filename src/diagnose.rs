@@ -100,6 +100,9 @@ pub fn findings(endpoints: &[crate::model::EndpointReport], ctx: &Context<'_>) -
                 ));
             }
         }
+        if let Some(extra) = mtu_hint(*class, eps[0]) {
+            hint.push_str(&extra);
+        }
         out.push(Finding {
             code: class.id().to_string(),
             // The device's identity refused is fatal even if unauthenticated
@@ -370,6 +373,50 @@ fn renewal_period(lifetime_s: u64) -> String {
     } else {
         let h10 = (tenths + 1_800) / 3_600;
         format!("{}.{} h", h10 / 10, h10 % 10)
+    }
+}
+
+/// What the path-MTU probe adds to the hint of a TLS stall: the MTU that fits,
+/// for a proven black hole; whether a smaller MSS was tried, for a timeout.
+fn mtu_hint(class: FailureClass, e: &crate::model::EndpointReport) -> Option<String> {
+    use crate::model::Phase;
+    if !matches!(
+        class,
+        FailureClass::TlsMtuBlackHole | FailureClass::TlsTimeout
+    ) {
+        return None;
+    }
+    let mtu = e
+        .phase(Phase::Tls)
+        .and_then(|p| p.evidence())
+        .and_then(Evidence::tls)
+        .and_then(|t| t.mtu.as_ref());
+    let Some(m) = mtu else {
+        return Some(". No retry with a smaller MSS ran, so a path-MTU black hole is neither shown nor ruled out".into());
+    };
+    if m.black_hole {
+        let lwm = m.largest_working_mss?;
+        let overhead = if m.address.is_ipv6() { 60 } else { 40 };
+        let dev = m.interface.as_deref().unwrap_or("<interface>");
+        return Some(format!(
+            ". Here the largest working MSS is {lwm}: an MTU of {} fits (e.g. `ip link set dev {dev} mtu {}`), or clamp the MSS to {lwm}",
+            lwm + overhead,
+            lwm + overhead
+        ));
+    }
+    let clamped: Vec<String> = m
+        .attempts
+        .iter()
+        .filter(|a| a.clamped)
+        .filter_map(|a| a.mss.map(|v| v.to_string()))
+        .collect();
+    if clamped.is_empty() {
+        Some(". No retry with a smaller MSS fit in the deadline, so a path-MTU black hole is neither shown nor ruled out".into())
+    } else {
+        Some(format!(
+            ". Retries with MSS {} stalled too: not a path-MTU black hole",
+            clamped.join(", ")
+        ))
     }
 }
 
@@ -893,6 +940,86 @@ mod tests {
             ];
             let (_, v) = run(&eps, "none", None);
             assert_eq!(v, Verdict::Critical);
+        }
+
+        fn tls_stalled(class: FailureClass, mtu: Option<serde_json::Value>) -> EndpointReport {
+            let mut ev = json!({});
+            if let Some(m) = mtu {
+                ev = json!({ "mtu": m });
+            }
+            let tls = PhaseResult::failed(
+                Phase::Tls,
+                Duration::from_millis(1),
+                class,
+                "detail",
+                typed(Phase::Tls, ev),
+            );
+            endpoint(
+                "mqtt-tls",
+                Transport::Tls,
+                8883,
+                vec![ok(Phase::Dns, json!({})), ok(Phase::Tcp, json!({})), tls],
+            )
+        }
+
+        fn mtu_ev(black_hole: bool, clamped: &[(u32, &str)]) -> serde_json::Value {
+            let mut attempts = vec![
+                json!({"mss": 1460, "clamped": false, "status": "failed", "class": "tls.timeout", "duration_ms": 1.0, "timeout_ms": 1.0}),
+            ];
+            for (m, st) in clamped {
+                attempts.push(json!({"mss": m, "clamped": true, "status": st, "duration_ms": 1.0, "timeout_ms": 1.0}));
+            }
+            let mut v = json!({"trigger": "tls_timeout", "address": "10.0.0.1", "interface": "wwan0", "interface_mtu": 1500, "path_mtu": 1500, "attempts": attempts, "black_hole": black_hole, "cut_short": false});
+            if black_hole {
+                v["largest_working_mss"] = json!(1360);
+                v["smallest_failing_mss"] = json!(1370);
+            }
+            v
+        }
+
+        #[test]
+        fn a_proven_black_hole_gets_the_mtu_that_fits_and_the_fix() {
+            let eps = [tls_stalled(
+                FailureClass::TlsMtuBlackHole,
+                Some(mtu_ev(true, &[(1200, "ok")])),
+            )];
+            let (f, v) = run(&eps, "none", None);
+            assert_eq!(codes(&f), ["tls.mtu_black_hole"]);
+            assert_eq!(v, Verdict::Critical);
+            let hint = &f[0].hint;
+            for want in [
+                "ip link set dev wwan0 mtu 1400",
+                "maxseg size set rt mtu",
+                "ICMP type 3 code 4",
+                "ICMPv6 type 2",
+                "IoT Hub cannot fix",
+            ] {
+                assert!(hint.contains(want), "{want:?} not in {hint}");
+            }
+        }
+
+        #[test]
+        fn a_timeout_claims_no_mtu_problem_without_evidence() {
+            // The probe ran and a smaller MSS did not help.
+            let eps = [tls_stalled(
+                FailureClass::TlsTimeout,
+                Some(mtu_ev(false, &[(1200, "failed"), (536, "failed")])),
+            )];
+            let (f, _) = run(&eps, "none", None);
+            assert_eq!(codes(&f), ["tls.timeout"]);
+            assert!(
+                f[0].hint
+                    .contains("MSS 1200, 536 stalled too: not a path-MTU black hole"),
+                "{}",
+                f[0].hint
+            );
+            // It did not run: nothing claimed either way.
+            let eps = [tls_stalled(FailureClass::TlsTimeout, None)];
+            let (f, _) = run(&eps, "none", None);
+            let hint = &f[0].hint;
+            assert!(hint.contains("neither shown nor ruled out"), "{hint}");
+            assert!(!hint.contains("MTU/fragmentation"), "{hint}");
+            assert!(!explain(FailureClass::TlsTimeout).hint.contains("MTU/"));
         }
 
         #[test]

@@ -16,6 +16,7 @@ pub mod exit;
 pub mod fleet;
 pub mod fsio;
 pub mod model;
+pub mod mtu;
 pub mod net;
 pub mod probe;
 pub mod profile;

@@ -155,12 +155,13 @@ fn man_date() -> anyhow::Result<String> {
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
-    let plan = hubprobe::config::plan_target(
+    let mut plan = hubprobe::config::plan_target(
         &args.target,
         args.deadline,
         args.pings,
         hubprobe::config::EnvCredentials::from_process(),
     )?;
+    plan.mtu_probe = args.mtu_probe;
     // Find out now, not after the probes, whether the report can be written.
     let pending = pending_report(args.report_file.as_deref())?;
 

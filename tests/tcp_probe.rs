@@ -123,6 +123,7 @@ fn source_address_and_interface_binding() {
             timeout: Duration::from_secs(3),
             interface: Some("lo".into()),
             source_ip: Some("127.0.0.2".parse().unwrap()),
+            mss: None,
         };
         let out = connect(&lo, port, &opts).await;
         assert!(out.result.is_ok(), "{:?}", out.result);

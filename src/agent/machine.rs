@@ -28,6 +28,10 @@ pub const RENEW_AT: f64 = 0.8;
 pub const DISCONNECT: [u8; 2] = [0xE0, 0x00];
 /// The MQTT PINGREQ packet.
 pub const PINGREQ: [u8; 2] = [0xC0, 0x00];
+/// A write larger than this (bytes) fills a full-size segment even on a path
+/// whose MTU is IPv6's minimum (1280): a PINGRESP or PUBACK that never comes after
+/// one is named a possible path-MTU stall in the disconnect's detail.
+pub const LARGE_WRITE: usize = 1200;
 
 /// What the machine needs to know about the session.
 #[derive(Debug, Clone)]
@@ -130,6 +134,8 @@ pub struct SessionMachine {
     actions: VecDeque<Action>,
     done: bool,
     armed: Option<Instant>,
+    /// The last write larger than [`LARGE_WRITE`]: when, and how many bytes.
+    large_tx: Option<(Instant, usize)>,
 }
 
 impl SessionMachine {
@@ -149,6 +155,7 @@ impl SessionMachine {
             actions: VecDeque::new(),
             done: false,
             armed: None,
+            large_tx: None,
         };
         m.arm();
         m
@@ -226,6 +233,18 @@ impl SessionMachine {
         });
         self.actions.push_back(Action::Close);
         self.finish(ended, why);
+    }
+
+    /// When nothing has come back since a large write, the timeout may be a path-MTU
+    /// stall (the large segment is dropped without ICMP, and TCP holds everything
+    /// after it): said in the detail, as a possibility only; the cause stays.
+    fn mtu_stall_note(&self) -> String {
+        match self.large_tx {
+            Some((at, len)) if at >= self.last_rx => format!(
+                "; nothing came back since a {len}-byte write: possibly a path-MTU stall (large packets dropped without ICMP; `hubprobe check --mtu-probe` tests the path)"
+            ),
+            _ => String::new(),
+        }
     }
 
     /// The earliest deadline: PINGREQ due, PINGRESP or PUBACK overdue, renewal.
@@ -337,6 +356,9 @@ impl SessionMachine {
 
     fn send(&mut self, bytes: Vec<u8>, what: Sending, now: Instant) {
         self.last_tx = now;
+        if bytes.len() > LARGE_WRITE {
+            self.large_tx = Some((now, bytes.len()));
+        }
         self.actions.push_back(Action::Send { bytes, what });
     }
 
@@ -369,6 +391,11 @@ impl SessionMachine {
 
     /// An I/O error on the link, classified by the driver where it was seen.
     pub fn on_error(&mut self, cause: DisconnectCause, detail: String, now: Instant) {
+        // A write that timed out after a large one may be a path-MTU stall too.
+        let detail = match cause {
+            DisconnectCause::NoPingresp => format!("{detail}{}", self.mtu_stall_note()),
+            _ => detail,
+        };
         self.end(cause, detail, None, now);
     }
 
@@ -390,8 +417,9 @@ impl SessionMachine {
         if let Some((sent, _)) = self.ping {
             if now >= sent + self.cfg.ping_timeout {
                 let detail = format!(
-                    "no PINGRESP within {}",
-                    humantime::format_duration(self.cfg.ping_timeout)
+                    "no PINGRESP within {}{}",
+                    humantime::format_duration(self.cfg.ping_timeout),
+                    self.mtu_stall_note()
                 );
                 self.end(DisconnectCause::NoPingresp, detail, None, now);
                 return;
@@ -403,8 +431,9 @@ impl SessionMachine {
             .any(|(t, _)| now >= *t + self.cfg.ping_timeout)
         {
             let detail = format!(
-                "no PUBACK within {}",
-                humantime::format_duration(self.cfg.ping_timeout)
+                "no PUBACK within {}{}",
+                humantime::format_duration(self.cfg.ping_timeout),
+                self.mtu_stall_note()
             );
             self.end(DisconnectCause::NoPingresp, detail, None, now);
             return;

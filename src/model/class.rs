@@ -80,6 +80,9 @@ classes! {
     TlsReset => "tls.reset",
     /// The handshake did not finish in time.
     TlsTimeout => "tls.timeout",
+    /// The full-size handshake stalled but one with a clamped MSS completed: a
+    /// path-MTU black hole (large packets dropped, no ICMP back).
+    TlsMtuBlackHole => "tls.mtu_black_hole",
     /// The server refused the WebSocket upgrade (HTTP status other than 101).
     WebsocketRejected => "websocket.rejected",
     /// The upgrade did not finish in time.
@@ -187,7 +190,8 @@ pub fn explain(class: FailureClass) -> Explanation {
         TlsMessageTooLarge => ("the server sent a TLS handshake message larger than 64 KiB (the limit of rustls and of most TLS clients): usually its certificate chain, with thousands of names or many certificates", "the server's certificate is the problem, not the network: issue a certificate with fewer subject alternative names (split it across several certificates or use a wildcard) or send a shorter chain", None),
         TlsClosed => ("the connection closed during the TLS handshake", "a firewall doing deep packet inspection or SNI filtering drops the handshake", E404104),
         TlsReset => ("the connection was reset during the TLS handshake", "a firewall doing deep packet inspection or SNI filtering resets the handshake", E404104),
-        TlsTimeout => ("the TLS handshake did not finish in time", "a middlebox swallows the handshake (SNI filtering, MTU/fragmentation problems)", None),
+        TlsTimeout => ("the TLS handshake did not finish in time", "a middlebox swallows the handshake (SNI filtering) or the server stalls; the TLS evidence's `mtu` section says whether a retry with a small MSS was tried (when it was and it stalled too, the path MTU is not the cause)", None),
+        TlsMtuBlackHole => ("a path-MTU black hole: a link on the path (tunnel, VPN, cellular APN) has a smaller MTU and the ICMP that would say so is filtered", "on the device or its router, lower the interface MTU to the largest working MSS plus 40 (IPv4) or 60 (IPv6), or clamp the MSS on the router (nftables: `tcp flags syn tcp option maxseg size set rt mtu`); or let ICMP type 3 code 4 (IPv4) and ICMPv6 type 2 (packet too big) through the firewalls on the path. IoT Hub cannot fix this: the drop is on the device's path", None),
         WebsocketRejected => ("the WebSocket upgrade was refused", "a proxy does not allow WebSocket upgrades, or the path is wrong", None),
         WebsocketTimeout => ("the WebSocket upgrade did not finish in time", "a proxy holds the upgrade request", None),
         WebsocketClosed => ("the connection closed during the WebSocket upgrade", "a proxy or firewall drops WebSocket upgrades", None),

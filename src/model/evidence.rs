@@ -255,6 +255,75 @@ pub struct TlsEvidence {
     /// server requested a client certificate; see [`super::handshake`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub post_handshake: Option<String>,
+    /// The path-MTU probe: the handshake re-run with a clamped MSS, when it ran
+    /// (after a `tls.timeout`, or on request with `--mtu-probe`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<MtuEvidence>,
+}
+
+/// Why the path-MTU probe ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MtuTrigger {
+    /// The full-size handshake timed out.
+    TlsTimeout,
+    /// `--mtu-probe` asked for it on every endpoint.
+    Requested,
+}
+
+/// One TCP + TLS handshake of the path-MTU probe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MssAttempt {
+    /// The MSS advertised (for the unclamped attempt: what the kernel advertises,
+    /// the path MTU minus the IP and TCP headers; absent when unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mss: Option<u32>,
+    /// False for the check's own full-size handshake, true for the clamped re-runs.
+    pub clamped: bool,
+    /// `ok` when TCP and TLS completed, else `failed`.
+    pub status: String,
+    /// Why it failed (`tcp.*` or `tls.*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<FailureClass>,
+    /// Time for TCP + TLS, milliseconds.
+    pub duration_ms: f64,
+    /// The bound it had, milliseconds.
+    pub timeout_ms: f64,
+}
+
+/// What the path-MTU probe found: TCP + TLS re-run with the MSS clamped (TCP_MAXSEG
+/// before connect) to the same address, and the route's MTU as the kernel knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MtuEvidence {
+    /// Why it ran.
+    pub trigger: MtuTrigger,
+    /// The address re-connected to (the one the check's TCP phase used).
+    pub address: IpAddr,
+    /// The local interface of the route, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// That interface's MTU, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface_mtu: Option<u32>,
+    /// The kernel's path MTU for the route (IP_MTU / IPV6_MTU), bytes, read after
+    /// the attempts: equal to the interface MTU while no ICMP "fragmentation
+    /// needed" / "packet too big" arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_mtu: Option<u32>,
+    /// Every handshake, the check's own first, in the order run.
+    pub attempts: Vec<MssAttempt>,
+    /// The largest MSS whose handshake completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub largest_working_mss: Option<u32>,
+    /// The smallest MSS whose handshake stalled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smallest_failing_mss: Option<u32>,
+    /// True exactly when the full-size handshake stalled and a clamped one completed:
+    /// packets above some size are dropped on the path without ICMP.
+    pub black_hole: bool,
+    /// True when the search stopped early (the run's deadline) rather than at its
+    /// precision or step bound.
+    pub cut_short: bool,
 }
 
 /// One certificate of the presented chain, as a fleet operator needs to see it.

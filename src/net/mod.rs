@@ -83,6 +83,9 @@ pub struct ChainSpec {
     pub source_ip: Option<IpAddr>,
     /// TLS settings (used when the transport has TLS).
     pub tls: TlsHop,
+    /// Clamp the MSS the TCP hop advertises (TCP_MAXSEG before connect); `None`
+    /// leaves it to the kernel (the interface MTU). The path-MTU probe sets it.
+    pub mss: Option<u32>,
 }
 
 impl ChainSpec {
@@ -260,6 +263,7 @@ async fn run_hop(
                 timeout,
                 interface: spec.interface.clone(),
                 source_ip: spec.source_ip,
+                mss: spec.mss,
             };
             let out = tcp::connect(addresses, spec.port, &opts).await;
             let next = out
@@ -322,6 +326,7 @@ mod tests {
             ws_path: "/".into(),
             interface: None,
             source_ip: None,
+            mss: None,
             tls: TlsHop {
                 alpn: vec![],
                 expected_anchors: vec![],

@@ -30,6 +30,10 @@ pub struct TcpOptions {
     pub interface: Option<String>,
     /// Bind to this local address before connecting.
     pub source_ip: Option<IpAddr>,
+    /// Clamp the MSS advertised in the SYN (TCP_MAXSEG before connect), so the
+    /// server sends segments of at most this many bytes of payload: the path-MTU
+    /// probe uses it to show a handshake that stalls at full size works when smaller.
+    pub mss: Option<u32>,
 }
 
 /// The TCP phase's result and, on success, the connected stream.
@@ -253,6 +257,11 @@ fn prepare(addr: SocketAddr, opts: &TcpOptions) -> Result<TcpSocket, (FailureCla
             format!("binding to interface {iface:?} needs Linux"),
         ));
     }
+    if let Some(mss) = opts.mss {
+        socket
+            .set_mss(mss)
+            .map_err(|e| fail(&format!("cannot clamp the MSS to {mss}"), e))?;
+    }
     if let Some(src) = opts.source_ip {
         socket
             .bind(&SocketAddr::new(src, 0).into())
@@ -325,6 +334,33 @@ mod tests {
             (FailureClass::TcpRefused, "v4".to_string(), true),
         ];
         assert_eq!(pick_failure(&f).unwrap().0, FailureClass::TcpRefused);
+    }
+
+    #[tokio::test]
+    async fn a_clamped_mss_is_what_the_server_may_send() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        // What the server side of each connection may put in one segment.
+        let mut server_mss = Vec::new();
+        for mss in [Some(600), None] {
+            let opts = TcpOptions {
+                timeout: Duration::from_secs(3),
+                mss,
+                ..Default::default()
+            };
+            let out = connect(&[lo], port, &opts).await;
+            assert!(out.result.is_ok(), "{:?}", out.result);
+            let (accepted, _) = listener.accept().unwrap();
+            server_mss.push(socket2::SockRef::from(&accepted).mss().unwrap());
+        }
+        // Less the TCP options (timestamps) the kernel accounts for.
+        assert!(
+            server_mss[0] <= 600 && server_mss[0] >= 500,
+            "{server_mss:?}"
+        );
+        // Unclamped, loopback's MTU allows far more.
+        assert!(server_mss[1] > 1000, "{server_mss:?}");
     }
 
     #[tokio::test]

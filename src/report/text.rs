@@ -461,6 +461,30 @@ fn details(ph: &PhaseResult) -> Vec<String> {
             if let Some(a) = &ev.trust_anchor {
                 out.push(format!("trust anchor: {} ({})", a.subject, a.origin));
             }
+            if let Some(m) = &ev.mtu {
+                let tries: Vec<String> = m
+                    .attempts
+                    .iter()
+                    .map(|a| {
+                        let mss = a.mss.map_or("?".to_string(), |v| v.to_string());
+                        let what = if a.clamped { "MSS" } else { "full MSS" };
+                        let class = a.class.map(|c| format!(" {c}")).unwrap_or_default();
+                        format!("{what} {mss} {}{class}", a.status)
+                    })
+                    .collect();
+                let num = |v: Option<u32>| v.map_or("?".to_string(), |v| v.to_string());
+                out.push(format!(
+                    "MTU probe to {}: {}; largest working MSS {}, smallest failing {}; interface {} MTU {}, kernel path MTU {}{}",
+                    m.address,
+                    tries.join(", "),
+                    num(m.largest_working_mss),
+                    num(m.smallest_failing_mss),
+                    m.interface.as_deref().unwrap_or("?"),
+                    num(m.interface_mtu),
+                    num(m.path_mtu),
+                    if m.cut_short { " (cut short by the deadline)" } else { "" }
+                ));
+            }
         }
         _ => {}
     }

@@ -596,6 +596,51 @@ impl Nat {
         started
     }
 
+    /// Starts mosquitto in the server namespace with one anonymous MQTT-over-TLS
+    /// listener per `(address, port)`, serving `certfile` / `keyfile` (PEM).
+    pub fn start_mosquitto_tls(
+        &self,
+        listeners: &[(IpAddr, u16)],
+        certfile: &std::path::Path,
+        keyfile: &std::path::Path,
+    ) -> InNs {
+        let bin =
+            find_program("mosquitto").expect("mosquitto not installed: apt-get install mosquitto");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conf = dir.path().join("mosquitto.conf");
+        let mut text = String::from(
+            "per_listener_settings true\nuser root\npersistence false\nlog_dest stderr\n\
+             set_tcp_nodelay true\n",
+        );
+        for (addr, port) in listeners {
+            let domain = if addr.is_ipv6() { "ipv6" } else { "ipv4" };
+            text.push_str(&format!(
+                "listener {port} {addr}\nsocket_domain {domain}\nallow_anonymous true\n\
+                 certfile {}\nkeyfile {}\n",
+                certfile.display(),
+                keyfile.display()
+            ));
+        }
+        std::fs::write(&conf, text).expect("write mosquitto.conf");
+        let child = self
+            .server_ns()
+            .command(bin.to_str().expect("UTF-8 path"))
+            .args(["-c", conf.to_str().expect("UTF-8 path")])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start mosquitto in the server namespace");
+        let started = InNs {
+            child,
+            _dir: Some(dir),
+        };
+        for (_, port) in listeners {
+            wait_listening(self.server_ns(), *port);
+        }
+        started
+    }
+
     /// Starts `hubprobe reflect` (the binary at `bin`) in the server namespace on
     /// `port` of the server address.
     pub fn start_reflector(&self, bin: &str, port: u16) -> InNs {

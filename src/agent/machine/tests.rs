@@ -363,3 +363,95 @@ async fn a_storm_of_young_sessions_is_bounded_by_the_back_off() {
     assert!(connections <= 30, "{connections}");
     assert!(connections >= 5, "{connections}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_puback_timeout_after_a_large_write_is_named_a_possible_mtu_stall() {
+    let t0 = Instant::now();
+    let mut m = SessionMachine::new(cfg(None), t0);
+    run(&mut m);
+    // A small publish that is answered, then a large one that never is.
+    let id = m.publish("t".into(), vec![b'x'; 100], t0).unwrap();
+    run(&mut m);
+    m.on_bytes(&[0x40, 0x02, 0x00, id as u8], Instant::now());
+    run(&mut m);
+    advance(Duration::from_millis(10)).await;
+    m.publish("t".into(), vec![b'r'; 8000], Instant::now())
+        .unwrap();
+    run(&mut m);
+    advance(PT).await;
+    m.on_timer(Instant::now());
+    let d = disconnect(&run(&mut m)).clone();
+    assert_eq!(d.cause, DisconnectCause::NoPingresp);
+    assert!(d.detail.contains("no PUBACK"), "{}", d.detail);
+    assert!(
+        d.detail.contains("possibly a path-MTU stall"),
+        "{}",
+        d.detail
+    );
+    assert!(d.detail.contains("-byte write"), "{}", d.detail);
+
+    // Small writes only: a PUBACK timeout claims nothing about the MTU.
+    let mut m = SessionMachine::new(cfg(None), Instant::now());
+    run(&mut m);
+    m.publish("t".into(), vec![b'x'; 100], Instant::now())
+        .unwrap();
+    run(&mut m);
+    advance(PT).await;
+    m.on_timer(Instant::now());
+    let d = disconnect(&run(&mut m)).clone();
+    assert!(!d.detail.contains("MTU"), "{}", d.detail);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_large_write_that_was_answered_claims_nothing() {
+    let t0 = Instant::now();
+    let mut m = SessionMachine::new(cfg(None), t0);
+    run(&mut m);
+    let id = m.publish("t".into(), vec![b'r'; 8000], t0).unwrap();
+    run(&mut m);
+    advance(Duration::from_millis(10)).await;
+    m.on_bytes(&[0x40, 0x02, 0x00, id as u8], Instant::now());
+    run(&mut m);
+    // Then the keep-alive PINGREQ goes unanswered.
+    advance(KA).await;
+    m.on_timer(Instant::now());
+    run(&mut m);
+    advance(PT).await;
+    m.on_timer(Instant::now());
+    let d = disconnect(&run(&mut m)).clone();
+    assert!(d.detail.contains("no PINGRESP"), "{}", d.detail);
+    assert!(!d.detail.contains("MTU"), "{}", d.detail);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_large_write_that_times_out_is_named_a_possible_mtu_stall() {
+    let t0 = Instant::now();
+    let mut m = SessionMachine::new(cfg(None), t0);
+    run(&mut m);
+    advance(Duration::from_millis(10)).await;
+    m.publish("t".into(), vec![b'r'; 8000], Instant::now())
+        .unwrap();
+    // The driver's write of it times out (the send buffer never drains).
+    drain(&mut m);
+    m.on_error(
+        DisconnectCause::NoPingresp,
+        "sending PUBLISH: send timed out".into(),
+        Instant::now(),
+    );
+    let d = disconnect(&drain(&mut m)).clone();
+    assert!(
+        d.detail.contains("possibly a path-MTU stall"),
+        "{}",
+        d.detail
+    );
+    // A reset is a reset, whatever was written before.
+    let mut m = SessionMachine::new(cfg(None), Instant::now());
+    run(&mut m);
+    advance(Duration::from_millis(10)).await;
+    m.publish("t".into(), vec![b'r'; 8000], Instant::now())
+        .unwrap();
+    drain(&mut m);
+    m.on_error(DisconnectCause::TcpReset, "reset".into(), Instant::now());
+    let d = disconnect(&drain(&mut m)).clone();
+    assert!(!d.detail.contains("MTU"), "{}", d.detail);
+}
