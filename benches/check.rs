@@ -84,16 +84,7 @@ fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
     let runs = if benching { 30 } else { 1 };
 
-    let resource = format!("{HUB_HOST}/devices/dev1");
-    let token = hubprobe::auth::generate_sas_token(
-        &resource,
-        &hubprobe::auth::Secret::new(DEVICE_KEY),
-        EXPIRY,
-    )
-    .unwrap()
-    .token
-    .expose()
-    .to_string();
+    let token = lab_token();
     let broker = Mosquitto::start(&[(common::hub_username("dev1"), token)]);
     let certs = broker.certs().clone();
     let dns = Dns::start();
@@ -198,6 +189,16 @@ fn main() {
     beside_mosquitto_pub(&broker, runs, &env);
 }
 
+/// The SAS token of the lab's device `dev1`, pinned to [`EXPIRY`] (the broker's password).
+fn lab_token() -> String {
+    let resource = format!("{HUB_HOST}/devices/dev1");
+    hubprobe::auth::generate_sas_token(&resource, &hubprobe::auth::Secret::new(DEVICE_KEY), EXPIRY)
+        .unwrap()
+        .token
+        .expose()
+        .to_string()
+}
+
 fn p50_ms(samples: &[Sample]) -> f64 {
     let mut walls: Vec<Duration> = samples.iter().map(|s| s.wall).collect();
     walls.sort();
@@ -240,16 +241,7 @@ fn beside_mosquitto_pub(broker: &Mosquitto, runs: usize, env: &[(&str, &str)]) {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let resource = format!("{HUB_HOST}/devices/dev1");
-    let token = hubprobe::auth::generate_sas_token(
-        &resource,
-        &hubprobe::auth::Secret::new(DEVICE_KEY),
-        EXPIRY,
-    )
-    .unwrap()
-    .token
-    .expose()
-    .to_string();
+    let token = lab_token();
     let pub_args: Vec<String> = [
         "-h",
         "127.0.0.1",
