@@ -140,6 +140,21 @@ impl Agent {
     }
 
     /// Waits (bounded) until `f` holds for the reports.
+    /// Waits (bounded) for a report whose canary counted `n` disconnects of `cause`
+    /// and whose diagnosis is past `stable`.
+    fn wait_for_diagnosis(&self, limit: Duration, cause: &str, n: u64) -> Vec<Value> {
+        let what = format!("a diagnosis over {n} {cause} disconnects");
+        self.wait(limit, &what, |r| {
+            r.last().is_some_and(|r| {
+                r["canary"]["disconnects_total"][cause]
+                    .as_u64()
+                    .unwrap_or(0)
+                    >= n
+                    && r["canary"]["diagnosis"]["kind"] != "stable"
+            })
+        })
+    }
+
     fn wait(&self, limit: Duration, what: &str, f: impl Fn(&[Value]) -> bool) -> Vec<Value> {
         let end = Instant::now() + limit;
         loop {
@@ -1305,15 +1320,7 @@ fn resets_at_a_fixed_age_near_the_token_lifetime_are_the_network() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = relay_config(dir.path(), &dns, &broker, relay.port, "4s");
     let agent = Agent::local(&cfg, dir.path());
-    let r = agent.wait(Duration::from_secs(60), "a diagnosis over 3 resets", |r| {
-        r.last().is_some_and(|r| {
-            r["canary"]["disconnects_total"]["tcp_reset"]
-                .as_u64()
-                .unwrap_or(0)
-                >= 3
-                && r["canary"]["diagnosis"]["kind"] != "stable"
-        })
-    });
+    let r = agent.wait_for_diagnosis(Duration::from_secs(60), "tcp_reset", 3);
     let c = &r.last().unwrap()["canary"];
     let d = &c["diagnosis"];
     assert_eq!(d["kind"], "network", "{c:#}");
@@ -1341,15 +1348,7 @@ fn sessions_that_survived_many_idle_periods_lost_their_path_state() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = relay_config(dir.path(), &dns, &broker, relay.port, "1h");
     let agent = Agent::local(&cfg, dir.path());
-    let r = agent.wait(Duration::from_secs(90), "a diagnosis over 3 drops", |r| {
-        r.last().is_some_and(|r| {
-            r["canary"]["disconnects_total"]["no_pingresp"]
-                .as_u64()
-                .unwrap_or(0)
-                >= 3
-                && r["canary"]["diagnosis"]["kind"] != "stable"
-        })
-    });
+    let r = agent.wait_for_diagnosis(Duration::from_secs(90), "no_pingresp", 3);
     let c = &r.last().unwrap()["canary"];
     let d = &c["diagnosis"];
     assert_eq!(d["kind"], "network", "{c:#}");

@@ -66,6 +66,13 @@ fn sent(actions: &[Action]) -> Vec<Sending> {
         .collect()
 }
 
+/// Lets one keep-alive period pass and runs what the timer asks (the PINGREQ).
+async fn keep_alive_passes(m: &mut SessionMachine) {
+    advance(KA).await;
+    m.on_timer(Instant::now());
+    run(m);
+}
+
 #[tokio::test(start_paused = true)]
 async fn pings_on_the_keepalive_and_a_pingresp_keeps_it_going() {
     let t0 = Instant::now();
@@ -100,9 +107,7 @@ async fn no_pingresp_ends_with_the_silence_before_the_ping() {
     let t0 = Instant::now();
     let mut m = SessionMachine::new(cfg(None), t0);
     run(&mut m);
-    advance(KA).await;
-    m.on_timer(Instant::now());
-    run(&mut m);
+    keep_alive_passes(&mut m).await;
     advance(PT).await;
     m.on_timer(Instant::now());
     let a = run(&mut m);
@@ -123,9 +128,7 @@ async fn an_answered_silence_is_remembered() {
     let t0 = Instant::now();
     let mut m = SessionMachine::new(cfg(None), t0);
     run(&mut m);
-    advance(KA).await;
-    m.on_timer(Instant::now());
-    run(&mut m);
+    keep_alive_passes(&mut m).await;
     m.on_bytes(&[0xD0, 0x00], Instant::now());
     run(&mut m);
     advance(Duration::from_secs(10)).await;
@@ -205,9 +208,7 @@ async fn renews_the_token_at_80_percent() {
     let life = Duration::from_secs(100);
     let mut m = SessionMachine::new(cfg(Some(life)), t0);
     assert_eq!(timer(&run(&mut m)), Some(t0 + KA));
-    advance(KA).await;
-    m.on_timer(Instant::now());
-    run(&mut m);
+    keep_alive_passes(&mut m).await;
     m.on_bytes(&[0xD0, 0x00], Instant::now());
     let a = run(&mut m);
     assert_eq!(timer(&a), Some(t0 + Duration::from_secs(80)), "{a:?}");
@@ -413,9 +414,7 @@ async fn a_large_write_that_was_answered_claims_nothing() {
     m.on_bytes(&[0x40, 0x02, 0x00, id as u8], Instant::now());
     run(&mut m);
     // Then the keep-alive PINGREQ goes unanswered.
-    advance(KA).await;
-    m.on_timer(Instant::now());
-    run(&mut m);
+    keep_alive_passes(&mut m).await;
     advance(PT).await;
     m.on_timer(Instant::now());
     let d = disconnect(&run(&mut m)).clone();
