@@ -63,6 +63,9 @@ pub struct CheckPlan {
     pub identity_share: Option<Arc<dyn IdentityArbiter>>,
     /// Run the path-MTU probe on every TLS endpoint, not only after a `tls.timeout`.
     pub mtu_probe: bool,
+    /// The proxy setting (`--proxy`, the environment, `[proxy]`), and whether
+    /// `NO_PROXY` sent this host direct.
+    pub proxy: Option<crate::net::proxy::ProxyPlan>,
 }
 
 /// Who may use the device identity on MQTT. A hub allows one connection per
@@ -120,11 +123,7 @@ pub async fn run(plan: &CheckPlan) -> Report {
 
     let sas = sas_for_run(plan, started);
     let dns_result = if let Some(budget) = budget(plan.timeout, deadline_at) {
-        let opts = DnsOptions {
-            server: plan.dns_server,
-            timeout: budget,
-        };
-        Some(dns::resolve(&plan.host, &opts).await)
+        Some(resolve_first_hop(plan, budget).await)
     } else {
         None
     };
@@ -154,13 +153,18 @@ pub async fn run(plan: &CheckPlan) -> Report {
     let endpoints: Vec<EndpointReport> = futures_util::future::join_all(chains).await;
 
     let sas_info = sas.map(|s| s.1);
+    let proxy_info = plan.proxy.as_ref().map(|p| p.info());
     let ctx = diagnose::Context {
         profile: &plan.profile,
         auth: plan.credentials.kind(),
         sas_token: sas_info.as_ref(),
         dns_server: plan.dns_server,
+        proxy: proxy_info.as_ref(),
     };
-    let findings = diagnose::findings(&endpoints, &ctx);
+    let mut findings = diagnose::findings(&endpoints, &ctx);
+    if let Some(f) = environment_proxy_finding(plan, &endpoints, deadline_at).await {
+        findings.push(f);
+    }
     let verdict = diagnose::verdict(&endpoints, &findings);
     let finished = SystemTime::now();
 
@@ -187,6 +191,7 @@ pub async fn run(plan: &CheckPlan) -> Report {
             deadline_ms: plan.deadline.as_millis() as u64,
             trust: Some(plan.trust.summary()),
             sas_token: sas_info,
+            proxy: plan.proxy.as_ref().map(|p| p.info()),
         },
         verdict,
         endpoints,
@@ -195,6 +200,69 @@ pub async fn run(plan: &CheckPlan) -> Report {
         canary: None,
         labels: plan.labels.clone(),
     }
+}
+
+/// With a proxy read from the environment, tries the direct path: a TCP connect
+/// to the hub on each endpoint's port (bounded by the timeout and the deadline),
+/// and says whether the proxy was needed.
+async fn environment_proxy_finding(
+    plan: &CheckPlan,
+    endpoints: &[EndpointReport],
+    deadline_at: Instant,
+) -> Option<crate::model::Finding> {
+    let proxy = plan.active_proxy()?;
+    if !crate::net::proxy::PROXY_VARS.contains(&proxy.source.as_str()) {
+        return None;
+    }
+    let t = budget(plan.timeout, deadline_at)?;
+    let opts = DnsOptions {
+        server: plan.dns_server,
+        timeout: t,
+    };
+    let hub = dns::resolve(&plan.host, &opts).await;
+    if hub.addresses.is_empty() {
+        return None;
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let probes = plan
+        .endpoints
+        .iter()
+        .filter(|e| seen.insert(e.port))
+        .map(|e| {
+            let hub = &hub.addresses;
+            async move {
+                let t = budget(plan.timeout, deadline_at).unwrap_or(Duration::from_millis(1));
+                let opts = crate::probe::tcp::TcpOptions {
+                    timeout: t,
+                    interface: plan.interface.clone(),
+                    source_ip: plan.source_ip,
+                    mss: None,
+                };
+                let out = crate::probe::tcp::connect(hub, e.port, &opts).await;
+                diagnose::proxy::DirectProbe {
+                    endpoint: e.name.clone(),
+                    port: e.port,
+                    connected: out.result.is_ok(),
+                }
+            }
+        });
+    let direct = futures_util::future::join_all(probes).await;
+    // Every endpoint on a port the direct probe reached counts as reached.
+    let direct: Vec<_> = plan
+        .endpoints
+        .iter()
+        .filter_map(|e| {
+            direct
+                .iter()
+                .find(|d| d.port == e.port)
+                .map(|d| diagnose::proxy::DirectProbe {
+                    endpoint: e.name.clone(),
+                    port: e.port,
+                    connected: d.connected,
+                })
+        })
+        .collect();
+    diagnose::proxy::environment_finding(endpoints, &plan.proxy.as_ref()?.info(), &direct)
 }
 
 /// The time a phase may take: the per-phase timeout or what is left of the
@@ -223,6 +291,10 @@ async fn run_endpoint(
     canary: Option<&str>,
 ) -> EndpointReport {
     let mut chain = Chain::new(ep);
+    let proxied = plan.active_proxy().is_some();
+    if proxied {
+        chain.planned.insert(2, Phase::Proxy);
+    }
     let Some(dns_outcome) = dns_outcome else {
         chain.skip_rest("the run's deadline passed before DNS");
         return chain.finish(ep);
@@ -268,7 +340,9 @@ async fn run_endpoint(
     let link = match opened.link {
         Ok(link) => link,
         Err(ChainStop::Failed(hop, _)) => {
-            if chain.tls_class() == Some(FailureClass::TlsTimeout) {
+            // Through a proxy the TCP hop ends at the proxy: the path MTU to the hub
+            // is not this device's to probe.
+            if chain.tls_class() == Some(FailureClass::TlsTimeout) && !proxied {
                 // The MTU probe needs no device identity: let the next endpoint go.
                 drop(turn);
                 chain
@@ -316,7 +390,7 @@ async fn run_endpoint(
         ),
     };
     chain.push(result);
-    if plan.mtu_probe && ep.transport.uses_tls() {
+    if plan.mtu_probe && ep.transport.uses_tls() && !proxied {
         drop(turn);
         chain
             .mtu_probe(plan, ep, MtuTrigger::Requested, deadline_at)
@@ -515,7 +589,36 @@ impl Chain {
     }
 }
 
+/// The DNS phase of a run: the hub's name, or — through an `http://` or
+/// `socks5h://` proxy, which resolves the hub itself — the proxy's name, the hub
+/// name noted as left to the proxy. Its addresses are what [`net::open`] wants for
+/// [`CheckPlan::chain_spec`]. The check, the tuner and the canary all resolve so.
+pub async fn resolve_first_hop(plan: &CheckPlan, timeout: Duration) -> dns::DnsOutcome {
+    let opts = DnsOptions {
+        server: plan.dns_server,
+        timeout,
+    };
+    match plan.active_proxy() {
+        Some(p) if p.scheme.proxy_resolves() => {
+            let mut out = dns::resolve(&p.host, &opts).await;
+            if let Some(Evidence::Dns(d)) = out.result.evidence.as_mut() {
+                d.left_to_proxy = Some(plan.host.clone());
+            }
+            if let Some(m) = out.result.message.as_mut() {
+                *m = format!("the proxy's name {}: {m}", p.host);
+            }
+            out
+        }
+        _ => dns::resolve(&plan.host, &opts).await,
+    }
+}
+
 impl CheckPlan {
+    /// The proxy the chains go through (none when unset or bypassed by `NO_PROXY`).
+    pub fn active_proxy(&self) -> Option<&Arc<crate::net::proxy::ProxyConfig>> {
+        self.proxy.as_ref().and_then(|p| p.active())
+    }
+
     /// The connection chain of `ep` (TCP → TLS → WebSocket as its transport says).
     pub fn chain_spec(&self, ep: &Endpoint) -> ChainSpec {
         ChainSpec {
@@ -526,6 +629,7 @@ impl CheckPlan {
             interface: self.interface.clone(),
             source_ip: self.source_ip,
             mss: None,
+            proxy: self.proxy.as_ref().and_then(|p| p.active().cloned()),
             tls: TlsHop {
                 alpn: ep.alpn.clone(),
                 expected_anchors: self.profile.trust.expected_anchors.clone(),
@@ -607,6 +711,7 @@ mod tests {
             labels: Default::default(),
             identity_share: None,
             mtu_probe: false,
+            proxy: None,
         }
     }
 

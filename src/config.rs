@@ -18,6 +18,9 @@ pub use crate::settings::{in_config_file_terms, Setting};
 /// Why a check could not be set up. Messages never contain secrets.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The proxy setting is unusable (the message names the setting, never the password).
+    #[error("{0}")]
+    Proxy(String),
     /// The profile could not be loaded.
     #[error(transparent)]
     Profile(#[from] ProfileError),
@@ -204,6 +207,8 @@ pub struct EnvCredentials {
     pub sas_token: Option<Secret>,
     /// `HUBPROBE_MQTT_PASSWORD`.
     pub mqtt_password: Option<Secret>,
+    /// The proxy variables that are set (`HTTPS_PROXY`, `NO_PROXY`, `HUBPROBE_PROXY_PASSWORD` …).
+    pub proxy_vars: Vec<(String, Secret)>,
 }
 
 impl EnvCredentials {
@@ -215,7 +220,18 @@ impl EnvCredentials {
                 .filter(|v| !v.trim().is_empty())
                 .map(Secret::new)
         };
+        let proxy_vars = crate::net::proxy::PROXY_VARS
+            .iter()
+            .chain(crate::net::proxy::NO_PROXY_VARS.iter())
+            .chain(std::iter::once(&crate::net::proxy::PASSWORD_VAR))
+            .filter_map(|k| {
+                std::env::var(k)
+                    .ok()
+                    .map(|v| (k.to_string(), Secret::new(v)))
+            })
+            .collect();
         EnvCredentials {
+            proxy_vars,
             connection_string: get("IOTHUB_DEVICE_CONNECTION_STRING"),
             sas_token: get("HUBPROBE_SAS_TOKEN"),
             mqtt_password: get("HUBPROBE_MQTT_PASSWORD"),
@@ -254,6 +270,48 @@ pub fn plan_target(
     Ok(plan)
 }
 
+/// The run's proxy: `--proxy` (or the agent's `[proxy] url`), else the
+/// environment's; `none` goes direct. `NO_PROXY` (or `--noproxy`) applies as in curl.
+fn plan_proxy(
+    args: &TargetArgs,
+    host: &str,
+    vars: &[(String, Secret)],
+) -> Result<Option<crate::net::proxy::ProxyPlan>, ConfigError> {
+    use crate::net::proxy::{select, ProxyChoice};
+    let choice = match args.proxy.as_deref().map(str::trim) {
+        None => ProxyChoice::FromEnvironment,
+        Some(u) if u.eq_ignore_ascii_case("none") || u.is_empty() => ProxyChoice::Direct,
+        Some(u) => ProxyChoice::Url {
+            url: u.to_string(),
+            source: args
+                .proxy_source
+                .clone()
+                .unwrap_or_else(|| Setting::Proxy.flag().to_string()),
+        },
+    };
+    if let Some(f) = &args.proxy_password_file {
+        crate::fsio::check_input_file(f, crate::fsio::InputKind::Secret)
+            .map_err(|e| ConfigError::Proxy(format!("{}: {e}", Setting::ProxyPasswordFile)))?;
+    }
+    let env = |k: &str| {
+        vars.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.expose().to_string())
+            .filter(|v| !v.trim().is_empty())
+    };
+    select(
+        &choice,
+        args.no_proxy.as_deref(),
+        host,
+        args.proxy_password_file.as_deref(),
+        &env,
+    )
+    .map_err(|e| match &choice {
+        ProxyChoice::Url { .. } => ConfigError::Proxy(format!("{}: {e}", Setting::Proxy)),
+        _ => ConfigError::Proxy(e.to_string()),
+    })
+}
+
 /// [`plan_target`] without the deadline and pings, the environment passed in.
 fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, ConfigError> {
     check_ranges(args)?;
@@ -270,6 +328,7 @@ fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, 
         (env.connection_string.as_ref(), env.sas_token.as_ref())
     };
     let password_env = env.mqtt_password.map(|p| p.expose().to_string());
+    let proxy_vars = env.proxy_vars;
     let connection_string = load_connection_string(
         cs_value.map(Secret::expose),
         args.connection_string_file.as_deref(),
@@ -457,6 +516,7 @@ fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, 
     if keep_alive.as_secs() > u16::MAX as u64 {
         return Err(ConfigError::KeepAliveTooLong(keep_alive.as_secs()));
     }
+    let proxy = plan_proxy(args, &host, &proxy_vars)?;
 
     let plan = CheckPlan {
         profile,
@@ -476,6 +536,7 @@ fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, 
         labels: args.labels.iter().cloned().collect(),
         identity_share: None,
         mtu_probe: false,
+        proxy,
     };
     check_mqtt_strings(&plan)?;
     Ok(plan)

@@ -2,6 +2,8 @@
 //! where it applies, to the IoT Hub error it explains. Findings across the
 //! endpoints of one check (e.g. 8883 blocked but 443 open) are derived here too.
 
+pub mod proxy;
+
 use crate::model::class::E401003;
 use crate::model::{explain, Evidence, FailureClass, Finding, Severity};
 
@@ -15,6 +17,8 @@ pub struct Context<'a> {
     pub sas_token: Option<&'a crate::model::SasTokenInfo>,
     /// The DNS server given instead of the system's, if any.
     pub dns_server: Option<std::net::SocketAddr>,
+    /// The proxy of the run, if one was set.
+    pub proxy: Option<&'a crate::model::ProxyInfo>,
 }
 
 /// The hint of `class` as it applies to this profile and setup: the catalogue's
@@ -27,6 +31,18 @@ pub fn hint_for(class: FailureClass, ctx: &Context<'_>) -> String {
         e.protocol == Protocol::Mqtt && matches!(e.transport, Transport::Ws | Transport::Wss)
     });
     match class {
+        FailureClass::TcpRefused
+        | FailureClass::TcpTimeout
+        | FailureClass::TcpUnreachable
+        | FailureClass::TcpReset
+            if ctx.proxy.is_some_and(|p| !p.bypassed) =>
+        {
+            format!(
+                "the TCP connection to the proxy {} (from {}) failed, not one to the hub: check the proxy's address, port and that it runs, or the firewall between the device and the proxy",
+                ctx.proxy.map_or("", |p| p.url.as_str()),
+                ctx.proxy.map_or("", |p| p.source.as_str())
+            )
+        }
         FailureClass::TcpRefused | FailureClass::TcpTimeout => match ws {
             Some(ws) => format!(
                 "{base}; if only the MQTT port is blocked, use MQTT over WebSocket on {}",
@@ -355,6 +371,7 @@ pub fn findings(endpoints: &[crate::model::EndpointReport], ctx: &Context<'_>) -
             });
         }
     }
+    out.extend(proxy::findings(endpoints, ctx.proxy));
     out
 }
 
@@ -651,6 +668,7 @@ mod tests {
                 auth,
                 sas_token: sas,
                 dns_server: None,
+                proxy: None,
             };
             let f = findings(eps, &ctx);
             let v = verdict(eps, &f);
@@ -834,6 +852,7 @@ mod tests {
                 auth: "none",
                 sas_token: None,
                 dns_server: dns.map(|d| d.parse().unwrap()),
+                proxy: None,
             };
             findings(eps, &ctx)
         }

@@ -65,6 +65,10 @@ pub enum Setting {
     CaFile,
     /// The hub profile.
     Profile,
+    /// The proxy URL.
+    Proxy,
+    /// The proxy password file.
+    ProxyPasswordFile,
 }
 
 impl Setting {
@@ -92,6 +96,8 @@ impl Setting {
             Setting::ConnectionStringFile => "--connection-string-file",
             Setting::CaFile => "--ca-file",
             Setting::Profile => "--profile",
+            Setting::Proxy => "--proxy",
+            Setting::ProxyPasswordFile => "--proxy-password-file",
         }
     }
 
@@ -120,6 +126,8 @@ impl Setting {
             }
             Setting::CaFile => "[hub] ca_file",
             Setting::Profile => "[hub] profile",
+            Setting::Proxy => "[proxy] url",
+            Setting::ProxyPasswordFile => "[proxy] password_file",
         }
     }
 }
@@ -240,6 +248,27 @@ pub struct TargetArgs {
     /// A label for fleet grouping, put in the report (repeatable): site=berlin-3.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+
+    /// Go through this proxy: http://[USER@]HOST:PORT (HTTP CONNECT), socks5://… (the device
+    /// resolves the hub) or socks5h://… (the proxy does); `none` goes direct and ignores the
+    /// environment. Default: https_proxy, HTTPS_PROXY, all_proxy, ALL_PROXY as curl reads them,
+    /// with NO_PROXY/no_proxy exceptions. The password: in the URL, --proxy-password-file or
+    /// HUBPROBE_PROXY_PASSWORD.
+    #[arg(long, value_name = "URL|none")]
+    pub proxy: Option<String>,
+
+    /// Read the proxy password (for the URL's user) from this file.
+    #[arg(long, value_name = "FILE")]
+    pub proxy_password_file: Option<PathBuf>,
+
+    /// Hosts that go direct, like NO_PROXY (comma-separated names, suffixes, IPs, CIDRs;
+    /// `*` for all); replaces NO_PROXY/no_proxy.
+    #[arg(long = "noproxy", value_name = "LIST")]
+    pub no_proxy: Option<String>,
+
+    /// Where `proxy` came from when it is not the command line (the agent's `[proxy] url`).
+    #[arg(skip)]
+    pub proxy_source: Option<String>,
 }
 
 /// Wraps a secret argument so that it cannot be printed by accident.

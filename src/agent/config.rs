@@ -71,6 +71,9 @@ pub struct AgentConfig {
     /// Store-and-forward upload.
     #[serde(default)]
     pub upload: UploadSection,
+    /// The proxy the canary, the checks and the upload go through.
+    #[serde(default)]
+    pub proxy: ProxySection,
     /// Free labels copied into every report.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -275,6 +278,20 @@ pub enum UploadTo {
     Hub,
     /// A topic on the broker.
     Topic,
+}
+
+/// `[proxy]`: like `--proxy`, `--proxy-password-file` and `--noproxy`. Without
+/// `url` the agent reads the environment as `hubprobe check` does (`HTTPS_PROXY`
+/// …); `url = "none"` goes direct.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySection {
+    /// `http://[user@]host:port`, `socks5://…`, `socks5h://…` or `none`.
+    pub url: Option<String>,
+    /// The proxy password, first line of this file.
+    pub password_file: Option<PathBuf>,
+    /// Hosts that go direct (like `NO_PROXY`).
+    pub no_proxy: Option<String>,
 }
 
 /// `[upload]`.
@@ -602,6 +619,10 @@ impl AgentConfig {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            proxy: self.proxy.url.clone(),
+            proxy_password_file: self.proxy.password_file.clone(),
+            no_proxy: self.proxy.no_proxy.clone(),
+            proxy_source: Some(crate::settings::Setting::Proxy.config_key().to_string()),
         };
         let mut plan = plan_target(&args, self.schedule.deadline, 0, env).map_err(|e| {
             AgentConfigError::Parse {

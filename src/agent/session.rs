@@ -39,7 +39,6 @@ use super::schedule::random_unit;
 use crate::check::{open_session, token_timing, CheckPlan};
 use crate::model::{FailureClass, Phase};
 use crate::net::ChainFailure;
-use crate::probe::dns::{self, DnsOptions};
 use crate::probe::mqtt::Session;
 use crate::probe::stream::Link;
 use crate::probe::{stream_error_kind, StreamFault};
@@ -475,14 +474,7 @@ async fn connect(
     plan: &CheckPlan,
     settings: &SessionSettings,
 ) -> Result<(Link, BytesMut), ChainFailure> {
-    let dns = dns::resolve(
-        &plan.host,
-        &DnsOptions {
-            server: plan.dns_server,
-            timeout: plan.timeout,
-        },
-    )
-    .await;
+    let dns = crate::check::resolve_first_hop(plan, plan.timeout).await;
     if dns.addresses.is_empty() {
         return Err(ChainFailure {
             phase: Phase::Dns,

@@ -267,6 +267,7 @@ fn endpoint_report(
         } else {
             vec![std::net::IpAddr::from([20, 50, 1, 10])]
         },
+        left_to_proxy: None,
     };
     let dns = if c.site_down {
         PhaseResult::failed(
@@ -481,6 +482,7 @@ fn base_report(dev: &Device, kind: &str, at_ms: i64, dur_ms: f64, rng: &mut Rng)
             deadline_ms: 60_000,
             trust: None,
             sas_token: None,
+            proxy: None,
         },
         verdict: Verdict::Ok,
         endpoints: Vec::new(),
@@ -739,6 +741,7 @@ pub fn generate(cfg: &SynthConfig, mut emit: impl FnMut(&Report)) -> Truth {
                 auth: "sas-key",
                 sas_token: None,
                 dns_server: None,
+                proxy: None,
             };
             r.findings = crate::diagnose::findings(&endpoints, &ctx);
             r.verdict = crate::diagnose::verdict(&endpoints, &r.findings);

@@ -123,6 +123,20 @@ classes! {
     HttpProtocolError => "http.protocol_error",
     /// The server answered with a 5xx status.
     HttpServerError => "http.server_error",
+    /// The proxy wants credentials (HTTP 407, SOCKS5 authentication refused).
+    ProxyAuthRequired => "proxy.auth_required",
+    /// The proxy asks for an authentication scheme hubprobe does not speak (NTLM, Negotiate ...).
+    ProxyAuthUnsupported => "proxy.auth_unsupported",
+    /// The proxy's rules refuse this destination or port (HTTP 403, SOCKS5 reply 2).
+    ProxyForbidden => "proxy.forbidden",
+    /// The proxy could not reach the hub (HTTP 502/503/504, SOCKS5 replies 3, 4, 5, 6).
+    ProxyTargetUnreachable => "proxy.target_unreachable",
+    /// The proxy did not answer the CONNECT or SOCKS exchange in time.
+    ProxyTimeout => "proxy.timeout",
+    /// The server at the proxy's address is not a proxy of that kind (or closed the exchange).
+    ProxyProtocolError => "proxy.protocol_error",
+    /// The proxy refused the tunnel for another reason (another HTTP status, SOCKS5 general failure).
+    ProxyRejected => "proxy.rejected",
 }
 
 impl Serialize for FailureClass {
@@ -212,6 +226,13 @@ pub fn explain(class: FailureClass) -> Explanation {
         HttpClosed => ("the connection closed before the HTTP answer", "a proxy or firewall drops HTTPS requests to the hub", None),
         HttpProtocolError => ("the answer is not HTTP", "something other than a web server answers on this port", None),
         HttpServerError => ("the server answered with a 5xx error", "a hub-side or proxy error; retry later and check the hub's health", Some("500xxx (hub-side errors)")),
+        ProxyAuthRequired => ("the proxy refused the tunnel without valid credentials (HTTP 407, or SOCKS5 user name/password refused)", "give the proxy user in the URL (http://user@proxy:3128) and the password in HUBPROBE_PROXY_PASSWORD or [proxy] password_file; configure the same credentials in the device SDK's proxy options", Some("the SDK reports a connection error or timeout, never reaching the hub (no IoT Hub error code)")),
+        ProxyAuthUnsupported => ("the proxy asks for an authentication scheme hubprobe does not speak (NTLM, Negotiate/Kerberos, Digest): the device SDKs speak only Basic", "ask the proxy's administrators for a Basic-auth or unauthenticated rule for the device (or an allow-list by source address); NTLM and Negotiate proxies need a local helper proxy (cntlm) on the device", None),
+        ProxyForbidden => ("the proxy's rules refuse this destination or port (HTTP 403, SOCKS5 'not allowed by ruleset')", "most proxies allow CONNECT to 443 only (squid's SSL_ports): use MQTT or AMQP over WebSocket on 443, or ask for 8883/5671 to the hub to be allowed", None),
+        ProxyTargetUnreachable => ("the proxy could not reach the hub (HTTP 502/503/504, SOCKS5 host/network unreachable or connection refused)", "the proxy's own outbound path to the hub fails: check its DNS and firewall for the hub's name and port; the status and the proxy's message are in the evidence", None),
+        ProxyTimeout => ("the proxy did not answer the tunnel request in time", "the proxy accepts connections but holds the request (overloaded, or waiting on its own connect to the hub): check the proxy and its path to the hub", None),
+        ProxyProtocolError => ("the server at the proxy's address does not speak the proxy protocol configured (not an HTTP proxy, not SOCKS5), or closed the exchange", "check the proxy URL's scheme (http:// vs socks5://) and port", None),
+        ProxyRejected => ("the proxy refused the tunnel for another reason", "see the status and message in the evidence; the proxy's own log has the reason", None),
     };
     Explanation {
         meaning,

@@ -84,6 +84,10 @@ pub struct DnsEvidence {
     pub aaaa: Option<FamilyEvidence>,
     /// The addresses handed to the next phase (same as [`DnsOutcome::addresses`]).
     pub addresses: Vec<IpAddr>,
+    /// Through an `http://` or `socks5h://` proxy, the hub name left to the proxy
+    /// to resolve (`query` is then the proxy's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left_to_proxy: Option<String>,
 }
 
 /// One connect attempt to one address.
@@ -141,6 +145,49 @@ pub struct WsEvidence {
     /// `Server` header, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
+}
+
+/// Evidence of the proxy phase: the tunnel request and the proxy's answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProxyEvidence {
+    /// `http` (CONNECT), `socks5` (the device resolves the hub) or `socks5h` (the proxy does).
+    pub scheme: String,
+    /// The proxy connected to (`ip:port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_address: Option<String>,
+    /// The destination asked for (`host:port`, or `ip:port` with `socks5`).
+    pub target: String,
+    /// Who resolved the hub's name: `proxy` or `device`.
+    pub resolved_by: String,
+    /// The HTTP request line sent (`CONNECT host:port HTTP/1.1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_line: Option<String>,
+    /// The HTTP status of the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// The HTTP reason phrase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The proxy's `Server` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// The proxy's `Via` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// The proxy's `Proxy-Agent` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_agent: Option<String>,
+    /// The authentication schemes a 407 asked for (`Proxy-Authenticate`), e.g. `Basic`, `NTLM`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auth_schemes: Vec<String>,
+    /// Whether credentials were sent (never the credentials).
+    pub auth_sent: bool,
+    /// The SOCKS5 reply code (0 succeeded, 2 not allowed by ruleset, 5 refused ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socks_reply: Option<u8>,
+    /// The SOCKS5 authentication method used (`none`, `username`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socks_method: Option<String>,
 }
 
 /// Evidence of the MQTT phase.
@@ -396,6 +443,8 @@ pub enum Evidence {
     Amqp(AmqpEvidence),
     /// The HTTP request.
     Http(HttpEvidence),
+    /// The proxy tunnel.
+    Proxy(ProxyEvidence),
 }
 
 impl Evidence {
@@ -409,6 +458,7 @@ impl Evidence {
             Phase::Mqtt => Evidence::Mqtt(serde_json::from_value(v)?),
             Phase::Amqp => Evidence::Amqp(serde_json::from_value(v)?),
             Phase::Http => Evidence::Http(serde_json::from_value(v)?),
+            Phase::Proxy => Evidence::Proxy(serde_json::from_value(v)?),
         })
     }
 }
@@ -441,6 +491,7 @@ evidence_from! {
     MqttEvidence => Mqtt,
     AmqpEvidence => Amqp,
     HttpEvidence => Http,
+    ProxyEvidence => Proxy,
 }
 
 impl Evidence {
@@ -490,6 +541,13 @@ impl Evidence {
     pub fn http(&self) -> Option<&HttpEvidence> {
         match self {
             Evidence::Http(e) => Some(e),
+            _ => None,
+        }
+    }
+    /// The proxy evidence, when this is the proxy phase's.
+    pub fn proxy(&self) -> Option<&ProxyEvidence> {
+        match self {
+            Evidence::Proxy(e) => Some(e),
             _ => None,
         }
     }

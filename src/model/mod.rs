@@ -21,7 +21,7 @@ pub use finding::{Finding, Severity};
 pub use keepalive::KeepaliveReport;
 pub use phase::{ms, Phase, Status};
 pub use report::{
-    hostname, new_id, rfc3339, rfc3339_unix, EndpointReport, Protocol, Report, SasTokenInfo,
-    Target, Transport, Verdict, JSON_SCHEMA, SCHEMA_ID,
+    hostname, new_id, rfc3339, rfc3339_unix, EndpointReport, Protocol, ProxyInfo, Report,
+    SasTokenInfo, Target, Transport, Verdict, JSON_SCHEMA, SCHEMA_ID,
 };
 pub use result::{NoEvidence, PhaseResult};

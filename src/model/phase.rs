@@ -22,6 +22,9 @@ pub enum Phase {
     Amqp,
     /// One HTTP request/response.
     Http,
+    /// The tunnel through a proxy: HTTP CONNECT or the SOCKS5 exchange (after TCP
+    /// to the proxy, before TLS to the hub).
+    Proxy,
 }
 
 impl Phase {
@@ -35,6 +38,7 @@ impl Phase {
             Phase::Mqtt => "mqtt",
             Phase::Amqp => "amqp",
             Phase::Http => "http",
+            Phase::Proxy => "proxy",
         }
     }
 }

@@ -117,6 +117,30 @@ pub struct Target {
     /// The SAS token the probe used or generated: when it expires (never the token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sas_token: Option<SasTokenInfo>,
+    /// The proxy the run went through, or the one it bypassed (`NO_PROXY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ProxyInfo>,
+}
+
+/// What the report says of the proxy: which one and where the setting came from,
+/// the password never (the URL is shown with `***` in its place).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyInfo {
+    /// The proxy URL, its password redacted.
+    pub url: String,
+    /// `http`, `socks5` or `socks5h`.
+    pub scheme: String,
+    /// Where the setting came from: `--proxy`, `HTTPS_PROXY` (or the other variable
+    /// read), `[proxy] url`.
+    pub source: String,
+    /// Whether credentials were configured (never the credentials).
+    pub authenticated: bool,
+    /// True when `NO_PROXY` matched the host and the run went direct.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bypassed: bool,
+    /// The `NO_PROXY` entry that matched, when bypassed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bypassed_by: Option<String>,
 }
 
 /// What the report may say of a SAS token: its scope and lifetime, never its value.

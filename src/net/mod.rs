@@ -8,6 +8,8 @@
 //! rebuilds the chain or parses an error string. A new kind of hop (a proxy) is
 //! one variant of [`Hop`] and one arm of [`open`].
 
+pub mod proxy;
+
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +31,8 @@ pub enum Hop {
     Tls,
     /// HTTP upgrade to a WebSocket.
     WebSocket,
+    /// The tunnel through a proxy (HTTP CONNECT or SOCKS5), after TCP to the proxy.
+    Proxy,
 }
 
 impl Hop {
@@ -38,6 +42,7 @@ impl Hop {
             Hop::Tcp => Phase::Tcp,
             Hop::Tls => Phase::Tls,
             Hop::WebSocket => Phase::Websocket,
+            Hop::Proxy => Phase::Proxy,
         }
     }
 
@@ -47,6 +52,7 @@ impl Hop {
             Hop::Tcp => "TCP failed",
             Hop::Tls => "TLS failed",
             Hop::WebSocket => "the WebSocket upgrade failed",
+            Hop::Proxy => "the proxy tunnel failed",
         }
     }
 }
@@ -86,12 +92,20 @@ pub struct ChainSpec {
     /// Clamp the MSS the TCP hop advertises (TCP_MAXSEG before connect); `None`
     /// leaves it to the kernel (the interface MTU). The path-MTU probe sets it.
     pub mss: Option<u32>,
+    /// The proxy to tunnel through: the TCP hop connects to it and the proxy hop
+    /// asks it for the hub. With `http://` and `socks5h://` the addresses given to
+    /// [`open`] are the proxy's (the proxy resolves the hub); with `socks5://` they
+    /// are the hub's, and the proxy's own name is resolved by the TCP hop.
+    pub proxy: Option<Arc<proxy::ProxyConfig>>,
 }
 
 impl ChainSpec {
     /// The hops of this chain, in order.
     pub fn hops(&self) -> Vec<Hop> {
         let mut hops = vec![Hop::Tcp];
+        if self.proxy.is_some() {
+            hops.push(Hop::Proxy);
+        }
         if self.transport.uses_tls() {
             hops.push(Hop::Tls);
         }
@@ -191,6 +205,7 @@ fn timeout_class(hop: Hop) -> FailureClass {
         Hop::Tcp => FailureClass::TcpTimeout,
         Hop::Tls => FailureClass::TlsTimeout,
         Hop::WebSocket => FailureClass::WebsocketTimeout,
+        Hop::Proxy => FailureClass::ProxyTimeout,
     }
 }
 
@@ -258,6 +273,41 @@ async fn run_hop(
     timeout: Duration,
 ) -> (PhaseResult, Option<Partial>) {
     match (hop, partial) {
+        (Hop::Tcp, _) if spec.proxy.is_some() => {
+            let opts = TcpOptions {
+                timeout,
+                interface: spec.interface.clone(),
+                source_ip: spec.source_ip,
+                mss: spec.mss,
+            };
+            let p = spec.proxy.as_deref().expect("guarded");
+            let out = proxy_tcp(p, addresses, &opts).await;
+            let next = out
+                .stream
+                .filter(|_| out.result.is_ok())
+                .map(|s| Partial::Stream(Stream::Plain(s)));
+            (out.result, next)
+        }
+        (Hop::Proxy, Partial::Stream(Stream::Plain(tcp))) => {
+            let p = spec.proxy.as_deref().expect("a proxy hop has a proxy");
+            let target = if p.scheme.proxy_resolves() {
+                proxy::TunnelTarget::Name(spec.host.clone(), spec.port)
+            } else {
+                // socks5://: the device resolved the hub; the first address goes to the proxy.
+                match addresses.first() {
+                    Some(a) => {
+                        proxy::TunnelTarget::Address(std::net::SocketAddr::new(*a, spec.port))
+                    }
+                    None => proxy::TunnelTarget::Name(spec.host.clone(), spec.port),
+                }
+            };
+            let out = proxy::tunnel(tcp, p, target, timeout).await;
+            let next = out
+                .stream
+                .filter(|_| out.result.is_ok())
+                .map(|s| Partial::Stream(Stream::Plain(s)));
+            (out.result, next)
+        }
         (Hop::Tcp, _) => {
             let opts = TcpOptions {
                 timeout,
@@ -314,6 +364,58 @@ async fn run_hop(
     }
 }
 
+/// TCP to the proxy: to `addresses` (the DNS phase resolved the proxy) or, with
+/// `socks5://`, to the proxy's own address (its literal, or its name resolved by
+/// the system within the timeout). A failure names the proxy, not the hub.
+async fn proxy_tcp(
+    p: &proxy::ProxyConfig,
+    addresses: &[IpAddr],
+    opts: &TcpOptions,
+) -> tcp::TcpOutcome {
+    let clock = tokio::time::Instant::now();
+    let resolved: Vec<IpAddr>;
+    let to: &[IpAddr] = if p.scheme.proxy_resolves() {
+        addresses
+    } else if let Ok(ip) = p.host.parse::<IpAddr>() {
+        resolved = vec![ip];
+        &resolved
+    } else {
+        let looked = tokio::time::timeout(
+            opts.timeout,
+            tokio::net::lookup_host((p.host.as_str(), p.port)),
+        )
+        .await;
+        resolved = match looked {
+            Ok(Ok(it)) => it.map(|a| a.ip()).take(8).collect(),
+            _ => Vec::new(),
+        };
+        if resolved.is_empty() {
+            return tcp::TcpOutcome {
+                result: PhaseResult::failed(
+                    Phase::Tcp,
+                    clock.elapsed(),
+                    FailureClass::TcpError,
+                    format!("proxy {}: its name did not resolve", p.host),
+                    crate::model::NoEvidence,
+                ),
+                stream: None,
+            };
+        }
+        &resolved
+    };
+    let left = opts.timeout.saturating_sub(clock.elapsed());
+    let opts = TcpOptions {
+        timeout: left.max(Duration::from_millis(1)),
+        ..opts.clone()
+    };
+    let mut out = tcp::connect(to, p.port, &opts).await;
+    if !out.result.is_ok() {
+        let said = out.result.message.clone().unwrap_or_default();
+        out.result.message = Some(format!("proxy {}:{}: {said}", p.host, p.port));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,6 +429,7 @@ mod tests {
             interface: None,
             source_ip: None,
             mss: None,
+            proxy: None,
             tls: TlsHop {
                 alpn: vec![],
                 expected_anchors: vec![],

@@ -141,6 +141,7 @@ async fn resolve_with(host: &str, timeout: Duration, upstream: Upstream) -> DnsO
             a: None,
             aaaa: None,
             addresses: vec![ip],
+            left_to_proxy: None,
         };
         return DnsOutcome {
             result: PhaseResult::ok(Phase::Dns, sw.elapsed(), evidence),
@@ -157,6 +158,7 @@ async fn resolve_with(host: &str, timeout: Duration, upstream: Upstream) -> DnsO
         a: None,
         aaaa: None,
         addresses: Vec::new(),
+        left_to_proxy: None,
     };
 
     let name = match parse_name(host) {
@@ -995,6 +997,7 @@ mod tests {
             a: Some(ok(IpAddr::V4(Ipv4Addr::LOCALHOST))),
             aaaa: Some(failed(FailureClass::DnsNoRecords, "none")),
             addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            left_to_proxy: None,
         };
         let json = serde_json::to_value(&ev).unwrap();
         assert_eq!(json["a"]["records"][0]["address"], "127.0.0.1");

@@ -61,6 +61,22 @@ pub fn render(report: &Report, opts: TextOptions) -> String {
         p.bold(&clean(&t.host)),
         clean(&t.profile)
     );
+    if let Some(px) = &t.proxy {
+        let how = if px.bypassed {
+            format!(
+                "bypassed: NO_PROXY entry {:?} matches the host, connections go direct",
+                px.bypassed_by.as_deref().unwrap_or("")
+            )
+        } else {
+            "every connection goes through it".to_string()
+        };
+        let _ = writeln!(
+            out,
+            "proxy {} (from {}): {how}",
+            clean(&px.url),
+            clean(&px.source)
+        );
+    }
     for e in &report.endpoints {
         let _ = writeln!(
             out,
@@ -355,7 +371,15 @@ fn summary(ph: &PhaseResult) -> String {
     match ev {
         Evidence::Dns(ev) => {
             let addrs: Vec<String> = ev.addresses.iter().map(|a| a.to_string()).collect();
-            format!("{} ({})", addrs.join(", "), dns_source(ev.source))
+            match &ev.left_to_proxy {
+                Some(hub) => format!(
+                    "proxy {} → {} ({}); {hub} left to the proxy",
+                    ev.query,
+                    addrs.join(", "),
+                    dns_source(ev.source)
+                ),
+                None => format!("{} ({})", addrs.join(", "), dns_source(ev.source)),
+            }
         }
         Evidence::Tcp(ev) => format!(
             "{} from {}",
@@ -394,6 +418,26 @@ fn summary(ph: &PhaseResult) -> String {
             out
         }
         Evidence::Amqp(ev) => format!("server header {}", ev.received.as_deref().unwrap_or("?")),
+        Evidence::Proxy(ev) => {
+            let mut out = match (ev.status, ev.socks_reply) {
+                (Some(st), _) => format!(
+                    "{} → {st} {}",
+                    ev.request_line.as_deref().unwrap_or("CONNECT"),
+                    ev.reason.as_deref().unwrap_or("")
+                )
+                .trim_end()
+                .to_string(),
+                (None, Some(r)) => format!("SOCKS5 CONNECT {} → reply {r}", ev.target),
+                (None, None) => format!("{} tunnel to {}", ev.scheme, ev.target),
+            };
+            let _ = write!(
+                out,
+                " via {} (hub name resolved by the {})",
+                ev.proxy_address.as_deref().unwrap_or("?"),
+                ev.resolved_by
+            );
+            out
+        }
         Evidence::Http(ev) => {
             let mut out = ev.status_line.as_deref().unwrap_or("?").to_string();
             if let Some(off) = ev.clock_offset_s {
@@ -426,6 +470,11 @@ fn details(ph: &PhaseResult) -> Vec<String> {
             if !ev.cname_chain.is_empty() {
                 out.push(format!("CNAME chain: {}", ev.cname_chain.join(" → ")));
             }
+            if let Some(hub) = &ev.left_to_proxy {
+                out.push(format!(
+                    "resolved the proxy's name; the hub name {hub} is left to the proxy"
+                ));
+            }
             for (fam, f) in [("A", &ev.a), ("AAAA", &ev.aaaa)] {
                 let Some(f) = f else { continue };
                 let recs: Vec<String> = f
@@ -440,6 +489,27 @@ fn details(ph: &PhaseResult) -> Vec<String> {
                 let class = f.class.map(|c| format!(" {c}")).unwrap_or_default();
                 out.push(format!("{fam}: {status}{class} {}", recs.join(", ")));
             }
+        }
+        Evidence::Proxy(ev) => {
+            for (k, v) in [
+                ("Server", &ev.server),
+                ("Via", &ev.via),
+                ("Proxy-Agent", &ev.proxy_agent),
+            ] {
+                if let Some(v) = v {
+                    out.push(format!("{k}: {v}"));
+                }
+            }
+            if !ev.auth_schemes.is_empty() {
+                out.push(format!("proxy asks for: {}", ev.auth_schemes.join(", ")));
+            }
+            if let Some(m) = &ev.socks_method {
+                out.push(format!("SOCKS5 method: {m}"));
+            }
+            out.push(format!(
+                "credentials sent: {}",
+                if ev.auth_sent { "yes" } else { "no" }
+            ));
         }
         Evidence::Tcp(ev) => {
             for a in &ev.attempts {

@@ -21,7 +21,6 @@ use crate::model::Protocol;
 use crate::model::{FailureClass, Finding, Severity};
 use crate::model::{Report, Verdict};
 use crate::net::ChainFailure;
-use crate::probe::dns::{self, DnsOptions};
 use crate::probe::mqtt::Session;
 use crate::profile::Endpoint;
 use crate::report;
@@ -291,11 +290,7 @@ fn finish(mut report: Report, clock: Instant) -> Report {
 }
 
 async fn resolve(plan: &CheckPlan) -> Vec<std::net::IpAddr> {
-    let opts = DnsOptions {
-        server: plan.dns_server,
-        timeout: plan.timeout,
-    };
-    dns::resolve(&plan.host, &opts).await.addresses
+    check::resolve_first_hop(plan, plan.timeout).await.addresses
 }
 
 /// RTT samples at Poisson times over one connection (reopened after a loss, so a
