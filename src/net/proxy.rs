@@ -540,13 +540,18 @@ pub async fn tunnel(
                 clock.elapsed(),
                 FailureClass::ProxyTimeout,
                 format!(
-                    "{name}: no answer to the {} request within {}",
+                    "{name}: no answer to the {} request within {}{}",
                     if proxy.scheme == ProxyScheme::Http {
                         "CONNECT"
                     } else {
                         "SOCKS5"
                     },
-                    humantime::format_duration(timeout)
+                    humantime::format_duration(timeout),
+                    if proxy.scheme == ProxyScheme::Http {
+                        ""
+                    } else {
+                        " (an HTTP proxy on this port would also wait silently: check the URL's scheme)"
+                    }
                 ),
                 ev,
             ),

@@ -31,6 +31,7 @@ pub mod faults;
 pub mod mosquitto;
 pub mod nat;
 pub mod netns;
+pub mod proxies;
 pub mod subscriber;
 pub mod util;
 

@@ -60,6 +60,14 @@ pub fn run_cmd(cmd: &mut Command, env: &[(&str, &str)], limit: Duration) -> Run 
         .env_remove("HUBPROBE_PROFILE")
         .env_remove("HUBPROBE_MQTT_PASSWORD")
         .env_remove("RUST_LOG")
+        // The machine's own proxy settings never leak into a test run.
+        .env_remove("https_proxy")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("all_proxy")
+        .env_remove("ALL_PROXY")
+        .env_remove("no_proxy")
+        .env_remove("NO_PROXY")
+        .env_remove("HUBPROBE_PROXY_PASSWORD")
         .env("NO_COLOR", "1");
     for (k, v) in env {
         cmd.env(k, v);
