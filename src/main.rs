@@ -304,12 +304,13 @@ async fn reflector_target(
         );
     };
     let addr = std::net::SocketAddr::new(*addr, port);
+    let proxy = plan.active_proxy().cloned();
     if !tls {
-        return Ok(ReflectorTarget::plain(addr));
+        return Ok(ReflectorTarget::plain(addr).with_proxy(proxy));
     }
     let mut options = hubprobe::probe::tls::TlsOptions::new(host);
     options.timeout = plan.timeout;
-    Ok(ReflectorTarget::tls(addr, options, plan.trust.clone()))
+    Ok(ReflectorTarget::tls(addr, options, plan.trust.clone()).with_proxy(proxy))
 }
 
 fn agent(args: &AgentArgs) -> anyhow::Result<ExitCode> {

@@ -159,6 +159,9 @@ pub enum DropKind {
     Reset,
     /// Downstream broke, upstream still works.
     OneWay,
+    /// The path closed the idle connection in order (FIN): a proxy's idle timer
+    /// (squid `read_timeout`) ends its tunnel so.
+    Closed,
 }
 
 /// What a discovery found. Why: the `idle_timeout` part of the report's keep-alive
@@ -304,6 +307,9 @@ pub enum IdleOutcome {
     /// The byte sent down never arrived, but the client's byte up was answered: the
     /// downstream direction (cloud-to-device) broke while upstream still works.
     OneWay,
+    /// The idle connection was closed in order (FIN) from the far side: through a
+    /// proxy, the proxy's own idle timer ended the tunnel.
+    Closed,
     /// The probe itself failed (could not connect, protocol error): no verdict on the path.
     Error(String),
 }

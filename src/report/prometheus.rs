@@ -160,7 +160,7 @@ metrics! {
     IDLE_INCONSISTENT = "hubprobe_path_idle_inconsistent", Gauge, ["endpoint"],
         "1 when a flow survived an idle time at or above one that failed (a non-deterministic path).";
     IDLE_DROP = "hubprobe_path_idle_drop_info", Gauge, ["endpoint", "kind"],
-        "Constant 1; how the path dropped idle flows (silent_drop, reset, one_way).";
+        "Constant 1; how the path dropped idle flows (silent_drop, reset, one_way, closed).";
     LINK_PROBES = "hubprobe_link_probes", Gauge, ["endpoint", "result"],
         "Stability samples of the tuner by result (answered, lost).";
     LINK_LOSS = "hubprobe_link_loss_ratio", Gauge, ["endpoint"],

@@ -278,6 +278,9 @@ fn keepalive_section(out: &mut String, k: &crate::tune::run::KeepaliveReport, p:
             Some(crate::tune::discovery::DropKind::SilentDrop) => ", silent drop",
             Some(crate::tune::discovery::DropKind::Reset) => ", dropped with a TCP reset",
             Some(crate::tune::discovery::DropKind::OneWay) => ", one-way (downstream lost)",
+            Some(crate::tune::discovery::DropKind::Closed) => {
+                ", closed in order (a proxy's idle timer)"
+            }
             None => "",
         };
         let _ = writeln!(

@@ -35,6 +35,7 @@ impl DropKind {
             IdleOutcome::SilentDrop => Some(DropKind::SilentDrop),
             IdleOutcome::Reset => Some(DropKind::Reset),
             IdleOutcome::OneWay => Some(DropKind::OneWay),
+            IdleOutcome::Closed => Some(DropKind::Closed),
             IdleOutcome::Survived | IdleOutcome::Error(_) => None,
         }
     }

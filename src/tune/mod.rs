@@ -16,7 +16,10 @@ impl IdleOutcome {
     pub fn dropped(&self) -> bool {
         matches!(
             self,
-            IdleOutcome::SilentDrop | IdleOutcome::Reset | IdleOutcome::OneWay
+            IdleOutcome::SilentDrop
+                | IdleOutcome::Reset
+                | IdleOutcome::OneWay
+                | IdleOutcome::Closed
         )
     }
 }

@@ -463,6 +463,12 @@ async fn hub_search(
                     Err(f) => match f.class {
                         FailureClass::MqttTimeout => IdleOutcome::SilentDrop,
                         FailureClass::MqttReset => IdleOutcome::Reset,
+                        // Through a proxy an in-order close of the idle session is the
+                        // proxy ending its tunnel (squid's read_timeout); directly, a
+                        // broker closing it is no verdict on the path.
+                        FailureClass::MqttClosed if plan.active_proxy().is_some() => {
+                            IdleOutcome::Closed
+                        }
                         _ => IdleOutcome::Error(format!("{}: {}", f.class, f.message)),
                     },
                 };

@@ -29,6 +29,8 @@ pub struct ReflectorTarget {
     /// TLS settings when the reflector runs with `--cert/--key`; `None` for
     /// plain TCP.
     pub tls: Option<ReflectorTls>,
+    /// The proxy to tunnel through (its own idle timers are then what is measured).
+    pub proxy: Option<Arc<crate::net::proxy::ProxyConfig>>,
 }
 
 /// TLS settings for talking to a reflector.
@@ -44,7 +46,11 @@ pub struct ReflectorTls {
 impl ReflectorTarget {
     /// A plain-TCP reflector at `addr`.
     pub fn plain(addr: SocketAddr) -> Self {
-        ReflectorTarget { addr, tls: None }
+        ReflectorTarget {
+            addr,
+            tls: None,
+            proxy: None,
+        }
     }
 
     /// A TLS reflector at `addr`, verified with `options` against `trust`.
@@ -52,7 +58,15 @@ impl ReflectorTarget {
         ReflectorTarget {
             addr,
             tls: Some(ReflectorTls { options, trust }),
+            proxy: None,
         }
+    }
+
+    /// The same target reached through `proxy` (HTTP CONNECT or SOCKS5 to the
+    /// reflector's address).
+    pub fn with_proxy(mut self, proxy: Option<Arc<crate::net::proxy::ProxyConfig>>) -> Self {
+        self.proxy = proxy;
+        self
     }
 
     /// Upper bound on connecting to this target (TCP connect, TLS handshake).
@@ -83,6 +97,10 @@ fn nonce() -> String {
 /// the TLS handshake. Bounded by `connect_timeout` plus the TLS timeout.
 async fn connect(target: &ReflectorTarget, connect_timeout: Duration) -> io::Result<Conn> {
     let addr = target.addr;
+    if let Some(p) = &target.proxy {
+        let stream = via_proxy(p, addr, connect_timeout).await?;
+        return finish_connect(target, stream).await;
+    }
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
@@ -108,6 +126,78 @@ async fn connect(target: &ReflectorTarget, connect_timeout: Duration) -> io::Res
             ))
         }
     };
+    finish_connect(target, stream).await
+}
+
+/// TCP to the proxy, then the tunnel to the reflector's address, within
+/// `connect_timeout` each.
+async fn via_proxy(
+    p: &crate::net::proxy::ProxyConfig,
+    addr: SocketAddr,
+    connect_timeout: Duration,
+) -> io::Result<tokio::net::TcpStream> {
+    let proxy = format!("{}:{}", p.host, p.port);
+    let connected = timeout(connect_timeout, async {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((p.host.as_str(), p.port))
+            .await?
+            .take(8)
+            .collect();
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+        for a in addrs {
+            let socket = match a {
+                SocketAddr::V4(_) => TcpSocket::new_v4()?,
+                SocketAddr::V6(_) => TcpSocket::new_v6()?,
+            };
+            socket.set_keepalive(false)?;
+            match socket.connect(a).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    })
+    .await;
+    let stream = match connected {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("TCP connect to the proxy {proxy} failed: {e}"),
+            ))
+        }
+        Err(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "TCP connect to the proxy {proxy}: no answer within {} ms",
+                    connect_timeout.as_millis()
+                ),
+            ))
+        }
+    };
+    let out = crate::net::proxy::tunnel(
+        stream,
+        p,
+        crate::net::proxy::TunnelTarget::Address(addr),
+        connect_timeout,
+    )
+    .await;
+    match out.stream {
+        Some(s) => Ok(s),
+        None => Err(io::Error::other(format!(
+            "the proxy tunnel to reflector {addr} failed ({}): {}",
+            out.result.class.map_or_else(String::new, |c| c.to_string()),
+            out.result.message.unwrap_or_default()
+        ))),
+    }
+}
+
+/// Nagle off and, when configured, the TLS handshake over `stream`.
+async fn finish_connect(
+    target: &ReflectorTarget,
+    stream: tokio::net::TcpStream,
+) -> io::Result<Conn> {
+    let addr = target.addr;
     stream.set_nodelay(true)?;
     let Some(tls) = &target.tls else {
         return Ok(Conn::Plain(stream));
@@ -267,6 +357,9 @@ async fn probe_idle_inner(
             }
         },
         Ok(Err(LineError::Io(e))) if is_reset(&e) => return IdleOutcome::Reset,
+        // Through a proxy, an in-order close during the idle is the proxy's idle
+        // timer ending the tunnel (the reflector itself never closes first).
+        Ok(Err(LineError::Eof)) if target.proxy.is_some() => return IdleOutcome::Closed,
         Ok(Err(e)) => {
             conn.abort();
             return IdleOutcome::Error(describe_line_error(&e, "during the idle period"));
