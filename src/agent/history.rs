@@ -152,6 +152,8 @@ pub struct DiagnosisContext {
     pub token_lifetime_s: Option<f64>,
     /// The session's keep-alive, seconds.
     pub keepalive_s: f64,
+    /// The session runs through a proxy (an in-order close is then the proxy's).
+    pub via_proxy: bool,
 }
 
 /// Disconnects looked at for a pattern: the most recent ones.
@@ -278,6 +280,38 @@ pub fn diagnose(events: &[DisconnectEvent], ctx: DiagnosisContext) -> Diagnosis 
                 e.at
             ),
         );
+    }
+
+    // Through a proxy, sessions closed in order (no DISCONNECT) while idle and
+    // reconnected at once are the proxy's idle timer ending its tunnels (squid's
+    // read_timeout): the broker never saw a reason to close them. The proxy's timer
+    // ticks coarsely, so the idle lengths spread; the longest bounds the timeout.
+    if ctx.via_proxy {
+        let closed: Vec<&DisconnectEvent> = window
+            .iter()
+            .filter(|e| e.cause == DisconnectCause::EofWithoutDisconnect && e.failed_attempts == 0)
+            .collect();
+        if closed.len() >= MIN_EVENTS && majority(closed.len(), window.len()) {
+            let mut idle: Vec<f64> = closed.iter().map(|e| e.idle_before_s).collect();
+            let longest = idle.iter().copied().fold(0.0f64, f64::max);
+            let med = median(&mut idle);
+            return Diagnosis {
+                kind: DiagnosisKind::IdleTimeout,
+                iothub_cause: Some(2),
+                summary: format!(
+                    "the proxy closes idle tunnels after at most {longest:.0} s of silence (median {med:.1} s), sooner than the keep-alive ({ka:.0} s) refreshes them: its own idle timer (squid `read_timeout`, 15 min by default) ends the session (404104 cause 2); lower the keep-alive below it (`hubprobe tune --proxy` measures it) or raise the proxy's timeout"
+                ),
+                evidence: vec![
+                    format!(
+                        "{} of {} disconnects were in-order closes through the proxy after idle periods of median {med:.1} s, longest {longest:.1} s, reconnects at once",
+                        closed.len(),
+                        window.len()
+                    ),
+                    format!("keep-alive {ka:.0} s"),
+                    format!("recorded causes: {}", causes_line(window)),
+                ],
+            };
+        }
     }
 
     // The server went away and its address refused reconnects until it was back:
@@ -590,6 +624,7 @@ mod tests {
 
     fn ctx(ttl: Option<f64>) -> DiagnosisContext {
         DiagnosisContext {
+            via_proxy: false,
             token_lifetime_s: ttl,
             keepalive_s: 240.0,
         }
@@ -757,6 +792,27 @@ mod tests {
             .iter()
             .map(|l| ev(*l, *l, DisconnectCause::EofWithoutDisconnect, 0))
             .collect();
+        assert_eq!(diagnose(&e, ctx(None)).kind, DiagnosisKind::SessionTakeover);
+    }
+
+    #[test]
+    fn in_order_closes_through_a_proxy_are_its_idle_timer_not_a_takeover() {
+        // squid's read_timeout of 2 s, checked about once a second.
+        let e: Vec<_> = [1.1, 2.0, 2.9, 1.6, 2.1, 2.6]
+            .iter()
+            .map(|l| ev(*l, *l, DisconnectCause::EofWithoutDisconnect, 0))
+            .collect();
+        let mut c = ctx(None);
+        c.via_proxy = true;
+        let d = diagnose(&e, c);
+        assert_eq!(d.kind, DiagnosisKind::IdleTimeout, "{d:?}");
+        assert_eq!(d.iothub_cause, Some(2));
+        assert!(
+            d.summary
+                .contains("the proxy closes idle tunnels after at most 3 s"),
+            "{d:?}"
+        );
+        // The same pattern directly is a take-over.
         assert_eq!(diagnose(&e, ctx(None)).kind, DiagnosisKind::SessionTakeover);
     }
 

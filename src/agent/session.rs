@@ -207,6 +207,7 @@ impl SessionHandle {
             DiagnosisContext {
                 token_lifetime_s: lifetime.map(|l| l.as_secs_f64()),
                 keepalive_s: settings.keepalive.as_secs_f64(),
+                via_proxy: plan.active_proxy().is_some(),
             },
         );
         let report = CanaryReport {
