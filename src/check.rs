@@ -63,6 +63,10 @@ pub struct CheckPlan {
     pub identity_share: Option<Arc<dyn IdentityArbiter>>,
     /// Run the path-MTU probe on every TLS endpoint, not only after a `tls.timeout`.
     pub mtu_probe: bool,
+    /// SNTP servers to measure the clock against (`HOST[:PORT]`); empty: none.
+    pub ntp_servers: Vec<String>,
+    /// Bound on the SNTP queries (they run beside the endpoints).
+    pub ntp_timeout: Duration,
 }
 
 /// Who may use the device identity on MQTT. A hub allows one connection per
@@ -119,6 +123,18 @@ pub async fn run(plan: &CheckPlan) -> Report {
         .unwrap_or(clock + Duration::from_secs(86_400));
 
     let sas = sas_for_run(plan, started);
+    // SNTP runs beside DNS and the endpoints, bounded by its own timeout.
+    let ntp_task = {
+        let servers = plan.ntp_servers.clone();
+        let opts = crate::probe::ntp::NtpOptions {
+            timeout: plan.ntp_timeout.min(plan.deadline),
+            source_ip: plan.source_ip,
+        };
+        tokio::spawn(async move {
+            let queries = servers.iter().map(|s| crate::probe::ntp::query(s, &opts));
+            futures_util::future::join_all(queries).await
+        })
+    };
     let dns_result = if let Some(budget) = budget(plan.timeout, deadline_at) {
         let opts = DnsOptions {
             server: plan.dns_server,
@@ -160,7 +176,29 @@ pub async fn run(plan: &CheckPlan) -> Report {
         sas_token: sas_info.as_ref(),
         dns_server: plan.dns_server,
     };
-    let findings = diagnose::findings(&endpoints, &ctx);
+    let mut findings = diagnose::findings(&endpoints, &ctx);
+    let ntp = ntp_task.await.unwrap_or_default();
+    let clock_inputs = crate::clock::ClockInputs {
+        device_now_unix: crate::probe::ntp::unix_f64(started),
+        sas_token: sas_info.as_ref(),
+        sas_tokens: plan.profile.sas_tokens,
+    };
+    let clock_report = crate::clock::verdict(ntp, &endpoints, &clock_inputs);
+    let true_offset = clock_report
+        .sources
+        .iter()
+        .find(|s| !s.bound && Some(s.kind) == clock_report.source)
+        .map(|s| s.offset_s);
+    let device_cert = plan.client_identity.as_ref().and_then(|id| {
+        crate::clock::device_cert_health(id.leaf_der(), clock_inputs.device_now_unix, true_offset)
+    });
+    // The clock verdict replaces the per-endpoint `Date` finding of diagnose.
+    findings.retain(|f| f.code != "clock_offset");
+    findings.extend(crate::clock::findings(
+        &clock_report,
+        device_cert.as_ref(),
+        &clock_inputs,
+    ));
     let verdict = diagnose::verdict(&endpoints, &findings);
     let finished = SystemTime::now();
 
@@ -193,6 +231,8 @@ pub async fn run(plan: &CheckPlan) -> Report {
         findings,
         keepalive: None,
         canary: None,
+        clock: Some(clock_report),
+        device_certificate: device_cert,
         labels: plan.labels.clone(),
     }
 }
@@ -607,6 +647,8 @@ mod tests {
             labels: Default::default(),
             identity_share: None,
             mtu_probe: false,
+            ntp_servers: vec![],
+            ntp_timeout: Duration::from_secs(1),
         }
     }
 

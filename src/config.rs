@@ -18,6 +18,9 @@ pub use crate::settings::{in_config_file_terms, Setting};
 /// Why a check could not be set up. Messages never contain secrets.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// An `--ntp-server` is not `HOST[:PORT]`.
+    #[error("{}: {}", Setting::NtpServer, .0)]
+    NtpServer(String),
     /// The profile could not be loaded.
     #[error(transparent)]
     Profile(#[from] ProfileError),
@@ -221,6 +224,34 @@ impl EnvCredentials {
             mqtt_password: get("HUBPROBE_MQTT_PASSWORD"),
         }
     }
+}
+
+/// The SNTP servers of a check: `--ntp-server` (`none` disables), else the
+/// profile's default. Each must be `HOST[:PORT]`.
+pub fn ntp_servers_for(given: &[String], profile: &Profile) -> Result<Vec<String>, ConfigError> {
+    let list: Vec<String> = given
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if list.iter().any(|s| s.eq_ignore_ascii_case("none")) {
+        return Ok(vec![]);
+    }
+    let list = if list.is_empty() {
+        profile.ntp_servers.clone()
+    } else {
+        list
+    };
+    for s in &list {
+        crate::probe::ntp::parse_server(s).map_err(ConfigError::NtpServer)?;
+    }
+    if list.len() > 8 {
+        return Err(ConfigError::NtpServer(format!(
+            "{} servers given; at most 8",
+            list.len()
+        )));
+    }
+    Ok(list)
 }
 
 /// Longest accepted `--deadline`.
@@ -458,6 +489,7 @@ fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, 
         return Err(ConfigError::KeepAliveTooLong(keep_alive.as_secs()));
     }
 
+    let ntp_servers = ntp_servers_for(&args.ntp_servers, &profile)?;
     let plan = CheckPlan {
         profile,
         host,
@@ -476,6 +508,8 @@ fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, 
         labels: args.labels.iter().cloned().collect(),
         identity_share: None,
         mtu_probe: false,
+        ntp_servers,
+        ntp_timeout: args.ntp_timeout,
     };
     check_mqtt_strings(&plan)?;
     Ok(plan)

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod auth;
 pub mod check;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod diagnose;
 pub mod exit;

@@ -180,6 +180,13 @@ pub struct Profile {
     pub trust: TrustSettings,
     /// Endpoints, in report order.
     pub endpoints: Vec<Endpoint>,
+    /// SNTP servers the clock check asks by default (`--ntp-server` overrides).
+    #[serde(default = "default_ntp_servers")]
+    pub ntp_servers: Vec<String>,
+}
+
+fn default_ntp_servers() -> Vec<String> {
+    vec!["pool.ntp.org".into()]
 }
 
 impl Profile {

@@ -65,12 +65,15 @@ pub enum Setting {
     CaFile,
     /// The hub profile.
     Profile,
+    /// The SNTP servers.
+    NtpServer,
 }
 
 impl Setting {
     /// The command-line name.
     pub fn flag(self) -> &'static str {
         match self {
+            Setting::NtpServer => "--ntp-server",
             Setting::Host => "HOST",
             Setting::Endpoints => "--endpoint",
             Setting::Ports => "--port",
@@ -98,6 +101,7 @@ impl Setting {
     /// The agent config file's name (`[section] key`).
     pub fn config_key(self) -> &'static str {
         match self {
+            Setting::NtpServer => "[hub] ntp_servers",
             Setting::Host => "[hub] host",
             Setting::Endpoints => "[hub] endpoints",
             Setting::Ports => "[hub] ports",
@@ -240,6 +244,21 @@ pub struct TargetArgs {
     /// A label for fleet grouping, put in the report (repeatable): site=berlin-3.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+
+    /// Check the device clock against this SNTP server (UDP, default port 123; repeatable,
+    /// or comma-separated); `none` disables it. Default: the profile's (Azure:
+    /// time.windows.com, others: pool.ntp.org).
+    #[arg(
+        long = "ntp-server",
+        value_name = "HOST[:PORT]",
+        value_delimiter = ',',
+        env = "HUBPROBE_NTP_SERVER"
+    )]
+    pub ntp_servers: Vec<String>,
+
+    /// Timeout of the SNTP query (runs beside the endpoints): a duration like 2s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "3s")]
+    pub ntp_timeout: Duration,
 }
 
 /// Wraps a secret argument so that it cannot be printed by accident.

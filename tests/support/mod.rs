@@ -60,7 +60,10 @@ pub fn run_cmd(cmd: &mut Command, env: &[(&str, &str)], limit: Duration) -> Run 
         .env_remove("HUBPROBE_PROFILE")
         .env_remove("HUBPROBE_MQTT_PASSWORD")
         .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1");
+        .env("NO_COLOR", "1")
+        // Test traffic stays on this machine: no clock check against a public
+        // NTP server unless a test names one (tests/clock.rs does).
+        .env("HUBPROBE_NTP_SERVER", "none");
     for (k, v) in env {
         cmd.env(k, v);
     }
