@@ -413,6 +413,12 @@ fn set_io_error(ev: &mut NtpEvidence, addr: SocketAddr, e: &std::io::Error) {
             "{addr} refused UDP {} (ICMP port unreachable): no NTP server there, or a firewall rejects it",
             addr.port()
         ));
+    } else if e.raw_os_error() == Some(libc::EPERM) {
+        ev.status = NtpStatus::Unreachable;
+        ev.message = Some(format!(
+            "a local firewall rule drops UDP {} to {addr} (sending was not permitted)",
+            addr.port()
+        ));
     } else {
         ev.status = NtpStatus::Unreachable;
         ev.message = Some(format!("cannot reach {addr}: {e}"));
