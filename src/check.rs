@@ -167,7 +167,9 @@ pub async fn run(plan: &CheckPlan) -> Report {
             canary,
         )
     });
-    let endpoints: Vec<EndpointReport> = futures_util::future::join_all(chains).await;
+    let mut endpoints: Vec<EndpointReport> = futures_util::future::join_all(chains).await;
+    // Anchors are judged by key where the profile pins them.
+    crate::anchors::judge_endpoints(&mut endpoints, &plan.profile.trust.anchors);
 
     let sas_info = sas.map(|s| s.1);
     let ctx = diagnose::Context {
@@ -194,6 +196,12 @@ pub async fn run(plan: &CheckPlan) -> Report {
     });
     // The clock verdict replaces the per-endpoint `Date` finding of diagnose.
     findings.retain(|f| f.code != "clock_offset");
+    // An impostor root gets its own finding instead of "unexpected anchor".
+    let impostors = crate::anchors::findings(&endpoints, &plan.profile.trust.anchors);
+    if !impostors.is_empty() {
+        findings.retain(|f| f.code != "trust_anchor_unexpected");
+        findings.extend(impostors);
+    }
     findings.extend(crate::clock::findings(
         &clock_report,
         device_cert.as_ref(),

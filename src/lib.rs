@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod agent;
+pub mod anchors;
 pub mod auth;
 pub mod check;
 pub mod cli;

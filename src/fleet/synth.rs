@@ -353,6 +353,7 @@ fn endpoint_report(
             origin: "system".into(),
             expected: true,
             legacy: false,
+            ..Default::default()
         });
         PhaseResult::ok(Phase::Tls, ms(rng.latency(rtt * 2.2)), &tls_ev)
     };
