@@ -469,3 +469,95 @@ fn device_certificates_expiring_expired_and_not_yet_valid() {
         assert!(dc["not_after_unix"].as_i64().is_some(), "{dc:#}");
     }
 }
+
+/// A check of one in-process MQTT/TLS peer with `profile`, trusting `ca` only.
+fn check_anchor(profile: &std::path::Path, ca: &std::path::Path, port: u16) -> Value {
+    let argv = [
+        "check".to_string(),
+        "127.0.0.1".into(),
+        "--profile".into(),
+        profile.display().to_string(),
+        "--endpoint".into(),
+        "mqtt-tls".into(),
+        "--port".into(),
+        format!("mqtt-tls={port}"),
+        "--trust".into(),
+        "none".into(),
+        "--ca-file".into(),
+        ca.display().to_string(),
+        "--timeout".into(),
+        "5s".into(),
+        "-o".into(),
+        "json".into(),
+    ];
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    run_with_env(&argv, &[], Duration::from_secs(60)).report()
+}
+
+fn anchor(r: &Value) -> &Value {
+    &support::endpoint(r, "mqtt-tls")["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["phase"] == "tls")
+        .expect("tls phase")["evidence"]["trust_anchor"]
+}
+
+#[test]
+fn a_root_with_the_real_g2_name_and_another_key_is_an_impostor() {
+    let certs = lab().certs();
+    let (root, server) = certs.look_alike_root("g2-impostor", "DigiCert Global Root G2");
+    let peer = common::tls_then_with(certs, &server, common::TlsThen::Connack(0));
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("impostor.toml");
+    let lab_text = std::fs::read_to_string(lab_profile()).unwrap();
+    std::fs::write(
+        &profile,
+        format!(
+            "{lab_text}\n[[trust.anchors]]\nname = \"DigiCert Global Root G2\"\nrole = \"expected\"\n\
+             spki_sha256 = \"8bb593a93be1d0e8a822bb887c547890c3e706aad2dab76254f97fb36b82fc26\"\n"
+        ),
+    )
+    .unwrap();
+    let r = check_anchor(&profile, &root.cert_pem, peer.port());
+    let a = anchor(&r);
+    assert_eq!(a["name"], "DigiCert Global Root G2", "{a:#}");
+    assert_eq!(a["impostor"], true, "{a:#}");
+    assert_eq!(a["expected"], false);
+    let f = finding(&r, "trust_anchor_impostor").expect("impostor finding");
+    assert_eq!(f["severity"], "warning");
+    assert!(f["hint"].as_str().unwrap().contains("TLS-inspecting proxy"));
+    assert!(f["summary"].as_str().unwrap().contains("8bb593a9"));
+    assert_eq!(r["verdict"], "warning");
+}
+
+#[test]
+fn the_labs_own_profile_lists_its_root_by_file_and_it_is_expected() {
+    let certs = lab().certs();
+    let peer = common::tls_then(certs, common::TlsThen::Connack(0));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(certs.ca_pem(), dir.path().join("lab-root.pem")).unwrap();
+    let profile = dir.path().join("lab-by-key.toml");
+    let lab_text = std::fs::read_to_string(lab_profile()).unwrap();
+    std::fs::write(
+        &profile,
+        format!("{lab_text}\n[[trust.anchors]]\nname = \"hubprobe Test Root CA\"\nrole = \"expected\"\nfile = \"lab-root.pem\"\n"),
+    )
+    .unwrap();
+    let r = check_anchor(&profile, certs.ca_pem(), peer.port());
+    let a = anchor(&r);
+    assert_eq!(a["expected"], true, "{a:#}");
+    assert!(a.get("impostor").is_none());
+    let key = a["spki_sha256"].as_str().unwrap();
+    assert_eq!(key.len(), 64);
+    assert!(finding(&r, "trust_anchor_unexpected").is_none());
+    assert!(finding(&r, "trust_anchor_impostor").is_none());
+
+    // The same profile, a root with the lab root's name and another key: an impostor.
+    let (root, server) = certs.look_alike_root("lab-impostor", common::TEST_CA_CN);
+    let fake = common::tls_then_with(certs, &server, common::TlsThen::Connack(0));
+    let r = check_anchor(&profile, &root.cert_pem, fake.port());
+    assert_eq!(anchor(&r)["impostor"], true);
+    assert_ne!(anchor(&r)["spki_sha256"].as_str().unwrap(), key);
+    assert!(finding(&r, "trust_anchor_impostor").is_some());
+}
