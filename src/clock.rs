@@ -316,18 +316,33 @@ pub fn findings(
             human(off)
         };
         let a = off.abs();
-        let breaks_sas = (inp.sas_tokens || inp.sas_token.is_some())
-            && ((r.state == ClockState::Ahead && a > SAS_SKEW_TOLERANCE_S)
-                || inp
-                    .sas_token
-                    .and_then(|s| s.ttl_s)
-                    .is_some_and(|t| r.state == ClockState::Behind && a >= t as f64));
-        let severity = if breaks_sas || a > TLS_SKEW_S {
+        // Critical only for what certainly fails: this run's own SAS token already
+        // expired when the hub sees it, or every server certificate outside its
+        // validity. A clock ahead past the SAS tolerance is named (401003), as a warning.
+        let sas_expired_at_hub = inp
+            .sas_token
+            .and_then(|s| s.ttl_s)
+            .is_some_and(|t| r.state == ClockState::Behind && a >= t as f64);
+        let sas_not_yet_valid = (inp.sas_tokens || inp.sas_token.is_some())
+            && r.state == ClockState::Ahead
+            && a > SAS_SKEW_TOLERANCE_S;
+        // A validity error alone cannot tell a wrong clock from a certificate that
+        // really is expired or not yet valid: it is a hint, not an alarm.
+        let severity = if bound {
+            Severity::Info
+        } else if sas_expired_at_hub || a > MAX_LEAF_LIFETIME_DAYS * 86_400.0 {
             Severity::Critical
         } else {
             Severity::Warning
         };
-        let mut summary = format!("the clock is {amount} {dir} (by {})", source_words(r));
+        let mut summary = if bound {
+            format!(
+                "if the server's certificate is right, the clock is {amount} {dir} (from {}; no NTP or HTTPS Date reading)",
+                source_words(r)
+            )
+        } else {
+            format!("the clock is {amount} {dir} (by {})", source_words(r))
+        };
         if !r.consequences.is_empty() {
             summary.push_str(": ");
             summary.push_str(&r.consequences.join("; "));
@@ -339,7 +354,8 @@ pub fn findings(
             endpoints: vec![],
             summary,
             hint: "fix time sync: enable an NTP client (chrony, systemd-timesyncd) with a reachable server, check the RTC battery; a wrong clock breaks certificate checks and SAS token validity".into(),
-            iothub_error: breaks_sas.then(|| E401003.unwrap_or("401003").to_string()),
+            iothub_error: (sas_expired_at_hub || sas_not_yet_valid)
+                .then(|| E401003.unwrap_or("401003").to_string()),
         });
     }
     // 2. SNTP that did not give a sample.
@@ -636,7 +652,8 @@ mod tests {
         assert_eq!(r.source, Some(ClockSourceKind::Ntp));
         let f = findings(&r, None, &inp);
         let c = f.iter().find(|f| f.code == "clock_offset").unwrap();
-        assert_eq!(c.severity, Severity::Critical);
+        assert_eq!(c.severity, Severity::Warning);
+        assert!(c.iothub_error.as_deref().unwrap().contains("401003"));
         assert!(
             c.summary.contains("6 min ahead") && c.summary.contains("not-yet-valid"),
             "{}",

@@ -225,9 +225,9 @@ fn sas_device_six_minutes_ahead_is_measured_and_named() {
         s.contains("6 min ahead") && s.contains("not-yet-valid") && s.contains("401003"),
         "{s}"
     );
-    assert_eq!(f["severity"], "critical");
-    assert_eq!(r["verdict"], "critical");
-    assert_eq!(code, 2);
+    assert_eq!(f["severity"], "warning");
+    assert_eq!(r["verdict"], "warning");
+    assert_eq!(code, 1);
 }
 
 #[test]
