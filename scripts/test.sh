@@ -14,7 +14,8 @@ packages=(mosquitto mosquitto-clients dnsmasq-base nftables conntrack iproute2 c
           prometheus prometheus-node-exporter systemd dpkg adduser shellcheck strace
           chromium jq python3 python3-venv python3-pip bsdutils
           bash bash-completion zsh fish mandoc man-db
-          squid tinyproxy dante-server openssl passwd)
+          squid tinyproxy dante-server openssl passwd
+          chrony faketime)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

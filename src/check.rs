@@ -66,6 +66,10 @@ pub struct CheckPlan {
     /// The proxy setting (`--proxy`, the environment, `[proxy]`), and whether
     /// `NO_PROXY` sent this host direct.
     pub proxy: Option<crate::net::proxy::ProxyPlan>,
+    /// SNTP servers to measure the clock against (`HOST[:PORT]`); empty: none.
+    pub ntp_servers: Vec<String>,
+    /// Bound on the SNTP queries (they run beside the endpoints).
+    pub ntp_timeout: Duration,
 }
 
 /// Who may use the device identity on MQTT. A hub allows one connection per
@@ -122,6 +126,18 @@ pub async fn run(plan: &CheckPlan) -> Report {
         .unwrap_or(clock + Duration::from_secs(86_400));
 
     let sas = sas_for_run(plan, started);
+    // SNTP runs beside DNS and the endpoints, bounded by its own timeout.
+    let ntp_task = {
+        let servers = plan.ntp_servers.clone();
+        let opts = crate::probe::ntp::NtpOptions {
+            timeout: plan.ntp_timeout.min(plan.deadline),
+            source_ip: plan.source_ip,
+        };
+        tokio::spawn(async move {
+            let queries = servers.iter().map(|s| crate::probe::ntp::query(s, &opts));
+            futures_util::future::join_all(queries).await
+        })
+    };
     let dns_result = if let Some(budget) = budget(plan.timeout, deadline_at) {
         Some(resolve_first_hop(plan, budget).await)
     } else {
@@ -150,7 +166,9 @@ pub async fn run(plan: &CheckPlan) -> Report {
             canary,
         )
     });
-    let endpoints: Vec<EndpointReport> = futures_util::future::join_all(chains).await;
+    let mut endpoints: Vec<EndpointReport> = futures_util::future::join_all(chains).await;
+    // Anchors are judged by key where the profile pins them.
+    crate::anchors::judge_endpoints(&mut endpoints, &plan.profile.trust.anchors);
 
     let sas_info = sas.map(|s| s.1);
     let proxy_info = plan.proxy.as_ref().map(|p| p.info());
@@ -165,6 +183,34 @@ pub async fn run(plan: &CheckPlan) -> Report {
     if let Some(f) = environment_proxy_finding(plan, &endpoints, deadline_at).await {
         findings.push(f);
     }
+    let ntp = ntp_task.await.unwrap_or_default();
+    let clock_inputs = crate::clock::ClockInputs {
+        device_now_unix: crate::probe::ntp::unix_f64(started),
+        sas_token: sas_info.as_ref(),
+        sas_tokens: plan.profile.sas_tokens,
+    };
+    let clock_report = crate::clock::verdict(ntp, &endpoints, &clock_inputs);
+    let true_offset = clock_report
+        .sources
+        .iter()
+        .find(|s| !s.bound && Some(s.kind) == clock_report.source)
+        .map(|s| s.offset_s);
+    let device_cert = plan.client_identity.as_ref().and_then(|id| {
+        crate::clock::device_cert_health(id.leaf_der(), clock_inputs.device_now_unix, true_offset)
+    });
+    // The clock verdict replaces the per-endpoint `Date` finding of diagnose.
+    findings.retain(|f| f.code != "clock_offset");
+    // An impostor root gets its own finding instead of "unexpected anchor".
+    let impostors = crate::anchors::findings(&endpoints, &plan.profile.trust.anchors);
+    if !impostors.is_empty() {
+        findings.retain(|f| f.code != "trust_anchor_unexpected");
+        findings.extend(impostors);
+    }
+    findings.extend(crate::clock::findings(
+        &clock_report,
+        device_cert.as_ref(),
+        &clock_inputs,
+    ));
     let verdict = diagnose::verdict(&endpoints, &findings);
     let finished = SystemTime::now();
 
@@ -198,6 +244,8 @@ pub async fn run(plan: &CheckPlan) -> Report {
         findings,
         keepalive: None,
         canary: None,
+        clock: Some(clock_report),
+        device_certificate: device_cert,
         labels: plan.labels.clone(),
     }
 }
@@ -712,6 +760,8 @@ mod tests {
             identity_share: None,
             mtu_probe: false,
             proxy: None,
+            ntp_servers: vec![],
+            ntp_timeout: Duration::from_secs(1),
         }
     }
 

@@ -21,6 +21,9 @@ pub enum ConfigError {
     /// The proxy setting is unusable (the message names the setting, never the password).
     #[error("{0}")]
     Proxy(String),
+    /// An `--ntp-server` is not `HOST[:PORT]`.
+    #[error("{}: {}", Setting::NtpServer, .0)]
+    NtpServer(String),
     /// The profile could not be loaded.
     #[error(transparent)]
     Profile(#[from] ProfileError),
@@ -237,6 +240,34 @@ impl EnvCredentials {
             mqtt_password: get("HUBPROBE_MQTT_PASSWORD"),
         }
     }
+}
+
+/// The SNTP servers of a check: `--ntp-server` (`none` disables), else the
+/// profile's default. Each must be `HOST[:PORT]`.
+pub fn ntp_servers_for(given: &[String], profile: &Profile) -> Result<Vec<String>, ConfigError> {
+    let list: Vec<String> = given
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if list.iter().any(|s| s.eq_ignore_ascii_case("none")) {
+        return Ok(vec![]);
+    }
+    let list = if list.is_empty() {
+        profile.ntp_servers.clone()
+    } else {
+        list
+    };
+    for s in &list {
+        crate::probe::ntp::parse_server(s).map_err(ConfigError::NtpServer)?;
+    }
+    if list.len() > 8 {
+        return Err(ConfigError::NtpServer(format!(
+            "{} servers given; at most 8",
+            list.len()
+        )));
+    }
+    Ok(list)
 }
 
 /// Longest accepted `--deadline`.
@@ -518,6 +549,7 @@ fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, 
     }
     let proxy = plan_proxy(args, &host, &proxy_vars)?;
 
+    let ntp_servers = ntp_servers_for(&args.ntp_servers, &profile)?;
     let plan = CheckPlan {
         profile,
         host,
@@ -537,6 +569,8 @@ fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, 
         identity_share: None,
         mtu_probe: false,
         proxy,
+        ntp_servers,
+        ntp_timeout: args.ntp_timeout,
     };
     check_mqtt_strings(&plan)?;
     Ok(plan)

@@ -7,9 +7,11 @@
 #![deny(missing_docs)]
 
 pub mod agent;
+pub mod anchors;
 pub mod auth;
 pub mod check;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod diagnose;
 pub mod exit;

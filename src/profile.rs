@@ -157,6 +157,10 @@ pub struct TrustSettings {
     /// Roots it used to chain to (still seen, being retired).
     #[serde(default)]
     pub legacy_anchors: Vec<String>,
+    /// The same roots identified by key: `[[trust.anchors]]` with a name (for
+    /// display), a role and the SubjectPublicKeyInfo SHA-256 or a certificate file.
+    #[serde(default)]
+    pub anchors: Vec<crate::anchors::AnchorPin>,
 }
 
 /// A hub profile.
@@ -180,6 +184,13 @@ pub struct Profile {
     pub trust: TrustSettings,
     /// Endpoints, in report order.
     pub endpoints: Vec<Endpoint>,
+    /// SNTP servers the clock check asks by default (`--ntp-server` overrides).
+    #[serde(default = "default_ntp_servers")]
+    pub ntp_servers: Vec<String>,
+}
+
+fn default_ntp_servers() -> Vec<String> {
+    vec!["pool.ntp.org".into()]
 }
 
 impl Profile {
@@ -216,9 +227,17 @@ impl Profile {
 
     /// Parses and validates profile TOML; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Profile, ProfileError> {
-        let p: Profile = toml::from_str(text).map_err(|e| ProfileError::Parse {
+        let mut p: Profile = toml::from_str(text).map_err(|e| ProfileError::Parse {
             origin: origin.to_string(),
             message: describe_toml_error(text, &e),
+        })?;
+        // Anchors given by file are read relative to the profile file's folder.
+        let base = Path::new(origin).parent().unwrap_or(Path::new("."));
+        crate::anchors::resolve_pins(&mut p.trust.anchors, base).map_err(|message| {
+            ProfileError::Invalid {
+                origin: origin.to_string(),
+                message: one_line(&message, MAX_MESSAGE),
+            }
         })?;
         p.validate().map_err(|message| ProfileError::Invalid {
             origin: origin.to_string(),

@@ -69,12 +69,15 @@ pub enum Setting {
     Proxy,
     /// The proxy password file.
     ProxyPasswordFile,
+    /// The SNTP servers.
+    NtpServer,
 }
 
 impl Setting {
     /// The command-line name.
     pub fn flag(self) -> &'static str {
         match self {
+            Setting::NtpServer => "--ntp-server",
             Setting::Host => "HOST",
             Setting::Endpoints => "--endpoint",
             Setting::Ports => "--port",
@@ -104,6 +107,7 @@ impl Setting {
     /// The agent config file's name (`[section] key`).
     pub fn config_key(self) -> &'static str {
         match self {
+            Setting::NtpServer => "[hub] ntp_servers",
             Setting::Host => "[hub] host",
             Setting::Endpoints => "[hub] endpoints",
             Setting::Ports => "[hub] ports",
@@ -269,6 +273,20 @@ pub struct TargetArgs {
     /// Where `proxy` came from when it is not the command line (the agent's `[proxy] url`).
     #[arg(skip)]
     pub proxy_source: Option<String>,
+    /// Check the device clock against this SNTP server (UDP, default port 123; repeatable,
+    /// or comma-separated); `none` disables it. Default: the profile's (Azure:
+    /// time.windows.com, others: pool.ntp.org).
+    #[arg(
+        long = "ntp-server",
+        value_name = "HOST[:PORT]",
+        value_delimiter = ',',
+        env = "HUBPROBE_NTP_SERVER"
+    )]
+    pub ntp_servers: Vec<String>,
+
+    /// Timeout of the SNTP query (runs beside the endpoints): a duration like 2s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "3s")]
+    pub ntp_timeout: Duration,
 }
 
 /// Wraps a secret argument so that it cannot be printed by accident.

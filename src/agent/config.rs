@@ -110,6 +110,13 @@ pub struct HubSection {
     /// The device's keep-alive.
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub keepalive: Option<Duration>,
+    /// SNTP servers of the clock check (`["none"]` disables; default: the
+    /// profile's, or the `HUBPROBE_NTP_SERVER` environment variable).
+    #[serde(default)]
+    pub ntp_servers: Option<Vec<String>>,
+    /// Timeout of the SNTP query.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub ntp_timeout: Option<Duration>,
 }
 
 /// `[identity]`.
@@ -623,6 +630,13 @@ impl AgentConfig {
             proxy_password_file: self.proxy.password_file.clone(),
             no_proxy: self.proxy.no_proxy.clone(),
             proxy_source: Some(crate::settings::Setting::Proxy.config_key().to_string()),
+            ntp_servers: match &h.ntp_servers {
+                Some(list) => list.clone(),
+                None => std::env::var("HUBPROBE_NTP_SERVER")
+                    .map(|v| v.split(',').map(str::to_string).collect())
+                    .unwrap_or_default(),
+            },
+            ntp_timeout: h.ntp_timeout.unwrap_or(Duration::from_secs(3)),
         };
         let mut plan = plan_target(&args, self.schedule.deadline, 0, env).map_err(|e| {
             AgentConfigError::Parse {

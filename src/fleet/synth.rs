@@ -354,6 +354,7 @@ fn endpoint_report(
             origin: "system".into(),
             expected: true,
             legacy: false,
+            ..Default::default()
         });
         PhaseResult::ok(Phase::Tls, ms(rng.latency(rtt * 2.2)), &tls_ev)
     };
@@ -489,6 +490,8 @@ fn base_report(dev: &Device, kind: &str, at_ms: i64, dur_ms: f64, rng: &mut Rng)
         findings: Vec::new(),
         keepalive: None,
         canary: None,
+        clock: None,
+        device_certificate: None,
         labels,
     }
 }

@@ -413,6 +413,14 @@ pub struct AnchorEvidence {
     pub expected: bool,
     /// True when `name` is in the options' `legacy_anchors`.
     pub legacy: bool,
+    /// SHA-256 of the anchor's SubjectPublicKeyInfo (DER), lowercase hex: what the
+    /// profile's anchors are matched by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spki_sha256: Option<String>,
+    /// True when the anchor has the name of one the profile pins but another key
+    /// (a TLS-inspecting proxy's root, or a look-alike).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub impostor: bool,
 }
 
 /// The client certificate sent during the handshake (never the key).

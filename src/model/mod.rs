@@ -7,6 +7,7 @@
 
 pub mod canary;
 pub mod class;
+pub mod clock;
 pub mod evidence;
 pub mod finding;
 pub mod keepalive;
@@ -16,6 +17,9 @@ pub mod result;
 
 pub use canary::{CanaryReport, Diagnosis, DiagnosisKind, DisconnectCause, DisconnectEvent};
 pub use class::{catalogue_markdown, explain, Explanation, FailureClass};
+pub use clock::{
+    ClockReport, ClockSource, ClockSourceKind, ClockState, DeviceCertHealth, NtpEvidence, NtpStatus,
+};
 pub use evidence::*;
 pub use finding::{Finding, Severity};
 pub use keepalive::KeepaliveReport;

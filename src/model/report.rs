@@ -75,6 +75,12 @@ pub struct Report {
     /// The agent's canary MQTT session: disconnects and their diagnosis (agent only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryReport>,
+    /// The clock verdict: every time source, the offset and what it breaks (checks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<super::clock::ClockReport>,
+    /// The X.509 device certificate's validity by the device clock and true time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_certificate: Option<super::clock::DeviceCertHealth>,
     /// Operator labels (site, firmware, network type …) for fleet grouping.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,

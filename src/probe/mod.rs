@@ -5,6 +5,7 @@ pub mod amqp;
 pub mod dns;
 pub mod http;
 pub mod mqtt;
+pub mod ntp;
 pub mod route;
 pub mod stream;
 pub mod tcp;

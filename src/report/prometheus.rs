@@ -113,6 +113,18 @@ metrics! {
         "Server clock (HTTP Date) minus device clock, seconds (1 s resolution).";
     SAS_EXPIRY = "hubprobe_sas_token_expiry_timestamp_seconds", Gauge, [],
         "Expiry of the SAS token the run used, Unix time in seconds.";
+    CLOCK_VERDICT_OFFSET = "hubprobe_clock_verdict_offset_seconds", Gauge, ["source"],
+        "The clock verdict: true time minus device time, seconds (positive: the device is behind); source is the reading it rests on (ntp, https_date, tls_validity).";
+    CLOCK_VERDICT_UNCERTAINTY = "hubprobe_clock_verdict_uncertainty_seconds", Gauge, [],
+        "Uncertainty (plus or minus) of the clock verdict's offset, seconds.";
+    CLOCK_SOURCE_OFFSET = "hubprobe_clock_source_offset_seconds", Gauge, ["source", "origin"],
+        "True time minus device time per clock source (origin: NTP server or endpoint), seconds; a tls_validity source is a bound.";
+    NTP_REACHABLE = "hubprobe_ntp_reachable", Gauge, ["server", "status"],
+        "1 when the SNTP server answered (any reply, even untrusted), 0 when blocked, refused or unresolved; status is how the query ended.";
+    DEVICE_CERT_EXPIRY = "hubprobe_device_cert_not_after_timestamp_seconds", Gauge, ["subject"],
+        "NotAfter of the X.509 device certificate, Unix time in seconds.";
+    TLS_ANCHOR_IMPOSTOR = "hubprobe_tls_trust_anchor_impostor", Gauge, ["endpoint", "anchor"],
+        "1 when the chain ends at a root with a name the profile pins but another key (a TLS-inspecting proxy), else 0.";
     FINDINGS = "hubprobe_findings", Gauge, ["severity"],
         "Findings of the run by severity (every severity listed).";
     FINDINGS_BY_CODE = "hubprobe_findings_by_code", Gauge, ["code", "severity"],
@@ -195,6 +207,7 @@ pub fn render(report: &Report, keepalive: Option<&KeepaliveReport>) -> String {
     {
         out.add(&SAS_EXPIRY, &[], t);
     }
+    clock_metrics(&mut out, report);
     finding_metrics(&mut out, report);
     if let Some(c) = &report.canary {
         canary_metrics(&mut out, c);
@@ -203,6 +216,53 @@ pub fn render(report: &Report, keepalive: Option<&KeepaliveReport>) -> String {
         keepalive_metrics(&mut out, k);
     }
     out.finish()
+}
+
+/// The clock verdict, its sources, SNTP reachability, the device certificate and
+/// impostor anchors.
+fn clock_metrics(out: &mut Exposition, r: &Report) {
+    if let Some(c) = &r.clock {
+        if let (Some(off), Some(src)) = (c.offset_s, c.source) {
+            out.add(&CLOCK_VERDICT_OFFSET, &[("source", &serde_name(&src))], off);
+            if let Some(u) = c.uncertainty_s {
+                out.add(&CLOCK_VERDICT_UNCERTAINTY, &[], u);
+            }
+        }
+        for s in &c.sources {
+            out.add(
+                &CLOCK_SOURCE_OFFSET,
+                &[("source", &serde_name(&s.kind)), ("origin", &s.origin)],
+                s.offset_s,
+            );
+        }
+        for n in &c.ntp {
+            out.add(
+                &NTP_REACHABLE,
+                &[("server", &n.server), ("status", n.status.as_str())],
+                bool_value(!n.status.is_blocked()),
+            );
+        }
+    }
+    if let Some(d) = &r.device_certificate {
+        out.add(
+            &DEVICE_CERT_EXPIRY,
+            &[("subject", &d.subject)],
+            d.not_after_unix as f64,
+        );
+    }
+    for e in &r.endpoints {
+        if let Some(a) = evidence(e, Phase::Tls)
+            .and_then(Evidence::tls)
+            .and_then(|t| t.trust_anchor.as_ref())
+            .filter(|a| a.spki_sha256.is_some())
+        {
+            out.add(
+                &TLS_ANCHOR_IMPOSTOR,
+                &[("endpoint", &e.name), ("anchor", &a.name)],
+                bool_value(a.impostor),
+            );
+        }
+    }
 }
 
 /// Writes `text` to `path` atomically, as node_exporter's textfile collector needs

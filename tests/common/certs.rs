@@ -294,6 +294,25 @@ impl Certs {
         )
     }
 
+    /// A root CA named `cn` with a fresh key (a look-alike of a real root when `cn`
+    /// is a real root's name) and a server certificate for the lab's names issued
+    /// by it: (root, server).
+    pub fn look_alike_root(&self, stem: &str, cn: &str) -> (Identity, Identity) {
+        let key = KeyPair::generate().expect("generate look-alike root key");
+        let cert = ca_params(cn)
+            .self_signed(&key)
+            .expect("self-sign look-alike root");
+        let root = write_identity(self.dir(), &format!("{stem}-root"), &cert, &key, None);
+        let server = issue(
+            self.dir(),
+            &format!("{stem}-server"),
+            leaf_params(HUB_HOST, server_names(), false),
+            &cert,
+            &key,
+        );
+        (root, server)
+    }
+
     /// A root store holding the test CA only.
     pub fn root_store(&self) -> RootCertStore {
         let mut roots = RootCertStore::empty();

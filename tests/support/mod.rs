@@ -68,7 +68,10 @@ pub fn run_cmd(cmd: &mut Command, env: &[(&str, &str)], limit: Duration) -> Run 
         .env_remove("no_proxy")
         .env_remove("NO_PROXY")
         .env_remove("HUBPROBE_PROXY_PASSWORD")
-        .env("NO_COLOR", "1");
+        .env("NO_COLOR", "1")
+        // Test traffic stays on this machine: no clock check against a public
+        // NTP server unless a test names one (tests/clock.rs does).
+        .env("HUBPROBE_NTP_SERVER", "none");
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -98,6 +98,11 @@ impl ClientIdentity {
         &self.sha256
     }
 
+    /// The leaf certificate's DER (for its validity in the clock verdict).
+    pub fn leaf_der(&self) -> &[u8] {
+        self.certified.cert[0].as_ref()
+    }
+
     /// Number of certificates in the chain (leaf included).
     pub fn chain_len(&self) -> usize {
         self.certified.cert.len()

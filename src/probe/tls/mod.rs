@@ -336,6 +336,8 @@ fn fill_from_record(
             origin: a.origin.clone(),
             expected: a.name_in(&opts.expected_anchors),
             legacy: a.name_in(&opts.legacy_anchors),
+            spki_sha256: Some(a.spki_sha256.clone()),
+            impostor: false,
         });
     ev.client_certificate_requested = rec.client_cert_requested;
     ev.client_ca_hints = rec.client_ca_hints.clone();

@@ -30,6 +30,8 @@ pub struct AnchorInfo {
     /// The subject Name as full DER (`SEQUENCE`), to match a chain's issuer.
     #[serde(skip)]
     pub subject_der: Vec<u8>,
+    /// SHA-256 of the SubjectPublicKeyInfo (full DER), lowercase hex.
+    pub spki_sha256: String,
 }
 
 impl AnchorInfo {
@@ -132,11 +134,14 @@ impl TrustStore {
                 "(unparseable subject)".into(),
             )
         });
+        let spki_sha256 =
+            crate::anchors::spki_sha256_of_contents(ta.subject_public_key_info.as_ref());
         self.info.push(AnchorInfo {
             name,
             subject,
             origin,
             subject_der,
+            spki_sha256,
         });
         self.anchors.push(ta);
     }
@@ -272,6 +277,7 @@ mod tests {
             subject: String::new(),
             origin: "bundled".into(),
             subject_der: vec![],
+            spki_sha256: String::new(),
         };
         assert!(a.name_in(&["digicert global root g2".into()]));
         assert!(!a.name_in(&["Baltimore CyberTrust Root".into()]));
