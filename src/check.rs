@@ -305,7 +305,7 @@ async fn run_endpoint(
             let opts = mqtt_options(plan, sas_token, t);
             mqtt::probe(&mut link, &opts).await
         }
-        (Protocol::Amqp, Link::Stream(mut s)) => amqp::probe(&mut s, t).await,
+        (Protocol::Amqp, link) => amqp::probe_link(link, &amqp_options(plan, sas_token, t)).await,
         (Protocol::Http, Link::Stream(mut s)) => {
             http::probe(&mut s, &plan.host, ep.path.as_deref().unwrap_or("/"), t).await
         }
@@ -334,6 +334,54 @@ fn protocol_phase(p: Protocol) -> Phase {
 }
 
 /// The MQTT identity for this run from the profile's templates.
+/// The AMQP phase's options: SASL PLAIN with a user name and password, claims-based
+/// security (ANONYMOUS, then put-token) with a SAS identity, ANONYMOUS otherwise; the
+/// device's events address when the identity names a device.
+fn amqp_options(
+    plan: &CheckPlan,
+    sas_token: Option<&Secret>,
+    timeout: Duration,
+) -> amqp::AmqpOptions {
+    let creds = &plan.credentials;
+    let device = match (creds.device_id(), creds.module_id()) {
+        (Some(d), Some(m)) => Some(format!("{d}/modules/{m}")),
+        (Some(d), None) => Some(d.to_string()),
+        _ => None,
+    };
+    let auth = match (creds, sas_token, &device) {
+        (
+            Credentials::Password {
+                username, password, ..
+            },
+            _,
+            _,
+        ) => amqp::AmqpAuth::Plain {
+            username: username.clone(),
+            password: password.clone(),
+        },
+        (Credentials::DeviceKey { .. } | Credentials::SasToken { .. }, Some(token), Some(d)) => {
+            amqp::AmqpAuth::Cbs {
+                audience: format!("{}/devices/{d}", plan.hub_host),
+                token: token.clone(),
+            }
+        }
+        _ => amqp::AmqpAuth::Anonymous,
+    };
+    let events_address = device.as_deref().and_then(|d| {
+        plan.profile
+            .amqp
+            .as_ref()
+            .map(|a| a.events_address.replace("{device}", d))
+    });
+    amqp::AmqpOptions {
+        hostname: plan.hub_host.clone(),
+        container_id: device.unwrap_or_else(|| format!("hubprobe-{}", &report::new_id()[..8])),
+        auth,
+        events_address,
+        timeout,
+    }
+}
+
 fn mqtt_options(plan: &CheckPlan, sas_token: Option<&Secret>, timeout: Duration) -> MqttOptions {
     let creds = &plan.credentials;
     let throwaway;
@@ -523,6 +571,10 @@ impl CheckPlan {
             port: ep.port,
             transport: ep.transport,
             ws_path: ep.path.clone().unwrap_or_else(|| "/".into()),
+            ws_subprotocol: match ep.protocol {
+                Protocol::Amqp => crate::probe::amqp::WS_SUBPROTOCOL.into(),
+                _ => "mqtt".into(),
+            },
             interface: self.interface.clone(),
             source_ip: self.source_ip,
             mss: None,
