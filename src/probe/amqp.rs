@@ -203,8 +203,23 @@ where
         sasl_mechanism: Some(opts.auth.mechanism().to_string()),
         ..Default::default()
     };
-    let result = exchange(tap, opts, deadline, &mut ev).await;
+    let mut result = exchange(tap, opts, deadline, &mut ev).await;
     read_back(&seen, &mut ev);
+    // The library refuses a mechanism the server does not offer before SASL init:
+    // that is the server refusing the credentials' mechanism.
+    let mechanism = opts.auth.mechanism();
+    if let Err(f) = &mut result {
+        if !ev.sasl_mechanisms.is_empty()
+            && ev.sasl_outcome.is_none()
+            && !ev.sasl_mechanisms.iter().any(|m| m == mechanism)
+        {
+            f.class = FailureClass::AmqpAuthFailed;
+            f.message = format!(
+                "the server offers the SASL mechanisms {} but not {mechanism}",
+                ev.sasl_mechanisms.join(", ")
+            );
+        }
+    }
     match result {
         Ok(()) => PhaseResult::ok(Phase::Amqp, clock.elapsed(), &ev),
         Err(f) => {
@@ -332,9 +347,10 @@ where
             Sender::attach(&mut session, "hubprobe-events", address.as_str())
                 .await
                 .map_err(|e| match e {
-                    SenderAttachError::RemoteClosedWithError(e) => {
-                        StepFailure::remote(&format!("attach to {address}"), e)
-                    }
+                    SenderAttachError::RemoteClosedWithError(e)
+                    | SenderAttachError::SessionStopped(
+                        fe2o3_amqp::link::SessionStopReason::RemoteEndedWithError(e),
+                    ) => StepFailure::remote(&format!("attach to {address}"), e),
                     other => StepFailure::new(
                         FailureClass::AmqpRefused,
                         format!("attach to {address}: {other}"),
@@ -346,10 +362,11 @@ where
         let sender = attached?;
         let t = Instant::now();
         let detached = bounded(deadline, "detach", async {
-            sender
-                .close()
-                .await
-                .map_err(|e| StepFailure::new(FailureClass::AmqpRefused, format!("detach: {e}")))
+            // Detach without closing: RabbitMQ's AMQP 1.0 plugin answers a closing
+            // detach with a non-closing one, which the library takes as illegal.
+            sender.detach().await.map(|_| ()).map_err(|(_, e)| {
+                StepFailure::new(FailureClass::AmqpRefused, format!("detach: {e}"))
+            })
         })
         .await;
         step(ev, "detach", t, &detached);

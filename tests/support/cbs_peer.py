@@ -72,6 +72,10 @@ class Cbs(MessagingHandler):
         link.open()
         link.close()
 
+    def on_link_remote_detach(self, event):
+        # A detach without close is answered with a detach (AMQP 1.0, 2.6.4).
+        event.link.detach()
+
     def on_message(self, event):
         link = event.receiver
         if link.remote_target.address != "$cbs":
