@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 packages=(mosquitto mosquitto-clients dnsmasq-base nftables conntrack iproute2 ca-certificates procps
           prometheus prometheus-node-exporter systemd dpkg adduser shellcheck strace
           chromium jq python3 python3-venv python3-pip bsdutils
-          bash bash-completion zsh fish mandoc man-db)
+          bash bash-completion zsh fish mandoc man-db
+          rabbitmq-server python3-qpid-proton websockify)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
