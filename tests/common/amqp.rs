@@ -58,11 +58,11 @@ extern "C" fn stop_rabbit() {
     unsafe {
         libc::kill(c.server as i32, libc::SIGTERM);
     }
+    // Its keeper thread reaps it; signal 0 fails once it is gone.
     let deadline = Instant::now() + Duration::from_secs(20);
     for _ in 0..400 {
-        let mut status = 0;
-        let r = unsafe { libc::waitpid(c.server as i32, &mut status, libc::WNOHANG) };
-        if r != 0 || Instant::now() >= deadline {
+        let gone = unsafe { libc::kill(c.server as i32, 0) } != 0;
+        if gone || Instant::now() >= deadline {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -73,9 +73,10 @@ extern "C" fn stop_rabbit() {
     let _ = std::fs::remove_dir_all(&c.dir);
 }
 
-/// The children die with the thread that spawned them (PR_SET_PDEATHSIG), so they
-/// are spawned from a thread that lives as long as the test process.
-fn spawn_kept(mut cmd: Command) -> Child {
+/// The children die with the thread that spawned them (PR_SET_PDEATHSIG), so each
+/// is spawned from a thread that waits for it (and so lives as long as it does).
+/// Returns its process id.
+fn spawn_kept(mut cmd: Command) -> u32 {
     use std::os::unix::process::CommandExt;
     unsafe {
         cmd.pre_exec(|| {
@@ -84,11 +85,13 @@ fn spawn_kept(mut cmd: Command) -> Child {
         });
     }
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let r = cmd.spawn();
-        let _ = tx.send(r);
-        loop {
-            std::thread::park();
+    std::thread::spawn(move || match cmd.spawn() {
+        Ok(mut child) => {
+            let _ = tx.send(Ok(child.id()));
+            let _ = child.wait();
+        }
+        Err(e) => {
+            let _ = tx.send(Err(e));
         }
     });
     rx.recv()
@@ -192,8 +195,8 @@ impl RabbitMq {
             .stderr(out);
         let server = spawn_kept(server);
         let _ = CHILDREN.set(Children {
-            server: server.id(),
-            epmd: epmd.id(),
+            server,
+            epmd,
             dir: dir.clone(),
         });
         unsafe {
