@@ -335,7 +335,8 @@ fn protocol_phase(p: Protocol) -> Phase {
 
 /// The MQTT identity for this run from the profile's templates.
 /// The AMQP phase's options: SASL PLAIN with a user name and password, claims-based
-/// security (ANONYMOUS, then put-token) with a SAS identity, ANONYMOUS otherwise; the
+/// security (ANONYMOUS, then put-token) with a SAS identity, no SASL layer with an
+/// X.509 identity (the TLS client certificate authenticates), ANONYMOUS otherwise; the
 /// device's events address when the identity names a device.
 fn amqp_options(
     plan: &CheckPlan,
@@ -365,6 +366,7 @@ fn amqp_options(
                 token: token.clone(),
             }
         }
+        (Credentials::X509 { .. }, _, _) => amqp::AmqpAuth::TlsClientCertificate,
         _ => amqp::AmqpAuth::Anonymous,
     };
     let events_address = device.as_deref().and_then(|d| {

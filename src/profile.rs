@@ -365,6 +365,20 @@ mod tests {
             (443, Some("/$iothub/websocket"))
         );
         assert_eq!(p.endpoint("amqps").unwrap().port, 5671);
+        let aws = p.endpoint("amqp-ws").unwrap();
+        assert_eq!(
+            (aws.protocol, aws.transport, aws.port, aws.path.as_deref()),
+            (
+                Protocol::Amqp,
+                Transport::Wss,
+                443,
+                Some("/$iothub/websocket")
+            )
+        );
+        assert_eq!(
+            p.amqp.as_ref().unwrap().events_address,
+            "/devices/{device}/messages/events"
+        );
         assert_eq!(p.mqtt.keepalive_max, Duration::from_secs(1177));
         assert!(p
             .trust

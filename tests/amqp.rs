@@ -509,3 +509,35 @@ fn sasl_plain_to_a_node_that_offers_only_anonymous_is_refused_at_sasl() {
         serde_json::json!(["ANONYMOUS"])
     );
 }
+
+#[test]
+fn an_x509_identity_opens_amqp_without_sasl_and_attaches() {
+    // The SDKs open AMQP straight after TLS with a client certificate: no SASL layer.
+    // RabbitMQ takes such a connection as its default AMQP 1.0 user.
+    let rabbit = RabbitMq::shared();
+    let check = Check::new();
+    let cert = rabbit.certs.client.cert_pem.display().to_string();
+    let key = rabbit.certs.client.key_pem.display().to_string();
+    let out = check.run(
+        &rabbit.certs,
+        "tls",
+        RABBIT_EVENTS,
+        rabbit.amqps,
+        &["--cert", &cert, "--key", &key, "-o", "json"],
+        &[],
+    );
+    let report = out.report();
+    assert_eq!(out.code, 0, "{}", out.all_output());
+    let ph = amqp(&report);
+    let ev = &ph["evidence"];
+    assert_eq!(ev["sent"], "AMQP 0 1.0.0", "{ev}");
+    assert_eq!(ev["received"], "AMQP 0 1.0.0", "{ev}");
+    assert!(ev.get("sasl_mechanism").is_none(), "{ev}");
+    assert_eq!(ev["properties"]["product"], "RabbitMQ", "{ev}");
+    let s = steps(ph);
+    assert_eq!(s.first().unwrap(), &("open".to_string(), "ok".to_string()));
+    assert!(
+        s.contains(&("attach".to_string(), "ok".to_string())),
+        "{s:?}"
+    );
+}

@@ -54,9 +54,15 @@ pub const SAS_TOKEN_TYPE: &str = "servicebus.windows.net:sastoken";
 /// come first and are small).
 const TAP_LIMIT: usize = 16 * 1024;
 
+/// The AMQP protocol header without SASL: "AMQP", protocol id 0, version 1.0.0.
+pub const AMQP_HEADER: [u8; 8] = *b"AMQP\x00\x01\x00\x00";
+
 /// How the probe authenticates.
 #[derive(Debug, Clone)]
 pub enum AmqpAuth {
+    /// No SASL layer: the TLS client certificate is the identity (X.509 devices; the
+    /// SDKs open AMQP directly after TLS).
+    TlsClientCertificate,
     /// SASL ANONYMOUS and nothing else (reachability and open only).
     Anonymous,
     /// SASL PLAIN.
@@ -76,10 +82,11 @@ pub enum AmqpAuth {
 }
 
 impl AmqpAuth {
-    fn mechanism(&self) -> &'static str {
+    fn mechanism(&self) -> Option<&'static str> {
         match self {
-            AmqpAuth::Plain { .. } => "PLAIN",
-            _ => "ANONYMOUS",
+            AmqpAuth::TlsClientCertificate => None,
+            AmqpAuth::Plain { .. } => Some("PLAIN"),
+            _ => Some("ANONYMOUS"),
         }
     }
 }
@@ -199,16 +206,18 @@ where
         seen: seen.clone(),
     };
     let mut ev = AmqpEvidence {
-        sent: describe(&SASL_HEADER),
-        sasl_mechanism: Some(opts.auth.mechanism().to_string()),
+        sent: describe(match opts.auth {
+            AmqpAuth::TlsClientCertificate => &AMQP_HEADER,
+            _ => &SASL_HEADER,
+        }),
+        sasl_mechanism: opts.auth.mechanism().map(str::to_string),
         ..Default::default()
     };
     let mut result = exchange(tap, opts, deadline, &mut ev).await;
     read_back(&seen, &mut ev);
     // The library refuses a mechanism the server does not offer before SASL init:
     // that is the server refusing the credentials' mechanism.
-    let mechanism = opts.auth.mechanism();
-    if let Err(f) = &mut result {
+    if let (Err(f), Some(mechanism)) = (&mut result, opts.auth.mechanism()) {
         if !ev.sasl_mechanisms.is_empty()
             && ev.sasl_outcome.is_none()
             && !ev.sasl_mechanisms.iter().any(|m| m == mechanism)
@@ -273,21 +282,23 @@ where
 {
     // SASL and open: one call of the library.
     let profile = match &opts.auth {
-        AmqpAuth::Plain { username, password } => SaslProfile::Plain {
+        AmqpAuth::TlsClientCertificate => None,
+        AmqpAuth::Plain { username, password } => Some(SaslProfile::Plain {
             username: username.clone(),
             password: password.expose().to_string(),
-        },
-        _ => SaslProfile::Anonymous,
+        }),
+        _ => Some(SaslProfile::Anonymous),
     };
     let t = Instant::now();
     let opened = bounded(deadline, "SASL and open", async {
-        Connection::builder()
+        let builder = Connection::builder()
             .container_id(opts.container_id.clone())
-            .hostname(opts.hostname.as_str())
-            .sasl_profile(profile)
-            .open_with_stream(tap)
-            .await
-            .map_err(open_failure)
+            .hostname(opts.hostname.as_str());
+        match profile {
+            Some(p) => builder.sasl_profile(p).open_with_stream(tap).await,
+            None => builder.open_with_stream(tap).await,
+        }
+        .map_err(open_failure)
     })
     .await;
     step(ev, "open", t, &opened);
