@@ -240,10 +240,17 @@ async fn run_endpoint(
     let uses_identity =
         ep.protocol == Protocol::Mqtt && !matches!(plan.credentials, Credentials::None);
     let delegated = uses_identity && canary.is_some();
+    // An AMQP connection authenticated as the device (CBS put-token, PLAIN, X.509)
+    // counts as the device's one connection too: it takes its turn, and while the
+    // agent's canary holds the identity it opens anonymously (SASL and open only).
+    let amqp_identity =
+        ep.protocol == Protocol::Amqp && !matches!(plan.credentials, Credentials::None);
+    let amqp_delegated = amqp_identity && canary.is_some();
     let turn = match (ep.protocol, &plan.credentials) {
-        (Protocol::Mqtt, Credentials::None) | (Protocol::Amqp | Protocol::Http, _) => None,
+        (Protocol::Mqtt, Credentials::None) | (Protocol::Http, _) => None,
+        (Protocol::Amqp, _) if !amqp_identity || amqp_delegated => None,
         (Protocol::Mqtt, _) if delegated => None,
-        (Protocol::Mqtt, _) => {
+        (Protocol::Mqtt | Protocol::Amqp, _) => {
             match tokio::time::timeout_at(deadline_at, identity_lock.lock()).await {
                 Ok(guard) => Some(guard),
                 Err(_) => {
@@ -305,7 +312,18 @@ async fn run_endpoint(
             let opts = mqtt_options(plan, sas_token, t);
             mqtt::probe(&mut link, &opts).await
         }
-        (Protocol::Amqp, link) => amqp::probe_link(link, &amqp_options(plan, sas_token, t)).await,
+        (Protocol::Amqp, link) => {
+            let mut opts = amqp_options(plan, sas_token, t);
+            if amqp_delegated {
+                opts.auth = amqp::AmqpAuth::Anonymous;
+                opts.events_address = None;
+                opts.note = Some(format!(
+                    "authentication not tested: the agent's canary session is connected with this identity on {} (a hub allows one connection per identity)",
+                    canary.unwrap_or("?")
+                ));
+            }
+            amqp::probe_link(link, &opts).await
+        }
         (Protocol::Http, Link::Stream(mut s)) => {
             http::probe(&mut s, &plan.host, ep.path.as_deref().unwrap_or("/"), t).await
         }
@@ -381,6 +399,7 @@ fn amqp_options(
         auth,
         events_address,
         timeout,
+        note: None,
     }
 }
 

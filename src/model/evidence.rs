@@ -228,6 +228,9 @@ pub struct AmqpEvidence {
     /// The address the sender link attached to (the device's events address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// Why authentication was not tested, when it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// One step of an AMQP exchange: `sasl`, `open`, `begin`, `put-token`, `attach`,

@@ -104,6 +104,8 @@ pub struct AmqpOptions {
     pub events_address: Option<String>,
     /// Bound on the whole exchange.
     pub timeout: Duration,
+    /// Why authentication is not tested, for the evidence (e.g. the identity is in use).
+    pub note: Option<String>,
 }
 
 /// A stream that copies the first [`TAP_LIMIT`] bytes it reads into a shared buffer.
@@ -211,6 +213,7 @@ where
             _ => &SASL_HEADER,
         }),
         sasl_mechanism: opts.auth.mechanism().map(str::to_string),
+        note: opts.note.clone(),
         ..Default::default()
     };
     let mut result = exchange(tap, opts, deadline, &mut ev).await;
@@ -753,6 +756,7 @@ mod tests {
             auth: AmqpAuth::Anonymous,
             events_address: None,
             timeout: Duration::from_secs(5),
+            note: None,
         }
     }
 

@@ -524,6 +524,9 @@ fn amqp_line(ev: &crate::model::AmqpEvidence) -> String {
     if let Some(c) = &ev.error_condition {
         let _ = write!(out, ", error {c}");
     }
+    if let Some(note) = &ev.note {
+        let _ = write!(out, " — {note}");
+    }
     out
 }
 
