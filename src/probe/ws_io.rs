@@ -98,3 +98,47 @@ impl AsyncWrite for WsIo {
             .map_err(ws_to_io)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn bytes_cross_as_binary_frames_and_a_close_reads_as_the_end() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            // Echo the first binary frame in two frames, with a ping between.
+            let Some(Ok(Message::Binary(b))) = ws.next().await else {
+                panic!("expected a binary frame");
+            };
+            let (a, c) = b.split_at(2);
+            ws.send(Message::binary(a.to_vec())).await.unwrap();
+            ws.send(Message::Ping(Vec::new().into())).await.unwrap();
+            ws.send(Message::binary(c.to_vec())).await.unwrap();
+            ws.send(Message::Close(None)).await.unwrap();
+            // Let the client's close answer arrive.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await;
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/"), Stream::Plain(tcp))
+            .await
+            .unwrap();
+        let mut io = WsIo::new(Box::new(ws));
+        io.write_all(b"hello").await.unwrap();
+        io.flush().await.unwrap();
+        let mut got = Vec::new();
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(5), io.read_to_end(&mut got))
+                .await
+                .expect("bounded")
+                .unwrap();
+        assert_eq!(read, 5);
+        assert_eq!(got, b"hello");
+        server.await.unwrap();
+    }
+}
