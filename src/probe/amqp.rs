@@ -169,6 +169,8 @@ struct StepFailure {
     class: FailureClass,
     message: String,
     error: Option<definitions::Error>,
+    /// A CBS answer's status code and description.
+    cbs: Option<(u16, Option<String>)>,
 }
 
 impl StepFailure {
@@ -177,6 +179,7 @@ impl StepFailure {
             class,
             message: message.into(),
             error: None,
+            cbs: None,
         }
     }
     fn remote(step: &str, e: definitions::Error) -> Self {
@@ -191,6 +194,7 @@ impl StepFailure {
                     .unwrap_or_default()
             ),
             error: Some(e),
+            cbs: None,
         }
     }
 }
@@ -344,9 +348,9 @@ where
         match &put {
             Ok(code) => ev.cbs_status = Some(*code),
             Err(f) => {
-                if let Some((code, description)) = f_status(f) {
-                    ev.cbs_status = Some(code);
-                    ev.cbs_description = description;
+                if let Some((code, description)) = &f.cbs {
+                    ev.cbs_status = Some(*code);
+                    ev.cbs_description = description.clone();
                 }
             }
         }
@@ -409,17 +413,6 @@ where
     closed
 }
 
-/// The status a CBS failure carried, for the evidence.
-fn f_status(f: &StepFailure) -> Option<(u16, Option<String>)> {
-    // The status is parsed from the message put_token_failure wrote; keep them together.
-    let rest = f.message.strip_prefix("CBS put-token: status ")?;
-    let (code, description) = match rest.split_once(": ") {
-        Some((c, d)) => (c, Some(d.to_string())),
-        None => (rest, None),
-    };
-    Some((code.parse().ok()?, description))
-}
-
 fn put_token_failure(e: fe2o3_amqp_management::error::Error) -> StepFailure {
     use fe2o3_amqp_management::error::Error as M;
     match e {
@@ -431,11 +424,14 @@ fn put_token_failure(e: fe2o3_amqp_management::error::Error) -> StepFailure {
                 429 | 503 => FailureClass::AmqpServerBusy,
                 _ => FailureClass::AmqpRefused,
             };
-            let message = match s.description.as_deref() {
-                Some(d) => format!("CBS put-token: status {code}: {}", one_line(d)),
+            let description = s.description.as_deref().map(one_line);
+            let message = match &description {
+                Some(d) => format!("CBS put-token: status {code}: {d}"),
                 None => format!("CBS put-token: status {code}"),
             };
-            StepFailure::new(class, message)
+            let mut f = StepFailure::new(class, message);
+            f.cbs = Some((code, description));
+            f
         }
         M::NotAccepted(outcome) => match outcome {
             fe2o3_amqp_types::messaging::Outcome::Rejected(r) => match r.error {
