@@ -88,7 +88,7 @@ fn main() {
     let broker = Mosquitto::start(&[(common::hub_username("dev1"), token)]);
     let certs = broker.certs().clone();
     let dns = Dns::start();
-    let amqp = common::tls_then(&certs, TlsThen::Garbage(b"AMQP\x03\x01\x00\x00".to_vec()));
+    let amqp = common::amqp::CbsPeer::start(common::amqp::CbsMode::Accept, Some(&certs));
     let date = httpdate::fmt_http_date(std::time::SystemTime::now());
     let https = common::tls_then(
         &certs,
@@ -114,7 +114,7 @@ fn main() {
             "mqtt-tls={},mqtt-ws={},amqps={},https={}",
             broker.port("tls"),
             broker.port("wss"),
-            amqp.port(),
+            amqp.addr.port(),
             https.port()
         ),
         "--sas-expiry",

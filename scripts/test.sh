@@ -15,7 +15,8 @@ packages=(mosquitto mosquitto-clients dnsmasq-base nftables conntrack iproute2 c
           chromium jq python3 python3-venv python3-pip bsdutils
           bash bash-completion zsh fish mandoc man-db
           squid tinyproxy dante-server openssl passwd
-          chrony faketime)
+          chrony faketime
+          rabbitmq-server python3-qpid-proton websockify)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -360,10 +360,17 @@ async fn run_endpoint(
     let uses_identity =
         ep.protocol == Protocol::Mqtt && !matches!(plan.credentials, Credentials::None);
     let delegated = uses_identity && canary.is_some();
+    // An AMQP connection authenticated as the device (CBS put-token, PLAIN, X.509)
+    // counts as the device's one connection too: it takes its turn, and while the
+    // agent's canary holds the identity it opens anonymously (SASL and open only).
+    let amqp_identity =
+        ep.protocol == Protocol::Amqp && !matches!(plan.credentials, Credentials::None);
+    let amqp_delegated = amqp_identity && canary.is_some();
     let turn = match (ep.protocol, &plan.credentials) {
-        (Protocol::Mqtt, Credentials::None) | (Protocol::Amqp | Protocol::Http, _) => None,
+        (Protocol::Mqtt, Credentials::None) | (Protocol::Http, _) => None,
+        (Protocol::Amqp, _) if !amqp_identity || amqp_delegated => None,
         (Protocol::Mqtt, _) if delegated => None,
-        (Protocol::Mqtt, _) => {
+        (Protocol::Mqtt | Protocol::Amqp, _) => {
             match tokio::time::timeout_at(deadline_at, identity_lock.lock()).await {
                 Ok(guard) => Some(guard),
                 Err(_) => {
@@ -427,7 +434,18 @@ async fn run_endpoint(
             let opts = mqtt_options(plan, sas_token, t);
             mqtt::probe(&mut link, &opts).await
         }
-        (Protocol::Amqp, Link::Stream(mut s)) => amqp::probe(&mut s, t).await,
+        (Protocol::Amqp, link) => {
+            let mut opts = amqp_options(plan, sas_token, t);
+            if amqp_delegated {
+                opts.auth = amqp::AmqpAuth::Anonymous;
+                opts.events_address = None;
+                opts.note = Some(format!(
+                    "authentication not tested: the agent's canary session is connected with this identity on {} (a hub allows one connection per identity)",
+                    canary.unwrap_or("?")
+                ));
+            }
+            amqp::probe_link(link, &opts).await
+        }
         (Protocol::Http, Link::Stream(mut s)) => {
             http::probe(&mut s, &plan.host, ep.path.as_deref().unwrap_or("/"), t).await
         }
@@ -456,6 +474,57 @@ fn protocol_phase(p: Protocol) -> Phase {
 }
 
 /// The MQTT identity for this run from the profile's templates.
+/// The AMQP phase's options: SASL PLAIN with a user name and password, claims-based
+/// security (ANONYMOUS, then put-token) with a SAS identity, no SASL layer with an
+/// X.509 identity (the TLS client certificate authenticates), ANONYMOUS otherwise; the
+/// device's events address when the identity names a device.
+fn amqp_options(
+    plan: &CheckPlan,
+    sas_token: Option<&Secret>,
+    timeout: Duration,
+) -> amqp::AmqpOptions {
+    let creds = &plan.credentials;
+    let device = match (creds.device_id(), creds.module_id()) {
+        (Some(d), Some(m)) => Some(format!("{d}/modules/{m}")),
+        (Some(d), None) => Some(d.to_string()),
+        _ => None,
+    };
+    let auth = match (creds, sas_token, &device) {
+        (
+            Credentials::Password {
+                username, password, ..
+            },
+            _,
+            _,
+        ) => amqp::AmqpAuth::Plain {
+            username: username.clone(),
+            password: password.clone(),
+        },
+        (Credentials::DeviceKey { .. } | Credentials::SasToken { .. }, Some(token), Some(d)) => {
+            amqp::AmqpAuth::Cbs {
+                audience: format!("{}/devices/{d}", plan.hub_host),
+                token: token.clone(),
+            }
+        }
+        (Credentials::X509 { .. }, _, _) => amqp::AmqpAuth::TlsClientCertificate,
+        _ => amqp::AmqpAuth::Anonymous,
+    };
+    let events_address = device.as_deref().and_then(|d| {
+        plan.profile
+            .amqp
+            .as_ref()
+            .map(|a| a.events_address.replace("{device}", d))
+    });
+    amqp::AmqpOptions {
+        hostname: plan.hub_host.clone(),
+        container_id: device.unwrap_or_else(|| format!("hubprobe-{}", &report::new_id()[..8])),
+        auth,
+        events_address,
+        timeout,
+        note: None,
+    }
+}
+
 fn mqtt_options(plan: &CheckPlan, sas_token: Option<&Secret>, timeout: Duration) -> MqttOptions {
     let creds = &plan.credentials;
     let throwaway;
@@ -674,6 +743,10 @@ impl CheckPlan {
             port: ep.port,
             transport: ep.transport,
             ws_path: ep.path.clone().unwrap_or_else(|| "/".into()),
+            ws_subprotocol: match ep.protocol {
+                Protocol::Amqp => crate::probe::amqp::WS_SUBPROTOCOL.into(),
+                _ => "mqtt".into(),
+            },
             interface: self.interface.clone(),
             source_ip: self.source_ip,
             mss: None,

@@ -449,6 +449,8 @@ pub fn is_auth_failure(class: FailureClass) -> bool {
         FailureClass::MqttBadCredentials
             | FailureClass::MqttNotAuthorized
             | FailureClass::MqttIdentifierRejected
+            | FailureClass::AmqpAuthFailed
+            | FailureClass::AmqpNotAuthorized
     )
 }
 

@@ -187,10 +187,23 @@ pub struct Profile {
     /// SNTP servers the clock check asks by default (`--ntp-server` overrides).
     #[serde(default = "default_ntp_servers")]
     pub ntp_servers: Vec<String>,
+    /// AMQP settings (the device's events address), for hubs that speak AMQP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amqp: Option<AmqpSettings>,
 }
 
 fn default_ntp_servers() -> Vec<String> {
     vec!["pool.ntp.org".into()]
+}
+
+/// AMQP settings of a hub.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpSettings {
+    /// The address a device sends its events to, with `{device}` for the device id
+    /// (`{id}/modules/{module}` for a module): IoT Hub's `/devices/{device}/messages/events`.
+    /// The probe attaches a sender link there (and detaches) when it has an identity.
+    pub events_address: String,
 }
 
 impl Profile {
@@ -278,9 +291,11 @@ impl Profile {
                     return Err(format!("endpoint {:?}: path must start with '/'", e.name));
                 }
             }
-            if e.transport.uses_websocket() && e.protocol != Protocol::Mqtt {
+            if e.transport.uses_websocket()
+                && !matches!(e.protocol, Protocol::Mqtt | Protocol::Amqp)
+            {
                 return Err(format!(
-                    "endpoint {:?}: WebSocket transport is for MQTT only",
+                    "endpoint {:?}: WebSocket transport is for MQTT and AMQP only",
                     e.name
                 ));
             }
@@ -361,7 +376,7 @@ mod tests {
     fn azure_profile_has_the_iot_hub_facts() {
         let p = Profile::load("azure-iot-hub").unwrap();
         let names: Vec<_> = p.endpoints.iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(names, ["mqtt-tls", "mqtt-ws", "amqps", "https"]);
+        assert_eq!(names, ["mqtt-tls", "mqtt-ws", "amqps", "amqp-ws", "https"]);
         assert_eq!(p.endpoint("mqtt-tls").unwrap().port, 8883);
         let ws = p.endpoint("mqtt-ws").unwrap();
         assert_eq!(
@@ -369,6 +384,20 @@ mod tests {
             (443, Some("/$iothub/websocket"))
         );
         assert_eq!(p.endpoint("amqps").unwrap().port, 5671);
+        let aws = p.endpoint("amqp-ws").unwrap();
+        assert_eq!(
+            (aws.protocol, aws.transport, aws.port, aws.path.as_deref()),
+            (
+                Protocol::Amqp,
+                Transport::Wss,
+                443,
+                Some("/$iothub/websocket")
+            )
+        );
+        assert_eq!(
+            p.amqp.as_ref().unwrap().events_address,
+            "/devices/{device}/messages/events"
+        );
         assert_eq!(p.mqtt.keepalive_max, Duration::from_secs(1177));
         assert!(p
             .trust

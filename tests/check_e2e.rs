@@ -1,6 +1,6 @@
 //! `hubprobe check` end to end against real peers: the mosquitto broker as the hub
 //! (TLS, WebSocket/TLS, client certificates, a password file), dnsmasq answering the
-//! hub's name, and in-process AMQP/HTTPS peers. Every JSON report is validated
+//! hub's name, a Qpid Proton CBS node as the AMQP peer and an in-process HTTPS peer. Every JSON report is validated
 //! against the shipped schema.
 
 mod common;
@@ -34,7 +34,7 @@ fn connection_string(device: &str) -> String {
 struct Lab {
     broker: Mosquitto,
     dns: Dns,
-    amqp: common::FaultServer,
+    amqp: common::amqp::CbsPeer,
     https: common::FaultServer,
 }
 
@@ -46,7 +46,7 @@ impl Lab {
         let date = httpdate::fmt_http_date(std::time::SystemTime::now());
         Lab {
             dns: Dns::start(),
-            amqp: common::tls_then(&certs, TlsThen::Garbage(b"AMQP\x03\x01\x00\x00".to_vec())),
+            amqp: common::amqp::CbsPeer::start(common::amqp::CbsMode::Accept, Some(&certs)),
             https: common::tls_then(
                 &certs,
                 TlsThen::Garbage(format!("HTTP/1.1 404 Not Found\r\nDate: {date}\r\nServer: lab\r\nContent-Length: 0\r\n\r\n").into_bytes()),
@@ -68,7 +68,7 @@ impl Lab {
             "mqtt-tls={},mqtt-ws={},amqps={},https={}",
             self.broker.port("tls"),
             self.broker.port("wss"),
-            self.amqp.port(),
+            self.amqp.addr.port(),
             self.https.port()
         )
     }
@@ -177,6 +177,10 @@ fn all_phases_ok_with_the_device_key_over_tls_and_websocket() {
         phase(&report, "amqps", "amqp")["evidence"]["received"],
         "AMQP 3 1.0.0"
     );
+    // The device key's SAS token went into a CBS put-token, then the events link.
+    let amqp = &phase(&report, "amqps", "amqp")["evidence"];
+    assert_eq!(amqp["cbs_status"], 202, "{amqp}");
+    assert_eq!(amqp["address"], "/devices/dev1/messages/events", "{amqp}");
     let http = &phase(&report, "https", "http")["evidence"];
     assert_eq!(http["status"], 404);
     assert!(http["clock_offset_s"].as_f64().unwrap().abs() < 5.0);

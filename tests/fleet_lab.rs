@@ -31,7 +31,7 @@ fn real_check_reports_are_summarized_with_their_anchor_labels_and_failures() {
     let broker = Mosquitto::start(&[(common::hub_username("dev1"), token)]);
     let certs = broker.certs().clone();
     let dns = Dns::start();
-    let amqp = common::tls_then(&certs, TlsThen::Garbage(b"AMQP\x03\x01\x00\x00".to_vec()));
+    let amqp = common::amqp::CbsPeer::start(common::amqp::CbsMode::Accept, Some(&certs));
     let date = httpdate::fmt_http_date(std::time::SystemTime::now());
     let https = common::tls_then(
         &certs,
@@ -47,7 +47,7 @@ fn real_check_reports_are_summarized_with_their_anchor_labels_and_failures() {
         "mqtt-tls={},mqtt-ws={},amqps={},https={}",
         broker.port("tls"),
         broker.port("wss"),
-        amqp.port(),
+        amqp.addr.port(),
         https.port()
     );
     let ca = certs.ca_pem().display().to_string();

@@ -420,6 +420,7 @@ fn endpoint_report(
                 crate::model::AmqpEvidence {
                     sent: "AMQP 3 1.0.0".into(),
                     received: Some("AMQP 3 1.0.0".into()),
+                    ..Default::default()
                 },
             );
             push(&mut phases, &mut failed, p);

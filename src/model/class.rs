@@ -115,6 +115,19 @@ classes! {
     AmqpClosed => "amqp.closed",
     /// The server answered with something that is not an AMQP header.
     AmqpProtocolError => "amqp.protocol_error",
+    /// SASL outcome `auth`: the server refused the SASL credentials (PLAIN user name
+    /// or password, or a mechanism it does not allow).
+    AmqpAuthFailed => "amqp.auth_failed",
+    /// SASL outcome `sys`, `sys-perm` or `sys-temp`: the server could not authenticate.
+    AmqpSaslError => "amqp.sasl_error",
+    /// CBS put-token status 401 or error `amqp:unauthorized-access`: the token or identity is refused.
+    AmqpNotAuthorized => "amqp.not_authorized",
+    /// CBS put-token status 404 or error `amqp:not-found`: no such node, device or address.
+    AmqpNotFound => "amqp.not_found",
+    /// CBS status 503 or `amqp:resource-limit-exceeded` / `com.microsoft:server-busy`.
+    AmqpServerBusy => "amqp.server_busy",
+    /// The server refused open, begin, put-token or attach with another error.
+    AmqpRefused => "amqp.refused",
     /// No HTTP response in time.
     HttpTimeout => "http.timeout",
     /// The connection closed or reset before the HTTP response.
@@ -222,6 +235,12 @@ pub fn explain(class: FailureClass) -> Explanation {
         AmqpTimeout => ("no AMQP answer in time", "the AMQP endpoint does not answer; use MQTT or HTTPS", None),
         AmqpClosed => ("the connection closed before the AMQP header", "a firewall or proxy drops AMQP on this port", None),
         AmqpProtocolError => ("the answer is not AMQP", "something other than an AMQP server answers on this port", None),
+        AmqpAuthFailed => ("the AMQP server refused the SASL credentials", "check the user name and password (SASL PLAIN), or that the server allows the mechanism used (ANONYMOUS for claims-based security); the evidence lists the mechanisms it offers", E401003),
+        AmqpSaslError => ("the AMQP server could not authenticate (SASL system error)", "a server-side problem; retry later and check the server's health", None),
+        AmqpNotAuthorized => ("the AMQP server refused the token or identity (CBS put-token 401 / unauthorized-access)", "check the device key, the SAS token's expiry and audience, and the device clock; regenerate the token", E401003),
+        AmqpNotFound => ("the AMQP server has no such node, device or address", "check the device id and that the device is registered; the evidence names the address", Some("404001 DeviceNotFound")),
+        AmqpServerBusy => ("the AMQP server is busy or a quota is exceeded", "retry with backoff; check the hub's quota and throttling limits", Some("403002 IoTHubQuotaExceeded / 503003 PartitionNotFound (throttling and quota)")),
+        AmqpRefused => ("the AMQP server refused a step (open, begin, put-token or attach)", "see the error condition and description in the evidence", None),
         HttpTimeout => ("no HTTP answer in time", "a proxy holds the request", None),
         HttpClosed => ("the connection closed before the HTTP answer", "a proxy or firewall drops HTTPS requests to the hub", None),
         HttpProtocolError => ("the answer is not HTTP", "something other than a web server answers on this port", None),

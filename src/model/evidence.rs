@@ -239,6 +239,57 @@ pub struct AmqpEvidence {
     /// Header received.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub received: Option<String>,
+    /// The SASL mechanisms the server offered, in its order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sasl_mechanisms: Vec<String>,
+    /// The mechanism the probe used (`ANONYMOUS`, `PLAIN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl_mechanism: Option<String>,
+    /// The SASL outcome: `ok`, `auth`, `sys`, `sys-perm`, `sys-temp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl_outcome: Option<String>,
+    /// The server's container id (its open frame).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// The server's connection properties (its open frame), values as text.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub properties: std::collections::BTreeMap<String, String>,
+    /// Each step of the exchange in order and how it ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<AmqpStep>,
+    /// The error condition the server sent (e.g. `amqp:unauthorized-access`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_condition: Option<String>,
+    /// The description that came with the error condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_description: Option<String>,
+    /// The CBS put-token answer's status code (202 accepted, 401 ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cbs_status: Option<u16>,
+    /// The CBS put-token answer's status description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cbs_description: Option<String>,
+    /// The CBS audience the token was put for (the resource URI; never the token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cbs_audience: Option<String>,
+    /// The address the sender link attached to (the device's events address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Why authentication was not tested, when it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// One step of an AMQP exchange: `sasl`, `open`, `begin`, `put-token`, `attach`,
+/// `detach`, `end`, `close`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AmqpStep {
+    /// The step.
+    pub step: String,
+    /// `ok` or `failed`.
+    pub outcome: String,
+    /// Time the step took, in milliseconds.
+    pub ms: f64,
 }
 
 /// Evidence of the request.

@@ -83,6 +83,8 @@ pub struct ChainSpec {
     pub transport: Transport,
     /// The WebSocket path (for `ws`/`wss` transports).
     pub ws_path: String,
+    /// The WebSocket subprotocol asked for (`mqtt`; `AMQPWSB10` for AMQP).
+    pub ws_subprotocol: String,
     /// Interface to bind to.
     pub interface: Option<String>,
     /// Local address to bind to.
@@ -339,12 +341,13 @@ async fn run_hop(
             (out.result, next)
         }
         (Hop::WebSocket, Partial::Stream(stream)) => {
-            let out = ws::upgrade(
+            let out = ws::upgrade_with(
                 stream,
                 &spec.host,
                 spec.port,
                 &spec.ws_path,
                 spec.transport.uses_tls(),
+                &spec.ws_subprotocol,
                 timeout,
             )
             .await;
@@ -426,6 +429,7 @@ mod tests {
             port: 1,
             transport,
             ws_path: "/".into(),
+            ws_subprotocol: "mqtt".into(),
             interface: None,
             source_ip: None,
             mss: None,

@@ -11,6 +11,7 @@ pub mod stream;
 pub mod tcp;
 pub mod tls;
 pub mod ws;
+pub mod ws_io;
 
 use std::time::{Duration, Instant};
 

@@ -19,13 +19,27 @@ pub struct WsOutcome {
     pub socket: Option<WebSocketStream<Stream>>,
 }
 
-/// Upgrades `stream` to a WebSocket at `path` on `host:port`.
+/// Upgrades `stream` to a WebSocket at `path` on `host:port` with subprotocol `mqtt`.
 pub async fn upgrade(
     stream: Stream,
     host: &str,
     port: u16,
     path: &str,
     tls: bool,
+    timeout: Duration,
+) -> WsOutcome {
+    upgrade_with(stream, host, port, path, tls, "mqtt", timeout).await
+}
+
+/// Upgrades `stream` to a WebSocket at `path` on `host:port`, asking for
+/// `subprotocol` (`mqtt`, or `AMQPWSB10` for AMQP over WebSocket).
+pub async fn upgrade_with(
+    stream: Stream,
+    host: &str,
+    port: u16,
+    path: &str,
+    tls: bool,
+    subprotocol: &str,
     timeout: Duration,
 ) -> WsOutcome {
     let clock = Stopwatch::start();
@@ -57,10 +71,21 @@ pub async fn upgrade(
             }
         }
     };
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        http::HeaderValue::from_static("mqtt"),
-    );
+    let Ok(protocol) = http::HeaderValue::from_str(subprotocol) else {
+        return WsOutcome {
+            result: PhaseResult::failed(
+                Phase::Websocket,
+                clock.elapsed(),
+                FailureClass::WebsocketProtocolError,
+                format!("invalid WebSocket subprotocol {subprotocol:?}"),
+                &evidence,
+            ),
+            socket: None,
+        };
+    };
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", protocol);
 
     let fail = |class, message: String, evidence: &WsEvidence| WsOutcome {
         result: PhaseResult::failed(Phase::Websocket, clock.elapsed(), class, message, evidence),

@@ -420,7 +420,7 @@ fn summary(ph: &PhaseResult) -> String {
             }
             out
         }
-        Evidence::Amqp(ev) => format!("server header {}", ev.received.as_deref().unwrap_or("?")),
+        Evidence::Amqp(ev) => amqp_line(ev),
         Evidence::Proxy(ev) => {
             let mut out = match (ev.status, ev.socks_reply) {
                 (Some(st), _) => format!(
@@ -560,6 +560,45 @@ fn details(ph: &PhaseResult) -> Vec<String> {
             }
         }
         _ => {}
+    }
+    out
+}
+
+/// The AMQP evidence on one line: the header, SASL, put-token, the attached address
+/// and the server's container id (or its error condition).
+fn amqp_line(ev: &crate::model::AmqpEvidence) -> String {
+    let mut out = format!("server header {}", ev.received.as_deref().unwrap_or("?"));
+    if let Some(m) = &ev.sasl_mechanism {
+        let _ = write!(out, ", SASL {m}");
+        if let Some(o) = &ev.sasl_outcome {
+            let _ = write!(out, " {o}");
+        }
+        if !ev.sasl_mechanisms.is_empty() {
+            let _ = write!(out, " (offered {})", ev.sasl_mechanisms.join(" "));
+        }
+    }
+    if let Some(c) = ev.cbs_status {
+        let _ = write!(out, ", put-token {c}");
+    }
+    if let Some(a) = &ev.address {
+        let attached = ev
+            .steps
+            .iter()
+            .any(|s| s.step == "attach" && s.outcome == "ok");
+        let _ = write!(
+            out,
+            ", {} {a}",
+            if attached { "attached" } else { "attach" }
+        );
+    }
+    if let Some(c) = &ev.container_id {
+        let _ = write!(out, ", container {c}");
+    }
+    if let Some(c) = &ev.error_condition {
+        let _ = write!(out, ", error {c}");
+    }
+    if let Some(note) = &ev.note {
+        let _ = write!(out, " — {note}");
     }
     out
 }

@@ -25,6 +25,7 @@
 #![allow(unused_imports)]
 
 pub mod agent_lab;
+pub mod amqp;
 pub mod certs;
 pub mod dns;
 pub mod faults;
