@@ -353,7 +353,8 @@ fn mqtt_options(plan: &CheckPlan, sas_token: Option<&Secret>, timeout: Duration)
         _ => None,
     };
     let fill = |tpl: &str| {
-        tpl.replace("{host}", &plan.hub_host)
+        tpl.replace("{id_scope}", creds.id_scope().unwrap_or(""))
+            .replace("{host}", &plan.hub_host)
             .replace("{device_id}", &client_id_base)
             .replace("{username}", username_given.unwrap_or(""))
     };
@@ -364,6 +365,7 @@ fn mqtt_options(plan: &CheckPlan, sas_token: Option<&Secret>, timeout: Duration)
     };
     let password = match creds {
         Credentials::DeviceKey { .. } | Credentials::SasToken { .. } => sas_token.cloned(),
+        Credentials::Dps { key: Some(_), .. } => sas_token.cloned(),
         Credentials::Password { password, .. } => Some(password.clone()),
         _ => None,
     };

@@ -65,6 +65,14 @@ pub enum Setting {
     CaFile,
     /// The hub profile.
     Profile,
+    /// The DPS id scope.
+    IdScope,
+    /// The DPS registration id.
+    RegistrationId,
+    /// The DPS symmetric key file.
+    SymmetricKeyFile,
+    /// The key is an enrollment group's.
+    EnrollmentGroup,
 }
 
 impl Setting {
@@ -92,6 +100,10 @@ impl Setting {
             Setting::ConnectionStringFile => "--connection-string-file",
             Setting::CaFile => "--ca-file",
             Setting::Profile => "--profile",
+            Setting::IdScope => "--id-scope",
+            Setting::RegistrationId => "--registration-id",
+            Setting::SymmetricKeyFile => "--symmetric-key-file",
+            Setting::EnrollmentGroup => "--enrollment-group",
         }
     }
 
@@ -120,6 +132,10 @@ impl Setting {
             }
             Setting::CaFile => "[hub] ca_file",
             Setting::Profile => "[hub] profile",
+            Setting::IdScope => "[identity] id_scope",
+            Setting::RegistrationId => "[identity] registration_id",
+            Setting::SymmetricKeyFile => "[identity] symmetric_key_file",
+            Setting::EnrollmentGroup => "[identity] enrollment_group",
         }
     }
 }
@@ -240,6 +256,34 @@ pub struct TargetArgs {
     /// A label for fleet grouping, put in the report (repeatable): site=berlin-3.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+
+    /// The Device Provisioning Service identity (profile azure-dps).
+    #[command(flatten)]
+    pub dps: DpsArgs,
+}
+
+/// A Device Provisioning Service identity: id scope, registration id and the key
+/// (an individual enrollment's, or an enrollment group's with `--enrollment-group`),
+/// or an X.509 certificate (`--cert`/`--key`). The environment variables are the ones
+/// the Azure IoT SDK provisioning samples use.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DpsArgs {
+    /// DPS id scope (e.g. 0ne00000001); selects the azure-dps profile when --profile is not given.
+    #[arg(long, value_name = "SCOPE", env = "PROVISIONING_IDSCOPE")]
+    pub id_scope: Option<String>,
+
+    /// DPS registration id (the device's; the MQTT client id towards DPS).
+    #[arg(long, value_name = "ID", env = "PROVISIONING_REGISTRATION_ID")]
+    pub registration_id: Option<String>,
+
+    /// Read the symmetric key (base64) from this file [else env: PROVISIONING_SYMMETRIC_KEY].
+    #[arg(long, value_name = "FILE")]
+    pub symmetric_key_file: Option<PathBuf>,
+
+    /// The symmetric key is the enrollment group's: derive the device key from it
+    /// (HMAC-SHA256 of the registration id) as the SDKs do.
+    #[arg(long)]
+    pub enrollment_group: bool,
 }
 
 /// Wraps a secret argument so that it cannot be printed by accident.

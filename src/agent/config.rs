@@ -602,6 +602,7 @@ impl AgentConfig {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            dps: Default::default(),
         };
         let mut plan = plan_target(&args, self.schedule.deadline, 0, env).map_err(|e| {
             AgentConfigError::Parse {
