@@ -194,6 +194,7 @@ pub async fn run(plan: &CheckPlan) -> Report {
         keepalive: None,
         canary: None,
         labels: plan.labels.clone(),
+        provisioning: None,
     }
 }
 

@@ -12,6 +12,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod diagnose;
+pub mod dps;
 pub mod exit;
 pub mod fleet;
 pub mod fsio;

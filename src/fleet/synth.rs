@@ -488,6 +488,7 @@ fn base_report(dev: &Device, kind: &str, at_ms: i64, dur_ms: f64, rng: &mut Rng)
         keepalive: None,
         canary: None,
         labels,
+        provisioning: None,
     }
 }
 
