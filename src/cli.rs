@@ -134,7 +134,11 @@ pub struct CheckArgs {
     pub hub_profile: Option<String>,
 
     /// DPS: check only these endpoints of the assigned hub (comma-separated).
-    #[arg(long = "hub-endpoint", value_name = "NAME[,NAME]", value_delimiter = ',')]
+    #[arg(
+        long = "hub-endpoint",
+        value_name = "NAME[,NAME]",
+        value_delimiter = ','
+    )]
     pub hub_endpoints: Vec<String>,
 
     /// DPS: override a port of the assigned hub, e.g. --hub-port mqtt-tls=18883.

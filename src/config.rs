@@ -140,7 +140,10 @@ pub enum ConfigError {
         error: crate::auth::dps::DpsIdError,
     },
     /// The DPS symmetric key is not base64 (the message never quotes it).
-    #[error("the DPS symmetric key ({}, or PROVISIONING_SYMMETRIC_KEY) is not valid base64", Setting::SymmetricKeyFile)]
+    #[error(
+        "the DPS symmetric key ({}, or PROVISIONING_SYMMETRIC_KEY) is not valid base64",
+        Setting::SymmetricKeyFile
+    )]
     DpsKeyNotBase64,
     /// A hub credential given together with a DPS identity.
     #[error(

@@ -534,12 +534,19 @@ fn dps_sas_token(
     let key = match &d.symmetric_key_file {
         Some(path) => hubprobe::auth::Secret::new(
             hubprobe::fsio::read_bounded_text(path, hubprobe::fsio::InputKind::Secret)
-                .with_context(|| format!("cannot read symmetric key file {} (--symmetric-key-file)", path.display()))?
+                .with_context(|| {
+                    format!(
+                        "cannot read symmetric key file {} (--symmetric-key-file)",
+                        path.display()
+                    )
+                })?
                 .trim(),
         ),
         None => match env.dps_symmetric_key {
             Some(k) => k,
-            None => bail!("no DPS key: give --symmetric-key-file or set PROVISIONING_SYMMETRIC_KEY"),
+            None => {
+                bail!("no DPS key: give --symmetric-key-file or set PROVISIONING_SYMMETRIC_KEY")
+            }
         },
     };
     let not_base64 = "the DPS symmetric key (--symmetric-key-file or PROVISIONING_SYMMETRIC_KEY) is not valid base64";

@@ -394,10 +394,19 @@ mod tests {
             p.default_host.as_deref(),
             Some("global.azure-devices-provisioning.net")
         );
-        let ports: Vec<_> = p.endpoints.iter().map(|e| (e.name.as_str(), e.port)).collect();
+        let ports: Vec<_> = p
+            .endpoints
+            .iter()
+            .map(|e| (e.name.as_str(), e.port))
+            .collect();
         assert_eq!(
             ports,
-            [("mqtt-tls", 8883), ("mqtt-ws", 443), ("amqps", 5671), ("https", 443)]
+            [
+                ("mqtt-tls", 8883),
+                ("mqtt-ws", 443),
+                ("amqps", 5671),
+                ("https", 443)
+            ]
         );
         assert_eq!(
             p.mqtt.username,

@@ -46,9 +46,21 @@ fn hubprobe(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
 fn dps_tokens_equal_the_python_sdks() {
     let cases = [
         ("0ne00000001", "dev1", KEY, false, 1_900_000_000u64),
-        ("0ne00ABCDEF", "sensor-42.line_3:a", KEY, false, 4_102_444_800),
+        (
+            "0ne00ABCDEF",
+            "sensor-42.line_3:a",
+            KEY,
+            false,
+            4_102_444_800,
+        ),
         ("0ne00000001", "dev1", GROUP_KEY, true, 1_900_000_000),
-        ("0ne0009F00D", "group-member-7", GROUP_KEY, true, 1_700_000_123),
+        (
+            "0ne0009F00D",
+            "group-member-7",
+            GROUP_KEY,
+            true,
+            1_700_000_123,
+        ),
     ];
     let input: Vec<_> = cases
         .iter()
@@ -125,19 +137,38 @@ fn env_names_and_bad_keys_are_clear_errors_without_the_key() {
             ("PROVISIONING_SYMMETRIC_KEY", KEY),
         ],
     );
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert!(String::from_utf8_lossy(&ok.stdout)
         .starts_with("SharedAccessSignature sr=0ne00000001%2Fregistrations%2Fdev1&sig="));
 
     let bad_key = "this is not base64 but a secret!";
     for (args, env, want) in [
         (
-            vec!["sas-token", "--dps", "--id-scope", "0ne1", "--registration-id", "dev1"],
+            vec![
+                "sas-token",
+                "--dps",
+                "--id-scope",
+                "0ne1",
+                "--registration-id",
+                "dev1",
+            ],
             vec![("PROVISIONING_SYMMETRIC_KEY", bad_key)],
             "not valid base64",
         ),
         (
-            vec!["sas-token", "--dps", "--id-scope", "0ne1", "--registration-id", "dev1", "--enrollment-group"],
+            vec![
+                "sas-token",
+                "--dps",
+                "--id-scope",
+                "0ne1",
+                "--registration-id",
+                "dev1",
+                "--enrollment-group",
+            ],
             vec![("PROVISIONING_SYMMETRIC_KEY", bad_key)],
             "not valid base64",
         ),
@@ -147,12 +178,26 @@ fn env_names_and_bad_keys_are_clear_errors_without_the_key() {
             "id scope",
         ),
         (
-            vec!["sas-token", "--dps", "--id-scope", "0ne1", "--registration-id", "bad id!"],
+            vec![
+                "sas-token",
+                "--dps",
+                "--id-scope",
+                "0ne1",
+                "--registration-id",
+                "bad id!",
+            ],
             vec![("PROVISIONING_SYMMETRIC_KEY", KEY)],
             "registration id",
         ),
         (
-            vec!["sas-token", "--dps", "--id-scope", "0ne1", "--registration-id", "dev1"],
+            vec![
+                "sas-token",
+                "--dps",
+                "--id-scope",
+                "0ne1",
+                "--registration-id",
+                "dev1",
+            ],
             vec![],
             "PROVISIONING_SYMMETRIC_KEY",
         ),
@@ -162,7 +207,10 @@ fn env_names_and_bad_keys_are_clear_errors_without_the_key() {
         assert_eq!(out.status.code(), Some(3), "{args:?}: {err}");
         assert!(out.stdout.is_empty(), "{args:?}");
         assert!(err.contains(want), "{args:?}: {err}");
-        assert!(!err.contains(bad_key) && !err.contains(KEY), "{args:?}: {err}");
+        assert!(
+            !err.contains(bad_key) && !err.contains(KEY),
+            "{args:?}: {err}"
+        );
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
     }
 }

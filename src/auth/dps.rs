@@ -46,9 +46,8 @@ pub enum DpsIdError {
 
 /// Checks an id scope: 1–64 ASCII letters and digits (DPS's look like `0ne00ABCDEF`).
 pub fn check_id_scope(scope: &str) -> Result<(), DpsIdError> {
-    let ok = !scope.is_empty()
-        && scope.len() <= 64
-        && scope.chars().all(|c| c.is_ascii_alphanumeric());
+    let ok =
+        !scope.is_empty() && scope.len() <= 64 && scope.chars().all(|c| c.is_ascii_alphanumeric());
     if ok {
         Ok(())
     } else {
@@ -194,7 +193,9 @@ mod tests {
         assert!(check_registration_id("dev1.").is_err());
         assert!(check_registration_id(&"a".repeat(129)).is_err());
         assert!(check_registration_id("a b").is_err());
-        let e = check_registration_id(&"\n".repeat(200)).unwrap_err().to_string();
+        let e = check_registration_id(&"\n".repeat(200))
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains('\n') && e.contains('…'), "{e}");
     }
 

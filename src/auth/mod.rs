@@ -164,7 +164,8 @@ impl Credentials {
             } => {
                 let exp = expiry.unwrap_or_else(|| now.saturating_add(ttl.as_secs()));
                 // The key was validated when the plan was built; a failure here cannot leak it.
-                let token = dps::generate_dps_sas_token(id_scope, registration_id, key, exp).ok()?;
+                let token =
+                    dps::generate_dps_sas_token(id_scope, registration_id, key, exp).ok()?;
                 let ttl = exp.saturating_sub(now);
                 Some((token.token, info(token.resource, exp, Some(ttl))))
             }

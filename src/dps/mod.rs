@@ -22,8 +22,8 @@ use tokio::time::Instant;
 use crate::auth::Credentials;
 use crate::check::{self, CheckPlan};
 use crate::model::{
-    explain, EndpointReport, FailureClass, Finding, ProvisioningReport, RegistrationStatus,
-    Report, Severity, Verdict,
+    explain, EndpointReport, FailureClass, Finding, ProvisioningReport, RegistrationStatus, Report,
+    Severity, Verdict,
 };
 use crate::probe::dns::{self, DnsOptions};
 use crate::probe::mqtt::{read_packet, send_by, Expect};
@@ -64,7 +64,9 @@ pub enum HubTargetError {
     #[error("--assigned-hub {0:?} is not a valid host name")]
     BadHost(String),
     /// `--register` or `--assigned-hub` on a profile that is not a provisioning service.
-    #[error("--register and --assigned-hub are for a DPS check: give --id-scope (profile azure-dps)")]
+    #[error(
+        "--register and --assigned-hub are for a DPS check: give --id-scope (profile azure-dps)"
+    )]
     NotDps,
 }
 
@@ -386,7 +388,10 @@ pub fn findings(dps_verdict: Verdict, prov: &ProvisioningReport) -> Vec<Finding>
 
 /// The MQTT endpoint the registration uses: the first MQTT endpoint of the DPS
 /// check whose every phase passed.
-fn registration_endpoint<'a>(plan: &'a CheckPlan, checked: &[EndpointReport]) -> Option<&'a Endpoint> {
+fn registration_endpoint<'a>(
+    plan: &'a CheckPlan,
+    checked: &[EndpointReport],
+) -> Option<&'a Endpoint> {
     checked
         .iter()
         .filter(|e| e.protocol == crate::model::Protocol::Mqtt)
@@ -432,13 +437,17 @@ async fn register(
         Ok(Err((class, message))) => {
             prov.status = RegistrationStatus::Error;
             prov.class = Some(class);
-            prov.message = Some(format!("no MQTT session to DPS for the registration: {message}"));
+            prov.message = Some(format!(
+                "no MQTT session to DPS for the registration: {message}"
+            ));
             return;
         }
         Err(_) => {
             prov.status = RegistrationStatus::Error;
             prov.class = Some(FailureClass::DpsTimeout);
-            prov.message = Some("the run's deadline passed while connecting to DPS for the registration".into());
+            prov.message = Some(
+                "the run's deadline passed while connecting to DPS for the registration".into(),
+            );
             return;
         }
     };
@@ -478,7 +487,12 @@ async fn exchange(
     sub.pkid = 1;
     let mut out = BytesMut::new();
     if sub.write(&mut out).is_err() {
-        return fail(prov, RegistrationStatus::Error, FailureClass::DpsProtocolError, "cannot encode SUBSCRIBE".into());
+        return fail(
+            prov,
+            RegistrationStatus::Error,
+            FailureClass::DpsProtocolError,
+            "cannot encode SUBSCRIBE".into(),
+        );
     }
     if let Err((class, m)) = send_by(link, &out, deadline_at, "sending SUBSCRIBE").await {
         return fail(prov, RegistrationStatus::Error, class, m);
@@ -508,7 +522,12 @@ async fn exchange(
                     };
                     return fail(prov, status, FailureClass::DpsTimeout, message);
                 }
-                return fail(prov, RegistrationStatus::Error, class, format!("waiting for DPS's reply: {message}"));
+                return fail(
+                    prov,
+                    RegistrationStatus::Error,
+                    class,
+                    format!("waiting for DPS's reply: {message}"),
+                );
             }
         };
         let publish = match (packet, &wait) {
@@ -518,13 +537,20 @@ async fn exchange(
                     .iter()
                     .any(|c| matches!(c, rumqttc::mqttbytes::v4::SubscribeReasonCode::Failure))
                 {
-                    return fail(prov, RegistrationStatus::Error, FailureClass::DpsProtocolError, format!("DPS refused the subscription to {RESPONSE_FILTER}"));
+                    return fail(
+                        prov,
+                        RegistrationStatus::Error,
+                        FailureClass::DpsProtocolError,
+                        format!("DPS refused the subscription to {RESPONSE_FILTER}"),
+                    );
                 }
                 rid += 1;
                 pkid = pkid.wrapping_add(1).max(1);
                 let body = serde_json::json!({ "registrationId": registration_id }).to_string();
                 let topic = format!("$dps/registrations/PUT/iotdps-register/?$rid={rid}");
-                if let Err((class, m)) = send_publish(link, &topic, body.into_bytes(), pkid, deadline_at).await {
+                if let Err((class, m)) =
+                    send_publish(link, &topic, body.into_bytes(), pkid, deadline_at).await
+                {
                     return fail(prov, RegistrationStatus::Error, class, m);
                 }
                 wait = Wait::Reply(rid);
@@ -557,7 +583,15 @@ async fn exchange(
                     prov.operation_id = operation_id;
                 }
                 let Some(op) = prov.operation_id.clone() else {
-                    return fail(prov, RegistrationStatus::Error, FailureClass::DpsProtocolError, format!("DPS answered {} 'assigning' without an operationId", topic.status));
+                    return fail(
+                        prov,
+                        RegistrationStatus::Error,
+                        FailureClass::DpsProtocolError,
+                        format!(
+                            "DPS answered {} 'assigning' without an operationId",
+                            topic.status
+                        ),
+                    );
                 };
                 let wait_for = topic
                     .retry_after
@@ -570,7 +604,12 @@ async fn exchange(
                         prov.polls,
                         wait_for.as_secs()
                     );
-                    return fail(prov, RegistrationStatus::Assigning, FailureClass::DpsTimeout, message);
+                    return fail(
+                        prov,
+                        RegistrationStatus::Assigning,
+                        FailureClass::DpsTimeout,
+                        message,
+                    );
                 }
                 tokio::time::sleep_until(next).await;
                 rid += 1;
@@ -580,7 +619,9 @@ async fn exchange(
                     "$dps/registrations/GET/iotdps-get-operationstatus/?$rid={rid}&operationId={}",
                     crate::auth::dps::quote(&op)
                 );
-                if let Err((class, m)) = send_publish(link, &topic, Vec::new(), pkid, deadline_at).await {
+                if let Err((class, m)) =
+                    send_publish(link, &topic, Vec::new(), pkid, deadline_at).await
+                {
                     return fail(prov, RegistrationStatus::Error, class, m);
                 }
                 wait = Wait::Reply(rid);
@@ -593,35 +634,82 @@ async fn exchange(
                     "assigned" => match state.assigned_hub {
                         Some(hub) if valid_host(&hub) => {
                             prov.status = RegistrationStatus::Assigned;
-                            prov.assigned_hub = Some(hub.trim_end_matches('.').to_ascii_lowercase());
+                            prov.assigned_hub =
+                                Some(hub.trim_end_matches('.').to_ascii_lowercase());
                             if prov.device_id.is_none() {
                                 prov.device_id = Some(registration_id.to_string());
                             }
                         }
                         Some(hub) => {
-                            return fail(prov, RegistrationStatus::Error, FailureClass::DpsProtocolError, format!("DPS assigned a hub whose name is not a host name: {:?}", quote_bounded(&hub)));
+                            return fail(
+                                prov,
+                                RegistrationStatus::Error,
+                                FailureClass::DpsProtocolError,
+                                format!(
+                                    "DPS assigned a hub whose name is not a host name: {:?}",
+                                    quote_bounded(&hub)
+                                ),
+                            );
                         }
                         None => {
-                            return fail(prov, RegistrationStatus::Error, FailureClass::DpsProtocolError, "DPS said 'assigned' without an assignedHub".into());
+                            return fail(
+                                prov,
+                                RegistrationStatus::Error,
+                                FailureClass::DpsProtocolError,
+                                "DPS said 'assigned' without an assignedHub".into(),
+                            );
                         }
                     },
                     "failed" => {
                         prov.error_code = state.error_code;
-                        let said = state.error_message.map(|m| format!(": {}", quote_bounded(&m))).unwrap_or_default();
-                        return fail(prov, RegistrationStatus::Failed, FailureClass::DpsAssignmentFailed, format!("DPS could not assign the device (status failed{}){said}", state.error_code.map(|c| format!(", error {c}")).unwrap_or_default()));
+                        let said = state
+                            .error_message
+                            .map(|m| format!(": {}", quote_bounded(&m)))
+                            .unwrap_or_default();
+                        return fail(
+                            prov,
+                            RegistrationStatus::Failed,
+                            FailureClass::DpsAssignmentFailed,
+                            format!(
+                                "DPS could not assign the device (status failed{}){said}",
+                                state
+                                    .error_code
+                                    .map(|c| format!(", error {c}"))
+                                    .unwrap_or_default()
+                            ),
+                        );
                     }
                     "disabled" => {
-                        return fail(prov, RegistrationStatus::Disabled, FailureClass::DpsDisabled, "DPS says the device's enrollment is disabled".into());
+                        return fail(
+                            prov,
+                            RegistrationStatus::Disabled,
+                            FailureClass::DpsDisabled,
+                            "DPS says the device's enrollment is disabled".into(),
+                        );
                     }
                     other => {
-                        return fail(prov, RegistrationStatus::Error, FailureClass::DpsProtocolError, format!("DPS finished with an unknown status {:?}", quote_bounded(other)));
+                        return fail(
+                            prov,
+                            RegistrationStatus::Error,
+                            FailureClass::DpsProtocolError,
+                            format!(
+                                "DPS finished with an unknown status {:?}",
+                                quote_bounded(other)
+                            ),
+                        );
                     }
                 }
                 return;
             }
-            Reply::Error { class, error_code, message } => {
+            Reply::Error {
+                class,
+                error_code,
+                message,
+            } => {
                 prov.error_code = error_code;
-                let said = message.map(|m| format!(": {}", quote_bounded(&m))).unwrap_or_default();
+                let said = message
+                    .map(|m| format!(": {}", quote_bounded(&m)))
+                    .unwrap_or_default();
                 let retry = match (class, prov.retry_after_s) {
                     (FailureClass::DpsThrottled, Some(s)) => format!(" (retry after {s} s)"),
                     _ => String::new(),
@@ -631,7 +719,18 @@ async fn exchange(
                 } else {
                     RegistrationStatus::Refused
                 };
-                return fail(prov, status, class, format!("DPS answered {}{}{retry}{said}", topic.status, error_code.map(|c| format!(" (error {c})")).unwrap_or_default()));
+                return fail(
+                    prov,
+                    status,
+                    class,
+                    format!(
+                        "DPS answered {}{}{retry}{said}",
+                        topic.status,
+                        error_code
+                            .map(|c| format!(" (error {c})"))
+                            .unwrap_or_default()
+                    ),
+                );
             }
         }
     }
@@ -653,8 +752,12 @@ async fn send_publish(
     let mut p = Publish::new(topic, QoS::AtLeastOnce, payload);
     p.pkid = pkid;
     let mut out = BytesMut::new();
-    p.write(&mut out)
-        .map_err(|e| (FailureClass::DpsProtocolError, format!("cannot encode PUBLISH: {e}")))?;
+    p.write(&mut out).map_err(|e| {
+        (
+            FailureClass::DpsProtocolError,
+            format!("cannot encode PUBLISH: {e}"),
+        )
+    })?;
     send_by(link, &out, deadline_at, "publishing to DPS").await
 }
 
@@ -845,7 +948,10 @@ mod tests {
             parse_response_topic("$dps/registrations/res/200/?$rid=1").map(|t| t.status),
             Some(200)
         );
-        assert_eq!(parse_response_topic("$dps/registrations/res/abc/?$rid=1"), None);
+        assert_eq!(
+            parse_response_topic("$dps/registrations/res/abc/?$rid=1"),
+            None
+        );
         assert_eq!(parse_response_topic("devices/x/messages"), None);
     }
 
@@ -875,7 +981,10 @@ mod tests {
             (302, FailureClass::DpsProtocolError),
         ] {
             let r = interpret(status, br#"{"errorCode":429001,"message":"x"}"#);
-            assert!(matches!(r, Reply::Error { class: c, .. } if c == class), "{status}");
+            assert!(
+                matches!(r, Reply::Error { class: c, .. } if c == class),
+                "{status}"
+            );
         }
         assert!(matches!(
             interpret(200, b"not json"),
@@ -916,7 +1025,10 @@ mod tests {
             hub: Some(hub(Verdict::Critical)),
         };
         let codes = |f: Vec<Finding>| f.into_iter().map(|f| f.code).collect::<Vec<_>>();
-        assert_eq!(codes(findings(Verdict::Ok, &prov)), ["dps_ok_hub_unreachable"]);
+        assert_eq!(
+            codes(findings(Verdict::Ok, &prov)),
+            ["dps_ok_hub_unreachable"]
+        );
         prov.hub = Some(hub(Verdict::Ok));
         assert_eq!(codes(findings(Verdict::Ok, &prov)), ["dps_assigned"]);
         assert_eq!(

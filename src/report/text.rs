@@ -199,7 +199,11 @@ fn provisioning_section(
         p.bold("provisioning"),
         clean(&prov.id_scope),
         clean(&prov.registration_id),
-        if prov.enrollment_group { ", enrollment group key" } else { "" }
+        if prov.enrollment_group {
+            ", enrollment group key"
+        } else {
+            ""
+        }
     );
     let mut line = format!("  registration: {}", clean(&status));
     if let Some(s) = prov.http_status {
@@ -217,7 +221,12 @@ fn provisioning_section(
     }
     let _ = writeln!(out, "{line}");
     if let (Some(hub), Some(dev)) = (&prov.assigned_hub, &prov.device_id) {
-        let _ = writeln!(out, "  assigned hub {} as device {}", clean(hub), clean(dev));
+        let _ = writeln!(
+            out,
+            "  assigned hub {} as device {}",
+            clean(hub),
+            clean(dev)
+        );
     }
     if let Some(c) = prov.class {
         let _ = writeln!(
