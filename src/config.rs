@@ -301,6 +301,17 @@ fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, 
     // A DPS identity: the hub credentials of the environment do not apply to it,
     // and hub credentials on the command line contradict it.
     let dps_identity = args.dps.id_scope.is_some();
+    if !dps_identity
+        && (args.dps.registration_id.is_some()
+            || args.dps.symmetric_key_file.is_some()
+            || args.dps.enrollment_group)
+    {
+        return Err(ConfigError::DpsMissing {
+            what: "no DPS id scope",
+            option: Setting::IdScope,
+            env: " or PROVISIONING_IDSCOPE",
+        });
+    }
     if dps_identity
         && (args.connection_string.is_some()
             || args.connection_string_file.is_some()
@@ -458,15 +469,6 @@ fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, 
 
     let credentials = if let Some(id_scope) = &args.dps.id_scope {
         dps_credentials(args, id_scope, dps_env_key, client_identity.as_deref())?
-    } else if args.dps.registration_id.is_some()
-        || args.dps.symmetric_key_file.is_some()
-        || args.dps.enrollment_group
-    {
-        return Err(ConfigError::DpsMissing {
-            what: "no DPS id scope",
-            option: Setting::IdScope,
-            env: " or PROVISIONING_IDSCOPE",
-        });
     } else if let Some(cs) = connection_string {
         match cs.shared_access_key {
             Some(key) => Credentials::DeviceKey {

@@ -478,6 +478,10 @@ fn sas_token(args: &SasTokenArgs) -> anyhow::Result<ExitCode> {
     if args.dps {
         return dps_sas_token(args, env);
     }
+    let d = &args.dps_identity;
+    if d.symmetric_key_file.is_some() || d.enrollment_group {
+        bail!("--symmetric-key-file and --enrollment-group make a DPS token: add --dps");
+    }
     let value = args
         .connection_string
         .as_ref()

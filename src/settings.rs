@@ -269,11 +269,21 @@ pub struct TargetArgs {
 #[derive(Debug, Clone, Default, Args)]
 pub struct DpsArgs {
     /// DPS id scope (e.g. 0ne00000001); selects the azure-dps profile when --profile is not given.
-    #[arg(long, value_name = "SCOPE", env = "PROVISIONING_IDSCOPE")]
+    #[arg(
+        long,
+        value_name = "SCOPE",
+        env = "PROVISIONING_IDSCOPE",
+        hide_env_values = true
+    )]
     pub id_scope: Option<String>,
 
     /// DPS registration id (the device's; the MQTT client id towards DPS).
-    #[arg(long, value_name = "ID", env = "PROVISIONING_REGISTRATION_ID")]
+    #[arg(
+        long,
+        value_name = "ID",
+        env = "PROVISIONING_REGISTRATION_ID",
+        hide_env_values = true
+    )]
     pub registration_id: Option<String>,
 
     /// Read the symmetric key (base64) from this file [else env: PROVISIONING_SYMMETRIC_KEY].

@@ -151,9 +151,10 @@ impl Lab {
             "mqtt-tls",
             "--hub-port",
             &hub_port,
-            "-o",
-            "json",
         ];
+        if !extra.contains(&"-o") {
+            args.extend(["-o", "json"]);
+        }
         args.extend_from_slice(extra);
         let mut env = env.to_vec();
         if !env.iter().any(|(k, _)| *k == "PROVISIONING_SYMMETRIC_KEY") {
@@ -331,6 +332,27 @@ fn an_enrollment_group_key_is_derived_for_dps_and_the_hub() {
     assert_eq!(r["provisioning"]["enrollment_group"], true);
     assert_eq!(r["provisioning"]["hub"]["target"]["device_id"], "member-7");
     assert_eq!(r["provisioning"]["hub"]["verdict"], "ok");
+    // The text report shows both targets.
+    let out = lab.check(
+        &["--register", "--enrollment-group", "-o", "text"],
+        &[
+            ("PROVISIONING_REGISTRATION_ID", "member-7"),
+            ("PROVISIONING_SYMMETRIC_KEY", GROUP_KEY),
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.all_output());
+    assert!(
+        out.stdout.contains("registration: assigned"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("assigned hub {HUB_HOST} as device member-7")),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("hub check"), "{}", out.stdout);
 }
 
 #[test]
@@ -490,4 +512,151 @@ fn the_hub_works_but_dps_does_not() {
     assert_eq!(f["severity"], "warning");
     let seen = lab.seen.lock().unwrap();
     assert!(seen.registers.is_empty(), "{seen:?}");
+}
+
+#[test]
+fn bad_dps_settings_are_one_clear_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad_key_file = dir.path().join("key");
+    let bad_key = "not base64, a secret nonetheless";
+    std::fs::write(&bad_key_file, bad_key).unwrap();
+    let bad_key_path = bad_key_file.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+        (
+            vec!["check", "--registration-id", "dev1"],
+            vec![],
+            "--id-scope",
+        ),
+        (
+            vec!["check", "--id-scope", "0ne/1", "--registration-id", "dev1"],
+            vec![("PROVISIONING_SYMMETRIC_KEY", KEY)],
+            "id scope",
+        ),
+        (
+            vec!["check", "--id-scope", SCOPE, "--registration-id", "dev 1"],
+            vec![("PROVISIONING_SYMMETRIC_KEY", KEY)],
+            "registration id",
+        ),
+        (
+            vec!["check", "--id-scope", SCOPE],
+            vec![("PROVISIONING_SYMMETRIC_KEY", KEY)],
+            "--registration-id",
+        ),
+        (
+            vec!["check", "--id-scope", SCOPE, "--registration-id", "dev1"],
+            vec![],
+            "PROVISIONING_SYMMETRIC_KEY",
+        ),
+        (
+            vec![
+                "check",
+                "--id-scope",
+                SCOPE,
+                "--registration-id",
+                "dev1",
+                "--enrollment-group",
+            ],
+            vec![],
+            "enrollment group",
+        ),
+        (
+            vec![
+                "check",
+                "--id-scope",
+                SCOPE,
+                "--registration-id",
+                "dev1",
+                "--symmetric-key-file",
+                bad_key_path,
+            ],
+            vec![],
+            "not valid base64",
+        ),
+        (
+            vec![
+                "check",
+                "--id-scope",
+                SCOPE,
+                "--registration-id",
+                "dev1",
+                "--connection-string",
+                "HostName=h;DeviceId=d;SharedAccessKey=eA==",
+            ],
+            vec![],
+            "DPS identity",
+        ),
+        (vec!["check", HUB_HOST, "--register"], vec![], "--id-scope"),
+        (
+            vec![
+                "check",
+                "--id-scope",
+                SCOPE,
+                "--registration-id",
+                "dev1",
+                "--register",
+                "--hub-port",
+                "mqtt-tls=x",
+            ],
+            vec![("PROVISIONING_SYMMETRIC_KEY", KEY)],
+            "--hub-port",
+        ),
+        (
+            vec![
+                "check",
+                "--id-scope",
+                SCOPE,
+                "--registration-id",
+                "dev1",
+                "--assigned-hub",
+                "bad host!",
+            ],
+            vec![("PROVISIONING_SYMMETRIC_KEY", KEY)],
+            "--assigned-hub",
+        ),
+        (vec!["sas-token", "--enrollment-group"], vec![], "--dps"),
+    ];
+    for (args, env, want) in cases {
+        let out = run_with_env(&args, &env, Duration::from_secs(30));
+        assert_eq!(out.code, 3, "{args:?}: {}", out.all_output());
+        assert!(out.stdout.is_empty(), "{args:?}: {}", out.stdout);
+        assert!(out.stderr.contains(want), "{args:?}: {}", out.stderr);
+        assert_eq!(
+            out.stderr.trim().lines().count(),
+            1,
+            "{args:?}: {}",
+            out.stderr
+        );
+        for secret in [KEY, bad_key] {
+            assert!(!out.stderr.contains(secret), "{args:?}: {}", out.stderr);
+        }
+    }
+}
+
+#[test]
+fn without_a_host_the_dps_profile_checks_the_global_endpoint() {
+    // Nothing is sent: the deadline has passed before DNS; the report names the host.
+    let out = run_with_env(
+        &[
+            "check",
+            "--id-scope",
+            SCOPE,
+            "--registration-id",
+            "dev1",
+            "--deadline",
+            "1ms",
+            "-o",
+            "json",
+        ],
+        &[("PROVISIONING_SYMMETRIC_KEY", KEY)],
+        Duration::from_secs(30),
+    );
+    let r = out.report();
+    assert_eq!(
+        r["target"]["host"],
+        "global.azure-devices-provisioning.net",
+        "{}",
+        out.all_output()
+    );
+    assert_eq!(r["target"]["profile"], "azure-dps");
+    assert_eq!(r["target"]["auth"], "sas-key");
 }
