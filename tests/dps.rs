@@ -521,7 +521,8 @@ fn bad_dps_settings_are_one_clear_usage_error() {
     let bad_key = "not base64, a secret nonetheless";
     std::fs::write(&bad_key_file, bad_key).unwrap();
     let bad_key_path = bad_key_file.to_str().unwrap();
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec!["check", "--registration-id", "dev1"],
             vec![],
