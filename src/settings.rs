@@ -168,9 +168,9 @@ pub struct TargetArgs {
     /// Hub host name (default: HostName, or GatewayHostName, of the connection string).
     pub host: Option<String>,
 
-    /// Hub profile: a built-in name (azure-iot-hub, aws-iot-core, mqtt-broker) or a .toml file.
+    /// Hub profile: a built-in name (azure-iot-hub, aws-iot-core, mqtt-broker, azure-dps) or a .toml file.
     /// Default: from the host name (…azure-devices.net → azure-iot-hub, …amazonaws.com →
-    /// aws-iot-core; with a connection string azure-iot-hub), else mqtt-broker.
+    /// aws-iot-core; with a connection string azure-iot-hub; with --id-scope azure-dps), else mqtt-broker.
     #[arg(long, env = "HUBPROBE_PROFILE", hide_env_values = true)]
     pub profile: Option<String>,
 
