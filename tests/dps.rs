@@ -37,6 +37,8 @@ enum Scenario {
     NeverAssigned,
     /// 202, then 200 with status disabled.
     Disabled,
+    /// 200 with a body that is not DPS's JSON.
+    Garbage,
 }
 
 /// What the responder saw.
@@ -260,6 +262,7 @@ fn responder(
                     json!({"operationId": "4.lab.op1", "status": "disabled", "registrationState": {
                         "registrationId": reg_id, "status": "disabled"}}),
                 ),
+                Scenario::Garbage => (200, None, json!("<html>proxy says hello</html>")),
                 Scenario::Status(status, code, retry) => (
                     status,
                     retry,
@@ -660,4 +663,15 @@ fn without_a_host_the_dps_profile_checks_the_global_endpoint() {
     );
     assert_eq!(r["target"]["profile"], "azure-dps");
     assert_eq!(r["target"]["auth"], "sas-key");
+}
+
+#[test]
+fn a_reply_that_is_not_dps_is_a_protocol_error() {
+    let lab = Lab::start(Scenario::Garbage);
+    let out = lab.check(&["--register", "--registration-id", "dev1"], &[]);
+    let r = out.report();
+    assert_eq!(out.code, 2, "{}", out.all_output());
+    assert_eq!(r["provisioning"]["status"], "error");
+    assert_eq!(r["provisioning"]["class"], "dps.protocol_error");
+    assert!(r["provisioning"].get("hub").is_none());
 }
