@@ -338,7 +338,12 @@ pub fn findings(dps_verdict: Verdict, prov: &ProvisioningReport) -> Vec<Finding>
     }
     if let Some(hub) = &prov.hub {
         let hub_ok = hub.verdict == Verdict::Ok || hub.verdict == Verdict::Warning;
-        let dps_ok = dps_verdict == Verdict::Ok || dps_verdict == Verdict::Warning;
+        // DPS "works" when its endpoints do and the registration, if any, went through.
+        let dps_ok = (dps_verdict == Verdict::Ok || dps_verdict == Verdict::Warning)
+            && matches!(
+                prov.status,
+                RegistrationStatus::Assigned | RegistrationStatus::NotAttempted
+            );
         let assigned = prov.status == RegistrationStatus::Assigned;
         if dps_ok && !hub_ok {
             out.push(Finding {
@@ -1035,6 +1040,14 @@ mod tests {
             codes(findings(Verdict::Critical, &prov)),
             ["hub_ok_dps_unreachable"]
         );
+        // A refused registration is not "DPS works", whatever its endpoints did.
+        prov.status = RegistrationStatus::Refused;
+        prov.class = Some(FailureClass::DpsUnauthorized);
+        assert_eq!(
+            codes(findings(Verdict::Ok, &prov)),
+            ["dps.unauthorized", "hub_ok_dps_unreachable"]
+        );
+        prov.class = None;
         prov.hub = None;
         prov.status = RegistrationStatus::Refused;
         prov.class = Some(FailureClass::DpsThrottled);
