@@ -675,3 +675,40 @@ fn a_reply_that_is_not_dps_is_a_protocol_error() {
     assert_eq!(r["provisioning"]["class"], "dps.protocol_error");
     assert!(r["provisioning"].get("hub").is_none());
 }
+
+#[test]
+fn an_x509_device_registers_with_its_certificate() {
+    let lab = Lab::start(Scenario::Assign);
+    let certs = lab.broker.certs();
+    let cert = certs.client.cert_pem.display().to_string();
+    let key = certs.client.key_pem.display().to_string();
+    let mtls = format!("mqtt-tls={}", lab.broker.port("mtls"));
+    // No --registration-id: the certificate's CN (dev1) is the registration id.
+    let out = lab.check(
+        &[
+            "--register",
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            "--endpoint",
+            "mqtt-tls",
+            "--port",
+            &mtls,
+            "--hub-port",
+            &mtls,
+        ],
+        &[],
+    );
+    let r = out.report();
+    assert_eq!(out.code, 0, "{}", out.all_output());
+    assert_eq!(r["target"]["auth"], "x509");
+    assert_eq!(r["target"]["device_id"], "dev1");
+    assert!(r["target"].get("sas_token").is_none());
+    assert_eq!(r["provisioning"]["status"], "assigned");
+    let hub = &r["provisioning"]["hub"];
+    assert_eq!(hub["target"]["auth"], "x509");
+    assert_eq!(hub["verdict"], "ok", "{hub:#}");
+    let seen = lab.seen.lock().unwrap();
+    assert_eq!(seen.registers, [json!({"registrationId": "dev1"})]);
+}
