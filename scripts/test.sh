@@ -40,12 +40,13 @@ fi
 # Python for the fleet tests and benchmark, in a venv (Debian's pip refuses system
 # installs): chDB runs the ClickHouse SQL in-process (tests/fleet_clickhouse.rs),
 # DuckDB is the benchmark's reference, fastavro writes the Avro files IoT Hub routing
-# and Event Hubs Capture write (tests/fleet_avro.rs). Tests find it at target/fleet-venv or in
+# and Event Hubs Capture write (tests/fleet_avro.rs), azure-iot-device makes the reference
+# DPS SAS tokens (tests/dps_sas.rs). Tests find it at target/fleet-venv or in
 # HUBPROBE_FLEET_PYTHON.
 venv=target/fleet-venv
-if ! "$venv/bin/python" -c "import chdb, duckdb, fastavro" 2>/dev/null; then
+if ! "$venv/bin/python" -c "import chdb, duckdb, fastavro, azure.iot.device" 2>/dev/null; then
     /usr/bin/python3 -m venv "$venv"
-    "$venv/bin/pip" install -q chdb==4.4.0 duckdb==2.0.1 fastavro==1.13.1
+    "$venv/bin/pip" install -q chdb==4.4.0 duckdb==2.0.1 fastavro==1.13.1 azure-iot-device==2.14.0
 fi
 
 cargo fmt --check

@@ -247,6 +247,7 @@ pub async fn run(plan: &CheckPlan) -> Report {
         clock: Some(clock_report),
         device_certificate: device_cert,
         labels: plan.labels.clone(),
+        provisioning: None,
     }
 }
 
@@ -544,7 +545,8 @@ fn mqtt_options(plan: &CheckPlan, sas_token: Option<&Secret>, timeout: Duration)
         _ => None,
     };
     let fill = |tpl: &str| {
-        tpl.replace("{host}", &plan.hub_host)
+        tpl.replace("{id_scope}", creds.id_scope().unwrap_or(""))
+            .replace("{host}", &plan.hub_host)
             .replace("{device_id}", &client_id_base)
             .replace("{username}", username_given.unwrap_or(""))
     };
@@ -555,6 +557,7 @@ fn mqtt_options(plan: &CheckPlan, sas_token: Option<&Secret>, timeout: Duration)
     };
     let password = match creds {
         Credentials::DeviceKey { .. } | Credentials::SasToken { .. } => sas_token.cloned(),
+        Credentials::Dps { key: Some(_), .. } => sas_token.cloned(),
         Credentials::Password { password, .. } => Some(password.clone()),
         _ => None,
     };

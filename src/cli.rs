@@ -116,6 +116,34 @@ pub struct CheckArgs {
     /// No colour (also when NO_COLOR is set or stdout is not a terminal).
     #[arg(long)]
     pub no_color: bool,
+
+    /// DPS: register the device (the MQTT registration flow) and check the hub DPS
+    /// assigns, with the same key or certificate, in the same report. CHANGES DPS
+    /// STATE: a registration is recorded, and under some reprovisioning policies it
+    /// moves the device to another hub. Without it a DPS check is side-effect free.
+    #[arg(long)]
+    pub register: bool,
+
+    /// DPS: also check this hub (the one the device was last assigned), when DPS
+    /// assigns none in this run; side-effect free without --register.
+    #[arg(long, value_name = "HOST")]
+    pub assigned_hub: Option<String>,
+
+    /// DPS: the profile of the assigned hub (default azure-iot-hub).
+    #[arg(long, value_name = "PROFILE")]
+    pub hub_profile: Option<String>,
+
+    /// DPS: check only these endpoints of the assigned hub (comma-separated).
+    #[arg(
+        long = "hub-endpoint",
+        value_name = "NAME[,NAME]",
+        value_delimiter = ','
+    )]
+    pub hub_endpoints: Vec<String>,
+
+    /// DPS: override a port of the assigned hub, e.g. --hub-port mqtt-tls=18883.
+    #[arg(long = "hub-port", value_name = "ENDPOINT=PORT", value_delimiter = ',')]
+    pub hub_ports: Vec<String>,
 }
 
 /// `hubprobe agent`. The flags and HUBPROBE_* variables override the file.
@@ -317,6 +345,16 @@ pub struct SasTokenArgs {
     /// Lifetime from now: a duration like 30s, 5m, 1h.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1h")]
     pub ttl: Duration,
+
+    /// Print the Device Provisioning Service token of --id-scope / --registration-id
+    /// (resource {idScope}/registrations/{registrationId}, skn=registration) instead
+    /// of an IoT Hub token; the key from --symmetric-key-file or PROVISIONING_SYMMETRIC_KEY.
+    #[arg(long, conflicts_with_all = ["connection_string", "connection_string_file"])]
+    pub dps: bool,
+
+    /// The DPS identity (with --dps).
+    #[command(flatten)]
+    pub dps_identity: crate::settings::DpsArgs,
 }
 
 /// `hubprobe completions`.

@@ -127,6 +127,44 @@ pub enum ConfigError {
     /// A keep-alive MQTT cannot express.
     #[error("{} {} s is above MQTT's limit of 65535 s", Setting::Keepalive, .0)]
     KeepAliveTooLong(u64),
+    /// A DPS identity setting is missing.
+    #[error("{what}: give {option}{env}")]
+    DpsMissing {
+        /// What is missing.
+        what: &'static str,
+        /// The option that gives it.
+        option: Setting,
+        /// The environment variable that gives it (with its wording), or empty.
+        env: &'static str,
+    },
+    /// A malformed id scope or registration id.
+    #[error("{option}: {error}")]
+    DpsId {
+        /// The option.
+        option: Setting,
+        /// What is wrong (quotes the value, which is not secret).
+        error: crate::auth::dps::DpsIdError,
+    },
+    /// The DPS symmetric key is not base64 (the message never quotes it).
+    #[error(
+        "the DPS symmetric key ({}, or PROVISIONING_SYMMETRIC_KEY) is not valid base64",
+        Setting::SymmetricKeyFile
+    )]
+    DpsKeyNotBase64,
+    /// A hub credential given together with a DPS identity.
+    #[error(
+        "{} is a DPS identity: give its key with {} or PROVISIONING_SYMMETRIC_KEY (or {}/{}), not a connection string, {} or {}",
+        Setting::IdScope,
+        Setting::SymmetricKeyFile,
+        Setting::Cert,
+        Setting::Key,
+        Setting::SasToken,
+        Setting::Username
+    )]
+    DpsConflictingCredentials,
+    /// `--enrollment-group` without a key to derive from.
+    #[error("{} says the key is an enrollment group's, but no key is given ({} or PROVISIONING_SYMMETRIC_KEY)", Setting::EnrollmentGroup, Setting::SymmetricKeyFile)]
+    GroupWithoutKey,
     /// A string the MQTT CONNECT would carry is longer than MQTT's 16-bit length
     /// prefix can say. The message names the string and its length, never its value.
     #[error("{what} is {len} bytes: an MQTT string is at most 65535 bytes (its length is a 16-bit number){hint}")]
@@ -212,6 +250,8 @@ pub struct EnvCredentials {
     pub mqtt_password: Option<Secret>,
     /// The proxy variables that are set (`HTTPS_PROXY`, `NO_PROXY`, `HUBPROBE_PROXY_PASSWORD` …).
     pub proxy_vars: Vec<(String, Secret)>,
+    /// `PROVISIONING_SYMMETRIC_KEY` (the DPS samples' name): the device's DPS key.
+    pub dps_symmetric_key: Option<Secret>,
 }
 
 impl EnvCredentials {
@@ -238,6 +278,7 @@ impl EnvCredentials {
             connection_string: get("IOTHUB_DEVICE_CONNECTION_STRING"),
             sas_token: get("HUBPROBE_SAS_TOKEN"),
             mqtt_password: get("HUBPROBE_MQTT_PASSWORD"),
+            dps_symmetric_key: get("PROVISIONING_SYMMETRIC_KEY"),
         }
     }
 }
@@ -346,6 +387,34 @@ fn plan_proxy(
 /// [`plan_target`] without the deadline and pings, the environment passed in.
 fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, ConfigError> {
     check_ranges(args)?;
+    // A DPS identity: the hub credentials of the environment do not apply to it,
+    // and hub credentials on the command line contradict it.
+    let dps_identity = args.dps.id_scope.is_some();
+    if !dps_identity
+        && (args.dps.registration_id.is_some()
+            || args.dps.symmetric_key_file.is_some()
+            || args.dps.enrollment_group)
+    {
+        return Err(ConfigError::DpsMissing {
+            what: "no DPS id scope",
+            option: Setting::IdScope,
+            env: " or PROVISIONING_IDSCOPE",
+        });
+    }
+    if dps_identity
+        && (args.connection_string.is_some()
+            || args.connection_string_file.is_some()
+            || args.sas_token.is_some()
+            || args.username.is_some())
+    {
+        return Err(ConfigError::DpsConflictingCredentials);
+    }
+    let mut env = env;
+    let dps_env_key = env.dps_symmetric_key.take();
+    if dps_identity {
+        env.connection_string = None;
+        env.sas_token = None;
+    }
     let cli_credentials = args.connection_string.is_some()
         || args.connection_string_file.is_some()
         || args.sas_token.is_some()
@@ -390,12 +459,19 @@ fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, 
         .as_ref()
         .and_then(|t| host_of(&t.resource))
         .map(str::to_string);
-    let host = args
-        .host
-        .clone()
-        .or(cs_host)
-        .or(token_host.clone())
-        .ok_or(ConfigError::NoHost)?;
+    // A profile with a default host (DPS's global endpoint) supplies it.
+    let default_host = || -> Result<Option<String>, ConfigError> {
+        let spec = match &args.profile {
+            Some(spec) => spec.as_str(),
+            None if dps_identity => "azure-dps",
+            None => return Ok(None),
+        };
+        Ok(Profile::load(spec)?.default_host)
+    };
+    let host = match args.host.clone().or(cs_host).or(token_host.clone()) {
+        Some(h) => h,
+        None => default_host()?.ok_or(ConfigError::NoHost)?,
+    };
     let host = normalize_host(&host)?;
     let hub_host = connection_string
         .as_ref()
@@ -406,6 +482,7 @@ fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, 
     let mut profile = match &args.profile {
         Some(spec) => Profile::load(spec)?,
         None if connection_string.is_some() => Profile::load("azure-iot-hub")?,
+        None if dps_identity => Profile::load("azure-dps")?,
         None => Profile::for_host(&hub_host),
     };
 
@@ -480,7 +557,9 @@ fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, 
         _ => None,
     };
 
-    let credentials = if let Some(cs) = connection_string {
+    let credentials = if let Some(id_scope) = &args.dps.id_scope {
+        dps_credentials(args, id_scope, dps_env_key, client_identity.as_deref())?
+    } else if let Some(cs) = connection_string {
         match cs.shared_access_key {
             Some(key) => Credentials::DeviceKey {
                 device_id: cs.device_id,
@@ -574,6 +653,79 @@ fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, 
     };
     check_mqtt_strings(&plan)?;
     Ok(plan)
+}
+
+/// The DPS credentials of `--id-scope` and its companions: the registration id
+/// (given, or the device certificate's CN), and the key from the file or the
+/// environment (derived from the group's key with `--enrollment-group`), or the
+/// certificate when there is no key.
+fn dps_credentials(
+    args: &TargetArgs,
+    id_scope: &str,
+    env_key: Option<Secret>,
+    identity: Option<&ClientIdentity>,
+) -> Result<Credentials, ConfigError> {
+    use crate::auth::dps;
+    let id_scope = id_scope.trim();
+    dps::check_id_scope(id_scope).map_err(|error| ConfigError::DpsId {
+        option: Setting::IdScope,
+        error,
+    })?;
+    let registration_id = match &args.dps.registration_id {
+        Some(r) => r.trim().to_string(),
+        None => identity
+            .and_then(|i| common_name(i.subject()))
+            .ok_or(ConfigError::DpsMissing {
+                what: "no DPS registration id",
+                option: Setting::RegistrationId,
+                env: " or PROVISIONING_REGISTRATION_ID (with a certificate: its CN)",
+            })?,
+    };
+    dps::check_registration_id(&registration_id).map_err(|error| ConfigError::DpsId {
+        option: Setting::RegistrationId,
+        error,
+    })?;
+    let key = match &args.dps.symmetric_key_file {
+        Some(path) => Some(Secret::new(read_secret_file(
+            path,
+            "symmetric key file",
+            Setting::SymmetricKeyFile,
+        )?)),
+        None if identity.is_some() => None,
+        None => env_key,
+    };
+    let key = match key {
+        Some(k) => {
+            let k = Secret::new(k.expose().trim());
+            // Validate now, so the run never fails on it (and no error quotes it).
+            let device_key = if args.dps.enrollment_group {
+                dps::derive_device_key(&k, &registration_id)
+                    .map_err(|_| ConfigError::DpsKeyNotBase64)?
+            } else {
+                k
+            };
+            dps::generate_dps_sas_token(id_scope, &registration_id, &device_key, 0)
+                .map_err(|_| ConfigError::DpsKeyNotBase64)?;
+            Some(device_key)
+        }
+        None if args.dps.enrollment_group => return Err(ConfigError::GroupWithoutKey),
+        None if identity.is_some() => None,
+        None => {
+            return Err(ConfigError::DpsMissing {
+                what: "no DPS credential",
+                option: Setting::SymmetricKeyFile,
+                env: ", PROVISIONING_SYMMETRIC_KEY, or a device certificate (--cert/--key)",
+            })
+        }
+    };
+    Ok(Credentials::Dps {
+        id_scope: id_scope.to_string(),
+        registration_id,
+        key,
+        group: args.dps.enrollment_group,
+        ttl: args.sas_ttl,
+        expiry: args.sas_expiry,
+    })
 }
 
 fn check_ranges(args: &TargetArgs) -> Result<(), ConfigError> {

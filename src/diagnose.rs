@@ -57,6 +57,11 @@ pub fn hint_for(class: FailureClass, ctx: &Context<'_>) -> String {
             ),
             None => base.to_string(),
         },
+        FailureClass::MqttNotAuthorized | FailureClass::MqttBadCredentials
+            if ctx.profile.provisioning =>
+        {
+            "DPS refused the registration's credential: check the id scope and registration id, the device's key (an enrollment group's key needs --enrollment-group: the device key is derived from it), the token's expiry and the device clock; for X.509, that the certificate chains to the enrollment's CA. A disabled or missing enrollment shows only with --register".into()
+        }
         FailureClass::MqttBadCredentials if !ctx.profile.sas_tokens => {
             "check the user name and password (or the client certificate) the broker expects".into()
         }
@@ -66,6 +71,10 @@ pub fn hint_for(class: FailureClass, ctx: &Context<'_>) -> String {
 
 /// The IoT Hub error a class explains, on profiles of IoT Hub (SAS-token hubs) only.
 fn iothub_error_for(class: FailureClass, ctx: &Context<'_>) -> Option<String> {
+    // IoT Hub's error codes do not apply to DPS's MQTT endpoint, except its own.
+    if ctx.profile.provisioning && !class.id().starts_with("dps.") {
+        return None;
+    }
     ctx.profile
         .sas_tokens
         .then(|| explain(class).iothub_error.map(str::to_string))

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod diagnose;
+pub mod dps;
 pub mod exit;
 pub mod fleet;
 pub mod fsio;

@@ -165,8 +165,19 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     // Find out now, not after the probes, whether the report can be written.
     let pending = pending_report(args.report_file.as_deref())?;
 
+    let provision = hubprobe::dps::ProvisionOptions {
+        register: args.register,
+        assigned_hub: args.assigned_hub.clone(),
+        hub: hubprobe::dps::HubTarget::new(
+            args.hub_profile.as_deref(),
+            &args.hub_endpoints,
+            &args.hub_ports,
+        )?,
+    };
+    provision.validate(&plan)?;
+
     let runtime = runtime()?;
-    let report = runtime.block_on(hubprobe::check::run(&plan));
+    let report = runtime.block_on(hubprobe::dps::run(&plan, &provision));
     drop(runtime);
 
     emit(&report, args.output, args.verbose, args.no_color, pending)
@@ -465,6 +476,13 @@ impl hubprobe::fleet::Progress for FleetProgress {
 
 fn sas_token(args: &SasTokenArgs) -> anyhow::Result<ExitCode> {
     let env = hubprobe::config::EnvCredentials::from_process();
+    if args.dps {
+        return dps_sas_token(args, env);
+    }
+    let d = &args.dps_identity;
+    if d.symmetric_key_file.is_some() || d.enrollment_group {
+        bail!("--symmetric-key-file and --enrollment-group make a DPS token: add --dps");
+    }
     let value = args
         .connection_string
         .as_ref()
@@ -497,6 +515,67 @@ fn sas_token(args: &SasTokenArgs) -> anyhow::Result<ExitCode> {
     }
     let resource = resource_uri(&cs.host_name, &cs.device_id, cs.module_id.as_deref());
     let token = generate_sas_token(&resource, key, expiry)?;
+    // The one place hubprobe prints a secret, on purpose, to stdout only.
+    print_stdout(&format!("{}\n", token.token.expose()))?;
+    Ok(ExitCode::Ok)
+}
+
+/// `sas-token --dps`: the DPS token of the registration, from its key (derived from
+/// the enrollment group's with --enrollment-group).
+fn dps_sas_token(
+    args: &SasTokenArgs,
+    env: hubprobe::config::EnvCredentials,
+) -> anyhow::Result<ExitCode> {
+    use hubprobe::auth::dps;
+    let d = &args.dps_identity;
+    let Some(scope) = d.id_scope.as_deref().map(str::trim) else {
+        bail!("no DPS id scope: give --id-scope or PROVISIONING_IDSCOPE");
+    };
+    let Some(reg) = d.registration_id.as_deref().map(str::trim) else {
+        bail!("no DPS registration id: give --registration-id or PROVISIONING_REGISTRATION_ID");
+    };
+    dps::check_id_scope(scope).context("--id-scope")?;
+    dps::check_registration_id(reg).context("--registration-id")?;
+    let key = match &d.symmetric_key_file {
+        Some(path) => hubprobe::auth::Secret::new(
+            hubprobe::fsio::read_bounded_text(path, hubprobe::fsio::InputKind::Secret)
+                .with_context(|| {
+                    format!(
+                        "cannot read symmetric key file {} (--symmetric-key-file)",
+                        path.display()
+                    )
+                })?
+                .trim(),
+        ),
+        None => match env.dps_symmetric_key {
+            Some(k) => k,
+            None => {
+                bail!("no DPS key: give --symmetric-key-file or set PROVISIONING_SYMMETRIC_KEY")
+            }
+        },
+    };
+    let not_base64 = "the DPS symmetric key (--symmetric-key-file or PROVISIONING_SYMMETRIC_KEY) is not valid base64";
+    let key = if d.enrollment_group {
+        dps::derive_device_key(&key, reg).map_err(|_| anyhow::anyhow!(not_base64))?
+    } else {
+        key
+    };
+    let expiry = match args.expiry {
+        Some(e) => e,
+        None => SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
+            .saturating_add(args.ttl.as_secs()),
+    };
+    if expiry > hubprobe::config::MAX_UNIX_SECONDS {
+        bail!(
+            "the expiry {expiry} is past 9999-12-31 ({}): choose a shorter --ttl or an earlier --expiry",
+            hubprobe::config::MAX_UNIX_SECONDS
+        );
+    }
+    let token = dps::generate_dps_sas_token(scope, reg, &key, expiry)
+        .map_err(|_| anyhow::anyhow!(not_base64))?;
     // The one place hubprobe prints a secret, on purpose, to stdout only.
     print_stdout(&format!("{}\n", token.token.expose()))?;
     Ok(ExitCode::Ok)

@@ -17,6 +17,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ),
     ("aws-iot-core", include_str!("../probes/aws-iot-core.toml")),
     ("mqtt-broker", include_str!("../probes/mqtt-broker.toml")),
+    ("azure-dps", include_str!("../probes/azure-dps.toml")),
 ];
 
 /// Why a profile could not be used. Each message names the profile and the problem.
@@ -177,6 +178,13 @@ pub struct Profile {
     /// Whether IoT Hub style SAS tokens apply.
     #[serde(default)]
     pub sas_tokens: bool,
+    /// The host checked when none is given (DPS's global device endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_host: Option<String>,
+    /// A provisioning service (DPS): its identity is an id scope and a registration
+    /// id, and `check --register` follows it to the hub it assigns.
+    #[serde(default)]
+    pub provisioning: bool,
     /// MQTT settings.
     pub mqtt: MqttSettings,
     /// Trust anchors.
@@ -424,6 +432,38 @@ mod tests {
             .expected_anchors
             .iter()
             .any(|a| a == "Amazon Root CA 1"));
+    }
+
+    #[test]
+    fn dps_profile_has_the_provisioning_facts() {
+        let p = Profile::load("azure-dps").unwrap();
+        assert!(p.provisioning && p.sas_tokens);
+        assert_eq!(
+            p.default_host.as_deref(),
+            Some("global.azure-devices-provisioning.net")
+        );
+        let ports: Vec<_> = p
+            .endpoints
+            .iter()
+            .map(|e| (e.name.as_str(), e.port))
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                ("mqtt-tls", 8883),
+                ("mqtt-ws", 443),
+                ("amqps", 5671),
+                ("https", 443)
+            ]
+        );
+        assert_eq!(
+            p.mqtt.username,
+            "{id_scope}/registrations/{device_id}/api-version=2019-03-31"
+        );
+        assert_eq!(
+            Profile::for_host("global.azure-devices-provisioning.net").name,
+            "azure-dps"
+        );
     }
 
     #[test]

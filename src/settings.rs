@@ -71,6 +71,14 @@ pub enum Setting {
     ProxyPasswordFile,
     /// The SNTP servers.
     NtpServer,
+    /// The DPS id scope.
+    IdScope,
+    /// The DPS registration id.
+    RegistrationId,
+    /// The DPS symmetric key file.
+    SymmetricKeyFile,
+    /// The key is an enrollment group's.
+    EnrollmentGroup,
 }
 
 impl Setting {
@@ -101,6 +109,10 @@ impl Setting {
             Setting::Profile => "--profile",
             Setting::Proxy => "--proxy",
             Setting::ProxyPasswordFile => "--proxy-password-file",
+            Setting::IdScope => "--id-scope",
+            Setting::RegistrationId => "--registration-id",
+            Setting::SymmetricKeyFile => "--symmetric-key-file",
+            Setting::EnrollmentGroup => "--enrollment-group",
         }
     }
 
@@ -132,6 +144,10 @@ impl Setting {
             Setting::Profile => "[hub] profile",
             Setting::Proxy => "[proxy] url",
             Setting::ProxyPasswordFile => "[proxy] password_file",
+            Setting::IdScope => "[identity] id_scope",
+            Setting::RegistrationId => "[identity] registration_id",
+            Setting::SymmetricKeyFile => "[identity] symmetric_key_file",
+            Setting::EnrollmentGroup => "[identity] enrollment_group",
         }
     }
 }
@@ -164,9 +180,9 @@ pub struct TargetArgs {
     /// Hub host name (default: HostName, or GatewayHostName, of the connection string).
     pub host: Option<String>,
 
-    /// Hub profile: a built-in name (azure-iot-hub, aws-iot-core, mqtt-broker) or a .toml file.
+    /// Hub profile: a built-in name (azure-iot-hub, aws-iot-core, mqtt-broker, azure-dps) or a .toml file.
     /// Default: from the host name (…azure-devices.net → azure-iot-hub, …amazonaws.com →
-    /// aws-iot-core; with a connection string azure-iot-hub), else mqtt-broker.
+    /// aws-iot-core; with a connection string azure-iot-hub; with --id-scope azure-dps), else mqtt-broker.
     #[arg(long, env = "HUBPROBE_PROFILE", hide_env_values = true)]
     pub profile: Option<String>,
 
@@ -287,6 +303,43 @@ pub struct TargetArgs {
     /// Timeout of the SNTP query (runs beside the endpoints): a duration like 2s.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "3s")]
     pub ntp_timeout: Duration,
+    /// The Device Provisioning Service identity (profile azure-dps).
+    #[command(flatten)]
+    pub dps: DpsArgs,
+}
+
+/// A Device Provisioning Service identity: id scope, registration id and the key
+/// (an individual enrollment's, or an enrollment group's with `--enrollment-group`),
+/// or an X.509 certificate (`--cert`/`--key`). The environment variables are the ones
+/// the Azure IoT SDK provisioning samples use.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DpsArgs {
+    /// DPS id scope (e.g. 0ne00000001); selects the azure-dps profile when --profile is not given.
+    #[arg(
+        long,
+        value_name = "SCOPE",
+        env = "PROVISIONING_IDSCOPE",
+        hide_env_values = true
+    )]
+    pub id_scope: Option<String>,
+
+    /// DPS registration id (the device's; the MQTT client id towards DPS).
+    #[arg(
+        long,
+        value_name = "ID",
+        env = "PROVISIONING_REGISTRATION_ID",
+        hide_env_values = true
+    )]
+    pub registration_id: Option<String>,
+
+    /// Read the symmetric key (base64) from this file [else env: PROVISIONING_SYMMETRIC_KEY].
+    #[arg(long, value_name = "FILE")]
+    pub symmetric_key_file: Option<PathBuf>,
+
+    /// The symmetric key is the enrollment group's: derive the device key from it
+    /// (HMAC-SHA256 of the registration id) as the SDKs do.
+    #[arg(long)]
+    pub enrollment_group: bool,
 }
 
 /// Wraps a secret argument so that it cannot be printed by accident.

@@ -637,6 +637,7 @@ impl AgentConfig {
                     .unwrap_or_default(),
             },
             ntp_timeout: h.ntp_timeout.unwrap_or(Duration::from_secs(3)),
+            dps: Default::default(),
         };
         let mut plan = plan_target(&args, self.schedule.deadline, 0, env).map_err(|e| {
             AgentConfigError::Parse {

@@ -2,6 +2,7 @@
 //! that keeps keys and signatures out of every report, log line and error message.
 
 pub mod connection_string;
+pub mod dps;
 pub mod sas;
 
 pub use connection_string::{ConnectionString, ConnectionStringError};
@@ -61,6 +62,23 @@ pub enum Credentials {
         /// Device id.
         device_id: String,
     },
+    /// A Device Provisioning Service registration: a DPS SAS token is generated per
+    /// connect from the device's key (individual, or derived from the enrollment
+    /// group's), or, without a key, the TLS client certificate authenticates.
+    Dps {
+        /// The DPS instance's id scope.
+        id_scope: String,
+        /// The registration id (also the MQTT client id).
+        registration_id: String,
+        /// The device's base64 key (already derived for a group); `None` for X.509.
+        key: Option<Secret>,
+        /// Whether the key was derived from an enrollment group's key.
+        group: bool,
+        /// Lifetime of generated tokens.
+        ttl: std::time::Duration,
+        /// A pinned expiry (Unix seconds) instead of now + ttl.
+        expiry: Option<u64>,
+    },
     /// Plain MQTT user name and password (generic brokers).
     Password {
         /// Device / client id.
@@ -83,6 +101,17 @@ impl Credentials {
             } => (Some(*ttl), None),
             Credentials::DeviceKey {
                 expiry: Some(e), ..
+            } => (None, Some(*e)),
+            Credentials::Dps {
+                key: Some(_),
+                ttl,
+                expiry: None,
+                ..
+            } => (Some(*ttl), None),
+            Credentials::Dps {
+                key: Some(_),
+                expiry: Some(e),
+                ..
             } => (None, Some(*e)),
             Credentials::SasToken { token, .. } => (
                 None,
@@ -125,6 +154,21 @@ impl Credentials {
                 let ttl = exp.saturating_sub(now);
                 Some((token.token, info(resource, exp, Some(ttl))))
             }
+            Credentials::Dps {
+                id_scope,
+                registration_id,
+                key: Some(key),
+                ttl,
+                expiry,
+                ..
+            } => {
+                let exp = expiry.unwrap_or_else(|| now.saturating_add(ttl.as_secs()));
+                // The key was validated when the plan was built; a failure here cannot leak it.
+                let token =
+                    dps::generate_dps_sas_token(id_scope, registration_id, key, exp).ok()?;
+                let ttl = exp.saturating_sub(now);
+                Some((token.token, info(token.resource, exp, Some(ttl))))
+            }
             Credentials::SasToken { token, .. } => {
                 let parsed = sas::parse_sas_token(token.expose()).ok()?;
                 Some((token.clone(), info(parsed.resource, parsed.expiry, None)))
@@ -140,6 +184,8 @@ impl Credentials {
             Credentials::DeviceKey { .. } => "sas-key",
             Credentials::SasToken { .. } => "sas-token",
             Credentials::X509 { .. } => "x509",
+            Credentials::Dps { key: Some(_), .. } => "sas-key",
+            Credentials::Dps { key: None, .. } => "x509",
             Credentials::Password { .. } => "password",
         }
     }
@@ -152,6 +198,9 @@ impl Credentials {
             | Credentials::SasToken { device_id, .. }
             | Credentials::X509 { device_id } => Some(device_id),
             Credentials::Password { device_id, .. } => device_id.as_deref(),
+            Credentials::Dps {
+                registration_id, ..
+            } => Some(registration_id),
         }
     }
 
@@ -163,12 +212,21 @@ impl Credentials {
         }
     }
 
+    /// The DPS id scope, for provisioning identities.
+    pub fn id_scope(&self) -> Option<&str> {
+        match self {
+            Credentials::Dps { id_scope, .. } => Some(id_scope),
+            _ => None,
+        }
+    }
+
     /// Every secret string these credentials hold, for leak checks and redaction.
     pub fn secrets(&self) -> Vec<&str> {
         match self {
             Credentials::DeviceKey { key, .. } => vec![key.expose()],
             Credentials::SasToken { token, .. } => vec![token.expose()],
             Credentials::Password { password, .. } => vec![password.expose()],
+            Credentials::Dps { key: Some(k), .. } => vec![k.expose()],
             _ => vec![],
         }
     }

@@ -494,6 +494,7 @@ fn base_report(dev: &Device, kind: &str, at_ms: i64, dur_ms: f64, rng: &mut Rng)
         clock: None,
         device_certificate: None,
         labels,
+        provisioning: None,
     }
 }
 

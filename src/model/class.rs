@@ -150,6 +150,26 @@ classes! {
     ProxyProtocolError => "proxy.protocol_error",
     /// The proxy refused the tunnel for another reason (another HTTP status, SOCKS5 general failure).
     ProxyRejected => "proxy.rejected",
+    /// DPS answered the registration with 400: the request is malformed.
+    DpsBadRequest => "dps.bad_request",
+    /// DPS answered the registration with 401: the device's key or certificate is refused.
+    DpsUnauthorized => "dps.unauthorized",
+    /// DPS answered the registration with 404: no enrollment for this registration id.
+    DpsEnrollmentNotFound => "dps.enrollment_not_found",
+    /// DPS answered the registration with 412: a precondition (the enrollment's etag) failed.
+    DpsPreconditionFailed => "dps.precondition_failed",
+    /// DPS answered the registration with 429: the device or the DPS instance is throttled.
+    DpsThrottled => "dps.throttled",
+    /// DPS answered the registration with a 5xx status.
+    DpsServerError => "dps.server_error",
+    /// DPS finished the registration with status `failed`.
+    DpsAssignmentFailed => "dps.assignment_failed",
+    /// DPS finished the registration with status `disabled`: the enrollment is disabled.
+    DpsDisabled => "dps.disabled",
+    /// The registration was not finished by the run's deadline (no answer, or still `assigning`).
+    DpsTimeout => "dps.timeout",
+    /// DPS's answer is not the documented registration reply.
+    DpsProtocolError => "dps.protocol_error",
 }
 
 impl Serialize for FailureClass {
@@ -252,6 +272,16 @@ pub fn explain(class: FailureClass) -> Explanation {
         ProxyTimeout => ("the proxy did not answer the tunnel request in time", "the proxy accepts connections but holds the request (overloaded, or waiting on its own connect to the hub): check the proxy and its path to the hub", None),
         ProxyProtocolError => ("the server at the proxy's address does not speak the proxy protocol configured (not an HTTP proxy, not SOCKS5), or closed the exchange", "check the proxy URL's scheme (http:// vs socks5://) and port", None),
         ProxyRejected => ("the proxy refused the tunnel for another reason", "see the status and message in the evidence; the proxy's own log has the reason", None),
+        DpsBadRequest => ("DPS refused the registration request as malformed (400)", "check the registration id (letters, digits, '-', '.', '_', ':') and the custom payload; update the device SDK", Some("400xxx (DPS: bad request)")),
+        DpsUnauthorized => ("DPS refused the device's credential (401)", "check the id scope, the registration id and the key (an enrollment group's key needs --enrollment-group: the device key is derived from it), the token's expiry and the device clock; for X.509, that the certificate chains to the enrollment's CA", Some("401002 (DPS: unauthorized)")),
+        DpsEnrollmentNotFound => ("DPS has no enrollment for this registration id (404)", "create an individual enrollment for the registration id, or an enrollment group its key or certificate belongs to; check the id scope (another DPS instance?)", Some("404xxx (DPS: enrollment not found)")),
+        DpsPreconditionFailed => ("DPS refused the registration: a precondition failed (412)", "the enrollment changed meanwhile (etag mismatch); retry the registration", Some("412xxx (DPS: precondition failed)")),
+        DpsThrottled => ("DPS throttled the registration (429)", "the device (or the DPS instance) registers too often: wait the retry-after the report gives before registering again, and give the device a backoff; re-registering on every boot is the usual cause", Some("429001 (DPS: throttled)")),
+        DpsServerError => ("DPS answered with a server error (5xx)", "a DPS-side problem: retry with backoff and check the Azure status page for DPS in the region", Some("500xxx (DPS: server error)")),
+        DpsAssignmentFailed => ("DPS could not assign the device to a hub (status failed)", "see the error DPS gave: the allocation policy found no linked hub, a custom allocation function failed, or the hub refused the device; check the enrollment's linked hubs", None),
+        DpsDisabled => ("the device's enrollment is disabled in DPS", "enable the enrollment (or the enrollment group) in DPS, or the device will never be assigned a hub", None),
+        DpsTimeout => ("DPS did not finish the registration by the run's deadline", "DPS kept the registration in 'assigning' or did not answer: retry with a longer --deadline; if it stays so, check the allocation policy and the linked hubs", None),
+        DpsProtocolError => ("DPS's answer is not the documented registration reply", "something other than DPS answers (a proxy?), or the DPS API changed; see the message", None),
     };
     Explanation {
         meaning,

@@ -12,6 +12,7 @@ pub mod evidence;
 pub mod finding;
 pub mod keepalive;
 pub mod phase;
+pub mod provisioning;
 pub mod report;
 pub mod result;
 
@@ -24,6 +25,7 @@ pub use evidence::*;
 pub use finding::{Finding, Severity};
 pub use keepalive::KeepaliveReport;
 pub use phase::{ms, Phase, Status};
+pub use provisioning::{ProvisioningReport, RegistrationStatus};
 pub use report::{
     hostname, new_id, rfc3339, rfc3339_unix, EndpointReport, Protocol, ProxyInfo, Report,
     SasTokenInfo, Target, Transport, Verdict, JSON_SCHEMA, SCHEMA_ID,

@@ -84,6 +84,10 @@ pub struct Report {
     /// Operator labels (site, firmware, network type …) for fleet grouping.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// A DPS check's registration and the chained check of the assigned hub
+    /// (`check --register` or `--assigned-hub`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioning: Option<super::provisioning::ProvisioningReport>,
 }
 
 /// What was probed and how.

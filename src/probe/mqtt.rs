@@ -209,13 +209,13 @@ fn encode_connect(opts: &MqttOptions) -> Result<BytesMut, EncodeError> {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Expect {
+pub(crate) enum Expect {
     ConnAck,
     PingResp,
 }
 
 /// Why no packet was read.
-enum ReadFail {
+pub(crate) enum ReadFail {
     Io(io::Error),
     Timeout { unparsed: usize },
     Closed { unparsed: usize },
@@ -223,7 +223,7 @@ enum ReadFail {
 }
 
 impl ReadFail {
-    fn classify(&self, waiting_for: &str, timeout: Duration) -> (FailureClass, String) {
+    pub(crate) fn classify(&self, waiting_for: &str, timeout: Duration) -> (FailureClass, String) {
         match self {
             ReadFail::Io(e) => classify_io(e, &format!("waiting for {waiting_for}")),
             ReadFail::Timeout { unparsed: 0 } => (
@@ -247,7 +247,7 @@ impl ReadFail {
     }
 }
 
-async fn read_packet(
+pub(crate) async fn read_packet(
     link: &mut Link,
     buf: &mut BytesMut,
     deadline: Instant,
@@ -322,7 +322,7 @@ fn hex_prefix(buf: &[u8]) -> String {
 }
 
 /// Sends `bytes` by `deadline`; a failure is classified as the MQTT phase sees it.
-async fn send_by(
+pub(crate) async fn send_by(
     link: &mut Link,
     bytes: &[u8],
     deadline: Instant,

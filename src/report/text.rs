@@ -107,6 +107,9 @@ pub fn render(report: &Report, opts: TextOptions) -> String {
     if let Some(k) = &report.keepalive {
         keepalive_section(&mut out, k, &p);
     }
+    if let Some(prov) = &report.provisioning {
+        provisioning_section(&mut out, prov, &p, opts);
+    }
     if !report.findings.is_empty() {
         let _ = writeln!(out, "{}", p.bold("findings"));
         for f in &report.findings {
@@ -195,6 +198,74 @@ fn secs1(ms: u64) -> String {
 }
 
 /// The tuner's section: the recommendation first, then the measurements behind it.
+/// The DPS registration and the chained hub check (indented, rendered as a report).
+fn provisioning_section(
+    out: &mut String,
+    prov: &crate::model::ProvisioningReport,
+    p: &Paint,
+    opts: TextOptions,
+) {
+    let status = serde_json::to_value(prov.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "{} (id scope {}, registration {}{})",
+        p.bold("provisioning"),
+        clean(&prov.id_scope),
+        clean(&prov.registration_id),
+        if prov.enrollment_group {
+            ", enrollment group key"
+        } else {
+            ""
+        }
+    );
+    let mut line = format!("  registration: {}", clean(&status));
+    if let Some(s) = prov.http_status {
+        line.push_str(&format!(" (status {s}"));
+        if let Some(c) = prov.error_code {
+            line.push_str(&format!(", error {c}"));
+        }
+        line.push(')');
+    }
+    if prov.polls > 0 {
+        line.push_str(&format!(", {} polls", prov.polls));
+    }
+    if let Some(ep) = &prov.endpoint {
+        line.push_str(&format!(" on {}", clean(ep)));
+    }
+    let _ = writeln!(out, "{line}");
+    if let (Some(hub), Some(dev)) = (&prov.assigned_hub, &prov.device_id) {
+        let _ = writeln!(
+            out,
+            "  assigned hub {} as device {}",
+            clean(hub),
+            clean(dev)
+        );
+    }
+    if let Some(c) = prov.class {
+        let _ = writeln!(
+            out,
+            "  {} {}: {}",
+            p.red("✗"),
+            c.id(),
+            clean(prov.message.as_deref().unwrap_or(""))
+        );
+    } else if let Some(m) = &prov.message {
+        let _ = writeln!(out, "  {}", clean(m));
+    }
+    if let Some(s) = prov.retry_after_s {
+        let _ = writeln!(out, "  retry-after {s} s");
+    }
+    if let Some(hub) = &prov.hub {
+        let _ = writeln!(out, "  {}", p.bold("hub check"));
+        for l in render(hub, opts).lines() {
+            let _ = writeln!(out, "    {l}");
+        }
+    }
+}
+
 fn keepalive_section(out: &mut String, k: &crate::tune::run::KeepaliveReport, p: &Paint) {
     let r = &k.recommendation;
     let path = match &k.discovery {
