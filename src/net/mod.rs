@@ -8,6 +8,8 @@
 //! rebuilds the chain or parses an error string. A new kind of hop (a proxy) is
 //! one variant of [`Hop`] and one arm of [`open`].
 
+pub mod meter;
+
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -269,7 +271,7 @@ async fn run_hop(
             let next = out
                 .stream
                 .filter(|_| out.result.is_ok())
-                .map(|s| Partial::Stream(Stream::Plain(s)));
+                .map(|s| Partial::Stream(Stream::Plain(meter::Metered::new(s))));
             (out.result, next)
         }
         (Hop::Tls, Partial::Stream(Stream::Plain(tcp))) => {
