@@ -193,6 +193,7 @@ pub async fn run(plan: &CheckPlan) -> Report {
         findings,
         keepalive: None,
         canary: None,
+        traffic: None,
         labels: plan.labels.clone(),
     }
 }

@@ -1,6 +1,7 @@
 //! `hubprobe agent`: periodic checks, the canary session, the spool, the uploader
 //! and the Prometheus textfile.
 
+pub mod bill;
 pub mod config;
 pub mod history;
 pub mod identity;
@@ -11,3 +12,4 @@ pub mod session;
 mod signals;
 pub mod spool;
 mod uploader;
+pub mod wire;

@@ -487,6 +487,7 @@ fn base_report(dev: &Device, kind: &str, at_ms: i64, dur_ms: f64, rng: &mut Rng)
         findings: Vec::new(),
         keepalive: None,
         canary: None,
+        traffic: None,
         labels,
     }
 }

@@ -13,6 +13,7 @@ pub mod keepalive;
 pub mod phase;
 pub mod report;
 pub mod result;
+pub mod traffic;
 
 pub use canary::{CanaryReport, Diagnosis, DiagnosisKind, DisconnectCause, DisconnectEvent};
 pub use class::{catalogue_markdown, explain, Explanation, FailureClass};
@@ -25,3 +26,4 @@ pub use report::{
     Target, Transport, Verdict, JSON_SCHEMA, SCHEMA_ID,
 };
 pub use result::{NoEvidence, PhaseResult};
+pub use traffic::{ByteCount, PurposeBytes, TrafficReport};

@@ -75,6 +75,9 @@ pub struct Report {
     /// The agent's canary MQTT session: disconnects and their diagnosis (agent only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryReport>,
+    /// What the agent's traffic cost at the socket, per purpose (agent only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<super::traffic::TrafficReport>,
     /// Operator labels (site, firmware, network type …) for fleet grouping.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
