@@ -102,8 +102,7 @@ pub struct CostLine {
     pub wire_per_day: u64,
 }
 
-/// TLS 1.3 record overhead: header 5, content type 1, AEAD tag 16.
-pub const TLS_RECORD: u64 = 22;
+use crate::net::meter::{publish_socket_bytes, TLS_RECORD};
 
 /// Bytes at the socket of one check of an endpoint, both directions, when no
 /// measurement is at hand: a TLS 1.3 handshake with a ~4.5 kB server chain (an
@@ -192,17 +191,7 @@ pub fn estimate(i: &CostInputs) -> Vec<CostLine> {
         });
     }
     if let Some((routine, full)) = i.upload {
-        // PUBLISH fixed header (≤ 5) + topic (2 + len) + packet id (2); PUBACK 4;
-        // a TLS record per 16 kB of PUBLISH and one for the PUBACK.
-        let framing = |body: u64| {
-            let publish = 5 + 2 + i.topic_len + 2 + body;
-            let tls = if i.canary_tls {
-                TLS_RECORD * (publish.div_ceil(16_384) + 1)
-            } else {
-                0
-            };
-            publish + 4 + tls
-        };
+        let framing = |body: u64| publish_socket_bytes(body, i.topic_len, i.canary_tls);
         let reports = checks_a_day;
         let daily_full = full.saturating_sub(routine);
         let socket = (reports * framing(routine) as f64).round() as u64 + daily_full;
@@ -311,5 +300,122 @@ mod tests {
         assert!(lines.iter().all(|l| l.wire_per_day > l.socket_per_day));
         let text = render(&lines);
         assert!(text.contains("uploads") && text.contains("total"), "{text}");
+    }
+}
+
+/// The newest check report in a spool directory (pending or delivered), read
+/// without opening the spool (nothing is created or changed).
+pub fn newest_spooled_check(spool_dir: &std::path::Path) -> Option<crate::model::Report> {
+    let mut names: Vec<(String, std::path::PathBuf)> = Vec::new();
+    for dir in [spool_dir.to_path_buf(), spool_dir.join("delivered")] {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten().take(100_000) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".json") && !name.starts_with('.') {
+                names.push((name, e.path()));
+            }
+        }
+    }
+    // Names start with the zero-padded write sequence: newest last.
+    names.sort();
+    for (_, path) in names.iter().rev().take(20) {
+        let Ok(bytes) = std::fs::read(path) else {
+            continue;
+        };
+        if let Ok(r) = serde_json::from_slice::<crate::model::Report>(&bytes) {
+            if r.kind == "check" {
+                return Some(r);
+            }
+        }
+    }
+    None
+}
+
+/// The body sizes of `report` on the wire: routine (every chain a reference) and
+/// with every chain in full.
+pub fn wire_sizes(report: &crate::model::Report, encoding: super::wire::Encoding) -> (u64, u64) {
+    use super::wire::{compact, encode, WireState};
+    let first = compact(report, &WireState::default(), 0);
+    let mut state = WireState::default();
+    state.delivered(&first.full);
+    let routine = compact(report, &state, 1);
+    let size = |r: &crate::model::Report| encode(r, encoding).map(|b| b.len() as u64).unwrap_or(0);
+    (size(&routine.report), size(&first.report))
+}
+
+/// The estimate's inputs for a configuration: measured figures from the newest
+/// spooled check when there is one (its `traffic` and its size on the wire), else
+/// the per-endpoint estimates of [`check_estimate`] and a typical report size.
+pub fn inputs_for(
+    cfg: &super::config::AgentConfig,
+    plan: &crate::check::CheckPlan,
+    spool_dir: &std::path::Path,
+) -> CostInputs {
+    let last = newest_spooled_check(spool_dir);
+    let measured = last
+        .as_ref()
+        .and_then(|r| r.traffic.as_ref())
+        .map(|t| t.period.checks.sent + t.period.checks.received)
+        .filter(|b| *b > 0);
+    let checks = match measured {
+        Some(b) => vec![("all endpoints".to_string(), b)],
+        None => plan
+            .endpoints
+            .iter()
+            .map(|e| (e.name.clone(), check_estimate(e.protocol, e.transport)))
+            .collect(),
+    };
+    let canary_ep = cfg
+        .canary
+        .endpoint
+        .as_ref()
+        .and_then(|n| plan.endpoints.iter().find(|e| &e.name == n))
+        .or_else(|| plan.endpoints.iter().find(|e| e.protocol == Protocol::Mqtt));
+    let canary_tls = canary_ep.is_some_and(|e| e.transport.uses_tls());
+    let upload = cfg.upload.enabled.then(|| match &last {
+        Some(r) => {
+            let (routine, full) = wire_sizes(r, cfg.upload.encoding);
+            if cfg.upload.compact {
+                (routine, full)
+            } else {
+                (full, full)
+            }
+        }
+        None => {
+            // No report yet: the sizes measured for the lab's reports (README,
+            // "Benchmarks"), per endpoint.
+            let n = plan.endpoints.len() as u64;
+            let tls = plan
+                .endpoints
+                .iter()
+                .filter(|e| e.transport.uses_tls())
+                .count() as u64;
+            let routine = 700 + 350 * n;
+            let full = routine + 1_500 * tls;
+            let gz = |b: u64| match cfg.upload.encoding {
+                super::wire::Encoding::Identity => b,
+                super::wire::Encoding::Gzip => b * 2 / 5,
+            };
+            if cfg.upload.compact {
+                (gz(routine), gz(full))
+            } else {
+                (gz(full), gz(full))
+            }
+        }
+    });
+    CostInputs {
+        interval: cfg.schedule.interval,
+        checks,
+        checks_measured: measured.is_some(),
+        keepalive: (cfg.canary.enabled || cfg.upload.enabled).then_some(plan.keep_alive),
+        canary_tls,
+        upload,
+        topic_len: {
+            let t = super::uploader::topic(plan, &cfg.upload);
+            // Hub topics get `&$.mid=<report id>` appended.
+            t.len() as u64 + if t.contains("$.ct=") { 43 } else { 0 }
+        },
     }
 }

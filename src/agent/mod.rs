@@ -11,5 +11,5 @@ pub mod schedule;
 pub mod session;
 mod signals;
 pub mod spool;
-mod uploader;
+pub(crate) mod uploader;
 pub mod wire;

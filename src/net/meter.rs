@@ -213,6 +213,37 @@ pub fn ip_overhead(payload: u64, messages: u64) -> u64 {
     segments * SEGMENT_HEADER * 2
 }
 
+/// TLS 1.3 record overhead: header 5, content type 1, AEAD tag 16.
+pub const TLS_RECORD: u64 = 22;
+
+/// Bytes at the socket of one QoS 1 upload of a `body`-byte report to a topic of
+/// `topic_len` bytes: PUBLISH (fixed header ≤ 5, topic 2 + len, packet id 2, body)
+/// and PUBACK (4), each in TLS records (one per 16 kB) when `tls`.
+pub fn publish_socket_bytes(body: u64, topic_len: u64, tls: bool) -> u64 {
+    let publish = 5 + 2 + topic_len + 2 + body;
+    let records = if tls {
+        TLS_RECORD * (publish.div_ceil(16_384) + 1)
+    } else {
+        0
+    };
+    publish + 4 + records
+}
+
+/// A routine agent report on the wire in the compact form, body bytes: what the
+/// lab's two-endpoint reports measure (README, "Benchmarks"), for cost figures
+/// made before any report exists.
+pub const TYPICAL_COMPACT_REPORT: u64 = 1_300;
+
+/// Bytes a day, TCP/IP headers included (as the keep-alive figures count them),
+/// of uploading a `body`-byte report every `interval` over TLS.
+pub fn upload_bytes_per_day(body: u64, interval: std::time::Duration) -> u64 {
+    let per_day = 86_400.0 / interval.as_secs_f64().max(0.001);
+    // An IoT Hub device-to-cloud topic with its properties is ~150 bytes.
+    let socket = publish_socket_bytes(body, 150, true);
+    let n = per_day.round() as u64;
+    n * socket + ip_overhead(n * socket, n * 2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +295,16 @@ mod tests {
             }
         );
         assert_eq!(a.total(), 13);
+    }
+
+    #[test]
+    fn publish_framing_adds_up() {
+        // 5 + 2 + 10 + 2 + 100 + 4, and two TLS records.
+        assert_eq!(publish_socket_bytes(100, 10, false), 123);
+        assert_eq!(publish_socket_bytes(100, 10, true), 123 + 44);
+        // 288 uploads a day of a 1300-byte report: 288 × 1507 + 576 × 104.
+        let d = upload_bytes_per_day(1_300, std::time::Duration::from_secs(300));
+        assert_eq!(d, 288 * 1_507 + 576 * 104);
     }
 
     #[test]
