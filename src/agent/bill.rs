@@ -336,13 +336,25 @@ pub fn newest_spooled_check(spool_dir: &std::path::Path) -> Option<crate::model:
 /// The body sizes of `report` on the wire: routine (every chain a reference) and
 /// with every chain in full.
 pub fn wire_sizes(report: &crate::model::Report, encoding: super::wire::Encoding) -> (u64, u64) {
-    use super::wire::{compact, encode, WireState};
+    use super::wire::{compact, compact_json, encode_bytes, WireState};
+    let body = |r: &crate::model::Report, state: &WireState, now: u64| {
+        let mut v = serde_json::to_value(r).unwrap_or_default();
+        let sections = compact_json(&mut v, state, now);
+        (serde_json::to_vec(&v).unwrap_or_default(), sections)
+    };
     let first = compact(report, &WireState::default(), 0);
+    let (full_json, sections) = body(&first.report, &WireState::default(), 0);
     let mut state = WireState::default();
     state.delivered(&first.full);
+    state.delivered_sections(&sections);
     let routine = compact(report, &state, 1);
-    let size = |r: &crate::model::Report| encode(r, encoding).map(|b| b.len() as u64).unwrap_or(0);
-    (size(&routine.report), size(&first.report))
+    let (routine_json, _) = body(&routine.report, &state, 1);
+    let size = |b: &[u8]| {
+        encode_bytes(b, encoding)
+            .map(|b| b.len() as u64)
+            .unwrap_or(0)
+    };
+    (size(&routine_json), size(&full_json))
 }
 
 /// The estimate's inputs for a configuration: measured figures from the newest

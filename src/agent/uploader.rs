@@ -69,6 +69,9 @@ pub(crate) struct Uploader {
     meter: Option<Arc<AgentMeter>>,
 }
 
+/// What a wire report carried in full: chains and sections.
+type Sent = (Vec<wire::SentChain>, Vec<wire::SentSection>);
+
 /// How reports go on the wire: compact or as spooled, and their encoding.
 #[derive(Clone)]
 pub(crate) struct WireUpload {
@@ -84,7 +87,7 @@ pub(crate) struct WireUpload {
 
 impl WireUpload {
     /// The body to publish for a spooled report, and the chains it carries in full.
-    fn prepare(&self, spooled: Vec<u8>) -> (Vec<u8>, Vec<wire::SentChain>) {
+    fn prepare(&self, spooled: Vec<u8>) -> (Vec<u8>, Sent) {
         let compacted = if self.compact {
             match serde_json::from_slice::<crate::model::Report>(&spooled) {
                 Ok(r) => {
@@ -92,7 +95,7 @@ impl WireUpload {
                         .duration_since(std::time::UNIX_EPOCH)
                         .unwrap_or_default()
                         .as_secs();
-                    Some(wire::compact(&r, &lock(&self.state), now))
+                    Some((wire::compact(&r, &lock(&self.state), now), now))
                 }
                 Err(e) => {
                     tracing::warn!(
@@ -105,11 +108,17 @@ impl WireUpload {
             None
         };
         let (json, full) = match compacted {
-            Some(c) => match serde_json::to_vec(&c.report) {
-                Ok(j) => (j, c.full),
-                Err(_) => (spooled, Vec::new()),
+            Some((c, now)) => match serde_json::to_value(&c.report) {
+                Ok(mut v) => {
+                    let sections = wire::compact_json(&mut v, &lock(&self.state), now);
+                    match serde_json::to_vec(&v) {
+                        Ok(j) => (j, (c.full, sections)),
+                        Err(_) => (spooled, Sent::default()),
+                    }
+                }
+                Err(_) => (spooled, Sent::default()),
             },
-            None => (spooled, Vec::new()),
+            None => (spooled, Sent::default()),
         };
         match wire::encode_bytes(&json, self.encoding) {
             Ok(body) => (body, full),
@@ -121,12 +130,13 @@ impl WireUpload {
     }
 
     /// After the PUBACK: the chains sent in full are known to the hub now.
-    fn delivered(&self, full: &[wire::SentChain]) {
-        if full.is_empty() {
+    fn delivered(&self, full: &Sent) {
+        if full.0.is_empty() && full.1.is_empty() {
             return;
         }
         let mut state = lock(&self.state);
-        state.delivered(full);
+        state.delivered(&full.0);
+        state.delivered_sections(&full.1);
         if let Some(p) = &self.path {
             if let Err(e) = state.save(p) {
                 tracing::warn!(file = %p.display(), "cannot keep the delivered chains (a restart sends them again): {e}");
@@ -224,7 +234,7 @@ impl Uploader {
             };
             let (payload, full) = match &self.wire {
                 Some(w) => w.prepare(payload),
-                None => (payload, Vec::new()),
+                None => (payload, Sent::default()),
             };
             let before = self.meter.as_ref().map(|m| m.session.read());
             // Not interrupted by a stop: a clean stop finishes the publish in flight

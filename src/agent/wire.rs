@@ -59,22 +59,29 @@ pub fn chain_ref(chain: &[CertInfo]) -> ChainRef {
     }
 }
 
-/// One chain this device delivered in full.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeliveredChain {
-    /// [`ChainRef::sha256`] of the chain.
-    pub sha256: String,
-    /// When its full form was last delivered, Unix seconds.
-    pub full_at_unix_s: u64,
-}
-
-/// The fingerprints of the chains delivered in full, per endpoint and server
-/// name; kept in `wire-state.json` in the state directory.
+/// The fingerprints of the chains this device delivered in full, and when;
+/// kept in `wire-state.json` in the state directory. Keyed by the chain, not by
+/// the endpoint: endpoints behind one certificate share one full chain, and an
+/// endpoint whose chain changed finds the new one unknown.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireState {
-    /// `"<endpoint> <server name>"` → the chain last delivered in full there.
+    /// [`ChainRef::sha256`] → when that chain was last delivered in full, Unix
+    /// seconds.
     #[serde(default)]
-    pub chains: BTreeMap<String, DeliveredChain>,
+    pub chains: BTreeMap<String, u64>,
+    /// `endpoint <name>` / `target` → the digest of what was last delivered in
+    /// full there, and when (see [`compact_json`]).
+    #[serde(default)]
+    pub sections: BTreeMap<String, Section>,
+}
+
+/// A report section delivered in full: its digest and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Section {
+    /// [`digest`] of the section.
+    pub digest: String,
+    /// When, Unix seconds.
+    pub at_unix_s: u64,
 }
 
 /// The most chains a state file keeps (an endpoint list is short; a corrupted or
@@ -96,8 +103,9 @@ impl WireState {
         };
         match serde_json::from_slice::<WireState>(&bytes) {
             Ok(mut s) => {
-                while s.chains.len() > MAX_CHAINS {
-                    s.chains.pop_last();
+                s.trim();
+                while s.sections.len() > MAX_CHAINS {
+                    s.sections.pop_first();
                 }
                 s
             }
@@ -114,19 +122,53 @@ impl WireState {
         crate::fsio::write_atomic(path, &json)
     }
 
-    /// Records what a delivered report carried in full.
+    /// Records what a delivered report carried in full; forgets chains whose full
+    /// form is older than [`FULL_CHAIN_EVERY`] (they go in full again anyway).
     pub fn delivered(&mut self, sent: &[SentChain]) {
         for s in sent {
-            self.chains.insert(
+            self.chains.insert(s.sha256.clone(), s.at_unix_s);
+        }
+        if let Some(now) = sent.iter().map(|s| s.at_unix_s).max() {
+            self.chains
+                .retain(|_, at| now.saturating_sub(*at) < FULL_CHAIN_EVERY.as_secs());
+        }
+        self.trim();
+    }
+
+    /// Records the sections a delivered report carried in full.
+    pub fn delivered_sections(&mut self, sent: &[SentSection]) {
+        for s in sent {
+            self.sections.insert(
                 s.key.clone(),
-                DeliveredChain {
-                    sha256: s.sha256.clone(),
-                    full_at_unix_s: s.at_unix_s,
+                Section {
+                    digest: s.digest.clone(),
+                    at_unix_s: s.at_unix_s,
                 },
             );
         }
+        while self.sections.len() > MAX_CHAINS {
+            self.sections.pop_first();
+        }
+    }
+
+    fn knows(&self, key: &str, digest: &str, now: u64) -> bool {
+        self.sections.get(key).is_some_and(|s| {
+            s.digest == digest && now.saturating_sub(s.at_unix_s) < FULL_CHAIN_EVERY.as_secs()
+        })
+    }
+
+    /// At most [`MAX_CHAINS`], the oldest dropped first.
+    fn trim(&mut self) {
         while self.chains.len() > MAX_CHAINS {
-            self.chains.pop_first();
+            let Some(oldest) = self
+                .chains
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            self.chains.remove(&oldest);
         }
     }
 }
@@ -170,11 +212,10 @@ pub fn compact(report: &Report, state: &WireState, now_unix_s: u64) -> Compacted
             }
             let r = chain_ref(&tls.chain);
             let key = format!("{} {}", ep.name, tls.server_name);
-            let fresh = |d: &DeliveredChain| {
-                d.sha256 == r.sha256
-                    && now_unix_s.saturating_sub(d.full_at_unix_s) < FULL_CHAIN_EVERY.as_secs()
-            };
-            let known = state.chains.get(&key).is_some_and(fresh)
+            let known = state
+                .chains
+                .get(&r.sha256)
+                .is_some_and(|at| now_unix_s.saturating_sub(*at) < FULL_CHAIN_EVERY.as_secs())
                 || full.iter().any(|s| s.sha256 == r.sha256);
             if known {
                 tls.chain.clear();
@@ -194,6 +235,196 @@ pub fn compact(report: &Report, state: &WireState, now_unix_s: u64) -> Compacted
         full,
         referenced,
     }
+}
+
+/// A report section a wire report carries in full (recorded once delivered).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentSection {
+    /// `endpoint <name>` or `target`.
+    pub key: String,
+    /// Its [`digest`].
+    pub digest: String,
+    /// When, Unix seconds.
+    pub at_unix_s: u64,
+}
+
+/// Keys whose values change from run to run without saying anything new: timings,
+/// ephemeral ports, TTL countdowns, expiry countdowns, the chain itself (its
+/// `chain_ref` stands for it).
+fn volatile(key: &str) -> bool {
+    key.ends_with("_ms")
+        || matches!(
+            key,
+            "local_address"
+                | "leaf_days_left"
+                | "clock_offset_s"
+                | "expires_in_s"
+                | "date"
+                | "ttl"
+                | "chain"
+        )
+}
+
+fn stable(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| !volatile(k))
+                .map(|(k, v)| (k.clone(), stable(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(stable).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The digest of a section: the first 16 hex digits of the SHA-256 of its JSON
+/// without the volatile keys (timings, ephemeral ports, countdowns).
+pub fn digest(v: &serde_json::Value) -> String {
+    let bytes = serde_json::to_vec(&stable(v)).unwrap_or_default();
+    Sha256::digest(&bytes)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The target's fields every report keeps (the rest is its `details_ref` section).
+const TARGET_KEPT: &[&str] = &[
+    "host",
+    "hub_host",
+    "profile",
+    "device_id",
+    "module_id",
+    "auth",
+    "timeout_ms",
+    "deadline_ms",
+];
+
+/// Leaves out of a (chain-compacted) report's JSON the sections unchanged since
+/// the last delivered report: an endpoint whose evidence has the digest the hub
+/// got in full (its `evidence_ref`) goes without evidence, except what fleet
+/// tooling reads of it (each trust anchor once per report, with the chain's
+/// reference and the leaf's days left; an HTTP clock offset); the target's
+/// details go likewise (`details_ref`); zero disconnect counts are left out of
+/// the canary (absent means zero). Returns the sections it carries in full.
+pub fn compact_json(
+    v: &mut serde_json::Value,
+    state: &WireState,
+    now_unix_s: u64,
+) -> Vec<SentSection> {
+    use serde_json::{Map, Value};
+    let mut sent = Vec::new();
+    let mut anchors_kept: Vec<String> = Vec::new();
+    if let Some(eps) = v.get_mut("endpoints").and_then(Value::as_array_mut) {
+        for ep in eps {
+            let name = ep["name"].as_str().unwrap_or("").to_string();
+            let evidence: Vec<Value> = ep["phases"]
+                .as_array()
+                .map(|ps| {
+                    ps.iter()
+                        .map(|p| serde_json::json!([p["phase"], p["status"], p.get("evidence")]))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let d = digest(&Value::Array(evidence));
+            let key = format!("endpoint {name}");
+            let known = state.knows(&key, &d, now_unix_s);
+            ep["evidence_ref"] = Value::String(d.clone());
+            if !known {
+                sent.push(SentSection {
+                    key,
+                    digest: d,
+                    at_unix_s: now_unix_s,
+                });
+                continue;
+            }
+            let Some(phases) = ep.get_mut("phases").and_then(Value::as_array_mut) else {
+                continue;
+            };
+            for p in phases {
+                let Some(obj) = p.as_object_mut() else {
+                    continue;
+                };
+                let Some(ev) = obj.remove("evidence") else {
+                    continue;
+                };
+                let kept: Option<Map<String, Value>> =
+                    match obj.get("phase").and_then(Value::as_str) {
+                        Some("tls") => {
+                            let anchor = ev["trust_anchor"]["name"].as_str().map(str::to_string);
+                            match anchor {
+                                Some(a) if !anchors_kept.contains(&a) => {
+                                    anchors_kept.push(a);
+                                    let mut m = Map::new();
+                                    for k in [
+                                        "server_name",
+                                        "alpn_offered",
+                                        "chain",
+                                        "trust_anchor",
+                                        "leaf_days_left",
+                                    ] {
+                                        if let Some(x) = ev.get(k) {
+                                            m.insert(k.into(), x.clone());
+                                        }
+                                    }
+                                    if let Some(r) = ev.get("chain_ref") {
+                                        let mut r = r.clone();
+                                        if let Some(ro) = r.as_object_mut() {
+                                            ro.remove("certs");
+                                            ro.remove("leaf_subject");
+                                        }
+                                        m.insert("chain_ref".into(), r);
+                                    }
+                                    Some(m)
+                                }
+                                _ => None,
+                            }
+                        }
+                        Some("http") if ev.get("clock_offset_s").is_some_and(|x| !x.is_null()) => {
+                            let mut m = Map::new();
+                            m.insert("request".into(), ev["request"].clone());
+                            m.insert("clock_offset_s".into(), ev["clock_offset_s"].clone());
+                            Some(m)
+                        }
+                        _ => None,
+                    };
+                if let Some(m) = kept {
+                    obj.insert("evidence".into(), Value::Object(m));
+                }
+            }
+        }
+    }
+    if let Some(t) = v.get_mut("target").and_then(Value::as_object_mut) {
+        let details: Map<String, Value> = t
+            .iter()
+            .filter(|(k, _)| !TARGET_KEPT.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if !details.is_empty() {
+            let d = digest(&Value::Object(details.clone()));
+            if state.knows("target", &d, now_unix_s) {
+                for k in details.keys() {
+                    t.remove(k);
+                }
+            } else {
+                sent.push(SentSection {
+                    key: "target".into(),
+                    digest: d.clone(),
+                    at_unix_s: now_unix_s,
+                });
+            }
+            t.insert("details_ref".into(), Value::String(d));
+        }
+    }
+    if let Some(totals) = v
+        .get_mut("canary")
+        .and_then(|c| c.get_mut("disconnects_total"))
+        .and_then(Value::as_object_mut)
+    {
+        totals.retain(|_, n| n.as_u64() != Some(0));
+    }
+    sent
 }
 
 /// The body to publish: compact JSON, gzip-compressed for [`Encoding::Gzip`].
@@ -313,6 +544,41 @@ mod tests {
     }
 
     #[test]
+    fn a_chain_delivered_on_one_endpoint_is_known_on_another() {
+        let chain = vec![cert(1), cert(2)];
+        let mut state = WireState::default();
+        let c = compact(
+            &report(&[("a", chain.clone()), ("b", chain.clone())]),
+            &state,
+            10,
+        );
+        state.delivered(&c.full);
+        let c = compact(&report(&[("a", chain.clone()), ("b", chain)]), &state, 20);
+        assert_eq!((c.full.len(), c.referenced), (0, 2));
+    }
+
+    #[test]
+    fn the_state_stays_bounded() {
+        let mut s = WireState::default();
+        for i in 0..(MAX_CHAINS as u64 + 10) {
+            s.delivered(&[SentChain {
+                key: "k".into(),
+                sha256: format!("{i}"),
+                at_unix_s: 1_000 + i,
+            }]);
+        }
+        assert_eq!(s.chains.len(), MAX_CHAINS);
+        assert!(!s.chains.contains_key("0"), "the oldest went first");
+        // A day later only the new one is kept.
+        s.delivered(&[SentChain {
+            key: "k".into(),
+            sha256: "new".into(),
+            at_unix_s: 1_000 + FULL_CHAIN_EVERY.as_secs() + 10_000,
+        }]);
+        assert_eq!(s.chains.len(), 1);
+    }
+
+    #[test]
     fn the_same_chain_twice_in_one_report_goes_in_full_once() {
         let chain = vec![cert(1), cert(2)];
         let c = compact(
@@ -340,6 +606,7 @@ mod tests {
             sha256: "ab".into(),
             at_unix_s: 5,
         }]);
+        assert_eq!(s.chains.get("ab"), Some(&5));
         s.save(&p).unwrap();
         assert_eq!(WireState::load(&p), s);
         std::fs::write(&p, b"{not json").unwrap();

@@ -339,7 +339,9 @@ pub struct ChainRef {
     /// SHA-256 of the chain: of the certificates' `sha256` values, lowercase
     /// hex, leaf first, each followed by a newline.
     pub sha256: String,
-    /// Each certificate's `sha256` (of its DER), leaf first.
+    /// Each certificate's `sha256` (of its DER), leaf first (left out beside an
+    /// evidence the device delivered before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certs: Vec<String>,
     /// Number of certificates.
     pub len: usize,
