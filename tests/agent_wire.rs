@@ -203,13 +203,15 @@ rate = 100
         p
     }
 
-    fn spawn_agent(&self, config: &Path) -> AgentChild {
+    /// The agent with state directory `state` (each test its own: the wire state
+    /// is what a test looks at).
+    fn spawn_agent(&self, config: &Path, state: &str) -> AgentChild {
         AgentChild(
             Command::new(support::bin())
                 .args(["agent", "--config"])
                 .arg(config)
                 .arg("--state-dir")
-                .arg(self.path("state"))
+                .arg(self.path(state))
                 .env_remove("IOTHUB_DEVICE_CONNECTION_STRING")
                 .env_remove("RUST_LOG")
                 .stdin(Stdio::null())
@@ -387,7 +389,7 @@ fn chains_go_in_full_once_then_as_references_and_come_back_when_they_change() {
     let mut lab = lab().lock().unwrap_or_else(|p| p.into_inner());
     let sub = Subscriber::start(lab.broker.addr("plain"), "reader-wire", "devices/#");
     let cfg = lab.config("");
-    let mut agent = lab.spawn_agent(&cfg);
+    let mut agent = lab.spawn_agent(&cfg, "state-chains");
 
     // The first report: the chain in full (mqtt-tls), and the same chain on
     // mqtt-ws by reference (one server certificate behind both listeners).
@@ -433,6 +435,9 @@ fn chains_go_in_full_once_then_as_references_and_come_back_when_they_change() {
             .expect("the uploaded report is in the spool");
         assert!(tls(&full, "mqtt-ws")["chain"].as_array().unwrap().len() >= 1);
         assert!(full.get("traffic").is_some());
+        if std::env::var_os("HUBPROBE_SHOW_WIRE").is_some() {
+            eprintln!("{}", String::from_utf8_lossy(&m.payload));
+        }
         eprintln!(
             "routine report on the wire: {} B (spooled in full: {} B)",
             m.payload.len(),
@@ -453,7 +458,8 @@ fn chains_go_in_full_once_then_as_references_and_come_back_when_they_change() {
     // A restart keeps what was delivered (the state file): no chain sent again.
     assert_eq!(agent.stop(), 0);
     let state: Value = serde_json::from_slice(
-        &std::fs::read(lab.path("state").join("wire-state.json")).expect("the wire state file"),
+        &std::fs::read(lab.path("state-chains").join("wire-state.json"))
+            .expect("the wire state file"),
     )
     .unwrap();
     assert!(
@@ -461,7 +467,7 @@ fn chains_go_in_full_once_then_as_references_and_come_back_when_they_change() {
         "{state:#}"
     );
     let seen = sub.received().len();
-    let mut agent = lab.spawn_agent(&cfg);
+    let mut agent = lab.spawn_agent(&cfg, "state-chains");
     let (_, restarted) = next_with_chain(&sub, seen, Duration::from_secs(30));
     assert_eq!(chain_of(&restarted, "mqtt-tls"), (0, sha2.clone()));
     assert!(tls(&restarted, "mqtt-ws").is_null(), "{restarted:#}");
@@ -553,7 +559,7 @@ fn the_bill_matches_what_the_sockets_carried() {
     lab.wss.wait_idle(Duration::from_secs(20));
     let before = (lab.tls.counts(), lab.wss.counts());
     let spooled_before = spooled(&lab.path("spool")).len();
-    let mut agent = lab.spawn_agent(&cfg);
+    let mut agent = lab.spawn_agent(&cfg, "state-bill");
     let got = sub.wait_for(3, Duration::from_secs(30));
     assert!(got.len() >= 3, "too few uploads");
     let now = spooled(&lab.path("spool")).len();
@@ -645,7 +651,7 @@ fn gzip_uploads_say_so_and_fleet_reads_them() {
     let lab = lab().lock().unwrap_or_else(|p| p.into_inner());
     let sub = Subscriber::start(lab.broker.addr("plain"), "reader-gzip", "devices/#");
     let cfg = lab.config("encoding = \"gzip\"");
-    let mut agent = lab.spawn_agent(&cfg);
+    let mut agent = lab.spawn_agent(&cfg, "state-gzip");
     let got = sub.wait_for(2, Duration::from_secs(30));
     assert!(got.len() >= 2);
     assert_eq!(agent.stop(), 0);

@@ -289,6 +289,9 @@ pub fn digest(v: &serde_json::Value) -> String {
         .collect()
 }
 
+/// What an unchanged phase message reads on the wire.
+pub const UNCHANGED: &str = "=";
+
 /// The target's fields every report keeps (the rest is its `details_ref` section).
 const TARGET_KEPT: &[&str] = &[
     "host",
@@ -306,8 +309,10 @@ const TARGET_KEPT: &[&str] = &[
 /// got in full (its `evidence_ref`) goes without evidence, except what fleet
 /// tooling reads of it (each trust anchor once per report, with the chain's
 /// reference and the leaf's days left; an HTTP clock offset); the target's
-/// details go likewise (`details_ref`); zero disconnect counts are left out of
-/// the canary (absent means zero). Returns the sections it carries in full.
+/// details go likewise (`details_ref`); a phase message of such an endpoint
+/// reads [`UNCHANGED`]; zero disconnect counts are left out of the canary (absent
+/// means zero) and the traffic's running totals (`since_start`) stay on the
+/// device. Returns the sections it carries in full.
 pub fn compact_json(
     v: &mut serde_json::Value,
     state: &WireState,
@@ -323,7 +328,14 @@ pub fn compact_json(
                 .as_array()
                 .map(|ps| {
                     ps.iter()
-                        .map(|p| serde_json::json!([p["phase"], p["status"], p.get("evidence")]))
+                        .map(|p| {
+                            serde_json::json!([
+                                p["phase"],
+                                p["status"],
+                                p.get("message"),
+                                p.get("evidence")
+                            ])
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -346,6 +358,11 @@ pub fn compact_json(
                 let Some(obj) = p.as_object_mut() else {
                     continue;
                 };
+                // A message the hub got with this digest reads "=" (the schema
+                // wants one on skipped and failed phases).
+                if let Some(m) = obj.get_mut("message") {
+                    *m = Value::String(UNCHANGED.into());
+                }
                 let Some(ev) = obj.remove("evidence") else {
                     continue;
                 };
@@ -373,6 +390,7 @@ pub fn compact_json(
                                         if let Some(ro) = r.as_object_mut() {
                                             ro.remove("certs");
                                             ro.remove("leaf_subject");
+                                            ro.remove("root_issuer");
                                         }
                                         m.insert("chain_ref".into(), r);
                                     }
@@ -416,6 +434,11 @@ pub fn compact_json(
             }
             t.insert("details_ref".into(), Value::String(d));
         }
+    }
+    // The hub needs what each report cost; the running totals are for the
+    // device's own counters.
+    if let Some(t) = v.get_mut("traffic").and_then(Value::as_object_mut) {
+        t.remove("since_start");
     }
     if let Some(totals) = v
         .get_mut("canary")

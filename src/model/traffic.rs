@@ -31,6 +31,8 @@ pub struct TrafficReport {
     pub period_s: f64,
     /// Counted since the previous report (for a check report, its own check).
     pub period: PurposeBytes,
-    /// Counted since the agent started (Prometheus counters read these).
+    /// Counted since the agent started (Prometheus counters read these); left
+    /// out of compact wire reports.
+    #[serde(default)]
     pub since_start: PurposeBytes,
 }
