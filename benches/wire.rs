@@ -26,7 +26,10 @@ fn sample() -> Report {
     };
     let mut found = None;
     generate(&cfg, |r| {
-        if found.is_none() && r.kind == "check" && r.verdict == Verdict::Ok && r.endpoints.len() >= 4
+        if found.is_none()
+            && r.kind == "check"
+            && r.verdict == Verdict::Ok
+            && r.endpoints.len() >= 4
         {
             found = Some(r.clone());
         }

@@ -235,74 +235,6 @@ pub fn render(lines: &[CostLine]) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn canary_is_the_session_less_the_uploads_and_periods_are_differences() {
-        let m = AgentMeter::default();
-        m.checks.add_sent(100);
-        m.session.add_sent(50);
-        m.session.add_received(30);
-        m.uploads.add_sent(20);
-        m.uploads.add_received(4);
-        let r = m.report();
-        assert_eq!(r.period.checks.sent, 100);
-        assert_eq!(
-            r.period.canary,
-            ByteCount {
-                sent: 30,
-                received: 26
-            }
-        );
-        assert_eq!(r.period.uploads.received, 4);
-        m.checks.add_received(7);
-        let r = m.report();
-        assert_eq!(
-            r.period.checks,
-            ByteCount {
-                sent: 0,
-                received: 7
-            }
-        );
-        assert_eq!(
-            r.since_start.checks,
-            ByteCount {
-                sent: 100,
-                received: 7
-            }
-        );
-    }
-
-    #[test]
-    fn the_estimate_adds_up() {
-        let i = CostInputs {
-            interval: Duration::from_secs(300),
-            checks: vec![("mqtt-tls".into(), 7_000)],
-            checks_measured: false,
-            keepalive: Some(Duration::from_secs(240)),
-            canary_tls: true,
-            upload: Some((1_000, 3_000)),
-            topic_len: 50,
-        };
-        let lines = estimate(&i);
-        assert_eq!(lines.len(), 3);
-        assert_eq!(lines[0].socket_per_day, 288 * 7_000);
-        // 360 rounds × 2 × (2 + 22).
-        assert_eq!(lines[1].socket_per_day, 360 * 48);
-        assert_eq!(
-            lines[1].wire_per_day,
-            crate::tune::recommend::bytes_per_day(240, true)
-        );
-        // 288 × (5 + 2 + 50 + 2 + 1000 + 4 + 2·22) + 2000.
-        assert_eq!(lines[2].socket_per_day, 288 * 1_107 + 2_000);
-        assert!(lines.iter().all(|l| l.wire_per_day > l.socket_per_day));
-        let text = render(&lines);
-        assert!(text.contains("uploads") && text.contains("total"), "{text}");
-    }
-}
-
 /// The newest check report in a spool directory (pending or delivered), read
 /// without opening the spool (nothing is created or changed).
 pub fn newest_spooled_check(spool_dir: &std::path::Path) -> Option<crate::model::Report> {
@@ -429,5 +361,73 @@ pub fn inputs_for(
             // Hub topics get `&$.mid=<report id>` appended.
             t.len() as u64 + if t.contains("$.ct=") { 43 } else { 0 }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canary_is_the_session_less_the_uploads_and_periods_are_differences() {
+        let m = AgentMeter::default();
+        m.checks.add_sent(100);
+        m.session.add_sent(50);
+        m.session.add_received(30);
+        m.uploads.add_sent(20);
+        m.uploads.add_received(4);
+        let r = m.report();
+        assert_eq!(r.period.checks.sent, 100);
+        assert_eq!(
+            r.period.canary,
+            ByteCount {
+                sent: 30,
+                received: 26
+            }
+        );
+        assert_eq!(r.period.uploads.received, 4);
+        m.checks.add_received(7);
+        let r = m.report();
+        assert_eq!(
+            r.period.checks,
+            ByteCount {
+                sent: 0,
+                received: 7
+            }
+        );
+        assert_eq!(
+            r.since_start.checks,
+            ByteCount {
+                sent: 100,
+                received: 7
+            }
+        );
+    }
+
+    #[test]
+    fn the_estimate_adds_up() {
+        let i = CostInputs {
+            interval: Duration::from_secs(300),
+            checks: vec![("mqtt-tls".into(), 7_000)],
+            checks_measured: false,
+            keepalive: Some(Duration::from_secs(240)),
+            canary_tls: true,
+            upload: Some((1_000, 3_000)),
+            topic_len: 50,
+        };
+        let lines = estimate(&i);
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0].socket_per_day, 288 * 7_000);
+        // 360 rounds × 2 × (2 + 22).
+        assert_eq!(lines[1].socket_per_day, 360 * 48);
+        assert_eq!(
+            lines[1].wire_per_day,
+            crate::tune::recommend::bytes_per_day(240, true)
+        );
+        // 288 × (5 + 2 + 50 + 2 + 1000 + 4 + 2·22) + 2000.
+        assert_eq!(lines[2].socket_per_day, 288 * 1_107 + 2_000);
+        assert!(lines.iter().all(|l| l.wire_per_day > l.socket_per_day));
+        let text = render(&lines);
+        assert!(text.contains("uploads") && text.contains("total"), "{text}");
     }
 }
