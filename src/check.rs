@@ -246,6 +246,7 @@ pub async fn run(plan: &CheckPlan) -> Report {
         canary: None,
         clock: Some(clock_report),
         device_certificate: device_cert,
+        traffic: None,
         labels: plan.labels.clone(),
         provisioning: None,
     }

@@ -351,11 +351,22 @@ fn agent(args: &AgentArgs) -> anyhow::Result<ExitCode> {
     let cfg = load(&opts)?;
     if args.check_config {
         // The identity, profile, trust store and files too, as a start would.
-        cfg.plan(
+        let plan = cfg.plan(
             &opts.config,
             hubprobe::config::EnvCredentials::from_process(),
         )?;
         println!("{}: valid", opts.config.display());
+        // What this configuration will cost a metered link per day.
+        let spool_dir = cfg
+            .spool
+            .dir
+            .clone()
+            .unwrap_or_else(|| opts.state_dir.join("spool"));
+        let inputs = hubprobe::agent::bill::inputs_for(&cfg, &plan, &spool_dir);
+        print!(
+            "{}",
+            hubprobe::agent::bill::render(&hubprobe::agent::bill::estimate(&inputs))
+        );
         return Ok(ExitCode::Ok);
     }
     let runtime = runtime()?;

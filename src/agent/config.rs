@@ -316,6 +316,13 @@ pub struct UploadSection {
     /// Reports per second at most.
     #[serde(default = "default_rate")]
     pub rate: f64,
+    /// Compact wire reports: chains delivered before go as references
+    /// (`agent::wire`); `false` uploads the full reports as spooled.
+    #[serde(default = "yes")]
+    pub compact: bool,
+    /// `identity` (JSON, the default) or `gzip`.
+    #[serde(default)]
+    pub encoding: super::wire::Encoding,
 }
 
 impl Default for UploadSection {
@@ -325,6 +332,8 @@ impl Default for UploadSection {
             to: default_upload_to(),
             topic: None,
             rate: default_rate(),
+            compact: true,
+            encoding: super::wire::Encoding::Identity,
         }
     }
 }

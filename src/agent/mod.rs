@@ -1,6 +1,7 @@
 //! `hubprobe agent`: periodic checks, the canary session, the spool, the uploader
 //! and the Prometheus textfile.
 
+pub mod bill;
 pub mod config;
 pub mod history;
 pub mod identity;
@@ -10,4 +11,5 @@ pub mod schedule;
 pub mod session;
 mod signals;
 pub mod spool;
-mod uploader;
+pub(crate) mod uploader;
+pub mod wire;

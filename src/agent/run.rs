@@ -14,12 +14,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{watch, Notify};
 
+use super::bill::AgentMeter;
 use super::config::{AgentConfig, AgentConfigError};
 use super::schedule::{first_delay, next_delay, random_unit};
 use super::session::{self, SessionHandle, SessionSettings};
 use super::signals::{Signal, Signals};
 use super::spool::{Ndjson, Retention, Spool};
-use super::uploader::{drain, topic, SharedSpool, Uploader, UploaderTask};
+use super::uploader::{drain, topic, SharedSpool, Uploader, UploaderTask, WireUpload};
+use super::wire::WireState;
 use crate::check::CheckPlan;
 use crate::config::EnvCredentials;
 use crate::exit::ExitCode;
@@ -59,6 +61,10 @@ struct Loaded {
     session: Option<SessionSettings>,
     spool_dir: PathBuf,
     textfile: Option<PathBuf>,
+    /// The bill's counters and the chains delivered in full (kept across reloads).
+    meter: Arc<AgentMeter>,
+    wire: Arc<Mutex<WireState>>,
+    wire_path: PathBuf,
 }
 
 /// Loads and validates the configuration, applying the command-line overrides.
@@ -138,12 +144,16 @@ fn prepare(
         .clone()
         .unwrap_or_else(|| opts.state_dir.join("spool"));
     let textfile = cfg.prometheus.textfile.clone();
+    let wire_path = super::wire::state_path(&opts.state_dir);
     Ok(Loaded {
         cfg,
         plan: Arc::new(plan),
         session,
         spool_dir,
         textfile,
+        meter: AgentMeter::shared(),
+        wire: Arc::new(Mutex::new(WireState::load(&wire_path))),
+        wire_path,
     })
 }
 
@@ -160,6 +170,7 @@ impl RunningSession {
         plan: Arc<CheckPlan>,
         settings: SessionSettings,
         state: Option<Arc<Mutex<session::CanaryState>>>,
+        meter: &AgentMeter,
     ) -> RunningSession {
         let (mut handle, rx) =
             session::channel(session::load_history(settings.history_file.as_ref()));
@@ -167,12 +178,10 @@ impl RunningSession {
             handle.state = state;
         }
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(session::run(
-            plan,
-            settings.clone(),
-            handle.clone(),
-            rx,
-            stop_rx,
+        // The session's connections count into the session's tally.
+        let task = tokio::spawn(crate::net::meter::scope(
+            meter.session.clone(),
+            session::run(plan, settings.clone(), handle.clone(), rx, stop_rx),
         ));
         RunningSession {
             handle,
@@ -210,7 +219,7 @@ pub async fn run(opts: AgentOptions, cfg: AgentConfig) -> Result<ExitCode, Agent
         loaded
             .session
             .clone()
-            .map(|s| RunningSession::start(loaded.plan.clone(), s, None))
+            .map(|s| RunningSession::start(loaded.plan.clone(), s, None, &loaded.meter))
     };
     let new_report = Arc::new(Notify::new());
     let mut uploader = UploaderTask::spawn(uploader(&loaded, &spool, &session, false), &new_report);
@@ -252,7 +261,8 @@ pub async fn run(opts: AgentOptions, cfg: AgentConfig) -> Result<ExitCode, Agent
         }
 
         // The check, abandoned (nothing written) if a stop signal comes first.
-        let check = crate::check::run(&loaded.plan);
+        let check =
+            crate::net::meter::scope(loaded.meter.checks.clone(), crate::check::run(&loaded.plan));
         let mut report = tokio::select! {
             r = check => r,
             sig = signals.next_stop() => { let _ = sig; break 'cycles; }
@@ -265,6 +275,7 @@ pub async fn run(opts: AgentOptions, cfg: AgentConfig) -> Result<ExitCode, Agent
                 report.canary = Some(s.handle.report(&s.settings, &loaded.plan));
             }
         }
+        report.traffic = Some(loaded.meter.report());
         last_code = report.verdict.exit_code();
         emit(&loaded, &spool, &report, last_keepalive.as_ref());
         new_report.notify_one();
@@ -285,7 +296,7 @@ pub async fn run(opts: AgentOptions, cfg: AgentConfig) -> Result<ExitCode, Agent
                 session = loaded
                     .session
                     .clone()
-                    .map(|s| RunningSession::start(loaded.plan.clone(), s, state));
+                    .map(|s| RunningSession::start(loaded.plan.clone(), s, state, &loaded.meter));
                 let Some(tuned) = tuned else { break 'cycles };
                 if let Some(k) = &tuned.keepalive {
                     last_keepalive = Some(k.clone());
@@ -312,7 +323,7 @@ pub async fn run(opts: AgentOptions, cfg: AgentConfig) -> Result<ExitCode, Agent
                 session = loaded
                     .session
                     .clone()
-                    .map(|s| RunningSession::start(loaded.plan.clone(), s, None));
+                    .map(|s| RunningSession::start(loaded.plan.clone(), s, None, &loaded.meter));
             }
             let stop = async {
                 signals.next_stop().await;
@@ -356,13 +367,22 @@ fn uploader(
     } else {
         loaded.plan.timeout.max(s.settings.ping_timeout)
     };
-    Some(Uploader::new(
-        s.handle.clone(),
-        spool.clone(),
-        topic(&loaded.plan, &loaded.cfg.upload),
-        Duration::from_secs_f64(1.0 / loaded.cfg.upload.rate),
-        timeout,
-    ))
+    Some(
+        Uploader::new(
+            s.handle.clone(),
+            spool.clone(),
+            topic(&loaded.plan, &loaded.cfg.upload),
+            Duration::from_secs_f64(1.0 / loaded.cfg.upload.rate),
+            timeout,
+        )
+        .with_wire(WireUpload {
+            compact: loaded.cfg.upload.compact,
+            encoding: loaded.cfg.upload.encoding,
+            state: loaded.wire.clone(),
+            path: Some(loaded.wire_path.clone()),
+        })
+        .with_meter(loaded.meter.clone()),
+    )
 }
 
 fn open_spool(loaded: &Loaded) -> SharedSpool {
@@ -396,7 +416,10 @@ async fn reload(
     spool: &mut SharedSpool,
 ) -> Result<(), AgentConfigError> {
     let cfg = load(opts)?;
-    let fresh = prepare(opts, cfg, identity.clone())?;
+    let mut fresh = prepare(opts, cfg, identity.clone())?;
+    // The bill and the delivered chains go on across a reload.
+    fresh.meter = loaded.meter.clone();
+    fresh.wire = loaded.wire.clone();
     let state = match session.take() {
         Some(s) => Some(s.shutdown().await),
         None => None,
@@ -404,7 +427,7 @@ async fn reload(
     *session = fresh
         .session
         .clone()
-        .map(|s| RunningSession::start(fresh.plan.clone(), s, state));
+        .map(|s| RunningSession::start(fresh.plan.clone(), s, state, &fresh.meter));
     if fresh.spool_dir != loaded.spool_dir {
         *spool = open_spool(&fresh);
     } else if let Some(s) = lock(spool).as_mut() {

@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
+use super::bill::AgentMeter;
 use super::config::{UploadSection, UploadTo};
 use super::session::SessionHandle;
 use super::spool::Spool;
+use super::wire::{self, Encoding, WireState};
 use crate::check::CheckPlan;
 
 /// The spool, shared by the main loop (which writes) and the uploader (which
@@ -37,8 +39,14 @@ pub(crate) fn topic(plan: &CheckPlan, upload: &UploadSection) -> String {
             };
             // IoT Hub system and application properties in the topic: JSON, UTF-8,
             // and marks that say this is a hubprobe report.
+            // gzip bodies say so in `$.ce` (IoT Hub routing queries then cannot
+            // read the body: docs/agent.md, "What monitoring costs").
+            let ce = match upload.encoding {
+                Encoding::Identity => "utf-8",
+                Encoding::Gzip => "gzip",
+            };
             format!(
-                "{base}$.ct=application%2Fjson&$.ce=utf-8&hubprobe=report&schema=hubprobe.report%2F1"
+                "{base}$.ct=application%2Fjson&$.ce={ce}&hubprobe=report&schema=hubprobe.report%2F1"
             )
         }
         UploadTo::Topic => upload
@@ -57,6 +65,84 @@ pub(crate) struct Uploader {
     topic: String,
     gap: Duration,
     timeout: Duration,
+    wire: Option<WireUpload>,
+    meter: Option<Arc<AgentMeter>>,
+}
+
+/// What a wire report carried in full: chains and sections.
+type Sent = (Vec<wire::SentChain>, Vec<wire::SentSection>);
+
+/// How reports go on the wire: compact or as spooled, and their encoding.
+#[derive(Clone)]
+pub(crate) struct WireUpload {
+    /// Compact (chains delivered before as references) or the spooled report as is.
+    pub(crate) compact: bool,
+    /// The body's encoding.
+    pub(crate) encoding: Encoding,
+    /// The chains delivered in full, and the file they are kept in.
+    pub(crate) state: Arc<Mutex<WireState>>,
+    /// The state file (`None`: kept in memory only).
+    pub(crate) path: Option<std::path::PathBuf>,
+}
+
+impl WireUpload {
+    /// The body to publish for a spooled report, and the chains it carries in full.
+    fn prepare(&self, spooled: Vec<u8>) -> (Vec<u8>, Sent) {
+        let compacted = if self.compact {
+            match serde_json::from_slice::<crate::model::Report>(&spooled) {
+                Ok(r) => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_secs();
+                    Some((wire::compact(&r, &lock(&self.state), now), now))
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "a spooled report is not readable as a report ({e}); sent as is"
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let (json, full) = match compacted {
+            Some((c, now)) => match serde_json::to_value(&c.report) {
+                Ok(mut v) => {
+                    let sections = wire::compact_json(&mut v, &lock(&self.state), now);
+                    match serde_json::to_vec(&v) {
+                        Ok(j) => (j, (c.full, sections)),
+                        Err(_) => (spooled, Sent::default()),
+                    }
+                }
+                Err(_) => (spooled, Sent::default()),
+            },
+            None => (spooled, Sent::default()),
+        };
+        match wire::encode_bytes(&json, self.encoding) {
+            Ok(body) => (body, full),
+            Err(e) => {
+                tracing::warn!("cannot compress a report ({e}); sent as JSON");
+                (json, full)
+            }
+        }
+    }
+
+    /// After the PUBACK: the chains sent in full are known to the hub now.
+    fn delivered(&self, full: &Sent) {
+        if full.0.is_empty() && full.1.is_empty() {
+            return;
+        }
+        let mut state = lock(&self.state);
+        state.delivered(&full.0);
+        state.delivered_sections(&full.1);
+        if let Some(p) = &self.path {
+            if let Err(e) = state.save(p) {
+                tracing::warn!(file = %p.display(), "cannot keep the delivered chains (a restart sends them again): {e}");
+            }
+        }
+    }
 }
 
 impl Uploader {
@@ -75,7 +161,21 @@ impl Uploader {
             topic,
             gap,
             timeout,
+            wire: None,
+            meter: None,
         }
+    }
+
+    /// Publishes compact (or encoded) wire reports.
+    pub(crate) fn with_wire(mut self, wire: WireUpload) -> Uploader {
+        self.wire = Some(wire);
+        self
+    }
+
+    /// Counts each publish's bytes at the session's socket as uploads.
+    pub(crate) fn with_meter(mut self, meter: Arc<AgentMeter>) -> Uploader {
+        self.meter = Some(meter);
+        self
     }
 
     /// Uploads until `stop` turns true, woken by `new_report` (or every second).
@@ -132,11 +232,25 @@ impl Uploader {
             } else {
                 self.topic.clone()
             };
+            let (payload, full) = match &self.wire {
+                Some(w) => w.prepare(payload),
+                None => (payload, Sent::default()),
+            };
+            let before = self.meter.as_ref().map(|m| m.session.read());
             // Not interrupted by a stop: a clean stop finishes the publish in flight
             // (bounded by the timeout), so its report is marked delivered, not resent.
             let sent = self.handle.publish(topic, payload, self.timeout).await;
+            if let (Some(m), Some(before)) = (&self.meter, before) {
+                // The bytes of the PUBLISH and its PUBACK, framing and all.
+                let d = m.session.read().since(before);
+                m.uploads.add_sent(d.sent);
+                m.uploads.add_received(d.received);
+            }
             match sent {
                 Ok(()) => {
+                    if let Some(w) = &self.wire {
+                        w.delivered(&full);
+                    }
                     if let Some(s) = lock(&self.spool).as_ref() {
                         if let Err(e) = s.mark_delivered(&entry) {
                             tracing::warn!(id = %entry.id, "delivered, but cannot mark it so (it may be sent again): {e}");

@@ -493,6 +493,7 @@ fn base_report(dev: &Device, kind: &str, at_ms: i64, dur_ms: f64, rng: &mut Rng)
         canary: None,
         clock: None,
         device_certificate: None,
+        traffic: None,
         labels,
         provisioning: None,
     }

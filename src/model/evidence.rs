@@ -332,7 +332,13 @@ pub struct TlsEvidence {
     /// after a completed handshake.
     pub cipher_suite: Option<String>,
     /// The certificate chain the server presented, leaf first, in the order sent.
+    /// Empty in a compact wire report that refers to it by `chain_ref` instead.
+    #[serde(default)]
     pub chain: Vec<CertInfo>,
+    /// In a compact wire report: the chain left out because the device delivered
+    /// it before (its fingerprints, and what fleet tooling reads of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_ref: Option<ChainRef>,
     /// The trust anchor that validated the chain; `null` when verification did
     /// not get that far or failed.
     pub trust_anchor: Option<AnchorEvidence>,
@@ -422,6 +428,30 @@ pub struct MtuEvidence {
     /// True when the search stopped early (the run's deadline) rather than at its
     /// precision or step bound.
     pub cut_short: bool,
+}
+
+/// A certificate chain by reference: what a compact wire report carries instead
+/// of a chain the device already delivered in full (see `agent::wire`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainRef {
+    /// SHA-256 of the chain: of the certificates' `sha256` values, lowercase
+    /// hex, leaf first, each followed by a newline.
+    pub sha256: String,
+    /// Each certificate's `sha256` (of its DER), leaf first (left out beside an
+    /// evidence the device delivered before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certs: Vec<String>,
+    /// Number of certificates.
+    pub len: usize,
+    /// The leaf's subject, when the chain has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaf_subject: Option<String>,
+    /// The leaf's notAfter, RFC 3339 UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaf_not_after: Option<String>,
+    /// The last certificate's issuer (the root the chain leads to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_issuer: Option<String>,
 }
 
 /// One certificate of the presented chain, as a fleet operator needs to see it.

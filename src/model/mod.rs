@@ -15,6 +15,7 @@ pub mod phase;
 pub mod provisioning;
 pub mod report;
 pub mod result;
+pub mod traffic;
 
 pub use canary::{CanaryReport, Diagnosis, DiagnosisKind, DisconnectCause, DisconnectEvent};
 pub use class::{catalogue_markdown, explain, Explanation, FailureClass};
@@ -31,3 +32,4 @@ pub use report::{
     SasTokenInfo, Target, Transport, Verdict, JSON_SCHEMA, SCHEMA_ID,
 };
 pub use result::{NoEvidence, PhaseResult};
+pub use traffic::{ByteCount, PurposeBytes, TrafficReport};

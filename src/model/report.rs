@@ -81,6 +81,9 @@ pub struct Report {
     /// The X.509 device certificate's validity by the device clock and true time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_certificate: Option<super::clock::DeviceCertHealth>,
+    /// What the agent's traffic cost at the socket, per purpose (agent only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<super::traffic::TrafficReport>,
     /// Operator labels (site, firmware, network type …) for fleet grouping.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,

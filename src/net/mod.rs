@@ -9,6 +9,7 @@
 //! one variant of [`Hop`] and one arm of [`open`].
 
 pub mod proxy;
+pub mod meter;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -287,7 +288,7 @@ async fn run_hop(
             let next = out
                 .stream
                 .filter(|_| out.result.is_ok())
-                .map(|s| Partial::Stream(Stream::Plain(s)));
+                .map(|s| Partial::Stream(Stream::Plain(meter::Metered::new(s))));
             (out.result, next)
         }
         (Hop::Proxy, Partial::Stream(Stream::Plain(tcp))) => {
@@ -321,7 +322,7 @@ async fn run_hop(
             let next = out
                 .stream
                 .filter(|_| out.result.is_ok())
-                .map(|s| Partial::Stream(Stream::Plain(s)));
+                .map(|s| Partial::Stream(Stream::Plain(meter::Metered::new(s))));
             (out.result, next)
         }
         (Hop::Tls, Partial::Stream(Stream::Plain(tcp))) => {

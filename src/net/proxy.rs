@@ -14,6 +14,8 @@ use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::meter::Metered;
+
 use crate::auth::Secret;
 use crate::model::{FailureClass, Phase, PhaseResult, ProxyEvidence, ProxyInfo};
 use crate::probe::Stopwatch;
@@ -479,12 +481,12 @@ pub struct ProxyOutcome {
     /// The `proxy` phase.
     pub result: PhaseResult,
     /// The stream to the proxy, now tunnelled to the target.
-    pub stream: Option<TcpStream>,
+    pub stream: Option<Metered<TcpStream>>,
 }
 
 /// Opens the tunnel over `tcp` (connected to the proxy), within `timeout`.
 pub async fn tunnel(
-    mut tcp: TcpStream,
+    mut tcp: Metered<TcpStream>,
     proxy: &ProxyConfig,
     target: TunnelTarget,
     timeout: Duration,
@@ -582,7 +584,7 @@ fn connect_request(proxy: &ProxyConfig, target: &TunnelTarget) -> (String, Strin
 }
 
 async fn http_connect(
-    tcp: &mut TcpStream,
+    tcp: &mut Metered<TcpStream>,
     proxy: &ProxyConfig,
     target: &TunnelTarget,
     ev: &mut ProxyEvidence,
@@ -723,11 +725,11 @@ async fn http_connect(
 }
 
 async fn socks5(
-    tcp: TcpStream,
+    tcp: Metered<TcpStream>,
     proxy: &ProxyConfig,
     target: &TunnelTarget,
     ev: &mut ProxyEvidence,
-) -> Result<TcpStream, HopError> {
+) -> Result<Metered<TcpStream>, HopError> {
     use tokio_socks::tcp::Socks5Stream;
     use tokio_socks::TargetAddr;
     let addr: TargetAddr<'_> = match target {

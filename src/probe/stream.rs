@@ -13,19 +13,25 @@ use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 
+use crate::net::meter::Metered;
+
 /// Plain TCP, or TLS over TCP with the TLS stream type `T` (client side for the
-/// probes, client or server side for the reflector).
-pub enum MaybeTls<T> {
+/// probes, client or server side for the reflector). `P` is the plain stream: the
+/// probes' is a [`Metered`] TCP stream (the bill counts every byte under TLS).
+pub enum MaybeTls<T, P = TcpStream> {
     /// Plain TCP.
-    Plain(TcpStream),
+    Plain(P),
     /// TLS over TCP.
     Tls(Box<T>),
 }
 
-/// A probe's stream: plain TCP or client-side TLS over TCP.
-pub type Stream = MaybeTls<TlsStream<TcpStream>>;
+/// The TCP stream under a probe's chain, counted at the socket.
+pub type Tcp = Metered<TcpStream>;
 
-impl<T: AsyncRead + Unpin> AsyncRead for MaybeTls<T> {
+/// A probe's stream: plain TCP or client-side TLS over TCP.
+pub type Stream = MaybeTls<TlsStream<Tcp>, Tcp>;
+
+impl<T: AsyncRead + Unpin, P: AsyncRead + Unpin> AsyncRead for MaybeTls<T, P> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -38,7 +44,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for MaybeTls<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
+impl<T: AsyncWrite + Unpin, P: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T, P> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

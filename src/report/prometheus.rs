@@ -129,6 +129,8 @@ metrics! {
         "Findings of the run by severity (every severity listed).";
     FINDINGS_BY_CODE = "hubprobe_findings_by_code", Gauge, ["code", "severity"],
         "Findings of the run by code (a failure class id or a cross-endpoint code).";
+    TRAFFIC_BYTES = "hubprobe_agent_traffic_bytes_total", Counter, ["purpose", "direction"],
+        "Bytes the agent sent and received at the socket since it started (TLS, WebSocket and MQTT framing included), by purpose: checks, canary, uploads.";
     CANARY_UP = "hubprobe_canary_up", Gauge, ["endpoint"],
         "1 when the canary MQTT session was up at report time, else 0.";
     CANARY_KEEPALIVE = "hubprobe_canary_keepalive_seconds", Gauge, ["endpoint"],
@@ -211,6 +213,9 @@ pub fn render(report: &Report, keepalive: Option<&KeepaliveReport>) -> String {
     finding_metrics(&mut out, report);
     if let Some(c) = &report.canary {
         canary_metrics(&mut out, c);
+    }
+    if let Some(t) = &report.traffic {
+        traffic_metrics(&mut out, t);
     }
     if let Some(k) = report.keepalive.as_ref().or(keepalive) {
         keepalive_metrics(&mut out, k);
@@ -602,6 +607,23 @@ fn finding_metrics(out: &mut Exposition, r: &Report) {
             &[("code", code), ("severity", &serde_name(&sev))],
             n as f64,
         );
+    }
+}
+
+fn traffic_metrics(out: &mut Exposition, t: &crate::model::TrafficReport) {
+    let s = &t.since_start;
+    for (purpose, b) in [
+        ("checks", s.checks),
+        ("canary", s.canary),
+        ("uploads", s.uploads),
+    ] {
+        for (direction, n) in [("sent", b.sent), ("received", b.received)] {
+            out.add(
+                &TRAFFIC_BYTES,
+                &[("purpose", purpose), ("direction", direction)],
+                n as f64,
+            );
+        }
     }
 }
 

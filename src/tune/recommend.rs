@@ -493,6 +493,18 @@ pub fn recommend(inputs: &Inputs) -> Recommendation {
         if inputs.tls { " with TLS 1.3" } else { "" },
         86_400.0 / k as f64
     ));
+    // Beside it, what the agent's uploads cost (compact reports at its default
+    // interval), so the keep-alive is not tuned for bytes that uploads dwarf.
+    let interval = std::time::Duration::from_secs(300);
+    let uploads = crate::net::meter::upload_bytes_per_day(
+        crate::net::meter::TYPICAL_COMPACT_REPORT,
+        interval,
+    );
+    reasons.push(format!(
+        "Uploads cost about {uploads} bytes a day beside that (a compact {} B report every {} with TCP/IP headers, the agent's default; `agent --check-config` says it for a configuration).",
+        crate::net::meter::TYPICAL_COMPACT_REPORT,
+        humantime::format_duration(interval)
+    ));
 
     let (confidence, why) = confidence(inputs, cap_s);
     reasons.push(format!(

@@ -176,14 +176,14 @@ async fn via_proxy(
         }
     };
     let out = crate::net::proxy::tunnel(
-        stream,
+        crate::net::meter::Metered::new(stream),
         p,
         crate::net::proxy::TunnelTarget::Address(addr),
         connect_timeout,
     )
     .await;
     match out.stream {
-        Some(s) => Ok(s),
+        Some(s) => Ok(s.into_inner()),
         None => Err(io::Error::other(format!(
             "the proxy tunnel to reflector {addr} failed ({}): {}",
             out.result.class.map_or_else(String::new, |c| c.to_string()),
