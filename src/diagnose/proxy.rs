@@ -37,7 +37,7 @@ pub fn findings(endpoints: &[EndpointReport], proxy: Option<&ProxyInfo>) -> Vec<
                 proxy.source
             ),
             hint: format!(
-                "check the proxy's address and port and that it runs; if this network needs no proxy, remove it ({} ) or use --proxy none",
+                "check the proxy's address and port and that it runs; if this network needs no proxy, remove it ({}) or use --proxy none",
                 proxy.source
             ),
             iothub_error: None,
@@ -53,7 +53,7 @@ pub fn findings(endpoints: &[EndpointReport], proxy: Option<&ProxyInfo>) -> Vec<
         .collect();
     let ok_443: Vec<&EndpointReport> = endpoints
         .iter()
-        .filter(|e| proxied(e) && e.port == 443 && works(e))
+        .filter(|e| proxied(e) && works(e))
         .collect();
     if !forbidden.is_empty() && forbidden.iter().all(|e| e.port != 443) {
         let ports: Vec<String> = forbidden.iter().map(|e| e.port.to_string()).collect();
@@ -61,10 +61,10 @@ pub fn findings(endpoints: &[EndpointReport], proxy: Option<&ProxyInfo>) -> Vec<
             "nothing through it works yet".to_string()
         } else {
             format!(
-                "{} on 443 works",
+                "through it {} works",
                 ok_443
                     .iter()
-                    .map(|e| e.name.as_str())
+                    .map(|e| format!("{} on {}", e.name, e.port))
                     .collect::<Vec<_>>()
                     .join(", ")
             )
