@@ -184,3 +184,114 @@ pub fn environment_finding(
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{NoEvidence, PhaseResult, Protocol, Transport, Verdict};
+    use std::time::Duration;
+
+    fn ep(name: &str, port: u16, failed: Option<(Phase, FailureClass)>) -> EndpointReport {
+        let ms = Duration::from_millis(1);
+        let mut phases = vec![
+            PhaseResult::ok(Phase::Dns, ms, NoEvidence),
+            PhaseResult::ok(Phase::Tcp, ms, NoEvidence),
+        ];
+        match failed {
+            Some((Phase::Proxy, c)) => {
+                phases.push(PhaseResult::failed(Phase::Proxy, ms, c, "x", NoEvidence))
+            }
+            Some((ph, c)) => {
+                phases.push(PhaseResult::ok(Phase::Proxy, ms, NoEvidence));
+                phases.push(PhaseResult::failed(ph, ms, c, "x", NoEvidence));
+            }
+            None => {
+                phases.push(PhaseResult::ok(Phase::Proxy, ms, NoEvidence));
+                phases.push(PhaseResult::ok(Phase::Tls, ms, NoEvidence));
+            }
+        }
+        EndpointReport {
+            name: name.into(),
+            protocol: Protocol::Mqtt,
+            transport: Transport::Tls,
+            port,
+            verdict: Verdict::Ok,
+            phases,
+        }
+    }
+
+    fn info() -> ProxyInfo {
+        ProxyInfo {
+            url: "http://u:***@p:3128".into(),
+            scheme: "http".into(),
+            source: "HTTPS_PROXY".into(),
+            authenticated: true,
+            bypassed: false,
+            bypassed_by: None,
+        }
+    }
+
+    #[test]
+    fn only_443_through_the_proxy_points_at_websocket() {
+        let eps = [
+            ep(
+                "mqtt-tls",
+                8883,
+                Some((Phase::Proxy, FailureClass::ProxyForbidden)),
+            ),
+            ep(
+                "amqps",
+                5671,
+                Some((Phase::Proxy, FailureClass::ProxyForbidden)),
+            ),
+            ep("mqtt-ws", 443, None),
+        ];
+        let f = findings(&eps, Some(&info()));
+        let f = f.iter().find(|f| f.code == "proxy_only_443").unwrap();
+        assert_eq!(f.severity, Severity::Warning);
+        assert_eq!(f.endpoints, ["mqtt-tls", "amqps"]);
+        assert!(f.summary.contains("8883, 5671"), "{}", f.summary);
+        assert!(f.hint.contains("MQTT over WebSocket"));
+        // Bypassed by NO_PROXY: no proxy findings.
+        let mut bypassed = info();
+        bypassed.bypassed = true;
+        assert!(findings(&eps, Some(&bypassed)).is_empty());
+    }
+
+    #[test]
+    fn an_unknown_root_through_the_proxy_is_tls_inspection() {
+        let eps = [ep(
+            "mqtt-tls",
+            443,
+            Some((Phase::Tls, FailureClass::TlsUnknownCa)),
+        )];
+        let f = findings(&eps, Some(&info()));
+        assert!(f.iter().any(|f| f.code == "proxy_tls_inspection"), "{f:?}");
+        assert!(findings(&eps, None).is_empty());
+    }
+
+    #[test]
+    fn the_environment_proxy_against_the_direct_path() {
+        let eps = [ep(
+            "mqtt-tls",
+            8883,
+            Some((Phase::Proxy, FailureClass::ProxyForbidden)),
+        )];
+        let direct = [DirectProbe {
+            endpoint: "mqtt-tls".into(),
+            port: 8883,
+            connected: true,
+        }];
+        let f = environment_finding(&eps, &info(), &direct).unwrap();
+        assert_eq!(f.code, "proxy_from_environment_fails_direct_works");
+        assert!(f.hint.contains("HTTPS_PROXY"));
+        let ok = [ep("mqtt-tls", 8883, None)];
+        let f = environment_finding(&ok, &info(), &direct).unwrap();
+        assert_eq!(f.severity, Severity::Info);
+        let blocked = [DirectProbe {
+            connected: false,
+            ..direct[0].clone()
+        }];
+        assert!(environment_finding(&eps, &info(), &blocked).is_none());
+    }
+}
