@@ -18,9 +18,17 @@ pub use crate::settings::{in_config_file_terms, Setting};
 /// Why a check could not be set up. Messages never contain secrets.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The proxy setting is unusable (the message names the setting, never the password).
+    /// The proxy setting is unusable (names the setting, never the password).
+    #[error("{setting}: {message}")]
+    Proxy {
+        /// `--proxy` / `[proxy] url`, or the password file's setting.
+        setting: Setting,
+        /// What is wrong.
+        message: String,
+    },
+    /// The proxy from the environment is unusable (names the variable, never the password).
     #[error("{0}")]
-    Proxy(String),
+    ProxyEnvironment(String),
     /// An `--ntp-server` is not `HOST[:PORT]`.
     #[error("{}: {}", Setting::NtpServer, .0)]
     NtpServer(String),
@@ -362,8 +370,12 @@ fn plan_proxy(
         },
     };
     if let Some(f) = &args.proxy_password_file {
-        crate::fsio::check_input_file(f, crate::fsio::InputKind::Secret)
-            .map_err(|e| ConfigError::Proxy(format!("{}: {e}", Setting::ProxyPasswordFile)))?;
+        crate::fsio::check_input_file(f, crate::fsio::InputKind::Secret).map_err(|e| {
+            ConfigError::Proxy {
+                setting: Setting::ProxyPasswordFile,
+                message: e.to_string(),
+            }
+        })?;
     }
     let env = |k: &str| {
         vars.iter()
@@ -378,9 +390,16 @@ fn plan_proxy(
         args.proxy_password_file.as_deref(),
         &env,
     )
-    .map_err(|e| match &choice {
-        ProxyChoice::Url { .. } => ConfigError::Proxy(format!("{}: {e}", Setting::Proxy)),
-        _ => ConfigError::Proxy(e.to_string()),
+    .map_err(|e| match (&choice, &e) {
+        (_, crate::net::proxy::ProxyConfigError::PasswordFile { .. }) => ConfigError::Proxy {
+            setting: Setting::ProxyPasswordFile,
+            message: e.to_string(),
+        },
+        (ProxyChoice::Url { .. }, _) => ConfigError::Proxy {
+            setting: Setting::Proxy,
+            message: e.to_string(),
+        },
+        _ => ConfigError::ProxyEnvironment(e.to_string()),
     })
 }
 

@@ -534,4 +534,32 @@ fn bad_proxy_settings_are_one_clear_error() {
             out.all_output()
         );
     }
+    // From the environment the error names the variable.
+    let out = support::run_with_env(
+        &["check", "hub.example"],
+        &[("HTTPS_PROXY", "ftp://u:topsecret@p:1")],
+        LIMIT,
+    );
+    assert_eq!(out.code, 3, "{}", out.all_output());
+    assert!(out.stderr.contains("set in HTTPS_PROXY"), "{}", out.stderr);
+    assert!(!out.all_output().contains("topsecret"));
+    // From the agent's config the error names `[proxy] url`.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[hub]\nhost = \"hub.example\"\n[proxy]\nurl = \"ftp://u:topsecret@p:1\"\n",
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let out = support::run(&[
+        "agent",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--once",
+    ]);
+    assert!(out.stderr.contains("[proxy] url"), "{}", out.all_output());
+    assert!(!out.all_output().contains("topsecret"));
 }

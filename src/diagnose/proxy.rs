@@ -37,7 +37,7 @@ pub fn findings(endpoints: &[EndpointReport], proxy: Option<&ProxyInfo>) -> Vec<
                 proxy.source
             ),
             hint: format!(
-                "check the proxy's address and port and that it runs; if this network needs no proxy, remove it ({} ) or use --proxy none",
+                "check the proxy's address and port and that it runs; if this network needs no proxy, remove it ({}) or use --proxy none",
                 proxy.source
             ),
             iothub_error: None,
@@ -53,7 +53,7 @@ pub fn findings(endpoints: &[EndpointReport], proxy: Option<&ProxyInfo>) -> Vec<
         .collect();
     let ok_443: Vec<&EndpointReport> = endpoints
         .iter()
-        .filter(|e| proxied(e) && e.port == 443 && works(e))
+        .filter(|e| proxied(e) && works(e))
         .collect();
     if !forbidden.is_empty() && forbidden.iter().all(|e| e.port != 443) {
         let ports: Vec<String> = forbidden.iter().map(|e| e.port.to_string()).collect();
@@ -61,10 +61,10 @@ pub fn findings(endpoints: &[EndpointReport], proxy: Option<&ProxyInfo>) -> Vec<
             "nothing through it works yet".to_string()
         } else {
             format!(
-                "{} on 443 works",
+                "through it {} works",
                 ok_443
                     .iter()
-                    .map(|e| e.name.as_str())
+                    .map(|e| format!("{} on {}", e.name, e.port))
                     .collect::<Vec<_>>()
                     .join(", ")
             )
@@ -182,5 +182,116 @@ pub fn environment_finding(
             hint: "the device's SDK connects directly unless its proxy options are set (most SDKs do not read HTTPS_PROXY): both paths work here, so either setting is fine; `--proxy none` shows the direct path's full report".into(),
             iothub_error: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{NoEvidence, PhaseResult, Protocol, Transport, Verdict};
+    use std::time::Duration;
+
+    fn ep(name: &str, port: u16, failed: Option<(Phase, FailureClass)>) -> EndpointReport {
+        let ms = Duration::from_millis(1);
+        let mut phases = vec![
+            PhaseResult::ok(Phase::Dns, ms, NoEvidence),
+            PhaseResult::ok(Phase::Tcp, ms, NoEvidence),
+        ];
+        match failed {
+            Some((Phase::Proxy, c)) => {
+                phases.push(PhaseResult::failed(Phase::Proxy, ms, c, "x", NoEvidence))
+            }
+            Some((ph, c)) => {
+                phases.push(PhaseResult::ok(Phase::Proxy, ms, NoEvidence));
+                phases.push(PhaseResult::failed(ph, ms, c, "x", NoEvidence));
+            }
+            None => {
+                phases.push(PhaseResult::ok(Phase::Proxy, ms, NoEvidence));
+                phases.push(PhaseResult::ok(Phase::Tls, ms, NoEvidence));
+            }
+        }
+        EndpointReport {
+            name: name.into(),
+            protocol: Protocol::Mqtt,
+            transport: Transport::Tls,
+            port,
+            verdict: Verdict::Ok,
+            phases,
+        }
+    }
+
+    fn info() -> ProxyInfo {
+        ProxyInfo {
+            url: "http://u:***@p:3128".into(),
+            scheme: "http".into(),
+            source: "HTTPS_PROXY".into(),
+            authenticated: true,
+            bypassed: false,
+            bypassed_by: None,
+        }
+    }
+
+    #[test]
+    fn only_443_through_the_proxy_points_at_websocket() {
+        let eps = [
+            ep(
+                "mqtt-tls",
+                8883,
+                Some((Phase::Proxy, FailureClass::ProxyForbidden)),
+            ),
+            ep(
+                "amqps",
+                5671,
+                Some((Phase::Proxy, FailureClass::ProxyForbidden)),
+            ),
+            ep("mqtt-ws", 443, None),
+        ];
+        let f = findings(&eps, Some(&info()));
+        let f = f.iter().find(|f| f.code == "proxy_only_443").unwrap();
+        assert_eq!(f.severity, Severity::Warning);
+        assert_eq!(f.endpoints, ["mqtt-tls", "amqps"]);
+        assert!(f.summary.contains("8883, 5671"), "{}", f.summary);
+        assert!(f.hint.contains("MQTT over WebSocket"));
+        // Bypassed by NO_PROXY: no proxy findings.
+        let mut bypassed = info();
+        bypassed.bypassed = true;
+        assert!(findings(&eps, Some(&bypassed)).is_empty());
+    }
+
+    #[test]
+    fn an_unknown_root_through_the_proxy_is_tls_inspection() {
+        let eps = [ep(
+            "mqtt-tls",
+            443,
+            Some((Phase::Tls, FailureClass::TlsUnknownCa)),
+        )];
+        let f = findings(&eps, Some(&info()));
+        assert!(f.iter().any(|f| f.code == "proxy_tls_inspection"), "{f:?}");
+        assert!(findings(&eps, None).is_empty());
+    }
+
+    #[test]
+    fn the_environment_proxy_against_the_direct_path() {
+        let eps = [ep(
+            "mqtt-tls",
+            8883,
+            Some((Phase::Proxy, FailureClass::ProxyForbidden)),
+        )];
+        let direct = [DirectProbe {
+            endpoint: "mqtt-tls".into(),
+            port: 8883,
+            connected: true,
+        }];
+        let f = environment_finding(&eps, &info(), &direct).unwrap();
+        assert_eq!(f.code, "proxy_from_environment_fails_direct_works");
+        assert!(f.hint.contains("HTTPS_PROXY"));
+        let ok = [ep("mqtt-tls", 8883, None)];
+        let f = environment_finding(&ok, &info(), &direct).unwrap();
+        assert_eq!(f.severity, Severity::Info);
+        let blocked = [DirectProbe {
+            connected: false,
+            ..direct[0].clone()
+        }];
+        assert!(environment_finding(&eps, &info(), &blocked).is_none());
     }
 }

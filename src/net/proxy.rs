@@ -444,7 +444,15 @@ pub fn select(
             (url, var.to_string())
         }
     };
-    let mut config = ProxyConfig::parse(&url, &source)?;
+    let mut config = ProxyConfig::parse(&url, &source).map_err(|e| match (choice, e) {
+        (ProxyChoice::FromEnvironment, ProxyConfigError::BadUrl { url, reason }) => {
+            ProxyConfigError::BadUrl {
+                url,
+                reason: format!("{reason} (set in {source}; --proxy none ignores it)"),
+            }
+        }
+        (_, e) => e,
+    })?;
     config.fill_password(password_file, env(PASSWORD_VAR).map(Secret::new))?;
     let no_proxy = no_proxy
         .map(str::to_string)
