@@ -263,9 +263,7 @@ fn x509_device_three_years_behind_sees_every_certificate_not_yet_valid() {
 fn ntp_refused_or_silent_raises_no_warning() {
     let (code0, base) = check(&["none"], &[], &[]);
     assert_eq!(base["verdict"], "ok", "{base:#}");
-    assert!(base["clock"]["ntp"]
-        .as_array()
-        .map_or(true, |a| a.is_empty()));
+    assert!(base["clock"]["ntp"].as_array().is_none_or(|a| a.is_empty()));
 
     // Refused: nothing listens on that UDP port (ICMP port unreachable).
     let refused = format!("127.0.0.1:{}", free_udp_port());
@@ -393,7 +391,8 @@ fn good(req: &[u8], stratum: u8, leap: u8, refid: &[u8; 4]) -> Vec<u8> {
 
 #[test]
 fn fault_ntp_servers_are_classified_not_trusted() {
-    let cases: [(fn(&[u8]) -> Vec<u8>, &str, Option<&str>); 6] = [
+    type Reply = fn(&[u8]) -> Vec<u8>;
+    let cases: [(Reply, &str, Option<&str>); 6] = [
         (|r| good(r, 0, 3, b"RATE"), "kiss_of_death", Some("RATE")),
         (|r| good(r, 0, 3, b"DENY"), "kiss_of_death", Some("DENY")),
         (|r| good(r, 16, 0, b"\0\0\0\0"), "unsynchronized", None),
