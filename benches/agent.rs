@@ -75,6 +75,7 @@ fn agent_cmd(config: &Path) -> std::process::Command {
         .arg("--state-dir")
         .arg(config.parent().unwrap().join("state"))
         .env("RUST_LOG", "off")
+        .env("HUBPROBE_NTP_SERVER", "none")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());

@@ -34,7 +34,10 @@ fn measure(args: &[String], env: &[(&str, &str)]) -> (Sample, String) {
 #[allow(clippy::zombie_processes)]
 fn measure_program(program: &str, args: &[String], env: &[(&str, &str)]) -> (Sample, String) {
     let mut cmd = std::process::Command::new(program);
-    cmd.args(args).env("NO_COLOR", "1").env_remove("RUST_LOG");
+    cmd.args(args)
+        .env("NO_COLOR", "1")
+        .env("HUBPROBE_NTP_SERVER", "none")
+        .env_remove("RUST_LOG");
     for (k, v) in env {
         cmd.env(k, v);
     }

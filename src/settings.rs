@@ -296,11 +296,12 @@ pub struct TargetArgs {
         long = "ntp-server",
         value_name = "HOST[:PORT]",
         value_delimiter = ',',
-        env = "HUBPROBE_NTP_SERVER"
+        env = "HUBPROBE_NTP_SERVER",
+        hide_env_values = true
     )]
     pub ntp_servers: Vec<String>,
 
-    /// Timeout of the SNTP query (runs beside the endpoints): a duration like 2s.
+    /// Timeout of the SNTP query (it runs beside the endpoints): a duration like 30s, 5m, 1h.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "3s")]
     pub ntp_timeout: Duration,
     /// The Device Provisioning Service identity (profile azure-dps).

@@ -140,6 +140,7 @@ site = "lab"
                 .args(extra)
                 .env_remove("IOTHUB_DEVICE_CONNECTION_STRING")
                 .env_remove("RUST_LOG")
+                .env("HUBPROBE_NTP_SERVER", "none")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(self.path("agent.log")).unwrap())

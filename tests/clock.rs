@@ -4,10 +4,11 @@
 //! nftables in a network namespace; in-process fault servers (Kiss-o'-Death,
 //! stratum 0, leap 3, truncated, wrong origin); device certificates made here.
 //!
-//! faketime reaches chronyd through LD_PRELOAD: chronyd reads the time with
-//! clock_gettime(CLOCK_REALTIME), which libfaketime offsets; no extra flag
-//! (FAKETIME_DONT_FAKE_MONOTONIC ...) is needed. `-f '+6m'` is faketime's relative
-//! form (a plain '+6m' is taken for an absolute date and refused).
+//! libfaketime reaches chronyd through LD_PRELOAD with `FAKETIME=-6m` (relative
+//! form): chronyd reads the time with clock_gettime(CLOCK_REALTIME), which
+//! libfaketime offsets; no extra flag (FAKETIME_DONT_FAKE_MONOTONIC ...) is needed.
+//! (With the `faketime` wrapper the relative form is `faketime -f -6m`; a plain
+//! `-6m` is taken for an absolute date and refused.)
 
 mod common;
 mod support;
@@ -36,7 +37,8 @@ struct Chrony {
 
 impl Drop for Chrony {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // EOF on the watcher's stdin stops chronyd; then the watcher exits.
+        drop(self.child.stdin.take());
         let _ = self.child.wait();
     }
 }
@@ -44,6 +46,21 @@ impl Drop for Chrony {
 fn program(name: &str) -> PathBuf {
     common::find_program(name)
         .unwrap_or_else(|| panic!("{name} is not installed: apt-get install chrony faketime"))
+}
+
+/// libfaketime from Debian's `faketime` package.
+fn libfaketime() -> PathBuf {
+    for dir in [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib",
+    ] {
+        let p = PathBuf::from(dir).join("faketime/libfaketime.so.1");
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("libfaketime.so.1 not found: apt-get install faketime")
 }
 
 fn free_udp_port() -> u16 {
@@ -73,7 +90,7 @@ impl Chrony {
     /// chronyd on 127.0.0.1 with its clock shifted by `shift` (faketime's `-f` form).
     fn start(shift: &str) -> Chrony {
         let chronyd = program("chronyd");
-        let faketime = program("faketime");
+        let libfaketime = libfaketime();
         for _attempt in 0..3 {
             let dir = tempfile::tempdir().unwrap();
             let port = free_udp_port();
@@ -87,12 +104,20 @@ impl Chrony {
                 ),
             )
             .unwrap();
-            let child = Command::new(&faketime)
-                .args(["-f", shift])
+            // The fixture lives in a static (never dropped): a shell watches its
+            // stdin, which closes when this test process exits, and then stops chronyd.
+            let child = Command::new("sh")
+                .args([
+                    "-c",
+                    "exec 3<&0; \"$0\" -x -d -f \"$1\" </dev/null & p=$!; read _ <&3; kill $p; wait $p",
+                ])
                 .arg(&chronyd)
-                .args(["-x", "-d", "-f"])
                 .arg(&conf)
-                .stdin(Stdio::null())
+                // libfaketime preloaded straight into chronyd (not through the
+                // faketime wrapper, which forks): the watcher's kill reaches chronyd.
+                .env("LD_PRELOAD", &libfaketime)
+                .env("FAKETIME", shift)
+                .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -263,9 +288,7 @@ fn x509_device_three_years_behind_sees_every_certificate_not_yet_valid() {
 fn ntp_refused_or_silent_raises_no_warning() {
     let (code0, base) = check(&["none"], &[], &[]);
     assert_eq!(base["verdict"], "ok", "{base:#}");
-    assert!(base["clock"]["ntp"]
-        .as_array()
-        .map_or(true, |a| a.is_empty()));
+    assert!(base["clock"]["ntp"].as_array().is_none_or(|a| a.is_empty()));
 
     // Refused: nothing listens on that UDP port (ICMP port unreachable).
     let refused = format!("127.0.0.1:{}", free_udp_port());
@@ -393,7 +416,8 @@ fn good(req: &[u8], stratum: u8, leap: u8, refid: &[u8; 4]) -> Vec<u8> {
 
 #[test]
 fn fault_ntp_servers_are_classified_not_trusted() {
-    let cases: [(fn(&[u8]) -> Vec<u8>, &str, Option<&str>); 6] = [
+    type Reply = fn(&[u8]) -> Vec<u8>;
+    let cases: [(Reply, &str, Option<&str>); 6] = [
         (|r| good(r, 0, 3, b"RATE"), "kiss_of_death", Some("RATE")),
         (|r| good(r, 0, 3, b"DENY"), "kiss_of_death", Some("DENY")),
         (|r| good(r, 16, 0, b"\0\0\0\0"), "unsynchronized", None),
