@@ -36,6 +36,8 @@ pub struct DeviceSide {
     pub reports: u64,
     /// Lines or messages that were not hubprobe reports with a canary section.
     pub unused: u64,
+    /// Device → the diagnosis of its latest report (the whole kept history's).
+    latest: HashMap<String, (String, DiagnosisKind, Vec<String>)>,
 }
 
 #[derive(Deserialize)]
@@ -56,6 +58,8 @@ struct CanaryLite {
 struct ReportLite {
     schema: String,
     host: String,
+    #[serde(default)]
+    finished_at: String,
     target: TargetLite,
     #[serde(default)]
     canary: Option<CanaryLite>,
@@ -74,6 +78,20 @@ impl DeviceSide {
             return true;
         };
         let dev = r.target.device_id.unwrap_or(r.host);
+        let newer = self
+            .latest
+            .get(&dev)
+            .is_none_or(|(at, _, _)| *at <= r.finished_at);
+        if newer {
+            self.latest.insert(
+                dev.clone(),
+                (
+                    r.finished_at.clone(),
+                    c.diagnosis.kind,
+                    c.diagnosis.evidence.clone(),
+                ),
+            );
+        }
         let list = self.devices.entry(dev).or_default();
         for e in c.recent {
             let ev = CanaryEvent {
@@ -96,8 +114,15 @@ impl DeviceSide {
 
     /// Sorts every device's records by time.
     pub fn finish(&mut self) {
-        for v in self.devices.values_mut() {
+        for (d, v) in self.devices.iter_mut() {
             v.sort_by_key(|e| e.event.at_unix_ms);
+            // What the whole history points to names each of its records.
+            if let Some((_, kind, evidence)) = self.latest.get(d) {
+                for e in v.iter_mut() {
+                    e.diagnosis = *kind;
+                    e.diagnosis_evidence = evidence.clone();
+                }
+            }
         }
     }
 }
