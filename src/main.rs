@@ -613,8 +613,13 @@ fn fleet_explain(a: &hubprobe::cli::FleetExplainArgs) -> anyhow::Result<ExitCode
     let e = explain::explain(&logs, &reports, &opts)?;
     let printed = match a.output {
         ExplainFormat::Json => {
-            let json = serde_json::to_string_pretty(&e).context("cannot serialize the explanation")?;
-            print_stdout(&format!("{json}\n"))
+            // Streamed: a large fleet's document is never held as one string.
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+            serde_json::to_writer_pretty(&mut out, &e)
+                .map_err(std::io::Error::from)
+                .and_then(|_| out.write_all(b"\n"))
+                .and_then(|_| out.flush())
+                .context("cannot write to stdout")
         }
         ExplainFormat::Text => print_stdout(&explain::text::render(&e)),
     };

@@ -104,7 +104,12 @@ impl Rec {
         m.insert("OperationName", self.op.into());
         m.insert(
             "Level",
-            if self.result.is_some() { "Error" } else { "Information" }.into(),
+            if self.result.is_some() {
+                "Error"
+            } else {
+                "Information"
+            }
+            .into(),
         );
         m.insert("ResultType", self.result.map(|r| r.0).unwrap_or("").into());
         m.insert(
@@ -117,11 +122,18 @@ impl Rec {
         m.insert("maskedIpAddress_s", self.ip.clone());
         m.insert(
             "sdkVersion_s",
-            if self.op == "deviceConnect" { self.sdk } else { "" }.into(),
+            if self.op == "deviceConnect" {
+                self.sdk
+            } else {
+                ""
+            }
+            .into(),
         );
         m.insert(
             "statusCode_s",
-            self.result.map(|r| r.0[..3].to_string()).unwrap_or_default(),
+            self.result
+                .map(|r| r.0[..3].to_string())
+                .unwrap_or_default(),
         );
         m.insert("Type", "AzureDiagnostics".into());
         m
@@ -149,7 +161,15 @@ struct Gen {
 }
 
 impl Gen {
-    fn rec(&mut self, t: i64, op: &'static str, result: Option<(&'static str, &'static str)>, dev: &str, ip: &str, sdk: &'static str) {
+    fn rec(
+        &mut self,
+        t: i64,
+        op: &'static str,
+        result: Option<(&'static str, &'static str)>,
+        dev: &str,
+        ip: &str,
+        sdk: &'static str,
+    ) {
         self.recs.push(Rec {
             t,
             op,
@@ -164,7 +184,14 @@ impl Gen {
     fn connect(&mut self, t: i64, dev: &str, ip: &str, sdk: &'static str) {
         self.rec(t, "deviceConnect", None, dev, ip, sdk);
     }
-    fn drop_(&mut self, t: i64, dev: &str, ip: &str, result: Option<(&'static str, &'static str)>, class: &'static str) {
+    fn drop_(
+        &mut self,
+        t: i64,
+        dev: &str,
+        ip: &str,
+        result: Option<(&'static str, &'static str)>,
+        class: &'static str,
+    ) {
         self.rec(t, "deviceDisconnect", result, dev, ip, SDK_NEW);
         self.truth.disconnects.insert((dev.into(), t), class);
     }
@@ -251,7 +278,12 @@ fn fleet() -> Gen {
     // Cause 2, roaming: a new masked IP at every reconnect.
     for i in 0..2 {
         let dev = format!("roam-{i:02}");
-        let ips = ["100.64.1.XXX", "10.20.30.XXX", "100.64.7.XXX", "172.16.9.XXX"];
+        let ips = [
+            "100.64.1.XXX",
+            "10.20.30.XXX",
+            "100.64.7.XXX",
+            "172.16.9.XXX",
+        ];
         g.connect(T0 + 2 * MIN, &dev, ips[0], SDK_NEW);
         for (k, m) in [37i64, 122, 251].iter().enumerate() {
             let t = T0 + m * MIN + i * 11_000;
@@ -264,7 +296,14 @@ fn fleet() -> Gen {
     g.connect(T0 + 3 * MIN, "old-00", "192.0.20.XXX", SDK_OLD);
     for m in [66i64, 199] {
         let t = T0 + m * MIN;
-        g.rec(t, "deviceDisconnect", R404104, "old-00", "192.0.20.XXX", SDK_OLD);
+        g.rec(
+            t,
+            "deviceDisconnect",
+            R404104,
+            "old-00",
+            "192.0.20.XXX",
+            SDK_OLD,
+        );
         g.truth.disconnects.insert(("old-00".into(), t), "network");
         g.connect(t + 8_000, "old-00", "192.0.20.XXX", SDK_OLD);
     }
@@ -274,27 +313,73 @@ fn fleet() -> Gen {
         let dev = format!("gone-{i:02}");
         let ip = format!("192.0.{}.XXX", 40 + i);
         g.connect(T0 + 4 * MIN, &dev, &ip, SDK_NEW);
-        g.drop_(T0 + 80 * MIN + i * 60_000, &dev, &ip, R404104, "never_reconnected");
+        g.drop_(
+            T0 + 80 * MIN + i * 60_000,
+            &dev,
+            &ip,
+            R404104,
+            "never_reconnected",
+        );
         g.truth.dominant.insert(dev, "never_reconnected");
     }
     // Credentials: every connect refused with 401003.
     for k in 0..12 {
         let t = T0 + 9 * MIN + k * 10 * MIN;
-        g.rec(t, "deviceConnect", R401003, "cred-00", "192.0.50.XXX", SDK_NEW);
+        g.rec(
+            t,
+            "deviceConnect",
+            R401003,
+            "cred-00",
+            "192.0.50.XXX",
+            SDK_NEW,
+        );
         g.truth.refused.push(("cred-00".into(), t));
     }
     g.truth.dominant.insert("cred-00".into(), "credentials");
     // A device that closes its connection itself (a clean disconnect).
     g.connect(T0 + 6 * MIN, "clean-00", "192.0.60.XXX", SDK_NEW);
-    g.drop_(T0 + 150 * MIN, "clean-00", "192.0.60.XXX", None, "device_closed");
+    g.drop_(
+        T0 + 150 * MIN,
+        "clean-00",
+        "192.0.60.XXX",
+        None,
+        "device_closed",
+    );
     g.connect(T0 + 152 * MIN, "clean-00", "192.0.60.XXX", SDK_NEW);
     g.truth.dominant.insert("clean-00".into(), "device_closed");
     // A module identity with random drops.
-    g.recs.push(Rec { t: T0 + 7 * MIN, op: "deviceConnect", result: None, device: "gw-00".into(), module: Some("edgeAgent".into()), protocol: "Amqp", ip: "192.0.70.XXX".into(), sdk: SDK_NEW });
+    g.recs.push(Rec {
+        t: T0 + 7 * MIN,
+        op: "deviceConnect",
+        result: None,
+        device: "gw-00".into(),
+        module: Some("edgeAgent".into()),
+        protocol: "Amqp",
+        ip: "192.0.70.XXX".into(),
+        sdk: SDK_NEW,
+    });
     for m in [44i64, 187] {
         let t = T0 + m * MIN;
-        g.recs.push(Rec { t, op: "deviceDisconnect", result: R404104, device: "gw-00".into(), module: Some("edgeAgent".into()), protocol: "Amqp", ip: "192.0.70.XXX".into(), sdk: SDK_NEW });
-        g.recs.push(Rec { t: t + 3_000, op: "deviceConnect", result: None, device: "gw-00".into(), module: Some("edgeAgent".into()), protocol: "Amqp", ip: "192.0.70.XXX".into(), sdk: SDK_NEW });
+        g.recs.push(Rec {
+            t,
+            op: "deviceDisconnect",
+            result: R404104,
+            device: "gw-00".into(),
+            module: Some("edgeAgent".into()),
+            protocol: "Amqp",
+            ip: "192.0.70.XXX".into(),
+            sdk: SDK_NEW,
+        });
+        g.recs.push(Rec {
+            t: t + 3_000,
+            op: "deviceConnect",
+            result: None,
+            device: "gw-00".into(),
+            module: Some("edgeAgent".into()),
+            protocol: "Amqp",
+            ip: "192.0.70.XXX".into(),
+            sdk: SDK_NEW,
+        });
         g.truth.disconnects.insert(("gw-00".into(), t), "network");
     }
     g.truth.dominant.insert("gw-00/edgeAgent".into(), "network");
@@ -332,7 +417,11 @@ enum Format {
 
 fn write(g: &Gen, f: Format, path: &Path, foreign: bool) {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let extra = if foreign { foreign_records() } else { Vec::new() };
+    let extra = if foreign {
+        foreign_records()
+    } else {
+        Vec::new()
+    };
     match f {
         Format::StorageLines | Format::StorageObjects => {
             for r in &g.recs {
@@ -345,7 +434,12 @@ fn write(g: &Gen, f: Format, path: &Path, foreign: bool) {
         }
         Format::Pretty => {
             for r in &g.recs {
-                writeln!(out, "{}", serde_json::to_string_pretty(&r.resource_log(true)).unwrap()).unwrap();
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&r.resource_log(true)).unwrap()
+                )
+                .unwrap();
             }
             for v in &extra {
                 writeln!(out, "{}", serde_json::to_string_pretty(v).unwrap()).unwrap();
@@ -388,7 +482,13 @@ fn write(g: &Gen, f: Format, path: &Path, foreign: bool) {
             let cols: Vec<String> = g.recs[0]
                 .azure_diagnostics()
                 .keys()
-                .map(|c| if *c == "TimeGenerated" { "TimeGenerated [UTC]".to_string() } else { c.to_string() })
+                .map(|c| {
+                    if *c == "TimeGenerated" {
+                        "TimeGenerated [UTC]".to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
                 .collect();
             w.write_record(&cols).unwrap();
             for r in &g.recs {
@@ -421,7 +521,11 @@ fn assert_valid(v: &Value) {
         .take(20)
         .map(|e| format!("{} at {}", e, e.instance_path))
         .collect();
-    assert!(errors.is_empty(), "the explanation violates docs/explain.schema.json:\n{}", errors.join("\n"));
+    assert!(
+        errors.is_empty(),
+        "the explanation violates docs/explain.schema.json:\n{}",
+        errors.join("\n")
+    );
 }
 
 fn explain(args: &[&str]) -> (i32, Value, String) {
@@ -449,9 +553,18 @@ fn assert_truth(v: &Value, g: &Gen) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| (device_key(d), d["dominant_class"].as_str().unwrap().to_string()))
+        .map(|d| {
+            (
+                device_key(d),
+                d["dominant_class"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
-    let want: BTreeMap<String, String> = t.dominant.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+    let want: BTreeMap<String, String> = t
+        .dominant
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_string()))
+        .collect();
     assert_eq!(got, want, "dominant class per device");
     let got: BTreeMap<(String, i64), String> = v["disconnects"]
         .as_array()
@@ -459,12 +572,19 @@ fn assert_truth(v: &Value, g: &Gen) {
         .iter()
         .map(|a| {
             (
-                (a["device_id"].as_str().unwrap().to_string(), a["time_ms"].as_i64().unwrap()),
+                (
+                    a["device_id"].as_str().unwrap().to_string(),
+                    a["time_ms"].as_i64().unwrap(),
+                ),
                 a["class"].as_str().unwrap().to_string(),
             )
         })
         .collect();
-    let want: BTreeMap<(String, i64), String> = t.disconnects.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+    let want: BTreeMap<(String, i64), String> = t
+        .disconnects
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_string()))
+        .collect();
     for (k, w) in &want {
         assert_eq!(got.get(k), Some(w), "disconnect {k:?}");
     }
@@ -475,10 +595,16 @@ fn assert_truth(v: &Value, g: &Gen) {
         .iter()
         .map(|a| {
             assert_eq!(a["class"], "credentials");
-            (a["device_id"].as_str().unwrap().to_string(), a["time_ms"].as_i64().unwrap())
+            (
+                a["device_id"].as_str().unwrap().to_string(),
+                a["time_ms"].as_i64().unwrap(),
+            )
         })
         .collect();
-    assert_eq!(refused, t.refused, "refused connects: only the credentials device's");
+    assert_eq!(
+        refused, t.refused,
+        "refused connects: only the credentials device's"
+    );
     // The causes per device.
     for d in v["devices"].as_array().unwrap() {
         let want = match d["dominant_class"].as_str().unwrap() {
@@ -526,7 +652,11 @@ fn every_format_names_every_pattern_exactly() {
         let (code, v, stderr) = explain(&[p.to_str().unwrap()]);
         assert_eq!(code, 0, "{f:?}: {stderr}");
         assert_eq!(v["input"]["bad"], 0, "{f:?}: {:#}", v["input"]);
-        assert_eq!(v["input"]["records"].as_u64().unwrap(), g.recs.len() as u64, "{f:?}");
+        assert_eq!(
+            v["input"]["records"].as_u64().unwrap(),
+            g.recs.len() as u64,
+            "{f:?}"
+        );
         assert_truth(&v, &g);
         if matches!(f, Format::StorageLines) {
             assert_eq!(v["input"]["foreign"], 2);
@@ -537,16 +667,27 @@ fn every_format_names_every_pattern_exactly() {
             assert!(p["spread_s"].as_f64().unwrap() <= 25.0, "{p:#}");
             assert_eq!(p["kind"], "renewal");
             assert!((p["token_lifetime_s"].as_f64().unwrap() - 3600.0).abs() < 1.0);
-            assert!(p["sdk_default"].as_str().unwrap().contains("C SDK: 1 h tokens renewed at 80 %"));
+            assert!(p["sdk_default"]
+                .as_str()
+                .unwrap()
+                .contains("C SDK: 1 h tokens renewed at 80 %"));
             let p = &dev(&v, "exp-00")["period"];
             assert_eq!(p["kind"], "expiry");
-            assert!((p["token_lifetime_s"].as_f64().unwrap() - 3622.0).abs() < 15.0, "{p:#}");
+            assert!(
+                (p["token_lifetime_s"].as_f64().unwrap() - 3622.0).abs() < 15.0,
+                "{p:#}"
+            );
             // Refinements of cause 2.
             let old = dev(&v, "old-00");
             assert_eq!(old["old_sdk"], true);
             assert!(old["fix"].as_str().unwrap().contains("Use the latest SDK"));
             assert_eq!(dev(&v, "net-00")["old_sdk"], false);
-            let roam = v["disconnects"].as_array().unwrap().iter().find(|a| a["device_id"] == "roam-00").unwrap();
+            let roam = v["disconnects"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["device_id"] == "roam-00")
+                .unwrap();
             assert_eq!(roam["masked_ip_before"], "100.64.1.XXX");
             assert_eq!(roam["masked_ip_after"], "10.20.30.XXX");
             assert!((roam["reconnect_s"].as_f64().unwrap() - 14.0).abs() < 0.01);
@@ -554,21 +695,36 @@ fn every_format_names_every_pattern_exactly() {
             assert_eq!(dev(&v, "gw-00/edgeAgent")["protocols"], json!(["Amqp"]));
             // The fleet totals sentence.
             let s = v["totals"]["summary"].as_str().unwrap();
-            assert!(s.starts_with(&format!("of {} disconnects: ", g.truth.disconnects.len())), "{s}");
-            assert!(s.contains("cause 1 (SAS token) on devices with 1h 0m tokens over Mqtt"), "{s}");
+            assert!(
+                s.starts_with(&format!("of {} disconnects: ", g.truth.disconnects.len())),
+                "{s}"
+            );
+            assert!(
+                s.contains("cause 1 (SAS token) on devices with 1h 0m tokens over Mqtt"),
+                "{s}"
+            );
             assert!(s.contains("cause 3 (hub transient)"), "{s}");
             assert!(s.contains("12 connect attempts refused with 401003"), "{s}");
         }
     }
     // A directory of gzip-compressed archives.
-    let d2 = dir.path().join("insights-logs-connections/y=2026/m=11/d=30");
+    let d2 = dir
+        .path()
+        .join("insights-logs-connections/y=2026/m=11/d=30");
     std::fs::create_dir_all(&d2).unwrap();
     let plain = dir.path().join("PT1H.json");
-    let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(d2.join("PT1H.json.gz")).unwrap(), flate2::Compression::fast());
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(d2.join("PT1H.json.gz")).unwrap(),
+        flate2::Compression::fast(),
+    );
     gz.write_all(&std::fs::read(&plain).unwrap()).unwrap();
     gz.finish().unwrap();
     std::fs::write(d2.join("README.txt"), "not a log").unwrap();
-    let (code, v, _) = explain(&[dir.path().join("insights-logs-connections").to_str().unwrap()]);
+    let (code, v, _) = explain(&[dir
+        .path()
+        .join("insights-logs-connections")
+        .to_str()
+        .unwrap()]);
     assert_eq!(code, 0);
     assert_truth(&v, &g);
     assert_eq!(v["input"]["skipped_files"].as_array().unwrap().len(), 1);
@@ -581,14 +737,23 @@ fn text_and_html_name_the_causes_and_the_fixes() {
     let p = dir.path().join("PT1H.json");
     write(&g, Format::StorageLines, &p, false);
     let html = dir.path().join("explain.html");
-    let run = support::run(&["fleet", "explain", p.to_str().unwrap(), "--html", html.to_str().unwrap()]);
+    let run = support::run(&[
+        "fleet",
+        "explain",
+        p.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+    ]);
     assert_eq!(run.code, 0, "{}", run.all_output());
     let t = &run.stdout;
     assert!(t.contains("tok-00: token_renewal (cause 1)"), "{t}");
     assert!(t.contains("hub-00: hub_transient (cause 3)"), "{t}");
     assert!(t.contains("roam-00: roaming (cause 2)"), "{t}");
     assert!(t.contains("cred-00: credentials (no 404104 cause)"), "{t}");
-    assert!(t.contains("[hub] 30 devices on 10 masked IP prefixes"), "{t}");
+    assert!(
+        t.contains("[hub] 30 devices on 10 masked IP prefixes"),
+        "{t}"
+    );
     assert!(t.contains("Use the latest SDK"), "{t}");
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.starts_with("<!DOCTYPE html>"));
@@ -603,7 +768,11 @@ fn malformed_truncated_and_foreign_records_are_counted_with_their_line() {
     let g = fleet();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("mixed.json");
-    let mut lines: Vec<String> = g.recs.iter().map(|r| r.resource_log(true).to_string()).collect();
+    let mut lines: Vec<String> = g
+        .recs
+        .iter()
+        .map(|r| r.resource_log(true).to_string())
+        .collect();
     // Line 3: not JSON; 5: properties not JSON; 7: no time; 9: a time that is not one;
     // 11: an array of numbers; after the end, a pretty record cut in the middle.
     lines.insert(2, "this is not json".into());
@@ -622,11 +791,23 @@ fn malformed_truncated_and_foreign_records_are_counted_with_their_line() {
     assert_eq!(code, 1, "bad records are a warning: {stderr}");
     assert!(stderr.contains("could not be read"), "{stderr}");
     let bad = v["input"]["bad_records"].as_array().unwrap();
-    let got: Vec<(u64, &str)> = bad.iter().map(|b| (b["line"].as_u64().unwrap(), b["kind"].as_str().unwrap())).collect();
+    let got: Vec<(u64, &str)> = bad
+        .iter()
+        .map(|b| (b["line"].as_u64().unwrap(), b["kind"].as_str().unwrap()))
+        .collect();
     let n = lines.len() as u64;
     assert_eq!(
         got,
-        vec![(3, "malformed"), (5, "malformed"), (7, "malformed"), (9, "malformed"), (11, "malformed"), (11, "malformed"), (11, "malformed"), (n + 1, "truncated")],
+        vec![
+            (3, "malformed"),
+            (5, "malformed"),
+            (7, "malformed"),
+            (9, "malformed"),
+            (11, "malformed"),
+            (11, "malformed"),
+            (11, "malformed"),
+            (n + 1, "truncated")
+        ],
         "{bad:#?}"
     );
     assert_eq!(v["input"]["foreign"], 2);
@@ -635,7 +816,11 @@ fn malformed_truncated_and_foreign_records_are_counted_with_their_line() {
     // Nothing of a record's content is echoed beyond what is wrong with it.
     assert!(!serde_json::to_string(bad).unwrap().contains("not json\""));
     // A missing path is one clear error, exit 3.
-    let run = support::run(&["fleet", "explain", dir.path().join("nope").to_str().unwrap()]);
+    let run = support::run(&[
+        "fleet",
+        "explain",
+        dir.path().join("nope").to_str().unwrap(),
+    ]);
     assert_eq!(run.code, 3, "{}", run.all_output());
     assert!(run.stderr.contains("cannot read"), "{}", run.stderr);
     // Binary garbage and an empty file: counted, never a panic.
@@ -705,7 +890,9 @@ fn take_over(addr: SocketAddr, client_id: &str) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut out = bytes::BytesMut::new();
-    rumqttc::mqttbytes::v4::Connect::new(client_id).write(&mut out).unwrap();
+    rumqttc::mqttbytes::v4::Connect::new(client_id)
+        .write(&mut out)
+        .unwrap();
     s.write_all(&out).unwrap();
     let mut connack = [0u8; 4];
     s.read_exact(&mut connack).unwrap();
@@ -761,18 +948,25 @@ fn joined_with_real_agent_reports_across_a_clock_offset() {
             r.last().is_some_and(|r| r["canary"]["connected"] == true) && eof_total(r) >= k - 1
         });
         take_over(broker.addr("plain"), "dev1");
-        agent.wait(Duration::from_secs(30), "the take-over recorded", |r| eof_total(r) >= k);
+        agent.wait(Duration::from_secs(30), "the take-over recorded", |r| {
+            eof_total(r) >= k
+        });
     }
     let reports = agent.wait(Duration::from_secs(30), "the take-over diagnosis", |r| {
         r.last().is_some_and(|r| {
-            r["canary"]["diagnosis"]["kind"] == "session_takeover" && r["canary"]["connected"] == true
+            r["canary"]["diagnosis"]["kind"] == "session_takeover"
+                && r["canary"]["connected"] == true
         })
     });
     drop(agent);
     // The canary's records as a consumer keeps them (latest version per id).
     let mut events: Vec<Value> = Vec::new();
     for r in &reports {
-        for e in r["canary"]["recent"].as_array().cloned().unwrap_or_default() {
+        for e in r["canary"]["recent"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
             match events.iter_mut().find(|o| o["id"] == e["id"]) {
                 Some(o) => *o = e,
                 None => events.push(e),
@@ -784,7 +978,10 @@ fn joined_with_real_agent_reports_across_a_clock_offset() {
     // little jitter; one disconnect the hub logged that the device never saw, and the
     // last of the device's that the hub log leaves out.
     const OFFSET: i64 = 40_000;
-    let mut g = Gen { recs: Vec::new(), truth: Truth::default() };
+    let mut g = Gen {
+        recs: Vec::new(),
+        truth: Truth::default(),
+    };
     let first = events[0]["at_unix_ms"].as_i64().unwrap() - OFFSET;
     g.connect(first - 20 * MIN, "dev1", "127.0.0.XXX", SDK_NEW);
     g.drop_(first - 10 * MIN, "dev1", "127.0.0.XXX", R404104, "network");
@@ -821,8 +1018,14 @@ fn joined_with_real_agent_reports_across_a_clock_offset() {
         let r = &a["device_record"];
         assert_eq!(r["cause"], "eof_without_disconnect", "{a:#}");
         assert_eq!(r["class"], "session_takeover", "{a:#}");
-        assert!(r["summary"].as_str().unwrap().contains("hubprobe's canary and your app share an identity"));
-        assert!(matches!(r["quality"].as_str().unwrap(), "exact" | "close"), "{a:#}");
+        assert!(r["summary"]
+            .as_str()
+            .unwrap()
+            .contains("hubprobe's canary and your app share an identity"));
+        assert!(
+            matches!(r["quality"].as_str().unwrap(), "exact" | "close"),
+            "{a:#}"
+        );
         assert!(r["residual_s"].as_f64().unwrap().abs() < 5.0, "{a:#}");
         assert!(a["fix"].as_str().unwrap().contains("own identity"));
     }
@@ -836,4 +1039,130 @@ fn joined_with_real_agent_reports_across_a_clock_offset() {
     let text = serde_json::to_string(&v).unwrap();
     assert!(!text.contains(agent_lab::LAB_DEVICE_KEY));
     assert!(!text.contains("sig="));
+}
+
+// ---------------------------------------------------------------------------
+// A large log: a day of 10 000 devices, streamed, memory bounded.
+
+/// Writes a day of `devices` devices as a storage archive: every fifth renews its
+/// token every 48 min, every fiftieth drops three times at random, the rest stay
+/// connected. Returns the records written.
+fn write_day(path: &Path, devices: u64) -> u64 {
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
+    let mut n = 0u64;
+    let end = T0 + 24 * HOUR;
+    let mut put = |r: Rec, out: &mut std::io::BufWriter<std::fs::File>| {
+        writeln!(out, "{}", r.resource_log(true)).unwrap();
+        n += 1;
+    };
+    for i in 0..devices {
+        let dev = format!("dev-{i:05}");
+        let ip = format!("10.{}.{}.XXX", i / 250 % 250, i % 250);
+        let rec = |t: i64, op: &'static str, result| Rec {
+            t,
+            op,
+            result,
+            device: dev.clone(),
+            module: None,
+            protocol: "Mqtt",
+            ip: ip.clone(),
+            sdk: SDK_NEW,
+        };
+        let mut t = T0 + (i as i64 * 997) % HOUR;
+        put(rec(t, "deviceConnect", None), &mut out);
+        if i % 5 == 0 {
+            loop {
+                t += 48 * MIN + (i as i64 % 7) * 1_000;
+                if t >= end {
+                    break;
+                }
+                put(rec(t, "deviceDisconnect", R404104), &mut out);
+                put(rec(t + 2_000, "deviceConnect", None), &mut out);
+            }
+        } else if i % 50 == 1 {
+            for m in [97i64, 431, 1_013] {
+                let t = T0 + m * MIN + (i as i64 * 7_919) % (20 * MIN);
+                put(rec(t, "deviceDisconnect", R404104), &mut out);
+                put(rec(t + 9_000, "deviceConnect", None), &mut out);
+            }
+        }
+    }
+    put(
+        Rec {
+            t: end,
+            op: "deviceConnect",
+            result: None,
+            device: "dev-00000".into(),
+            module: None,
+            protocol: "Mqtt",
+            ip: "10.0.0.XXX".into(),
+            sdk: SDK_NEW,
+        },
+        &mut out,
+    );
+    out.flush().unwrap();
+    n
+}
+
+/// Runs `hubprobe` to completion with stdout into a file; its exit code and peak
+/// resident set (KiB), from wait4(2).
+fn run_measured(args: &[&str], stdout: &Path) -> (i32, i64) {
+    let child = Command::new(support::bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(stdout).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: wait4(2) on our own child with valid out-pointers; `child` is not
+    // waited for again (its Drop does not wait).
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
+    std::mem::forget(child);
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    (code, ru.ru_maxrss)
+}
+
+#[test]
+fn a_day_of_ten_thousand_devices_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("PT24H.json");
+    let records = write_day(&log, 10_000);
+    let size = std::fs::metadata(&log).unwrap().len();
+    let out = dir.path().join("out.json");
+    let (code, rss_kib) = run_measured(
+        &["fleet", "explain", log.to_str().unwrap(), "-o", "json"],
+        &out,
+    );
+    assert_eq!(code, 0);
+    let v: Value =
+        serde_json::from_reader(std::io::BufReader::new(std::fs::File::open(&out).unwrap()))
+            .unwrap();
+    assert_eq!(v["input"]["records"].as_u64().unwrap(), records);
+    let by = &v["totals"]["devices_by_class"];
+    assert_eq!(by["token_renewal"], 2_000, "{by:#}");
+    assert_eq!(by["network"], 200, "{by:#}");
+    assert_eq!(by["stable"], 7_800, "{by:#}");
+    assert!(v["windows"].as_array().unwrap().is_empty());
+    eprintln!(
+        "a day of 10 000 devices: {records} records, {:.0} MiB of log, peak RSS {:.0} MiB",
+        size as f64 / 1048576.0,
+        rss_kib as f64 / 1024.0
+    );
+    // The records are streamed: memory follows the disconnects kept (24 bytes each
+    // while reading, then their attribution in the output document), not the size
+    // of the log or of its records.
+    let disconnects = v["totals"]["disconnects"].as_u64().unwrap();
+    let bound = (32 << 20) + 2048 * disconnects;
+    assert!(
+        (rss_kib as u64) * 1024 < bound,
+        "peak RSS {rss_kib} KiB for {disconnects} disconnects (bound {bound} bytes)"
+    );
 }

@@ -197,8 +197,8 @@ pub fn read_reports(sources: &[Source]) -> Result<DeviceSide, ReadError> {
                 Ok(mut c) => loop {
                     match c.next_message() {
                         Ok(Some(m)) => {
-                            let used = m.is_report()
-                                && m.body.is_some_and(|b| side.add(&inflate(b)));
+                            let used =
+                                m.is_report() && m.body.is_some_and(|b| side.add(&inflate(b)));
                             if !used {
                                 side.unused += 1;
                             }
@@ -337,7 +337,14 @@ pub fn precise(e: &CanaryEvent) -> (&'static str, String, Vec<String>, String) {
         ));
     }
     let takeover = d.reason_code == Some(0x8E) || e.diagnosis == DiagnosisKind::SessionTakeover;
-    if takeover && matches!(d.cause, DisconnectCause::ServerDisconnect | DisconnectCause::EofWithoutDisconnect | DisconnectCause::TcpReset) {
+    if takeover
+        && matches!(
+            d.cause,
+            DisconnectCause::ServerDisconnect
+                | DisconnectCause::EofWithoutDisconnect
+                | DisconnectCause::TcpReset
+        )
+    {
         return (
             "session_takeover",
             "another client connected with the same identity and the hub dropped this session: hubprobe's canary and your app share an identity".into(),

@@ -199,7 +199,10 @@ pub fn open(s: &Source) -> Result<(String, Box<dyn BufRead + Send>), ReadError> 
         ),
     };
     let mut r = BufReader::with_capacity(1 << 16, raw);
-    let gz = r.fill_buf().map(|b| b.starts_with(&[0x1f, 0x8b])).unwrap_or(false);
+    let gz = r
+        .fill_buf()
+        .map(|b| b.starts_with(&[0x1f, 0x8b]))
+        .unwrap_or(false);
     if gz {
         Ok((
             name,
@@ -349,7 +352,12 @@ fn read_json(
             }
             skipping = false;
             if !matches!(trimmed.first(), Some(b'{') | Some(b'[')) {
-                stats.bad(name, n, "malformed", "not JSON (a record starts with {)".into());
+                stats.bad(
+                    name,
+                    n,
+                    "malformed",
+                    "not JSON (a record starts with {)".into(),
+                );
                 skipping = true;
                 continue;
             }
@@ -450,7 +458,12 @@ fn document(
                 element(name, line, None, Value::Object(m), stats, each);
             }
         }
-        _ => stats.bad(name, line, "malformed", "a JSON value that is not a record".into()),
+        _ => stats.bad(
+            name,
+            line,
+            "malformed",
+            "a JSON value that is not a record".into(),
+        ),
     }
 }
 
@@ -461,7 +474,12 @@ fn take_key(m: &mut Map<String, Value>, key: &str) -> Option<Value> {
 
 fn table(name: &str, line: u64, t: Value, stats: &mut ReadStats, each: &mut dyn FnMut(HubRecord)) {
     let Value::Object(mut t) = t else {
-        stats.bad(name, line, "malformed", "a table that is not an object".into());
+        stats.bad(
+            name,
+            line,
+            "malformed",
+            "a table that is not an object".into(),
+        );
         return;
     };
     let cols: Vec<String> = match take_key(&mut t, "columns") {
@@ -509,7 +527,12 @@ fn element(
         None => m,
     };
     let Value::Object(m) = v else {
-        stats.bad(name, line, "malformed", at("a record that is not an object".into()));
+        stats.bad(
+            name,
+            line,
+            "malformed",
+            at("a record that is not an object".into()),
+        );
         return;
     };
     match normalize(&m) {
@@ -604,7 +627,11 @@ fn text(v: &Value) -> Option<String> {
 
 /// A field of the record: in `properties`, or flattened at the top (Log Analytics
 /// writes `deviceId_s`).
-fn field(top: &Map<String, Value>, props: Option<&Map<String, Value>>, key: &str) -> Option<String> {
+fn field(
+    top: &Map<String, Value>,
+    props: Option<&Map<String, Value>>,
+    key: &str,
+) -> Option<String> {
     if let Some(v) = props.and_then(|p| get(p, key)).and_then(text) {
         return Some(v);
     }
@@ -666,7 +693,9 @@ pub fn normalize(m: &Map<String, Value>) -> Result<Option<HubRecord>, String> {
         return Ok(None);
     };
     let props_owned;
-    let props: Option<&Map<String, Value>> = match get(m, "properties").or_else(|| get(m, "properties_s")) {
+    let props: Option<&Map<String, Value>> = match get(m, "properties")
+        .or_else(|| get(m, "properties_s"))
+    {
         Some(Value::Object(o)) => Some(o),
         Some(Value::String(s)) if !s.trim().is_empty() => match serde_json::from_str::<Value>(s) {
             Ok(Value::Object(o)) => {

@@ -4,6 +4,7 @@
 //! Memory: a device costs its name and 24 bytes per connect or disconnect record
 //! (strings are interned), whatever the size of the input records.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
@@ -56,9 +57,21 @@ pub struct Accumulator {
 /// of the lifetime after which the SDK renews; on MQTT a renewal is a reconnect).
 pub const SDK_TOKEN_DEFAULTS: [(&str, f64, f64); 4] = [
     ("Azure IoT C SDK: 1 h tokens renewed at 80 %", 3600.0, 0.80),
-    ("Azure IoT .NET and Java SDKs: 1 h tokens renewed at 85 %", 3600.0, 0.85),
-    ("Azure IoT Python SDK: 1 h tokens renewed 2 min before expiry", 3600.0, 58.0 / 60.0),
-    ("Azure IoT Node.js SDK: 1 h tokens renewed 15 min before expiry", 3600.0, 0.75),
+    (
+        "Azure IoT .NET and Java SDKs: 1 h tokens renewed at 85 %",
+        3600.0,
+        0.85,
+    ),
+    (
+        "Azure IoT Python SDK: 1 h tokens renewed 2 min before expiry",
+        3600.0,
+        58.0 / 60.0,
+    ),
+    (
+        "Azure IoT Node.js SDK: 1 h tokens renewed 15 min before expiry",
+        3600.0,
+        0.75,
+    ),
 ];
 
 /// The grace the hub gives an expired token before it closes the connection, as
@@ -71,7 +84,11 @@ pub const OLD_SDKS: [(&str, (u32, u32, u32), &str); 5] = [
     ("iothubclient/", (1, 9, 0), "Azure IoT C SDK"),
     ("-py/", (2, 12, 0), "Azure IoT Python SDK"),
     ("iot-device-client/", (2, 0, 0), "Azure IoT Java SDK"),
-    ("Microsoft.Azure.Devices.Client/", (1, 40, 0), "Azure IoT .NET SDK"),
+    (
+        "Microsoft.Azure.Devices.Client/",
+        (1, 40, 0),
+        "Azure IoT .NET SDK",
+    ),
     ("azure-iot-device/", (1, 18, 0), "Azure IoT Node.js SDK"),
 ];
 
@@ -128,8 +145,16 @@ impl Accumulator {
             (Operation::Connect, 0) => OP_CONNECT,
             (Operation::Connect, _) => OP_REFUSED,
         };
-        let ip = r.masked_ip.as_deref().map(|s| self.ips.id(s)).unwrap_or(NONE);
-        let proto = r.protocol.as_deref().map(|s| self.protos.id(s)).unwrap_or(NONE);
+        let ip = r
+            .masked_ip
+            .as_deref()
+            .map(|s| self.ips.id(s))
+            .unwrap_or(NONE);
+        let proto = r
+            .protocol
+            .as_deref()
+            .map(|s| self.protos.id(s))
+            .unwrap_or(NONE);
         let d = &mut self.devs[i as usize];
         if let Some(s) = r.sdk_version.as_deref() {
             d.sdk = self.sdks.id(s);
@@ -369,7 +394,7 @@ pub struct Attribution {
     /// The numbers behind it.
     pub evidence: Vec<String>,
     /// What to do, from the guidance.
-    pub fix: String,
+    pub fix: Cow<'static, str>,
     /// The device's own record of it (with `--reports`).
     pub device_record: Option<DeviceRecord>,
 }
@@ -424,7 +449,8 @@ const FIX_ROAMING: &str = "The device changed networks (its masked IP changed): 
 const FIX_NEVER: &str = "The device never came back: check that it is powered and online, that its app retries connecting (with back-off) after a failure or crash, and its logs.";
 const FIX_CLOSED: &str = "The device closed the connection itself (no error): expected on a restart or shutdown of its app; if unexpected, look at the app's logs.";
 const FIX_CREDENTIALS: &str = "The hub refused the device's credentials (401003 IoTHubUnauthorized): check its SAS key, token or certificate, that the device is enabled in the hub, and the device's clock (a token from the future or the past is refused).";
-const FIX_FAILED: &str = "The hub refused the connect: see the result type in the IoT Hub error reference.";
+const FIX_FAILED: &str =
+    "The hub refused the connect: see the result type in the IoT Hub error reference.";
 const FIX_OLD_SDK: &str = "Use the latest SDK";
 
 fn class_cause(class: &str) -> Option<u8> {
@@ -786,7 +812,7 @@ impl Accumulator {
                             code_text(e.code),
                             rfc3339_ms(e.t)
                         )],
-                        fix: class_fix(class).into(),
+                        fix: Cow::Borrowed(class_fix(class)),
                         device_record: None,
                     });
                     continue;
@@ -799,7 +825,8 @@ impl Accumulator {
                 let reconnect_s = next.map(|n| (n.t - e.t) as f64 / 1000.0);
                 let ip_after = next.map(|n| n.ip).unwrap_or(NONE);
                 let mut evidence = Vec::new();
-                let quick = reconnect_s.is_some_and(|r| r * 1000.0 <= opts.quick_reconnect_ms as f64);
+                let quick =
+                    reconnect_s.is_some_and(|r| r * 1000.0 <= opts.quick_reconnect_ms as f64);
                 let class: &str = if s.period_marks[k] {
                     let p = periods[i].as_ref().expect("marks come with a period");
                     evidence.push(format!(
@@ -808,7 +835,8 @@ impl Accumulator {
                         human_s(p.spread_s)
                     ));
                     if f.saw_401003 {
-                        evidence.push("401003 IoTHubUnauthorized: the SAS token had expired".into());
+                        evidence
+                            .push("401003 IoTHubUnauthorized: the SAS token had expired".into());
                         "token_expired"
                     } else {
                         "token_renewal"
@@ -869,10 +897,12 @@ impl Accumulator {
                 if let Some(p) = proto(e.proto).or_else(|| next.and_then(|n| proto(n.proto))) {
                     evidence.push(format!("protocol {p}"));
                 }
-                let mut fix = class_fix(class).to_string();
+                let mut fix = Cow::Borrowed(class_fix(class));
                 if let (Some((name, min)), Some(v), Some(2)) = (&old, &sdk, cause) {
-                    evidence.push(format!("sdkVersion {v} is an old {name} (older than {min})"));
-                    fix.push_str(&format!(" {FIX_OLD_SDK}: {v} is older than {min}."));
+                    evidence.push(format!(
+                        "sdkVersion {v} is an old {name} (older than {min})"
+                    ));
+                    fix = Cow::Owned(format!("{fix} {FIX_OLD_SDK}: {v} is older than {min}."));
                 }
                 disconnects.push(Attribution {
                     device_id: device_id.clone(),
@@ -916,7 +946,12 @@ impl Accumulator {
                 .collect();
             protocols.sort();
             protocols.dedup();
-            let mut ips: Vec<u32> = d.events.iter().filter(|e| e.ip != NONE).map(|e| e.ip).collect();
+            let mut ips: Vec<u32> = d
+                .events
+                .iter()
+                .filter(|e| e.ip != NONE)
+                .map(|e| e.ip)
+                .collect();
             ips.sort_unstable();
             ips.dedup();
             let never = mine.last().is_some_and(|a| a.class == "never_reconnected");
@@ -944,13 +979,18 @@ impl Accumulator {
             let rc: Vec<f64> = mine.iter().filter_map(|a| a.reconnect_s).collect();
             if !rc.is_empty() {
                 let mut rc2 = rc.clone();
-                evidence.push(format!("median reconnect delay {}", human_s(median(&mut rc2))));
+                evidence.push(format!(
+                    "median reconnect delay {}",
+                    human_s(median(&mut rc2))
+                ));
             }
             if ips.len() > 1 {
                 evidence.push(format!("{} distinct masked IPs", ips.len()));
             }
             if let (Some((name, min)), Some(v)) = (&old, &sdk) {
-                evidence.push(format!("sdkVersion {v} is an old {name} (older than {min})"));
+                evidence.push(format!(
+                    "sdkVersion {v} is an old {name} (older than {min})"
+                ));
             }
             let cause = class_cause(dominant);
             let summary = device_summary(dominant, n_disc, period.as_ref(), &classes);
@@ -1030,12 +1070,16 @@ impl Accumulator {
                         .filter(|(j, _)| !used[*j])
                         .map(|(j, e)| (j, e.event.at_unix_ms as i64 - off - t))
                         .min_by_key(|(_, r)| r.abs());
-                    match best.and_then(|(j, r)| MatchQuality::of(r, opts.tolerance_ms).map(|q| (j, r, q))) {
+                    match best.and_then(|(j, r)| {
+                        MatchQuality::of(r, opts.tolerance_ms).map(|q| (j, r, q))
+                    }) {
                         Some((j, r, q)) => {
                             used[j] = true;
                             let e = &evs[j];
                             let (class, summary, evidence, fix) = join::precise(e);
-                            *js.by_quality.entry(format!("{q:?}").to_lowercase()).or_default() += 1;
+                            *js.by_quality
+                                .entry(format!("{q:?}").to_lowercase())
+                                .or_default() += 1;
                             js.matched += 1;
                             updates.push((
                                 k,
@@ -1061,7 +1105,10 @@ impl Accumulator {
                 }
                 for (j, e) in evs.iter().enumerate() {
                     let t = e.event.at_unix_ms as i64 - off;
-                    if !used[j] && t >= log_from - opts.tolerance_ms && t <= log_to + opts.tolerance_ms {
+                    if !used[j]
+                        && t >= log_from - opts.tolerance_ms
+                        && t <= log_to + opts.tolerance_ms
+                    {
                         js.device_only.push(DeviceOnly {
                             device_id: name.clone(),
                             id: e.event.id.clone(),
@@ -1079,7 +1126,7 @@ impl Accumulator {
                     rec.residual_s,
                     rec.summary
                 ));
-                a.fix = rec.fix.clone();
+                a.fix = Cow::Owned(rec.fix.clone());
                 a.device_record = Some(rec);
             }
             for dv in &mut out_devices {
@@ -1094,8 +1141,16 @@ impl Accumulator {
             js
         });
 
-        disconnects.sort_by(|a, b| a.time_ms.cmp(&b.time_ms).then(a.device_id.cmp(&b.device_id)));
-        refused.sort_by(|a, b| a.time_ms.cmp(&b.time_ms).then(a.device_id.cmp(&b.device_id)));
+        disconnects.sort_by(|a, b| {
+            a.time_ms
+                .cmp(&b.time_ms)
+                .then(a.device_id.cmp(&b.device_id))
+        });
+        refused.sort_by(|a, b| {
+            a.time_ms
+                .cmp(&b.time_ms)
+                .then(a.device_id.cmp(&b.device_id))
+        });
         out_devices.sort_by(|a, b| {
             (b.disconnects + b.refused_connects)
                 .cmp(&(a.disconnects + a.refused_connects))
@@ -1212,7 +1267,10 @@ fn totals(devs: &[DeviceExplanation], disc: &[Attribution], refused: &[Attributi
         .collect();
     let mut by_class: BTreeMap<String, u64> = BTreeMap::new();
     for a in disc {
-        let k = a.iothub_cause.map(|c| c.to_string()).unwrap_or("none".into());
+        let k = a
+            .iothub_cause
+            .map(|c| c.to_string())
+            .unwrap_or("none".into());
         *by_cause.entry(k).or_default() += 1;
         *by_class.entry(a.class.clone()).or_default() += 1;
     }
@@ -1221,7 +1279,9 @@ fn totals(devs: &[DeviceExplanation], disc: &[Attribution], refused: &[Attributi
     }
     let mut devices_by_class: BTreeMap<String, u64> = BTreeMap::new();
     for d in devs {
-        *devices_by_class.entry(d.dominant_class.clone()).or_default() += 1;
+        *devices_by_class
+            .entry(d.dominant_class.clone())
+            .or_default() += 1;
     }
     let n = disc.len() as u64;
     // What cause 1 devices have in common: the token lifetime and protocol most seen.
@@ -1249,7 +1309,10 @@ fn totals(devs: &[DeviceExplanation], disc: &[Attribution], refused: &[Attributi
     let get = |k: &str| by_cause.get(k).copied().unwrap_or(0);
     let mut parts = Vec::new();
     if get("1") > 0 {
-        parts.push(format!("{} % cause 1 (SAS token){c1_detail}", pct(get("1"), n)));
+        parts.push(format!(
+            "{} % cause 1 (SAS token){c1_detail}",
+            pct(get("1"), n)
+        ));
     }
     if get("2") > 0 {
         parts.push(format!("{} % cause 2 (network)", pct(get("2"), n)));

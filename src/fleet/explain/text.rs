@@ -22,7 +22,11 @@ pub fn render(e: &Explanation) -> String {
             .unwrap_or_default()
     );
     for b in &i.bad_records {
-        let _ = writeln!(o, "  bad record {}:{}: {} ({})", b.file, b.line, b.message, b.kind);
+        let _ = writeln!(
+            o,
+            "  bad record {}:{}: {} ({})",
+            b.file, b.line, b.message, b.kind
+        );
     }
     if i.bad > i.bad_records.len() as u64 {
         let _ = writeln!(o, "  … and {} more", i.bad - i.bad_records.len() as u64);
