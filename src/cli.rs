@@ -607,7 +607,7 @@ pub struct FleetExplainArgs {
     pub min_prefixes: u64,
 
     /// Largest clock difference between the hub's and a device's record of one
-    /// disconnect: a duration like 30s, 2m.
+    /// disconnect: a duration like 30s, 5m, 1h.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "2m")]
     pub clock_tolerance: Duration,
 }
