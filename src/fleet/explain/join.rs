@@ -44,6 +44,8 @@ pub struct DeviceSide {
 struct TargetLite {
     #[serde(default)]
     device_id: Option<String>,
+    #[serde(default)]
+    module_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -77,7 +79,12 @@ impl DeviceSide {
         let Some(c) = r.canary else {
             return true;
         };
-        let dev = r.target.device_id.unwrap_or(r.host);
+        // Keyed as the hub log's devices are: `device` or `device/module`.
+        let dev = match (r.target.device_id, r.target.module_id) {
+            (Some(d), Some(m)) => format!("{d}/{m}"),
+            (Some(d), None) => d,
+            (None, _) => r.host,
+        };
         let newer = self
             .latest
             .get(&dev)

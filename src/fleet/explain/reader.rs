@@ -716,6 +716,9 @@ pub fn normalize(m: &Map<String, Value>) -> Result<Option<HubRecord>, String> {
     let Some(time_ms) = parse_time(&time) else {
         return Err("time is not a date and time (RFC 3339)".into());
     };
+    if !crate::fleet::shared::plausible_ms(time_ms) {
+        return Err("time is outside 2000–2099: not a log time".into());
+    }
     let Some(device_id) = field(m, props, "deviceId") else {
         return Err("no properties.deviceId".into());
     };
