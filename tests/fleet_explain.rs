@@ -909,6 +909,124 @@ fn eof_total(r: &[Value]) -> u64 {
         .unwrap_or(0)
 }
 
+/// The canary records of `reports` as a consumer keeps them (the latest version per
+/// id), and the device key the reports name.
+fn canary_events(reports: &[Value]) -> (String, Vec<Value>) {
+    let mut events: Vec<Value> = Vec::new();
+    for r in reports {
+        for e in r["canary"]["recent"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            match events.iter_mut().find(|o| o["id"] == e["id"]) {
+                Some(o) => *o = e,
+                None => events.push(e),
+            }
+        }
+    }
+    let last = reports.last().expect("reports");
+    let dev = last["target"]["device_id"]
+        .as_str()
+        .unwrap_or_else(|| last["host"].as_str().unwrap())
+        .to_string();
+    (dev, events)
+}
+
+#[test]
+fn joined_with_an_idle_dropping_nat_names_the_timeout_and_the_keepalive() {
+    // The NAT forgets idle flows after 3 s; the canary's keep-alive is 5 s.
+    let nat = common::Nat::new(Duration::from_secs(3));
+    let _hub = nat.start_mosquitto(1883);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[hub]\nhost = \"{}\"\nprofile = \"mqtt-broker\"\nendpoints = [\"mqtt\"]\nports = {{ mqtt = 1883 }}\ntimeout = \"1s\"\nkeepalive = \"5s\"\n[schedule]\ninterval = \"4s\"\nspread = \"0s\"\ndeadline = \"5s\"\n[canary]\nping_timeout = \"1s\"\nreconnect_min = \"500ms\"\nreconnect_max = \"1s\"\n[spool]\ndir = \"{}\"\n",
+            nat.server_addr(),
+            dir.path().join("spool").display()
+        ),
+    )
+    .unwrap();
+    let child = nat
+        .client_ns()
+        .command(support::bin())
+        .args(["agent", "--config"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("agent.log")).unwrap())
+        .spawn()
+        .expect("spawn hubprobe agent in the NAT's client namespace");
+    let agent = Agent {
+        child,
+        dir: dir.path().to_path_buf(),
+    };
+    let reports = agent.wait(Duration::from_secs(60), "the idle-timeout diagnosis", |r| {
+        r.last().is_some_and(|r| {
+            r["canary"]["diagnosis"]["kind"] == "idle_timeout"
+                && r["canary"]["recent"]
+                    .as_array()
+                    .is_some_and(|v| v.iter().all(|e| e["reconnect_s"].is_number()))
+        })
+    });
+    drop(agent);
+    let (device, events) = canary_events(&reports);
+    assert!(events.len() >= 3, "{events:#?}");
+    // The hub's clock 25 s ahead of the device's this time.
+    const OFFSET: i64 = -25_000;
+    let mut g = Gen {
+        recs: Vec::new(),
+        truth: Truth::default(),
+    };
+    let first = events[0]["at_unix_ms"].as_i64().unwrap() - OFFSET;
+    g.connect(first - 10 * MIN, &device, "192.0.2.XXX", SDK_NEW);
+    for (i, e) in events.iter().enumerate() {
+        // The hub notices a dead connection later than the device: 1–3 s.
+        let t = e["at_unix_ms"].as_i64().unwrap() - OFFSET + 1_000 + (i as i64 % 3) * 1_000;
+        g.drop_(t, &device, "192.0.2.XXX", R404104, "network");
+        let back = (e["reconnect_s"].as_f64().unwrap_or(1.0) * 1000.0) as i64;
+        g.connect(t + back.max(100), &device, "192.0.2.XXX", SDK_NEW);
+    }
+    g.recs.sort_by_key(|r| r.t);
+    let log = dir.path().join("hub.json");
+    write(&g, Format::Pretty, &log, false);
+    let spool = dir.path().join("spool");
+    let (code, v, stderr) = explain(&[log.to_str().unwrap(), "--reports", spool.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        v["join"]["matched"].as_u64().unwrap(),
+        events.len() as u64,
+        "{:#}",
+        v["join"]
+    );
+    assert!(v["join"]["hub_only"].as_array().unwrap().is_empty());
+    assert!(v["join"]["device_only"].as_array().unwrap().is_empty());
+    let off = dev(&v, &device)["clock_offset_s"].as_f64().unwrap();
+    assert!((off - -27.0).abs() < 2.5, "clock offset {off}");
+    for a in v["disconnects"].as_array().unwrap() {
+        let r = &a["device_record"];
+        assert_eq!(r["class"], "idle_timeout", "{a:#}");
+        assert_eq!(r["cause"], "no_pingresp", "{a:#}");
+        let s = r["summary"].as_str().unwrap();
+        assert!(s.contains("keep-alive of 5 s"), "{s}");
+        // The silence that killed the session (about 5 s) bounds the timeout; the
+        // keep-alive to use is below it.
+        let fix = r["fix"].as_str().unwrap();
+        let ka: f64 = fix
+            .strip_prefix("Set the MQTT keep-alive to ")
+            .and_then(|f| f.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{fix}"));
+        assert!((1.0..5.0).contains(&ka), "{fix}");
+        assert!(a["fix"] == r["fix"]);
+    }
+}
+
 #[test]
 fn joined_with_real_agent_reports_across_a_clock_offset() {
     let broker = Mosquitto::start(&[]);

@@ -308,24 +308,82 @@ impl MatchQuality {
     }
 }
 
-/// The device clock's offset from the hub's for one device: the median difference
-/// (device − hub) of each hub disconnect to its nearest canary record within
-/// `tolerance_ms`; 0 when none is that close.
+/// The device clock's offset from the hub's for one device (device − hub, ms).
+///
+/// Every difference between a hub disconnect and a canary record within
+/// `tolerance_ms` is a candidate; the one under which the most hub disconnects find
+/// a record within 5 s (then within 30 s, then the smallest residuals) wins, and is
+/// refined to the median difference of those close pairs. Taking each record's
+/// nearest neighbour instead is wrong for regular disconnects (an idle-dropping NAT
+/// every few seconds): with an offset longer than half the period the neighbour is
+/// the next disconnect. 0 when no pair is within the tolerance.
 pub fn clock_offset_ms(hub: &[i64], dev: &[CanaryEvent], tolerance_ms: i64) -> i64 {
-    let mut diffs: Vec<i64> = hub
-        .iter()
-        .filter_map(|&t| {
-            dev.iter()
-                .map(|e| e.event.at_unix_ms as i64 - t)
-                .min_by_key(|d| d.abs())
-                .filter(|d| d.abs() <= tolerance_ms)
-        })
-        .collect();
-    if diffs.is_empty() {
+    let mut d: Vec<i64> = dev.iter().map(|e| e.event.at_unix_ms as i64).collect();
+    d.sort_unstable();
+    let mut candidates: Vec<i64> = Vec::new();
+    for &t in hub {
+        let lo = d.partition_point(|x| *x < t - tolerance_ms);
+        for &x in d[lo..].iter().take_while(|x| **x <= t + tolerance_ms) {
+            candidates.push(x - t);
+        }
+    }
+    if candidates.is_empty() {
         return 0;
     }
-    diffs.sort_unstable();
-    diffs[diffs.len() / 2]
+    candidates.sort_unstable();
+    candidates.dedup_by(|a, b| (*a - *b).abs() < 250);
+    // Bounded work whatever the fleet: at most 2 048 candidates, evenly spaced.
+    if candidates.len() > 2048 {
+        let step = candidates.len() as f64 / 2048.0;
+        candidates = (0..2048)
+            .map(|k| candidates[(k as f64 * step) as usize])
+            .collect();
+    }
+    let residuals = |off: i64| -> Vec<i64> {
+        hub.iter()
+            .filter_map(|&t| {
+                let want = t + off;
+                let k = d.partition_point(|x| *x < want);
+                [k.checked_sub(1), Some(k)]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|k| d.get(k))
+                    .map(|x| x - want)
+                    .min_by_key(|r| r.abs())
+            })
+            .collect()
+    };
+    let score = |off: i64| {
+        let r = residuals(off);
+        let exact = r.iter().filter(|x| x.abs() <= 5_000).count();
+        let close = r.iter().filter(|x| x.abs() <= 30_000).count();
+        let spread: i64 = r
+            .iter()
+            .filter(|x| x.abs() <= 30_000)
+            .map(|x| x.abs())
+            .sum();
+        (
+            exact,
+            close,
+            std::cmp::Reverse(spread),
+            std::cmp::Reverse(off.abs()),
+        )
+    };
+    let best = candidates
+        .iter()
+        .copied()
+        .max_by_key(|o| score(*o))
+        .unwrap_or(0);
+    let mut close: Vec<i64> = residuals(best)
+        .into_iter()
+        .filter(|x| x.abs() <= 5_000)
+        .map(|x| best + x)
+        .collect();
+    if close.is_empty() {
+        return best;
+    }
+    close.sort_unstable();
+    close[close.len() / 2]
 }
 
 /// The precise cause a canary record names: (class, summary, evidence, fix).
@@ -380,18 +438,38 @@ pub fn precise(e: &CanaryEvent) -> (&'static str, String, Vec<String>, String) {
             "Check the device's TLS stack, its clock and the middleboxes on the path (a TLS-inspecting proxy sends alerts).".into(),
         ),
         _ if e.diagnosis == DiagnosisKind::IdleTimeout => {
+            // The silence that killed the session bounds the path's idle timeout from
+            // above; the longest silence survived, when known, from below.
             let t = d.idle_before_s;
-            let ka = ((t * 2.0 / 3.0) / 10.0).floor().max(1.0) * 10.0;
+            let survived = d.longest_idle_survived_s.filter(|s| *s > 0.0 && *s < t);
+            let ka = match survived {
+                Some(s) => s * 0.9,
+                None => t * 2.0 / 3.0,
+            };
+            let ka = if ka >= 30.0 {
+                (ka / 10.0).floor() * 10.0
+            } else {
+                ka.floor().max(1.0)
+            };
+            let range = match survived {
+                Some(s) => format!("between {s:.0} s and {t:.0} s"),
+                None => format!("under {t:.0} s"),
+            };
             ev.push(format!(
-                "silent for {t:.0} s before the drop with a keep-alive of {} s; the history's diagnosis: idle_timeout",
+                "silent for {t:.1} s before the drop with a keep-alive of {} s; the history's diagnosis: idle_timeout",
                 e.keepalive_s
             ));
             ev.extend(e.diagnosis_evidence.iter().take(3).cloned());
             (
                 "idle_timeout",
-                format!("a NAT or firewall on the device's path drops flows idle for about {t:.0} s, before the keep-alive of {} s refreshes them (cause 2)", e.keepalive_s),
+                format!(
+                    "a NAT or firewall on the device's path drops flows idle for {range}, before the keep-alive of {} s refreshes them (cause 2)",
+                    e.keepalive_s
+                ),
                 ev,
-                format!("Set the MQTT keep-alive to {ka:.0} s or less (below the path's idle timeout of about {t:.0} s), or raise the NAT's idle timeout."),
+                format!(
+                    "Set the MQTT keep-alive to {ka:.0} s or less (below the path's idle timeout, {range}; `hubprobe tune` measures it), or raise the NAT's idle timeout."
+                ),
             )
         }
         _ if d.reconnect_s.is_some_and(|r| r >= 30.0) || d.failed_attempts > 0 => {
