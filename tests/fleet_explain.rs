@@ -1212,7 +1212,6 @@ fn write_day(path: &Path, devices: u64) -> u64 {
         }
     }
     put(end, "deviceConnect", None, "dev-00000", "10.0.0.XXX");
-    drop(put);
     out.flush().unwrap();
     n
 }
