@@ -663,7 +663,7 @@ fn every_format_names_every_pattern_exactly() {
             // The numbers behind cause 1.
             let p = &dev(&v, "tok-00")["period"];
             let period = p["period_s"].as_f64().unwrap();
-            assert!((period - 2882.0).abs() < 15.0, "{p:#}");
+            assert!((period - 2880.0).abs() < 15.0, "{p:#}");
             assert!(p["spread_s"].as_f64().unwrap() <= 25.0, "{p:#}");
             assert_eq!(p["kind"], "renewal");
             assert!((p["token_lifetime_s"].as_f64().unwrap() - 3600.0).abs() < 1.0);
@@ -674,7 +674,7 @@ fn every_format_names_every_pattern_exactly() {
             let p = &dev(&v, "exp-00")["period"];
             assert_eq!(p["kind"], "expiry");
             assert!(
-                (p["token_lifetime_s"].as_f64().unwrap() - 3622.0).abs() < 15.0,
+                (p["token_lifetime_s"].as_f64().unwrap() - 3600.0).abs() < 15.0,
                 "{p:#}"
             );
             // Refinements of cause 2.
@@ -1068,6 +1068,9 @@ fn joined_with_real_agent_reports_across_a_clock_offset() {
         agent.wait(Duration::from_secs(30), "the canary back", |r| {
             r.last().is_some_and(|r| r["canary"]["connected"] == true) && eof_total(r) >= k - 1
         });
+        // Some seconds between take-overs, as between an app's restarts: records
+        // closer together than the clocks' jitter could not be told apart.
+        std::thread::sleep(Duration::from_secs(3));
         take_over(broker.addr("plain"), "dev1");
         agent.wait(Duration::from_secs(30), "the take-over recorded", |r| {
             eof_total(r) >= k

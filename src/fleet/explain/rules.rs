@@ -282,13 +282,13 @@ pub struct Window {
 /// A steady period between disconnects.
 #[derive(Debug, Clone, Serialize)]
 pub struct Period {
-    /// The median interval, s.
+    /// The median session lifetime (connect to disconnect), s.
     pub period_s: f64,
-    /// The largest deviation of a fitting interval from it, s.
+    /// The largest deviation of a fitting session from it, s.
     pub spread_s: f64,
-    /// Intervals between disconnects.
+    /// Sessions measured (a disconnect with the connect that began its session).
     pub intervals: u64,
-    /// Of them, within the tolerance of the period.
+    /// Of them, lasting the period within its tolerance.
     pub fitting: u64,
     /// `renewal` (the device reconnects to renew) or `expiry` (401003 seen: the
     /// token expired and the hub closed the connection).
@@ -500,40 +500,34 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// Finds a steady period among disconnect times (ms, sorted). Returns the period,
-/// spread, intervals, fitting intervals and for each disconnect whether it fits.
-fn periodic(times: &[i64]) -> Option<(f64, f64, u64, u64, Vec<bool>)> {
-    if times.len() < 4 {
+/// Finds a steady period in the lifetimes of the sessions a device's disconnects
+/// ended (seconds from the connect before, `None` when the log holds none). A token
+/// renewal or expiry ends a session a fixed time after it began, whatever ended the
+/// one before (a network drop restarts the token's clock): the lifetimes, not the
+/// gaps between disconnects, are steady. Returns the period, spread, sessions
+/// measured, sessions fitting and for each disconnect whether it fits.
+fn periodic(lived: &[Option<f64>]) -> Option<(f64, f64, u64, u64, Vec<bool>)> {
+    let iv: Vec<f64> = lived.iter().flatten().copied().collect();
+    if iv.len() < 3 {
         return None;
     }
-    let iv: Vec<f64> = times
-        .windows(2)
-        .map(|w| (w[1] - w[0]) as f64 / 1000.0)
-        .collect();
     let mut sorted = iv.clone();
     let p = median(&mut sorted);
     if p < 300.0 {
         return None;
     }
     let tol = (p * 0.05).max(30.0);
-    let fit: Vec<bool> = iv.iter().map(|x| (x - p).abs() <= tol).collect();
-    let fitting = fit.iter().filter(|f| **f).count();
+    let fits = |x: f64| (x - p).abs() <= tol;
+    let fitting = iv.iter().filter(|x| fits(**x)).count();
     if fitting < 3 || (fitting as f64) < 0.6 * iv.len() as f64 {
         return None;
     }
     let spread = iv
         .iter()
-        .zip(&fit)
-        .filter(|(_, f)| **f)
-        .map(|(x, _)| (x - p).abs())
+        .filter(|x| fits(**x))
+        .map(|x| (x - p).abs())
         .fold(0.0, f64::max);
-    let mut marks = vec![false; times.len()];
-    for (i, f) in fit.iter().enumerate() {
-        if *f {
-            marks[i] = true;
-            marks[i + 1] = true;
-        }
-    }
+    let marks = lived.iter().map(|l| l.is_some_and(fits)).collect();
     Some((p, spread, iv.len() as u64, fitting as u64, marks))
 }
 
@@ -591,7 +585,19 @@ impl Accumulator {
             let disc: Vec<usize> = (0..d.events.len())
                 .filter(|&k| d.events[k].op == OP_DISCONNECT)
                 .collect();
-            let times: Vec<i64> = disc.iter().map(|&k| d.events[k].t).collect();
+            // Each disconnect's session lifetime: since the last successful connect.
+            let times: Vec<Option<f64>> = disc
+                .iter()
+                .map(|&k| {
+                    let t = d.events[k].t;
+                    d.events[..k]
+                        .iter()
+                        .rev()
+                        .take_while(|x| x.op != OP_DISCONNECT)
+                        .find(|x| x.op == OP_CONNECT)
+                        .map(|c| (t - c.t) as f64 / 1000.0)
+                })
+                .collect();
             let mut marks = vec![false; d.events.len()];
             let mut period = None;
             if let Some((p, spread, n, fitting, m)) = periodic(&times) {
@@ -960,11 +966,11 @@ impl Accumulator {
             let period = periods[i].clone();
             if let Some(p) = &period {
                 evidence.push(format!(
-                    "{} of {} intervals between disconnects within ± {} of {} (spread ± {})",
+                    "{} of {} sessions ended {} (± {}) after they began (spread ± {})",
                     p.fitting,
                     p.intervals,
-                    human_s((p.period_s * 0.05).max(30.0)),
                     human_s(p.period_s),
+                    human_s((p.period_s * 0.05).max(30.0)),
                     human_s(p.spread_s)
                 ));
                 evidence.push(format!(
@@ -1370,11 +1376,20 @@ mod tests {
 
     #[test]
     fn steady_series_is_found_and_random_is_not() {
-        let t: Vec<i64> = (0..10).map(|i| i * 2_880_000 + (i % 3) * 5000).collect();
+        let t: Vec<Option<f64>> = (0..10)
+            .map(|i| Some(2880.0 + (i % 3) as f64 * 5.0))
+            .collect();
         let (p, _, _, fitting, _) = periodic(&t).unwrap();
-        assert!((p - 2880.0).abs() < 10.0);
-        assert_eq!(fitting, 9);
-        let r = [0, 400_000, 2_000_000, 2_300_000, 5_000_000, 9_100_000];
+        assert!((p - 2885.0).abs() < 10.0);
+        assert_eq!(fitting, 10);
+        let r = [
+            Some(400.0),
+            Some(1600.0),
+            Some(300.0),
+            None,
+            Some(2700.0),
+            Some(4100.0),
+        ];
         assert!(periodic(&r).is_none());
     }
 }
