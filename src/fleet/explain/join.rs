@@ -312,7 +312,7 @@ impl MatchQuality {
 ///
 /// Every difference between a hub disconnect and a canary record within
 /// `tolerance_ms` is a candidate; the one under which the most hub disconnects find
-/// a record within 5 s (then within 30 s, then the smallest residuals) wins, and is
+/// a record within 2 s (then 5 s, then 30 s, then the smallest residuals) wins, and is
 /// refined to the median difference of those close pairs. Taking each record's
 /// nearest neighbour instead is wrong for regular disconnects (an idle-dropping NAT
 /// every few seconds): with an offset longer than half the period the neighbour is
@@ -355,6 +355,7 @@ pub fn clock_offset_ms(hub: &[i64], dev: &[CanaryEvent], tolerance_ms: i64) -> i
     };
     let score = |off: i64| {
         let r = residuals(off);
+        let tight = r.iter().filter(|x| x.abs() <= 2_000).count();
         let exact = r.iter().filter(|x| x.abs() <= 5_000).count();
         let close = r.iter().filter(|x| x.abs() <= 30_000).count();
         let spread: i64 = r
