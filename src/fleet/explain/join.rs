@@ -364,6 +364,7 @@ pub fn clock_offset_ms(hub: &[i64], dev: &[CanaryEvent], tolerance_ms: i64) -> i
             .map(|x| x.abs())
             .sum();
         (
+            tight,
             exact,
             close,
             std::cmp::Reverse(spread),
