@@ -1258,11 +1258,16 @@ fn device_summary(
     }
 }
 
-fn pct(a: u64, b: u64) -> u64 {
+/// A share in whole percent; "< 1" for a share that is not zero but rounds to it.
+fn pct(a: u64, b: u64) -> String {
     if b == 0 {
-        0
+        return "0".into();
+    }
+    let p = ((a as f64 * 100.0) / b as f64).round() as u64;
+    if p == 0 && a > 0 {
+        "< 1".into()
     } else {
-        ((a as f64 * 100.0) / b as f64).round() as u64
+        p.to_string()
     }
 }
 
