@@ -597,6 +597,57 @@ pub enum FleetCommand {
     Synth(FleetSynthArgs),
     /// Print the JSON Schema of the fleet summary (hubprobe.fleet/1).
     Schema,
+    /// Name the cause of every disconnect in IoT Hub's Connections resource logs
+    /// (storage, Event Hubs, Log Analytics JSON or CSV; .gz, directories, - for stdin).
+    Explain(FleetExplainArgs),
+}
+
+/// Output of `fleet explain` on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExplainFormat {
+    /// Human-readable sections.
+    Text,
+    /// The explanation document (hubprobe.explain/1).
+    Json,
+}
+
+/// `hubprobe fleet explain`.
+#[derive(Debug, Args)]
+pub struct FleetExplainArgs {
+    /// Connections log files, directories, or - for stdin.
+    #[arg(required = true, value_name = "PATH")]
+    pub inputs: Vec<String>,
+
+    /// The devices' hubprobe reports (NDJSON, report files, spool, routing JSON or
+    /// Avro; .gz, directories) to join: the precise cause of each disconnect.
+    #[arg(long, value_name = "PATH")]
+    pub reports: Vec<String>,
+
+    /// Output format on stdout.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    pub output: ExplainFormat,
+
+    /// Also write a self-contained HTML page to this file.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+
+    /// Width of the many-devices window's buckets: a duration like 30s, 5m, 1h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+    pub bucket: Duration,
+
+    /// Devices disconnecting in one bucket that make a window (default: 2 % of the
+    /// devices seen, at least 5).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub min_devices: Option<u64>,
+
+    /// Distinct masked IP prefixes that make a window hub-side.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u64).range(2..))]
+    pub min_prefixes: u64,
+
+    /// Largest clock difference between the hub's and a device's record of one
+    /// disconnect: a duration like 30s, 5m, 1h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "2m")]
+    pub clock_tolerance: Duration,
 }
 
 /// `hubprobe fleet summarize`.

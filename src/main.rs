@@ -686,6 +686,50 @@ impl Drop for PendingFile {
     }
 }
 
+/// `hubprobe fleet explain`.
+fn fleet_explain(a: &hubprobe::cli::FleetExplainArgs) -> anyhow::Result<ExitCode> {
+    use hubprobe::cli::ExplainFormat;
+    use hubprobe::fleet::explain;
+    use hubprobe::fleet::Source;
+    let opts = explain::ExplainOptions {
+        bucket_s: a.bucket.as_secs().max(1),
+        min_devices: a.min_devices,
+        min_prefixes: a.min_prefixes,
+        tolerance_ms: a.clock_tolerance.as_millis().min(i64::MAX as u128) as i64,
+        ..Default::default()
+    };
+    let logs: Vec<Source> = a.inputs.iter().map(|s| Source::parse(s)).collect();
+    let reports: Vec<Source> = a.reports.iter().map(|s| Source::parse(s)).collect();
+    let pending = a.html.as_deref().map(PendingFile::create).transpose()?;
+    let e = explain::explain(&logs, &reports, &opts)?;
+    let printed = match a.output {
+        ExplainFormat::Json => {
+            // Streamed: a large fleet's document is never held as one string.
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+            serde_json::to_writer_pretty(&mut out, &e)
+                .map_err(std::io::Error::from)
+                .and_then(|_| out.write_all(b"\n"))
+                .and_then(|_| out.flush())
+                .context("cannot write to stdout")
+        }
+        ExplainFormat::Text => print_stdout(&explain::text::render(&e)),
+    };
+    let written = match pending {
+        Some(file) => file.commit(explain::html::render(&e).as_bytes()),
+        None => Ok(()),
+    };
+    printed?;
+    written?;
+    if e.input.bad > 0 {
+        eprintln!(
+            "hubprobe fleet explain: {} records could not be read (see the input section)",
+            e.input.bad
+        );
+        return Ok(ExitCode::Warning);
+    }
+    Ok(ExitCode::Ok)
+}
+
 fn fleet(cmd: &hubprobe::cli::FleetCommand) -> anyhow::Result<ExitCode> {
     use hubprobe::cli::{FleetCommand, SummaryFormat};
     use hubprobe::fleet::{self, FleetOptions, Source};
@@ -734,6 +778,7 @@ fn fleet(cmd: &hubprobe::cli::FleetCommand) -> anyhow::Result<ExitCode> {
             print_stdout(fleet::summary::JSON_SCHEMA)?;
             Ok(ExitCode::Ok)
         }
+        FleetCommand::Explain(a) => fleet_explain(a),
         FleetCommand::Synth(a) => {
             if !(0.0..=1.0).contains(&a.repeat_share) {
                 bail!("--repeat-share must be between 0 and 1");

@@ -13,6 +13,7 @@
 
 pub mod aggregate;
 pub mod avro;
+pub mod explain;
 pub mod html;
 pub mod incident;
 pub mod input;
