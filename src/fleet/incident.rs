@@ -41,7 +41,7 @@ impl Signature {
     }
 }
 
-type Members = IntMap<u32, (u32, u32)>; // device → (network, site)
+type Members = IntMap<u32, (u32, u32, u32)>; // device → (network, site, group)
 
 #[derive(Debug, Default)]
 struct Cell {
@@ -56,6 +56,8 @@ struct Cell {
 pub struct IncidentAcc {
     bucket_ms: i64,
     cells: HashMap<(i64, Signature), Members>,
+    /// The flagged windows of the last [`IncidentAcc::finish`]: (first, last bucket).
+    flagged: Vec<(i64, i64)>,
     /// bucket → devices disconnected, devices with a failed check, checks, failed checks
     timeline: IntMap<i64, Cell>,
 }
@@ -66,6 +68,7 @@ impl IncidentAcc {
         IncidentAcc {
             bucket_ms: bucket_ms.max(1000),
             cells: HashMap::new(),
+            flagged: Vec::new(),
             timeline: IntMap::default(),
         }
     }
@@ -80,7 +83,7 @@ impl IncidentAcc {
     }
 
     /// Adds one canary disconnect (the caller keeps implausible times out).
-    pub fn add_disconnect(&mut self, dev: u32, network: u32, site: u32, d: &DisconnectObs) {
+    pub fn add_disconnect(&mut self, dev: u32, at: (u32, u32, u32), d: &DisconnectObs) {
         if d.cause == DisconnectCause::TokenRenewal {
             return; // the client's own reconnect, not a failure
         }
@@ -88,13 +91,13 @@ impl IncidentAcc {
         self.cells
             .entry((b, Signature::Disconnect(d.cause)))
             .or_default()
-            .insert(dev, (network, site));
+            .insert(dev, at);
         self.timeline.entry(b).or_default().disconnected.insert(dev);
     }
 
     /// Adds the check results of one report (the caller keeps implausible
     /// `started_at` times out).
-    pub fn add_check(&mut self, dev: u32, network: u32, site: u32, o: &Observation) {
+    pub fn add_check(&mut self, dev: u32, at: (u32, u32, u32), o: &Observation) {
         if o.phases.is_empty() {
             return;
         }
@@ -117,16 +120,13 @@ impl IncidentAcc {
             }
             seen = Some(class);
             let key = (b, Signature::Check(class.to_string()));
-            self.cells
-                .entry(key)
-                .or_default()
-                .insert(dev, (network, site));
+            self.cells.entry(key).or_default().insert(dev, at);
             self.timeline.entry(b).or_default().failed.insert(dev);
         }
     }
 
     /// Flags the windows.
-    pub fn finish(&self, ctx: &IncidentContext<'_>) -> IncidentView {
+    pub fn finish(&mut self, ctx: &IncidentContext<'_>) -> IncidentView {
         let opts = ctx.opts;
         let auto = ((ctx.devices_total as f64) * 0.02).ceil() as u64;
         let min_devices = opts.incident_min_devices.unwrap_or(auto.max(5)).max(1);
@@ -140,6 +140,7 @@ impl IncidentAcc {
                 failed_devices: c.failed.len() as u64,
                 checks: c.checks,
                 failed_checks: c.failed_checks,
+                disconnects_by_cause: Vec::new(),
             })
             .collect();
         timeline.sort_by_key(|t| t.start_ms);
@@ -223,10 +224,54 @@ impl IncidentAcc {
                 _ => merged.push((s, e, BTreeSet::from([sig]))),
             }
         }
+        self.flagged = merged.iter().map(|m| (m.0, m.1)).collect();
         for (s, e, sigs) in merged {
             view.windows.push(self.window(ctx, s, e, &sigs));
         }
+        self.fill_causes(&mut view);
         view
+    }
+
+    /// Whether bucket `b` lies in a flagged window.
+    fn flagged(&self, b: i64) -> bool {
+        self.flagged.iter().any(|&(s, e)| s <= b && b <= e)
+    }
+
+    /// Devices disconnecting per cause in every timeline bucket (token renewals excluded).
+    fn fill_causes(&self, view: &mut IncidentView) {
+        let mut by_bucket: IntMap<i64, Vec<(String, u64)>> = IntMap::default();
+        for ((b, sig), m) in &self.cells {
+            if let Signature::Disconnect(c) = sig {
+                by_bucket
+                    .entry(*b)
+                    .or_default()
+                    .push((c.as_str().to_string(), m.len() as u64));
+            }
+        }
+        for t in &mut view.timeline {
+            if let Some(mut v) = by_bucket.remove(&self.bucket(t.start_ms)) {
+                v.sort();
+                t.disconnects_by_cause = v;
+            }
+        }
+    }
+
+    /// Per signature, the devices that showed it outside the flagged windows of the
+    /// last [`IncidentAcc::finish`]: device → (network, site, group). What stays when
+    /// the incidents are taken away is the persistent trouble.
+    pub fn outside_windows(&self) -> Vec<(Signature, IntMap<u32, (u32, u32, u32)>)> {
+        let mut m: HashMap<&Signature, Members> = HashMap::new();
+        for ((b, sig), members) in &self.cells {
+            if self.flagged(*b) {
+                continue;
+            }
+            m.entry(sig)
+                .or_default()
+                .extend(members.iter().map(|(k, v)| (*k, *v)));
+        }
+        let mut v: Vec<(Signature, Members)> = m.into_iter().map(|(s, d)| (s.clone(), d)).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
     }
 
     fn window(
@@ -244,7 +289,7 @@ impl IncidentAcc {
                 }
             }
         }
-        let count = |pick: fn(&(u32, u32)) -> u32| -> Vec<LabelCount> {
+        let count = |pick: fn(&(u32, u32, u32)) -> u32| -> Vec<LabelCount> {
             let mut m: IntMap<u32, u64> = IntMap::default();
             for v in members.values() {
                 *m.entry(pick(v)).or_default() += 1;
