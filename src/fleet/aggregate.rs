@@ -9,7 +9,7 @@ use crate::model::DisconnectCause;
 use crate::model::Verdict;
 use crate::model::{Phase, Status};
 
-use super::incident::{IncidentAcc, Signature};
+use super::incident::{IncidentAcc, Members, Signature};
 use super::record::{DisconnectObs, Observation, Rejection};
 use super::shared::{
     plausible_ms, IncidentContext, IntMap, IntSet, Interner, PLAUSIBLE_FROM_MS, PLAUSIBLE_TO_MS,
@@ -230,6 +230,10 @@ pub struct InputStats {
     problems: Vec<((u32, u64), Problem)>,
 }
 
+/// Tune figures of one network: recommended keep-alive (s → reports), measured
+/// idle timeouts (s → reports).
+type NetTune = (BTreeMap<u64, u64>, BTreeMap<u64, u64>);
+
 /// How many problems are listed one by one.
 pub const PROBLEMS_LISTED: usize = 20;
 
@@ -249,7 +253,7 @@ pub struct Aggregator {
     /// `endpoint/phase class` strings of the devices' latest failures.
     failures: Interner,
     /// Per network: recommended keep-alive (s → reports) and measured idle timeouts (s → reports).
-    net_tune: IntMap<u32, (BTreeMap<u64, u64>, BTreeMap<u64, u64>)>,
+    net_tune: IntMap<u32, NetTune>,
     /// Input counters.
     pub input: InputStats,
     reports: u64,
@@ -569,7 +573,7 @@ impl Aggregator {
     /// devices, attributed to a network, a site or the devices themselves.
     fn persistent(
         &self,
-        outside: &[(Signature, IntMap<u32, (u32, u32, u32)>)],
+        outside: &[(Signature, Members)],
         min_devices: u64,
     ) -> Vec<PersistentPattern> {
         let mut out = Vec::new();
@@ -876,10 +880,7 @@ fn median_of(m: &BTreeMap<u64, u64>) -> Option<u64> {
 }
 
 /// The check failure class on most devices of group `group` outside the windows.
-fn top_class_of_group(
-    outside: &[(Signature, IntMap<u32, (u32, u32, u32)>)],
-    group: u32,
-) -> Option<ClassCount> {
+fn top_class_of_group(outside: &[(Signature, Members)], group: u32) -> Option<ClassCount> {
     outside
         .iter()
         .filter_map(|(sig, m)| match sig {

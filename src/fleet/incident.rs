@@ -41,7 +41,8 @@ impl Signature {
     }
 }
 
-type Members = IntMap<u32, (u32, u32, u32)>; // device → (network, site, group)
+/// Devices of a cell: device → (network, site, group).
+pub type Members = IntMap<u32, (u32, u32, u32)>;
 
 #[derive(Debug, Default)]
 struct Cell {
@@ -140,7 +141,7 @@ impl IncidentAcc {
                 failed_devices: c.failed.len() as u64,
                 checks: c.checks,
                 failed_checks: c.failed_checks,
-                disconnects_by_cause: Vec::new(),
+                by_signature: Vec::new(),
             })
             .collect();
         timeline.sort_by_key(|t| t.start_ms);
@@ -237,21 +238,20 @@ impl IncidentAcc {
         self.flagged.iter().any(|&(s, e)| s <= b && b <= e)
     }
 
-    /// Devices disconnecting per cause in every timeline bucket (token renewals excluded).
+    /// Devices per signature (`disconnect:<cause>`, `check:<class>`) in every timeline
+    /// bucket (token renewals excluded).
     fn fill_causes(&self, view: &mut IncidentView) {
         let mut by_bucket: IntMap<i64, Vec<(String, u64)>> = IntMap::default();
         for ((b, sig), m) in &self.cells {
-            if let Signature::Disconnect(c) = sig {
-                by_bucket
-                    .entry(*b)
-                    .or_default()
-                    .push((c.as_str().to_string(), m.len() as u64));
-            }
+            by_bucket
+                .entry(*b)
+                .or_default()
+                .push((sig.label(), m.len() as u64));
         }
         for t in &mut view.timeline {
             if let Some(mut v) = by_bucket.remove(&self.bucket(t.start_ms)) {
                 v.sort();
-                t.disconnects_by_cause = v;
+                t.by_signature = v;
             }
         }
     }
@@ -259,7 +259,7 @@ impl IncidentAcc {
     /// Per signature, the devices that showed it outside the flagged windows of the
     /// last [`IncidentAcc::finish`]: device → (network, site, group). What stays when
     /// the incidents are taken away is the persistent trouble.
-    pub fn outside_windows(&self) -> Vec<(Signature, IntMap<u32, (u32, u32, u32)>)> {
+    pub fn outside_windows(&self) -> Vec<(Signature, Members)> {
         let mut m: HashMap<&Signature, Members> = HashMap::new();
         for ((b, sig), members) in &self.cells {
             if self.flagged(*b) {

@@ -391,9 +391,10 @@ pub struct TimelineBucket {
     pub checks: u64,
     /// Of them, checks with a failed phase.
     pub failed_checks: u64,
-    /// Devices disconnecting per cause (token renewals excluded), by cause id.
+    /// Devices per signature (`disconnect:<cause>`, `check:<class>`; token renewals
+    /// excluded), by signature.
     #[serde(skip)]
-    pub disconnects_by_cause: Vec<(String, u64)>,
+    pub by_signature: Vec<(String, u64)>,
 }
 
 /// A flagged window.
