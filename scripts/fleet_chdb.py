@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Runs packaging/clickhouse/schema.sql and queries.sql in chDB (ClickHouse's
-engine in-process) over an NDJSON file of hubprobe reports; prints one JSON
-object {query name: rows}. Used by tests/fleet_clickhouse.rs and the benchmark."""
+engine in-process) over an NDJSON file of hubprobe reports, or over Avro files as
+IoT Hub routing writes them (a path ending in .avro: loaded with load-avro.sql,
+whose named queries run too); prints one JSON object {query name: rows}. Used by
+tests/fleet_clickhouse.rs and the benchmark."""
 import json
 import os
 import re
@@ -34,10 +36,19 @@ def main():
         s.query("USE fleet")
         for st in statements(open(os.path.join(sql_dir, "schema.sql")).read()):
             s.query(st)
-        s.query(
-            f"INSERT INTO hubprobe_reports (raw) SELECT * FROM file('{data}', 'JSONAsString')"
-        )
         result = {}
+        if data.endswith(".avro"):
+            load = open(os.path.join(sql_dir, "load-avro.sql")).read().replace("{file}", data)
+            first, _, named = load.partition("-- name: ")
+            for st in statements(first):
+                s.query(st)
+            for name, sql in named_queries("-- name: " + named).items():
+                r = s.query(sql + " FORMAT JSON")
+                result[name] = json.loads(r.bytes() if hasattr(r, "bytes") else str(r))["data"]
+        else:
+            s.query(
+                f"INSERT INTO hubprobe_reports (raw) SELECT * FROM file('{data}', 'JSONAsString')"
+            )
         for name, sql in named_queries(open(os.path.join(sql_dir, "queries.sql")).read()).items():
             try:
                 r = s.query(sql + " FORMAT JSON")
