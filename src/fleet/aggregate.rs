@@ -101,17 +101,18 @@ struct DisconnectAcc {
 impl GroupAcc {
     fn add(&mut self, dev: u32, o: &Observation) {
         self.reports += 1;
-        match self.kinds.get_mut(o.kind.as_str()) {
+        match self.kinds.get_mut(o.kind()) {
             Some(n) => *n += 1,
             None => {
-                self.kinds.insert(o.kind.clone(), 1);
+                self.kinds.insert(o.kind().to_string(), 1);
             }
         }
         self.devices.insert(dev);
         for (ei, name) in o.endpoints.iter().enumerate() {
-            let eps = match self.endpoints.get_mut(name.as_str()) {
+            let name = o.str(*name);
+            let eps = match self.endpoints.get_mut(name) {
                 Some(e) => e,
-                None => self.endpoints.entry(name.clone()).or_default(),
+                None => self.endpoints.entry(name.to_string()).or_default(),
             };
             for p in o.phases.iter().filter(|p| p.endpoint as usize == ei) {
                 let acc = &mut eps[phase_index(p.phase)];
@@ -125,15 +126,15 @@ impl GroupAcc {
                     Status::Failed => acc.failed += 1,
                     Status::Skipped => acc.skipped += 1,
                 }
-                if let (Some(c), Status::Failed) = (&p.class, p.status) {
-                    let ca = match self.classes.get_mut(c.as_str()) {
+                if let (Some(c), Status::Failed) = (o.class(p), p.status) {
+                    let ca = match self.classes.get_mut(c) {
                         Some(ca) => ca,
-                        None => self.classes.entry(c.clone()).or_default(),
+                        None => self.classes.entry(c.to_string()).or_default(),
                     };
                     ca.reports += 1;
                     ca.devices.insert(dev);
-                    if !ca.endpoints.contains(name.as_str()) {
-                        ca.endpoints.insert(name.clone());
+                    if !ca.endpoints.contains(name) {
+                        ca.endpoints.insert(name.to_string());
                     }
                     if c == "tls.unknown_ca" {
                         self.unknown_ca.insert(dev);
@@ -148,12 +149,13 @@ impl GroupAcc {
             }
         }
         for a in &o.anchors {
-            match self.anchors.get_mut(a.as_str()) {
+            let a = o.str(*a);
+            match self.anchors.get_mut(a) {
                 Some(s) => {
                     s.insert(dev);
                 }
                 None => {
-                    self.anchors.insert(a.clone(), IntSet::from_iter([dev]));
+                    self.anchors.insert(a.to_string(), IntSet::from_iter([dev]));
                 }
             }
         }
@@ -262,6 +264,8 @@ pub struct Aggregator {
     duplicates: u64,
     first_ms: i64,
     last_ms: i64,
+    /// A buffer for the text of a latest failure.
+    scratch: String,
 }
 
 impl Aggregator {
@@ -288,15 +292,12 @@ impl Aggregator {
             duplicates: 0,
             first_ms: i64::MAX,
             last_ms: i64::MIN,
+            scratch: String::new(),
         }
     }
 
     fn label<'a>(o: &'a Observation, key: &str) -> &'a str {
-        o.labels
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or(NO_LABEL)
+        o.label(key).unwrap_or(NO_LABEL)
     }
 
     /// Reports counted so far (repeats dropped).
@@ -336,7 +337,7 @@ impl Aggregator {
             None => 0,
         };
         let before = self.devices.len();
-        let dev = self.devices.id(&o.device);
+        let dev = self.devices.id(o.device());
         if self.devices.len() > before {
             self.states.push(DeviceState {
                 latest_plausible: false,
@@ -375,16 +376,15 @@ impl Aggregator {
         }
         if st.last_failure.is_none_or(|(ms, _)| o.started_ms >= ms) {
             if let Some(p) = o.phases.iter().find(|p| p.status == Status::Failed) {
-                let text = format!(
-                    "{}/{} {}",
-                    o.endpoints
-                        .get(p.endpoint as usize)
-                        .map(String::as_str)
-                        .unwrap_or("?"),
-                    p.phase.as_str(),
-                    p.class.as_deref().unwrap_or("failed")
-                );
-                st.last_failure = Some((o.started_ms, self.failures.id(&text)));
+                // Written into a buffer kept for it: no allocation per report.
+                let text = &mut self.scratch;
+                text.clear();
+                text.push_str(o.endpoint(p.endpoint));
+                text.push('/');
+                text.push_str(p.phase.as_str());
+                text.push(' ');
+                text.push_str(o.class(p).unwrap_or("failed"));
+                st.last_failure = Some((o.started_ms, self.failures.id(text)));
             }
         }
         if o.keepalive_s.is_some() || o.idle_timeout_ms.is_some() {
@@ -914,38 +914,34 @@ mod tests {
     const BASE_MS: i64 = 1_795_651_200_000;
 
     fn obs(id: &str, device: &str, at_ms: i64, net: &str, class: Option<&str>) -> Observation {
-        Observation {
-            id_hash: crate::fleet::record::id_hash(id),
-            device: device.into(),
-            kind: "check".into(),
-            started_ms: BASE_MS + at_ms,
-            verdict: if class.is_some() {
-                Verdict::Critical
+        let verdict = if class.is_some() {
+            Verdict::Critical
+        } else {
+            Verdict::Ok
+        };
+        let mut o = Observation::new(crate::fleet::record::id_hash(id), BASE_MS + at_ms, verdict);
+        o.device = o.push_text(device);
+        o.kind = o.push_text("check");
+        let l = [
+            (o.push_text("network"), o.push_text(net)),
+            (o.push_text("site"), o.push_text(&format!("site-{net}"))),
+        ];
+        o.labels = l.to_vec();
+        o.endpoints = vec![o.push_text("mqtt-tls")];
+        let class = class.map(|c| o.push_text(c));
+        o.phases = vec![PhaseObs {
+            endpoint: 0,
+            phase: Phase::Tcp,
+            status: if class.is_some() {
+                Status::Failed
             } else {
-                Verdict::Ok
+                Status::Ok
             },
-            labels: vec![
-                ("network".into(), net.into()),
-                ("site".into(), format!("site-{net}")),
-            ],
-            endpoints: vec!["mqtt-tls".into()],
-            anchors: vec![],
-            phases: vec![PhaseObs {
-                endpoint: 0,
-                phase: Phase::Tcp,
-                status: if class.is_some() {
-                    Status::Failed
-                } else {
-                    Status::Ok
-                },
-                duration_ms: Some(20.0),
-                class: class.map(str::to_string),
-                clock_offset_s: None,
-            }],
-            keepalive_s: None,
-            idle_timeout_ms: None,
-            disconnects: vec![],
-        }
+            duration_ms: Some(20.0),
+            class,
+            clock_offset_s: None,
+        }];
+        o
     }
 
     #[test]

@@ -113,7 +113,7 @@ impl IncidentAcc {
             if p.status != Status::Failed {
                 continue;
             }
-            let Some(class) = p.class.as_deref() else {
+            let Some(class) = o.class(p) else {
                 continue;
             };
             if seen == Some(class) {
