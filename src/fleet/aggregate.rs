@@ -670,7 +670,7 @@ impl Aggregator {
                     let endpoints: Vec<String> = self
                         .total
                         .classes
-                        .get(class)
+                        .get(&**class)
                         .map(|c| c.endpoints.iter().cloned().collect())
                         .unwrap_or_default();
                     let hint = crate::model::FailureClass::from_id(class)
@@ -887,7 +887,7 @@ fn top_class_of_group(outside: &[(Signature, Members)], group: u32) -> Option<Cl
             Signature::Check(c) => {
                 let n = m.values().filter(|v| v.2 == group).count() as u64;
                 (n > 0).then(|| ClassCount {
-                    class: c.clone(),
+                    class: c.to_string(),
                     devices: n,
                 })
             }

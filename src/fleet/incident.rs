@@ -11,6 +11,7 @@
 //! as network-side (cause 2).
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use crate::model::DisconnectCause;
 use crate::model::Status;
@@ -27,8 +28,9 @@ pub const CONFINED_SHARE: f64 = 0.9;
 pub enum Signature {
     /// A canary disconnect of this cause.
     Disconnect(DisconnectCause),
-    /// A check that failed with this class.
-    Check(String),
+    /// A check that failed with this class (shared: a key is made per failed
+    /// check, without allocating).
+    Check(Arc<str>),
 }
 
 impl Signature {
@@ -57,6 +59,8 @@ struct Cell {
 pub struct IncidentAcc {
     bucket_ms: i64,
     cells: HashMap<(i64, Signature), Members>,
+    /// The check signature of each failure class seen.
+    checks: HashMap<String, Signature>,
     /// The flagged windows of the last [`IncidentAcc::finish`]: (first, last bucket).
     flagged: Vec<(i64, i64)>,
     /// bucket → devices disconnected, devices with a failed check, checks, failed checks
@@ -69,6 +73,7 @@ impl IncidentAcc {
         IncidentAcc {
             bucket_ms: bucket_ms.max(1000),
             cells: HashMap::new(),
+            checks: HashMap::new(),
             flagged: Vec::new(),
             timeline: IntMap::default(),
         }
@@ -120,7 +125,15 @@ impl IncidentAcc {
                 continue;
             }
             seen = Some(class);
-            let key = (b, Signature::Check(class.to_string()));
+            let sig = match self.checks.get(class) {
+                Some(sig) => sig.clone(),
+                None => {
+                    let sig = Signature::Check(class.into());
+                    self.checks.insert(class.to_string(), sig.clone());
+                    sig
+                }
+            };
+            let key = (b, sig);
             self.cells.entry(key).or_default().insert(dev, at);
             self.timeline.entry(b).or_default().failed.insert(dev);
         }
