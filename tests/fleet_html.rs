@@ -310,4 +310,233 @@ fn the_html_page_renders_its_charts_in_chromium_without_console_errors() {
     assert_eq!(seen["incidents"], 1);
     assert_eq!(seen["hub"], "HUB");
     assert_eq!(seen["groups"], 1 + 8); // header + one row per site
+
+    operator_parts(&mut b, &data);
+}
+
+/// The parts an operator looks at first, checked against the JSON summary of the
+/// same reports and the patterns the synthetic fleet injected (a firewall at
+/// site-02's wired network, devices without the root CA, a hub incident, the
+/// cell-b NAT dropping idle flows after 240 s).
+fn operator_parts(b: &mut Browser, data: &Path) {
+    let out = support::run(&[
+        "fleet",
+        "summarize",
+        data.to_str().unwrap(),
+        "--by",
+        "label.site",
+        "-o",
+        "json",
+    ]);
+    assert!(out.code <= 2, "{}", out.all_output());
+    let json: Value = serde_json::from_str(&out.stdout).unwrap();
+    let lv = &json["overall"]["latest_verdicts"];
+
+    let seen = b.eval(
+        "JSON.stringify({
+            width: window.innerWidth,
+            laidOut: ['verdicts','incidents','persistent','timeline','timeline-legend','groups','phases','devices','devsearch'].map(id => {
+                const e = document.getElementById(id);
+                const r = e ? e.getBoundingClientRect() : null;
+                return [id, r ? r.width : 0, r ? r.height : 0];
+            }),
+            tiles: ['ok','warning','critical','unknown'].map(v => document.querySelector('#tile-' + v + ' .big').textContent),
+            criticalNames: document.querySelector('#tile-critical details') ? document.querySelector('#tile-critical details').textContent : '',
+            persistent: [...document.querySelectorAll('#persistent li')].map(li => [li.dataset.signature, li.dataset.scope, li.textContent]),
+            groups: [...document.querySelectorAll('#groups tr')].slice(1).map(tr => [tr.cells[0].textContent, tr.querySelector('.warning').textContent, tr.querySelector('.critical').textContent, tr.querySelector('.outside').textContent, tr.className]),
+            ticks: [...document.querySelectorAll('#timeline .tick')].map(t => t.textContent),
+            fills: [...new Set([...document.querySelectorAll('#timeline rect.cause')].map(r => r.getAttribute('fill')))],
+            legend: [...document.querySelectorAll('#timeline-legend span')].map(s => s.textContent),
+            timelineWidth: document.getElementById('timeline').getBoundingClientRect().width,
+            under: [...document.querySelectorAll('#phases tr.under')].map(tr => tr.cells[2].textContent),
+            phaseRows: document.querySelectorAll('#phases tr').length - 1,
+            devices: [...document.querySelectorAll('#devices tbody tr')].map(tr => [tr.cells[0].textContent, tr.cells[1].textContent, tr.cells[3].textContent, tr.cells[5].textContent, tr.textContent])
+        })",
+    );
+    let seen: Value = serde_json::from_str(seen.as_str().unwrap()).unwrap();
+    for e in seen["laidOut"].as_array().unwrap() {
+        assert!(
+            e[1].as_f64().unwrap() > 20.0 && e[2].as_f64().unwrap() > 10.0,
+            "not laid out: {e}"
+        );
+    }
+    // The page uses the window's width.
+    let width = seen["width"].as_f64().unwrap();
+    assert!(
+        seen["timelineWidth"].as_f64().unwrap() > 0.85 * width,
+        "the timeline does not use the width: {seen}"
+    );
+
+    // Headline counts are the JSON's; the critical tile names the critical devices.
+    let want: Vec<String> = ["ok", "warning", "critical", "unknown"]
+        .iter()
+        .map(|k| lv[k].as_u64().unwrap().to_string())
+        .collect();
+    let tiles: Vec<String> = seen["tiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(tiles, want);
+    assert!(lv["critical"].as_u64().unwrap() > 0 && lv["warning"].as_u64().unwrap() > 0);
+    let devices = seen["devices"].as_array().unwrap();
+    assert_eq!(devices.len() as u64, json["devices"].as_u64().unwrap());
+    let critical: Vec<&str> = devices
+        .iter()
+        .filter(|d| d[1] == "CRITICAL")
+        .map(|d| d[0].as_str().unwrap())
+        .collect();
+    assert_eq!(critical.len() as u64, lv["critical"].as_u64().unwrap());
+    for name in &critical {
+        assert!(
+            seen["criticalNames"].as_str().unwrap().contains(name),
+            "{name} missing from the CRITICAL tile"
+        );
+    }
+    // Worst first: every CRITICAL before every WARNING before every OK.
+    let rank = |v: &str| match v {
+        "CRITICAL" => 0,
+        "WARNING" => 1,
+        "UNKNOWN" => 2,
+        _ => 3,
+    };
+    let ranks: Vec<i32> = devices
+        .iter()
+        .map(|d| rank(d[1].as_str().unwrap()))
+        .collect();
+    assert!(
+        ranks.windows(2).all(|w| w[0] <= w[1]),
+        "not worst first: {ranks:?}"
+    );
+    // The devices without the root CA are critical, their latest failure says why.
+    for d in devices.iter().filter(|d| d[1] == "CRITICAL") {
+        assert!(d[3].as_str().unwrap().contains("tls.unknown_ca"), "{d}");
+    }
+
+    // Persistent patterns, attributed.
+    let persistent = seen["persistent"].as_array().unwrap();
+    let find = |sig: &str| {
+        persistent
+            .iter()
+            .find(|p| p[0] == sig)
+            .unwrap_or_else(|| panic!("no persistent {sig}: {persistent:#?}"))
+    };
+    let nat = find("disconnect:no_pingresp");
+    assert_eq!(nat[1], "network");
+    let text = nat[2].as_str().unwrap();
+    let nat_json = json["persistent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["signature"] == "disconnect:no_pingresp")
+        .unwrap();
+    let rec = nat_json["recommended_keepalive_s"].as_u64().unwrap();
+    assert!(
+        rec < 240,
+        "recommended {rec} s is not below the NAT's 240 s"
+    );
+    assert_eq!(nat_json["idle_timeout_s"], 240);
+    for needle in [
+        "network=cell-b".to_string(),
+        "after 240 s idle".to_string(),
+        "keep-alive too long for that NAT".to_string(),
+        format!("tell them {rec} s"),
+        format!("{} devices", nat_json["devices"]),
+    ] {
+        assert!(text.contains(&needle), "{needle:?} not in {text:?}");
+    }
+    let fw = find("check:tcp.timeout");
+    assert_eq!(fw[1], "network");
+    assert!(
+        fw[2].as_str().unwrap().contains("network=wired-site-02"),
+        "{fw}"
+    );
+    assert!(fw[2].as_str().unwrap().contains("mqtt-tls"), "{fw}");
+    let ca = find("check:tls.unknown_ca");
+    assert_eq!(ca[1], "devices", "missing root CAs are everywhere: {ca}");
+    // The hub incident's failure is not persistent.
+    assert!(
+        persistent
+            .iter()
+            .all(|p| p[0] != "check:mqtt.server_unavailable"),
+        "the incident's failure shows as persistent: {persistent:#?}"
+    );
+
+    // Per group: warning and critical counts; the firewalled site stands out by its
+    // top failure outside the incident window, although the incident touched every site.
+    for g in seen["groups"].as_array().unwrap() {
+        let site = g[0].as_str().unwrap();
+        let jg = json["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["value"] == site)
+            .unwrap();
+        assert_eq!(
+            g[1].as_str().unwrap(),
+            jg["summary"]["latest_verdicts"]["warning"].to_string()
+        );
+        assert_eq!(
+            g[2].as_str().unwrap(),
+            jg["summary"]["latest_verdicts"]["critical"].to_string()
+        );
+        assert!(
+            !g[3].as_str().unwrap().contains("server_unavailable"),
+            "the incident leaks into {site}'s top failure: {g}"
+        );
+        if site == "site-02" {
+            assert!(g[3].as_str().unwrap().starts_with("tcp.timeout"), "{g}");
+            assert_ne!(g[4], "", "site-02 is not highlighted");
+        }
+    }
+
+    // A time axis with readable ticks (HH:MM or a date), bars split by cause.
+    let ticks = seen["ticks"].as_array().unwrap();
+    assert!((4..=16).contains(&ticks.len()), "ticks: {ticks:?}");
+    for t in ticks {
+        let t = t.as_str().unwrap();
+        let hhmm = t.len() == 5 && t.as_bytes()[2] == b':';
+        assert!(hhmm || t.len() == 10, "unreadable tick {t:?}");
+    }
+    assert!(seen["fills"].as_array().unwrap().len() >= 3, "{seen}");
+    let legend = seen["legend"].to_string();
+    for needle in [
+        "disconnect:no_pingresp",
+        "check:tcp.timeout",
+        "disconnect:eof_without_disconnect",
+    ] {
+        assert!(
+            legend.contains(needle),
+            "{needle} not in the legend {legend}"
+        );
+    }
+
+    // Rows under the success target are highlighted, and only those.
+    let under = seen["under"].as_array().unwrap();
+    assert!(!under.is_empty());
+    for u in under {
+        let pct: f64 = u.as_str().unwrap().trim_end_matches('%').parse().unwrap();
+        assert!(pct < 99.0, "{u} highlighted");
+    }
+    let below = json["overall"]["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["success_share"].as_f64().is_some_and(|s| s < 0.99))
+        .count();
+    assert_eq!(under.len(), below);
+
+    // The search box filters the device list (the inline script works offline).
+    let shown = b.eval(
+        "(() => { const q = document.getElementById('devsearch'); q.value = 'wired-site-02'; q.dispatchEvent(new Event('input')); return [...document.querySelectorAll('#devices tbody tr')].filter(tr => tr.style.display !== 'none').length; })()",
+    );
+    let want = devices
+        .iter()
+        .filter(|d| d.to_string().contains("wired-site-02"))
+        .count();
+    assert!(want > 0);
+    assert_eq!(shown.as_u64().unwrap() as usize, want);
+    b.pump(Duration::from_millis(200));
+    assert!(b.errors.is_empty(), "console errors: {:#?}", b.errors);
 }

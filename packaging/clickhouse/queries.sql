@@ -182,3 +182,117 @@ FROM
 )
 GROUP BY bucket_ms
 ORDER BY bucket_ms;
+
+-- name: incident_windows
+-- The flagged windows (hubprobe_windows_v1) with the devices showing one of their
+-- signatures inside them, and where those devices are: a window whose devices sit
+-- at one network or one site (>= 90 %) is network-side (IoT Hub 404104 cause 2),
+-- one spread over 3 networks or more is the hub (cause 3), else unclear.
+SELECT w.s * 300000 AS from_ms,
+       (w.e + 1) * 300000 AS to_ms,
+       w.signatures AS signatures,
+       m.devices AS devices,
+       m.networks AS networks,
+       m.sites AS sites,
+       multiIf(m.top_network >= 0.9 * m.devices OR m.top_site >= 0.9 * m.devices, 'network',
+               m.networks >= 3, 'hub',
+               'unclear') AS likely_cause
+FROM hubprobe_windows_v1 AS w
+INNER JOIN
+(
+    SELECT w,
+           count() AS devices,
+           uniqExact(network) AS networks,
+           uniqExact(site) AS sites,
+           max(net_n) AS top_network,
+           max(site_n) AS top_site
+    FROM
+    (
+        SELECT w, device, network, site,
+               count() OVER (PARTITION BY w, network) AS net_n,
+               count() OVER (PARTITION BY w, site) AS site_n
+        FROM
+        (
+            SELECT win.w AS w, v.device AS device, any(v.network) AS network, any(v.site) AS site
+            FROM hubprobe_windows_v1 AS win
+            ARRAY JOIN win.signatures AS sig
+            INNER JOIN hubprobe_signatures_v1 AS v ON v.signature = sig
+            WHERE v.bucket >= win.s AND v.bucket <= win.e
+            GROUP BY w, device
+        )
+    )
+    GROUP BY w
+) AS m ON m.w = w.w
+ORDER BY from_ms;
+
+-- name: groups_by_site
+-- `--by site`: reports, devices and the latest verdicts per value of the label
+-- (a device counts in the group of its latest report; `(none)` without the label).
+-- Replace 'site' for another label key.
+SELECT value,
+       sum(reports) AS reports,
+       uniqExact(device) AS devices,
+       countIf(latest_here AND verdict = 'ok') AS ok,
+       countIf(latest_here AND verdict = 'warning') AS warning,
+       countIf(latest_here AND verdict = 'critical') AS critical,
+       countIf(latest_here AND verdict = 'unknown') AS unknown
+FROM
+(
+    SELECT value, device, reports, latest.2 = value AS latest_here, latest.1 AS verdict
+    FROM
+    (
+        SELECT if(mapContains(labels, 'site'), labels['site'], '(none)') AS value, device, count() AS reports
+        FROM hubprobe_reports_v1
+        GROUP BY value, device
+    ) AS g
+    INNER JOIN
+    (
+        SELECT device,
+               argMax((verdict, if(mapContains(labels, 'site'), labels['site'], '(none)')),
+                      (toUnixTimestamp64Milli(started_at) >= 946684800000
+                           AND toUnixTimestamp64Milli(started_at) < 4102444800000,
+                       started_at,
+                       indexOf(['ok', 'warning', 'critical', 'unknown'], verdict))) AS latest
+        FROM hubprobe_reports_v1
+        GROUP BY device
+    ) AS l USING device
+)
+GROUP BY value
+ORDER BY value;
+
+-- name: group_phases_by_site
+-- `--by site`: per value, endpoint and phase, the success share over attempts.
+SELECT value, endpoint, phase,
+       countIf(status IN ('ok', 'failed')) AS attempts,
+       countIf(status = 'ok') AS ok
+FROM
+(
+    SELECT if(mapContains(labels, 'site'), labels['site'], '(none)') AS value,
+           JSONExtractString(ep, 'name') AS endpoint,
+           JSONExtractString(ph, 'phase') AS phase,
+           JSONExtractString(ph, 'status') AS status
+    FROM hubprobe_reports_v1
+    ARRAY JOIN JSONExtractArrayRaw(raw, 'endpoints') AS ep
+    ARRAY JOIN JSONExtractArrayRaw(ep, 'phases') AS ph
+)
+GROUP BY value, endpoint, phase
+ORDER BY value, endpoint, phase;
+
+-- name: group_top_failure_outside_incidents_by_site
+-- `--by site`: the failure class on most of a value's devices outside the flagged
+-- windows (ties: the first class by name), so a site's own trouble shows even when
+-- a hub incident touched every site.
+SELECT value, argMin(c, (-n, c)) AS class, max(n) AS devices
+FROM
+(
+    SELECT site AS value, substring(signature, 7) AS c, uniqExact(device) AS n
+    FROM hubprobe_signatures_v1
+    WHERE startsWith(signature, 'check:')
+      AND bucket NOT IN
+      (
+          SELECT arrayJoin(range(toInt64(s), toInt64(e) + 1)) FROM hubprobe_windows_v1
+      )
+    GROUP BY value, c
+)
+GROUP BY value
+ORDER BY value;

@@ -9,7 +9,7 @@ use crate::model::DisconnectCause;
 use crate::model::Verdict;
 use crate::model::{Phase, Status};
 
-use super::incident::IncidentAcc;
+use super::incident::{IncidentAcc, Members, Signature};
 use super::record::{DisconnectObs, Observation, Rejection};
 use super::shared::{
     plausible_ms, IncidentContext, IntMap, IntSet, Interner, PLAUSIBLE_FROM_MS, PLAUSIBLE_TO_MS,
@@ -48,6 +48,8 @@ struct DeviceState {
     latest_group: u32,
     network: u32,
     site: u32,
+    /// The latest report with a failed phase: (started, `endpoint/phase class`).
+    last_failure: Option<(i64, u32)>,
     recent: [u64; DEDUP_IDS_PER_DEVICE],
     filled: usize,
     next: usize,
@@ -99,17 +101,18 @@ struct DisconnectAcc {
 impl GroupAcc {
     fn add(&mut self, dev: u32, o: &Observation) {
         self.reports += 1;
-        match self.kinds.get_mut(o.kind.as_str()) {
+        match self.kinds.get_mut(o.kind()) {
             Some(n) => *n += 1,
             None => {
-                self.kinds.insert(o.kind.clone(), 1);
+                self.kinds.insert(o.kind().to_string(), 1);
             }
         }
         self.devices.insert(dev);
         for (ei, name) in o.endpoints.iter().enumerate() {
-            let eps = match self.endpoints.get_mut(name.as_str()) {
+            let name = o.str(*name);
+            let eps = match self.endpoints.get_mut(name) {
                 Some(e) => e,
-                None => self.endpoints.entry(name.clone()).or_default(),
+                None => self.endpoints.entry(name.to_string()).or_default(),
             };
             for p in o.phases.iter().filter(|p| p.endpoint as usize == ei) {
                 let acc = &mut eps[phase_index(p.phase)];
@@ -123,15 +126,15 @@ impl GroupAcc {
                     Status::Failed => acc.failed += 1,
                     Status::Skipped => acc.skipped += 1,
                 }
-                if let (Some(c), Status::Failed) = (&p.class, p.status) {
-                    let ca = match self.classes.get_mut(c.as_str()) {
+                if let (Some(c), Status::Failed) = (o.class(p), p.status) {
+                    let ca = match self.classes.get_mut(c) {
                         Some(ca) => ca,
-                        None => self.classes.entry(c.clone()).or_default(),
+                        None => self.classes.entry(c.to_string()).or_default(),
                     };
                     ca.reports += 1;
                     ca.devices.insert(dev);
-                    if !ca.endpoints.contains(name.as_str()) {
-                        ca.endpoints.insert(name.clone());
+                    if !ca.endpoints.contains(name) {
+                        ca.endpoints.insert(name.to_string());
                     }
                     if c == "tls.unknown_ca" {
                         self.unknown_ca.insert(dev);
@@ -146,12 +149,13 @@ impl GroupAcc {
             }
         }
         for a in &o.anchors {
-            match self.anchors.get_mut(a.as_str()) {
+            let a = o.str(*a);
+            match self.anchors.get_mut(a) {
                 Some(s) => {
                     s.insert(dev);
                 }
                 None => {
-                    self.anchors.insert(a.clone(), IntSet::from_iter([dev]));
+                    self.anchors.insert(a.to_string(), IntSet::from_iter([dev]));
                 }
             }
         }
@@ -228,6 +232,10 @@ pub struct InputStats {
     problems: Vec<((u32, u64), Problem)>,
 }
 
+/// Tune figures of one network: recommended keep-alive (s → reports), measured
+/// idle timeouts (s → reports).
+type NetTune = (BTreeMap<u64, u64>, BTreeMap<u64, u64>);
+
 /// How many problems are listed one by one.
 pub const PROBLEMS_LISTED: usize = 20;
 
@@ -244,6 +252,10 @@ pub struct Aggregator {
     /// Disconnect records with an id, by (device, id hash): the latest version.
     pending: IntMap<(u32, u64), PendingDisconnect>,
     implausible: ImplausibleAcc,
+    /// `endpoint/phase class` strings of the devices' latest failures.
+    failures: Interner,
+    /// Per network: recommended keep-alive (s → reports) and measured idle timeouts (s → reports).
+    net_tune: IntMap<u32, NetTune>,
     /// Input counters.
     pub input: InputStats,
     reports: u64,
@@ -252,6 +264,8 @@ pub struct Aggregator {
     duplicates: u64,
     first_ms: i64,
     last_ms: i64,
+    /// A buffer for the text of a latest failure.
+    scratch: String,
 }
 
 impl Aggregator {
@@ -270,21 +284,20 @@ impl Aggregator {
             by_group: Vec::new(),
             pending: IntMap::default(),
             implausible: ImplausibleAcc::default(),
+            failures: Interner::default(),
+            net_tune: IntMap::default(),
             input: InputStats::default(),
             reports: 0,
             plausible_reports: 0,
             duplicates: 0,
             first_ms: i64::MAX,
             last_ms: i64::MIN,
+            scratch: String::new(),
         }
     }
 
     fn label<'a>(o: &'a Observation, key: &str) -> &'a str {
-        o.labels
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or(NO_LABEL)
+        o.label(key).unwrap_or(NO_LABEL)
     }
 
     /// Reports counted so far (repeats dropped).
@@ -324,7 +337,7 @@ impl Aggregator {
             None => 0,
         };
         let before = self.devices.len();
-        let dev = self.devices.id(&o.device);
+        let dev = self.devices.id(o.device());
         if self.devices.len() > before {
             self.states.push(DeviceState {
                 latest_plausible: false,
@@ -333,6 +346,7 @@ impl Aggregator {
                 latest_group: group,
                 network,
                 site,
+                last_failure: None,
                 recent: [0; DEDUP_IDS_PER_DEVICE],
                 filled: 0,
                 next: 0,
@@ -360,12 +374,34 @@ impl Aggregator {
             st.network = network;
             st.site = site;
         }
+        if st.last_failure.is_none_or(|(ms, _)| o.started_ms >= ms) {
+            if let Some(p) = o.phases.iter().find(|p| p.status == Status::Failed) {
+                // Written into a buffer kept for it: no allocation per report.
+                let text = &mut self.scratch;
+                text.clear();
+                text.push_str(o.endpoint(p.endpoint));
+                text.push('/');
+                text.push_str(p.phase.as_str());
+                text.push(' ');
+                text.push_str(o.class(p).unwrap_or("failed"));
+                st.last_failure = Some((o.started_ms, self.failures.id(text)));
+            }
+        }
+        if o.keepalive_s.is_some() || o.idle_timeout_ms.is_some() {
+            let t = self.net_tune.entry(network).or_default();
+            if let Some(k) = o.keepalive_s {
+                *t.0.entry(k).or_default() += 1;
+            }
+            if let Some(ms) = o.idle_timeout_ms {
+                *t.1.entry((ms + 500) / 1000).or_default() += 1;
+            }
+        }
         self.reports += 1;
         if plausible {
             self.plausible_reports += 1;
             self.first_ms = self.first_ms.min(o.started_ms);
             self.last_ms = self.last_ms.max(o.started_ms);
-            self.incidents.add_check(dev, network, site, o);
+            self.incidents.add_check(dev, (network, site, group), o);
         } else {
             self.implausible.reports += 1;
             self.implausible.devices.insert(dev);
@@ -412,7 +448,8 @@ impl Aggregator {
             self.by_group[p.group as usize].add_disconnect(dev, &p.d);
         }
         if i64::try_from(p.d.at_ms).is_ok_and(plausible_ms) {
-            self.incidents.add_disconnect(dev, p.network, p.site, &p.d);
+            self.incidents
+                .add_disconnect(dev, (p.network, p.site, p.group), &p.d);
         } else {
             self.implausible.disconnects += 1;
             self.implausible.devices.insert(dev);
@@ -436,9 +473,9 @@ impl Aggregator {
                     label: key.clone(),
                     value: self.groups.name(i as u32).to_string(),
                     summary: self.group_summary(acc, Some(i as u32)),
+                    top_failure_outside_incidents: None,
                 });
             }
-            groups.sort_by(|a, b| a.value.cmp(&b.value));
         }
         let incidents = self.incidents.finish(&IncidentContext {
             devices: &self.devices,
@@ -447,6 +484,15 @@ impl Aggregator {
             span_ms: (self.plausible_reports > 0).then_some((self.first_ms, self.last_ms)),
             opts: &self.opts,
         });
+        let outside = self.incidents.outside_windows();
+        if self.opts.by.is_some() {
+            for (i, g) in groups.iter_mut().enumerate() {
+                g.top_failure_outside_incidents = top_class_of_group(&outside, i as u32);
+            }
+            groups.sort_by(|a, b| a.value.cmp(&b.value));
+        }
+        let persistent = self.persistent(&outside, incidents.min_devices);
+        let device_rows = self.device_rows();
         let mut problems = self.input.problem_counts.clone();
         for k in ["malformed", "foreign", "unknown_schema"] {
             problems.entry(k).or_default();
@@ -479,7 +525,198 @@ impl Aggregator {
             overall,
             groups,
             incidents,
+            persistent,
+            device_rows,
         }
+    }
+
+    /// Every device, worst first: critical, warning, unknown, ok; then the most
+    /// recent failure first; then by name.
+    fn device_rows(&self) -> Vec<DeviceRow> {
+        let rank = |v: Verdict| match v {
+            Verdict::Critical => 0,
+            Verdict::Warning => 1,
+            Verdict::Unknown => 2,
+            Verdict::Ok => 3,
+        };
+        let mut idx: Vec<usize> = (0..self.states.len()).collect();
+        idx.sort_by(|&a, &b| {
+            let (sa, sb) = (&self.states[a], &self.states[b]);
+            rank(sa.latest_verdict)
+                .cmp(&rank(sb.latest_verdict))
+                .then(
+                    sb.last_failure
+                        .map(|f| f.0)
+                        .cmp(&sa.last_failure.map(|f| f.0)),
+                )
+                .then(self.devices.name(a as u32).cmp(self.devices.name(b as u32)))
+        });
+        idx.into_iter()
+            .map(|i| {
+                let st = &self.states[i];
+                DeviceRow {
+                    device: self.devices.name(i as u32).to_string(),
+                    verdict: st.latest_verdict,
+                    latest: rfc3339_ms(st.latest_ms),
+                    network: self.labels.name(st.network).to_string(),
+                    site: self.labels.name(st.site).to_string(),
+                    last_failure: st
+                        .last_failure
+                        .map(|(_, f)| self.failures.name(f).to_string()),
+                    last_failure_at: st.last_failure.map(|(ms, _)| rfc3339_ms(ms)),
+                }
+            })
+            .collect()
+    }
+
+    /// The signatures seen outside the flagged windows on at least `min_devices`
+    /// devices, attributed to a network, a site or the devices themselves.
+    fn persistent(
+        &self,
+        outside: &[(Signature, Members)],
+        min_devices: u64,
+    ) -> Vec<PersistentPattern> {
+        let mut out = Vec::new();
+        for (sig, members) in outside {
+            let n = members.len() as u64;
+            if n < min_devices.max(1) {
+                continue;
+            }
+            let count = |pick: fn(&(u32, u32, u32)) -> u32| -> Vec<LabelCount> {
+                let mut m: IntMap<u32, u64> = IntMap::default();
+                for v in members.values() {
+                    *m.entry(pick(v)).or_default() += 1;
+                }
+                let mut v: Vec<LabelCount> = m
+                    .into_iter()
+                    .map(|(k, c)| LabelCount {
+                        value: self.labels.name(k).to_string(),
+                        devices: c,
+                    })
+                    .collect();
+                v.sort_by(|a, b| b.devices.cmp(&a.devices).then(a.value.cmp(&b.value)));
+                v
+            };
+            let networks = count(|v| v.0);
+            let sites = count(|v| v.1);
+            fn confined(l: &[LabelCount], n: u64) -> Option<&LabelCount> {
+                l.first().filter(|x| {
+                    x.value != NO_LABEL
+                        && x.devices as f64 >= super::incident::CONFINED_SHARE * n as f64
+                })
+            }
+            // The network first: a NAT or carrier is narrower than a site.
+            let (scope, confined_to, net_id) = if let Some(top) = confined(&networks, n) {
+                let id = members
+                    .values()
+                    .find(|v| self.labels.name(v.0) == top.value)
+                    .map(|v| v.0);
+                (
+                    "network",
+                    Some(format!("{}={}", self.opts.network_label, top.value)),
+                    id,
+                )
+            } else if let Some(top) = confined(&sites, n) {
+                (
+                    "site",
+                    Some(format!("{}={}", self.opts.site_label, top.value)),
+                    None,
+                )
+            } else {
+                ("devices", None, None)
+            };
+            let tune = net_id.and_then(|id| self.net_tune.get(&id));
+            let idle_timeout_s = tune.and_then(|t| median_of(&t.1));
+            let recommended_keepalive_s = tune.and_then(|t| {
+                t.0.iter()
+                    .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+                    .map(|(k, _)| *k)
+            });
+            let where_ = match &confined_to {
+                Some(c) if scope == "network" => format!("on {c}"),
+                Some(c) => format!("at {c}"),
+                None => format!("on {} networks at {} sites", networks.len(), sites.len()),
+            };
+            let (endpoints, summary, advice) = match sig {
+                Signature::Disconnect(cause) => {
+                    let idle_cause = matches!(
+                        cause,
+                        DisconnectCause::NoPingresp
+                            | DisconnectCause::TcpReset
+                            | DisconnectCause::EofWithoutDisconnect
+                    );
+                    let advice = match (scope, idle_timeout_s, recommended_keepalive_s) {
+                        ("network", Some(_), Some(rec)) if idle_cause => format!(
+                            "keep-alive too long for that NAT; tell them {rec} s"
+                        ),
+                        ("network", _, _) | ("site", _, _) => {
+                            "that network drops the sessions; run `hubprobe tune` on one of its devices to measure its idle timeout".to_string()
+                        }
+                        _ => "spread over the fleet: look at one device's canary diagnosis".to_string(),
+                    };
+                    let what = match idle_timeout_s {
+                        Some(t) if idle_cause && scope == "network" => {
+                            format!("disconnect after {t} s idle ({})", cause.as_str())
+                        }
+                        _ => format!("disconnect again and again ({})", cause.as_str()),
+                    };
+                    (
+                        Vec::new(),
+                        format!("{n} devices {where_} {what}: {advice}"),
+                        advice,
+                    )
+                }
+                Signature::Check(class) => {
+                    let endpoints: Vec<String> = self
+                        .total
+                        .classes
+                        .get(&**class)
+                        .map(|c| c.endpoints.iter().cloned().collect())
+                        .unwrap_or_default();
+                    let hint = crate::model::FailureClass::from_id(class)
+                        .map(|c| crate::model::explain(c).hint.to_string())
+                        .unwrap_or_else(|| {
+                            "run `hubprobe check` on one of them for the hint".into()
+                        });
+                    let advice = match scope {
+                        "network" | "site" => format!("only there, so likely that {scope}: {hint}"),
+                        _ => format!("on devices everywhere, so likely the devices: {hint}"),
+                    };
+                    let on = if endpoints.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" on {}", endpoints.join(", "))
+                    };
+                    (
+                        endpoints,
+                        format!("{n} devices {where_} fail {class}{on}: {advice}"),
+                        advice,
+                    )
+                }
+            };
+            let mut examples: Vec<&str> = members.keys().map(|d| self.devices.name(*d)).collect();
+            examples.sort_unstable();
+            out.push(PersistentPattern {
+                signature: sig.label(),
+                devices: n,
+                scope: scope.into(),
+                confined_to,
+                networks: networks.into_iter().take(5).collect(),
+                sites: sites.into_iter().take(5).collect(),
+                endpoints,
+                idle_timeout_s,
+                recommended_keepalive_s,
+                advice,
+                summary,
+                example_devices: examples.into_iter().take(10).map(str::to_string).collect(),
+            });
+        }
+        out.sort_by(|a, b| {
+            b.devices
+                .cmp(&a.devices)
+                .then(a.signature.cmp(&b.signature))
+        });
+        out
     }
 
     fn example(&self, set: &IntSet<u32>) -> Option<String> {
@@ -629,6 +866,36 @@ impl Aggregator {
 }
 
 /// Counts by value, in value order.
+/// The median value of a value → count map.
+fn median_of(m: &BTreeMap<u64, u64>) -> Option<u64> {
+    let total: u64 = m.values().sum();
+    let mut seen = 0;
+    for (v, c) in m {
+        seen += c;
+        if seen * 2 > total {
+            return Some(*v);
+        }
+    }
+    None
+}
+
+/// The check failure class on most devices of group `group` outside the windows.
+fn top_class_of_group(outside: &[(Signature, Members)], group: u32) -> Option<ClassCount> {
+    outside
+        .iter()
+        .filter_map(|(sig, m)| match sig {
+            Signature::Check(c) => {
+                let n = m.values().filter(|v| v.2 == group).count() as u64;
+                (n > 0).then(|| ClassCount {
+                    class: c.to_string(),
+                    devices: n,
+                })
+            }
+            Signature::Disconnect(_) => None,
+        })
+        .min_by(|a, b| b.devices.cmp(&a.devices).then(a.class.cmp(&b.class)))
+}
+
 fn value_counts(m: &BTreeMap<u64, u64>) -> Vec<ValueCount> {
     m.iter()
         .map(|(k, n)| ValueCount {
@@ -647,38 +914,34 @@ mod tests {
     const BASE_MS: i64 = 1_795_651_200_000;
 
     fn obs(id: &str, device: &str, at_ms: i64, net: &str, class: Option<&str>) -> Observation {
-        Observation {
-            id_hash: crate::fleet::record::id_hash(id),
-            device: device.into(),
-            kind: "check".into(),
-            started_ms: BASE_MS + at_ms,
-            verdict: if class.is_some() {
-                Verdict::Critical
+        let verdict = if class.is_some() {
+            Verdict::Critical
+        } else {
+            Verdict::Ok
+        };
+        let mut o = Observation::new(crate::fleet::record::id_hash(id), BASE_MS + at_ms, verdict);
+        o.device = o.push_text(device);
+        o.kind = o.push_text("check");
+        let l = [
+            (o.push_text("network"), o.push_text(net)),
+            (o.push_text("site"), o.push_text(&format!("site-{net}"))),
+        ];
+        o.labels = l.to_vec();
+        o.endpoints = vec![o.push_text("mqtt-tls")];
+        let class = class.map(|c| o.push_text(c));
+        o.phases = vec![PhaseObs {
+            endpoint: 0,
+            phase: Phase::Tcp,
+            status: if class.is_some() {
+                Status::Failed
             } else {
-                Verdict::Ok
+                Status::Ok
             },
-            labels: vec![
-                ("network".into(), net.into()),
-                ("site".into(), format!("site-{net}")),
-            ],
-            endpoints: vec!["mqtt-tls".into()],
-            anchors: vec![],
-            phases: vec![PhaseObs {
-                endpoint: 0,
-                phase: Phase::Tcp,
-                status: if class.is_some() {
-                    Status::Failed
-                } else {
-                    Status::Ok
-                },
-                duration_ms: Some(20.0),
-                class: class.map(str::to_string),
-                clock_offset_s: None,
-            }],
-            keepalive_s: None,
-            idle_timeout_ms: None,
-            disconnects: vec![],
-        }
+            duration_ms: Some(20.0),
+            class,
+            clock_offset_s: None,
+        }];
+        o
     }
 
     #[test]

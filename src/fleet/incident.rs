@@ -11,6 +11,7 @@
 //! as network-side (cause 2).
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use crate::model::DisconnectCause;
 use crate::model::Status;
@@ -27,8 +28,9 @@ pub const CONFINED_SHARE: f64 = 0.9;
 pub enum Signature {
     /// A canary disconnect of this cause.
     Disconnect(DisconnectCause),
-    /// A check that failed with this class.
-    Check(String),
+    /// A check that failed with this class (shared: a key is made per failed
+    /// check, without allocating).
+    Check(Arc<str>),
 }
 
 impl Signature {
@@ -41,7 +43,8 @@ impl Signature {
     }
 }
 
-type Members = IntMap<u32, (u32, u32)>; // device → (network, site)
+/// Devices of a cell: device → (network, site, group).
+pub type Members = IntMap<u32, (u32, u32, u32)>;
 
 #[derive(Debug, Default)]
 struct Cell {
@@ -56,6 +59,10 @@ struct Cell {
 pub struct IncidentAcc {
     bucket_ms: i64,
     cells: HashMap<(i64, Signature), Members>,
+    /// The check signature of each failure class seen.
+    checks: HashMap<String, Signature>,
+    /// The flagged windows of the last [`IncidentAcc::finish`]: (first, last bucket).
+    flagged: Vec<(i64, i64)>,
     /// bucket → devices disconnected, devices with a failed check, checks, failed checks
     timeline: IntMap<i64, Cell>,
 }
@@ -66,6 +73,8 @@ impl IncidentAcc {
         IncidentAcc {
             bucket_ms: bucket_ms.max(1000),
             cells: HashMap::new(),
+            checks: HashMap::new(),
+            flagged: Vec::new(),
             timeline: IntMap::default(),
         }
     }
@@ -80,7 +89,7 @@ impl IncidentAcc {
     }
 
     /// Adds one canary disconnect (the caller keeps implausible times out).
-    pub fn add_disconnect(&mut self, dev: u32, network: u32, site: u32, d: &DisconnectObs) {
+    pub fn add_disconnect(&mut self, dev: u32, at: (u32, u32, u32), d: &DisconnectObs) {
         if d.cause == DisconnectCause::TokenRenewal {
             return; // the client's own reconnect, not a failure
         }
@@ -88,13 +97,13 @@ impl IncidentAcc {
         self.cells
             .entry((b, Signature::Disconnect(d.cause)))
             .or_default()
-            .insert(dev, (network, site));
+            .insert(dev, at);
         self.timeline.entry(b).or_default().disconnected.insert(dev);
     }
 
     /// Adds the check results of one report (the caller keeps implausible
     /// `started_at` times out).
-    pub fn add_check(&mut self, dev: u32, network: u32, site: u32, o: &Observation) {
+    pub fn add_check(&mut self, dev: u32, at: (u32, u32, u32), o: &Observation) {
         if o.phases.is_empty() {
             return;
         }
@@ -109,24 +118,29 @@ impl IncidentAcc {
             if p.status != Status::Failed {
                 continue;
             }
-            let Some(class) = p.class.as_deref() else {
+            let Some(class) = o.class(p) else {
                 continue;
             };
             if seen == Some(class) {
                 continue;
             }
             seen = Some(class);
-            let key = (b, Signature::Check(class.to_string()));
-            self.cells
-                .entry(key)
-                .or_default()
-                .insert(dev, (network, site));
+            let sig = match self.checks.get(class) {
+                Some(sig) => sig.clone(),
+                None => {
+                    let sig = Signature::Check(class.into());
+                    self.checks.insert(class.to_string(), sig.clone());
+                    sig
+                }
+            };
+            let key = (b, sig);
+            self.cells.entry(key).or_default().insert(dev, at);
             self.timeline.entry(b).or_default().failed.insert(dev);
         }
     }
 
     /// Flags the windows.
-    pub fn finish(&self, ctx: &IncidentContext<'_>) -> IncidentView {
+    pub fn finish(&mut self, ctx: &IncidentContext<'_>) -> IncidentView {
         let opts = ctx.opts;
         let auto = ((ctx.devices_total as f64) * 0.02).ceil() as u64;
         let min_devices = opts.incident_min_devices.unwrap_or(auto.max(5)).max(1);
@@ -140,6 +154,7 @@ impl IncidentAcc {
                 failed_devices: c.failed.len() as u64,
                 checks: c.checks,
                 failed_checks: c.failed_checks,
+                by_signature: Vec::new(),
             })
             .collect();
         timeline.sort_by_key(|t| t.start_ms);
@@ -223,10 +238,53 @@ impl IncidentAcc {
                 _ => merged.push((s, e, BTreeSet::from([sig]))),
             }
         }
+        self.flagged = merged.iter().map(|m| (m.0, m.1)).collect();
         for (s, e, sigs) in merged {
             view.windows.push(self.window(ctx, s, e, &sigs));
         }
+        self.fill_causes(&mut view);
         view
+    }
+
+    /// Whether bucket `b` lies in a flagged window.
+    fn flagged(&self, b: i64) -> bool {
+        self.flagged.iter().any(|&(s, e)| s <= b && b <= e)
+    }
+
+    /// Devices per signature (`disconnect:<cause>`, `check:<class>`) in every timeline
+    /// bucket (token renewals excluded).
+    fn fill_causes(&self, view: &mut IncidentView) {
+        let mut by_bucket: IntMap<i64, Vec<(String, u64)>> = IntMap::default();
+        for ((b, sig), m) in &self.cells {
+            by_bucket
+                .entry(*b)
+                .or_default()
+                .push((sig.label(), m.len() as u64));
+        }
+        for t in &mut view.timeline {
+            if let Some(mut v) = by_bucket.remove(&self.bucket(t.start_ms)) {
+                v.sort();
+                t.by_signature = v;
+            }
+        }
+    }
+
+    /// Per signature, the devices that showed it outside the flagged windows of the
+    /// last [`IncidentAcc::finish`]: device → (network, site, group). What stays when
+    /// the incidents are taken away is the persistent trouble.
+    pub fn outside_windows(&self) -> Vec<(Signature, Members)> {
+        let mut m: HashMap<&Signature, Members> = HashMap::new();
+        for ((b, sig), members) in &self.cells {
+            if self.flagged(*b) {
+                continue;
+            }
+            m.entry(sig)
+                .or_default()
+                .extend(members.iter().map(|(k, v)| (*k, *v)));
+        }
+        let mut v: Vec<(Signature, Members)> = m.into_iter().map(|(s, d)| (s.clone(), d)).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
     }
 
     fn window(
@@ -244,7 +302,7 @@ impl IncidentAcc {
                 }
             }
         }
-        let count = |pick: fn(&(u32, u32)) -> u32| -> Vec<LabelCount> {
+        let count = |pick: fn(&(u32, u32, u32)) -> u32| -> Vec<LabelCount> {
             let mut m: IntMap<u32, u64> = IntMap::default();
             for v in members.values() {
                 *m.entry(pick(v)).or_default() += 1;

@@ -133,33 +133,109 @@ struct SchemaOnly<'a> {
     schema: Option<Cow<'a, str>>,
 }
 
+/// A string of an [`Observation`]: a range of its [`Observation::text`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TextRef {
+    start: u32,
+    end: u32,
+}
+
 /// What the summary keeps of one report.
+///
+/// Its strings are kept end to end in one buffer ([`Observation::text`]) and
+/// referred to by range ([`TextRef`], read with [`Observation::str`]): one
+/// allocation for all of them instead of one each, on the parse's hot path.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
     /// A hash of the report id (repeats are dropped by it).
     pub id_hash: u64,
+    /// The strings of the report, end to end.
+    pub text: String,
     /// Device identity: `target.device_id`, else `host`.
-    pub device: String,
+    pub device: TextRef,
     /// `check`, `tune` …
-    pub kind: String,
+    pub kind: TextRef,
     /// `started_at` as Unix milliseconds.
     pub started_ms: i64,
     /// Overall verdict.
     pub verdict: Verdict,
     /// Operator labels.
-    pub labels: Vec<(String, String)>,
+    pub labels: Vec<(TextRef, TextRef)>,
     /// Endpoint names, in report order ([`PhaseObs::endpoint`] indexes this).
-    pub endpoints: Vec<String>,
+    pub endpoints: Vec<TextRef>,
     /// Every phase that ran or was skipped.
     pub phases: Vec<PhaseObs>,
     /// Names of the trust anchors that validated a chain (each once).
-    pub anchors: Vec<String>,
+    pub anchors: Vec<TextRef>,
     /// Recommended keep-alive (tune reports), seconds.
     pub keepalive_s: Option<u64>,
     /// Measured idle timeout (tune reports with a discovery), milliseconds.
     pub idle_timeout_ms: Option<u64>,
     /// Canary disconnects the report carries.
     pub disconnects: Vec<DisconnectObs>,
+}
+
+impl Observation {
+    /// A report with no strings, labels, endpoints or tune figures yet.
+    pub fn new(id_hash: u64, started_ms: i64, verdict: Verdict) -> Observation {
+        Observation {
+            id_hash,
+            text: String::new(),
+            device: TextRef::default(),
+            kind: TextRef::default(),
+            started_ms,
+            verdict,
+            labels: Vec::new(),
+            endpoints: Vec::new(),
+            phases: Vec::new(),
+            anchors: Vec::new(),
+            keepalive_s: None,
+            idle_timeout_ms: None,
+            disconnects: Vec::new(),
+        }
+    }
+    /// Appends a string to [`Observation::text`] and refers to it.
+    pub fn push_text(&mut self, s: &str) -> TextRef {
+        let start = self.text.len();
+        self.text.push_str(s);
+        // A report is at most a few MiB (the line or document caps): within u32.
+        TextRef {
+            start: start as u32,
+            end: self.text.len() as u32,
+        }
+    }
+    /// The string `t` refers to.
+    pub fn str(&self, t: TextRef) -> &str {
+        self.text
+            .get(t.start as usize..t.end as usize)
+            .unwrap_or_default()
+    }
+    /// The device identity.
+    pub fn device(&self) -> &str {
+        self.str(self.device)
+    }
+    /// The report kind.
+    pub fn kind(&self) -> &str {
+        self.str(self.kind)
+    }
+    /// The name of endpoint `i`, `?` when there is none.
+    pub fn endpoint(&self, i: u8) -> &str {
+        self.endpoints
+            .get(i as usize)
+            .map(|t| self.str(*t))
+            .unwrap_or("?")
+    }
+    /// The value of label `key`.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| self.str(*k) == key)
+            .map(|(_, v)| self.str(*v))
+    }
+    /// The failure class of a phase.
+    pub fn class(&self, p: &PhaseObs) -> Option<&str> {
+        p.class.map(|c| self.str(c))
+    }
 }
 
 /// One canary disconnect record (`canary.recent[]`).
@@ -190,8 +266,8 @@ pub struct PhaseObs {
     pub status: Status,
     /// Duration, milliseconds.
     pub duration_ms: Option<f64>,
-    /// Failure class id.
-    pub class: Option<String>,
+    /// Failure class id ([`Observation::class`]).
+    pub class: Option<TextRef>,
     /// Server clock minus device clock, seconds (HTTPS `Date`).
     pub clock_offset_s: Option<f64>,
 }
@@ -272,9 +348,9 @@ pub fn parse_message(
     };
     let o = parse_report(body, keep, false)?;
     match hub_device {
-        Some(d) if !d.is_empty() && d != o.device => Err(Rejection::Malformed(format!(
+        Some(d) if !d.is_empty() && d != o.device() => Err(Rejection::Malformed(format!(
             "the hub received this report from device {d:?}, but it is the report of {:?}",
-            o.device
+            o.device()
         ))),
         _ => Ok(o),
     }
@@ -457,76 +533,75 @@ fn observation(lite: Lite<'_>, keep: Option<&[String]>) -> Result<Observation, R
     let started_ms = parse_time_ms(&lite.started_at).ok_or_else(|| {
         Rejection::Malformed(format!("started_at {:?} is not RFC 3339", lite.started_at))
     })?;
-    let mut phases = Vec::with_capacity(20);
-    let mut endpoints = Vec::with_capacity(lite.endpoints.len());
-    let mut anchors: Vec<String> = Vec::new();
+    let phases_total: usize = lite.endpoints.iter().map(|e| e.phases.len()).sum();
+    let mut o = Observation::new(id_hash(&lite.id), started_ms, lite.verdict);
+    o.text.reserve(256);
+    o.phases.reserve_exact(phases_total);
+    o.endpoints.reserve_exact(lite.endpoints.len());
+    o.device = match &lite.target.device_id {
+        Some(d) if !d.is_empty() => o.push_text(d),
+        _ => o.push_text(&lite.host),
+    };
+    o.kind = o.push_text(&lite.kind);
+    for (k, v) in &lite.labels {
+        if keep.is_none_or(|keep| keep.iter().any(|x| *x == k.0)) {
+            let k = o.push_text(&k.0);
+            let v = o.push_text(&v.0);
+            o.labels.push((k, v));
+        }
+    }
+    let mut anchors: Vec<&str> = Vec::new();
     for (i, ep) in lite.endpoints.iter().enumerate().take(u8::MAX as usize) {
-        endpoints.push(ep.name.to_string());
+        let name = o.push_text(&ep.name);
+        o.endpoints.push(name);
         for p in &ep.phases {
             let mut clock = None;
             if let Some(ev) = &p.evidence {
                 clock = ev.clock_offset_s;
                 if let Some(a) = &ev.trust_anchor {
-                    if !anchors.iter().any(|x| *x == a.name) {
-                        anchors.push(a.name.to_string());
+                    if !anchors.contains(&&*a.name) {
+                        anchors.push(&a.name);
                     }
                 }
             }
-            phases.push(PhaseObs {
+            let class = p.class.as_ref().map(|c| o.push_text(c));
+            o.phases.push(PhaseObs {
                 endpoint: i as u8,
                 phase: p.phase,
                 status: p.status,
                 duration_ms: p.duration_ms,
-                class: p.class.as_ref().map(|c| c.to_string()),
+                class,
                 clock_offset_s: clock,
             });
         }
     }
-    let device = match &lite.target.device_id {
-        Some(d) if !d.is_empty() => d.to_string(),
-        _ => lite.host.to_string(),
-    };
-    Ok(Observation {
-        id_hash: id_hash(&lite.id),
-        device,
-        kind: lite.kind.into_owned(),
-        started_ms,
-        verdict: lite.verdict,
-        labels: lite
-            .labels
-            .into_iter()
-            .filter(|(k, _)| keep.is_none_or(|keep| keep.iter().any(|x| *x == k.0)))
-            .map(|(k, v)| (k.0.into_owned(), v.0.into_owned()))
-            .collect(),
-        endpoints,
-        phases,
-        anchors,
-        keepalive_s: lite
-            .keepalive
-            .as_ref()
-            .map(|k| k.recommendation.keepalive_s),
-        idle_timeout_ms: lite
-            .keepalive
-            .as_ref()
-            .and_then(|k| k.discovery.as_ref())
-            .and_then(|d| d.estimate_ms),
-        disconnects: lite
-            .canary
-            .map(|c| {
-                c.recent
-                    .iter()
-                    .map(|d| DisconnectObs {
-                        id_hash: d.id.as_deref().filter(|i| !i.is_empty()).map(id_hash),
-                        at_ms: d.at_unix_ms,
-                        cause: d.cause,
-                        // Not a number of seconds (negative): not known.
-                        reconnect_s: d.reconnect_s.filter(|r| r.is_finite() && *r >= 0.0),
-                        failed_attempts: d.failed_attempts,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-    })
+    o.anchors = anchors.into_iter().map(|a| o.push_text(a)).collect();
+    o.keepalive_s = lite
+        .keepalive
+        .as_ref()
+        .map(|k| k.recommendation.keepalive_s);
+    o.idle_timeout_ms = lite
+        .keepalive
+        .as_ref()
+        .and_then(|k| k.discovery.as_ref())
+        .and_then(|d| d.estimate_ms);
+    o.disconnects = lite
+        .canary
+        .map(|c| {
+            c.recent
+                .iter()
+                .map(|d| DisconnectObs {
+                    id_hash: d.id.as_deref().filter(|i| !i.is_empty()).map(id_hash),
+                    at_ms: d.at_unix_ms,
+                    cause: d.cause,
+                    // Not a number of seconds (negative): not known.
+                    reconnect_s: d.reconnect_s.filter(|r| r.is_finite() && *r >= 0.0),
+                    failed_attempts: d.failed_attempts,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(o)
 }
 
 /// RFC 3339 → Unix milliseconds (`None` when unparsable): any year 0000–9999

@@ -48,6 +48,61 @@ pub struct FleetSummary {
     pub groups: Vec<GroupEntry>,
     /// Failures bucketed in time, and the windows flagged.
     pub incidents: IncidentView,
+    /// Trouble that stays when the flagged windows are taken away, attributed like
+    /// incidents are (a network, a site, or the devices themselves), most devices first.
+    pub persistent: Vec<PersistentPattern>,
+    /// Every device with its latest verdict and latest failure, worst first (the
+    /// HTML page lists them; not in the JSON document, which stays small).
+    #[serde(skip)]
+    pub device_rows: Vec<DeviceRow>,
+}
+
+/// A failure or disconnect cause seen outside the flagged windows.
+#[derive(Debug, Clone, Serialize)]
+pub struct PersistentPattern {
+    /// `disconnect:<cause>` or `check:<class>`.
+    pub signature: String,
+    /// Distinct devices showing it outside the windows.
+    pub devices: u64,
+    /// `network` or `site` (≥ 90 % of the devices there) or `devices` (spread out).
+    pub scope: String,
+    /// `key=value` of that network or site, when confined.
+    pub confined_to: Option<String>,
+    /// Devices by network, top 5.
+    pub networks: Vec<LabelCount>,
+    /// Devices by site, top 5.
+    pub sites: Vec<LabelCount>,
+    /// Endpoints it was seen on (checks).
+    pub endpoints: Vec<String>,
+    /// Median measured path idle timeout of the devices' network (tune reports), seconds.
+    pub idle_timeout_s: Option<u64>,
+    /// Most common recommended keep-alive on that network (tune reports), seconds.
+    pub recommended_keepalive_s: Option<u64>,
+    /// What to do.
+    pub advice: String,
+    /// One sentence for a person.
+    pub summary: String,
+    /// Up to 10 device names.
+    pub example_devices: Vec<String>,
+}
+
+/// One device on the HTML page.
+#[derive(Debug, Clone)]
+pub struct DeviceRow {
+    /// Device id.
+    pub device: String,
+    /// Verdict of its latest report.
+    pub verdict: crate::model::Verdict,
+    /// Start of its latest report.
+    pub latest: String,
+    /// Network label of its latest report.
+    pub network: String,
+    /// Site label of its latest report.
+    pub site: String,
+    /// Its latest failed phase: `endpoint/phase class`.
+    pub last_failure: Option<String>,
+    /// When that report started.
+    pub last_failure_at: Option<String>,
 }
 
 /// What was read.
@@ -126,6 +181,19 @@ pub struct GroupEntry {
     pub value: String,
     /// The summary of the reports with that value.
     pub summary: GroupSummary,
+    /// The failure class on most of the group's devices outside the flagged
+    /// incident windows (a hub incident that touched every group does not hide a
+    /// group's own trouble).
+    pub top_failure_outside_incidents: Option<ClassCount>,
+}
+
+/// A failure class and the devices with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClassCount {
+    /// Class id.
+    pub class: String,
+    /// Distinct devices.
+    pub devices: u64,
 }
 
 /// The summary of a set of reports.
@@ -323,6 +391,10 @@ pub struct TimelineBucket {
     pub checks: u64,
     /// Of them, checks with a failed phase.
     pub failed_checks: u64,
+    /// Devices per signature (`disconnect:<cause>`, `check:<class>`; token renewals
+    /// excluded), by signature.
+    #[serde(skip)]
+    pub by_signature: Vec<(String, u64)>,
 }
 
 /// A flagged window.
