@@ -682,10 +682,11 @@ impl Accumulator {
                     prefix(self.ips.name(f.ip_before))
                 };
                 let p = prefixes.id(&pfx);
+                // The masked-IP prefix stands in for both the network and the site;
+                // there is one group.
                 incidents.add_disconnect(
                     i as u32,
-                    p,
-                    p,
+                    (p, p, 0),
                     &DisconnectObs {
                         id_hash: None,
                         at_ms: e.t.max(0) as u64,
