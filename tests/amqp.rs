@@ -120,11 +120,16 @@ fn amqp(report: &Value) -> &Value {
     phase(report, "amqp", "amqp")
 }
 
+/// The steps that prove something (open, begin, put-token, attach, detach) with
+/// their outcomes. Ending the session and closing the connection are courtesy:
+/// the probe bounds them short and a slow answer there is no failure, so they are
+/// checked apart ([`teardown_named`]).
 fn steps(ph: &Value) -> Vec<(String, String)> {
     ph["evidence"]["steps"]
         .as_array()
         .map(|a| {
             a.iter()
+                .filter(|s| !matches!(s["step"].as_str(), Some("end" | "close")))
                 .map(|s| {
                     (
                         s["step"].as_str().unwrap_or("").to_string(),
@@ -134,6 +139,15 @@ fn steps(ph: &Value) -> Vec<(String, String)> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The phase that passed ended its session (whatever the peer answered).
+fn teardown_named(ph: &Value) {
+    let names: Vec<&str> = ph["evidence"]["steps"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s["step"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(names.contains(&"end"), "no end step: {ph}");
 }
 
 fn all_ok(names: &[&str]) -> Vec<(String, String)> {
@@ -187,10 +201,8 @@ fn sasl_plain_over_tls_to_rabbitmq_opens_begins_and_attaches() {
     );
     assert_eq!(ev["properties"]["product"], "RabbitMQ", "{ev}");
     assert_eq!(ev["address"], "/topic/devices.device1.events");
-    assert_eq!(
-        steps(ph),
-        all_ok(&["open", "begin", "attach", "detach", "end", "close"])
-    );
+    assert_eq!(steps(ph), all_ok(&["open", "begin", "attach", "detach"]));
+    teardown_named(ph);
 }
 
 #[test]
@@ -253,7 +265,8 @@ fn sasl_anonymous_without_an_identity_opens_rabbitmq() {
     assert_eq!(ph["evidence"]["sasl_mechanism"], "ANONYMOUS");
     assert_eq!(ph["evidence"]["sasl_outcome"], "ok");
     // No device identity: nothing to attach for.
-    assert_eq!(steps(ph), all_ok(&["open", "begin", "end", "close"]));
+    assert_eq!(steps(ph), all_ok(&["open", "begin"]));
+    teardown_named(ph);
 }
 
 #[test]
@@ -327,10 +340,8 @@ fn sasl_plain_over_websocket_through_websockify_to_rabbitmq() {
     assert_eq!(ws["evidence"]["subprotocol"], "AMQPWSB10", "{ws}");
     let ph = amqp(&report);
     assert_eq!(ph["evidence"]["sasl_outcome"], "ok");
-    assert_eq!(
-        steps(ph),
-        all_ok(&["open", "begin", "attach", "detach", "end", "close"])
-    );
+    assert_eq!(steps(ph), all_ok(&["open", "begin", "attach", "detach"]));
+    teardown_named(ph);
 }
 
 fn lab_token(device: &str) -> String {
@@ -381,16 +392,9 @@ fn cbs_put_token_accepted_over_tls_then_the_events_link_attaches() {
     assert_eq!(ev["address"], "/devices/dev1/messages/events");
     assert_eq!(
         steps(ph),
-        all_ok(&[
-            "open",
-            "begin",
-            "put-token",
-            "attach",
-            "detach",
-            "end",
-            "close"
-        ])
+        all_ok(&["open", "begin", "put-token", "attach", "detach"])
     );
+    teardown_named(ph);
     let all = out.all_output();
     assert!(
         !all.contains(&signature(&token)),
@@ -462,16 +466,9 @@ fn cbs_over_websocket_through_websockify() {
     assert_eq!(ph["evidence"]["cbs_status"], 202);
     assert_eq!(
         steps(ph),
-        all_ok(&[
-            "open",
-            "begin",
-            "put-token",
-            "attach",
-            "detach",
-            "end",
-            "close"
-        ])
+        all_ok(&["open", "begin", "put-token", "attach", "detach"])
     );
+    teardown_named(ph);
     assert!(!out.all_output().contains(&signature(&token)));
 }
 

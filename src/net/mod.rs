@@ -8,8 +8,8 @@
 //! rebuilds the chain or parses an error string. A new kind of hop (a proxy) is
 //! one variant of [`Hop`] and one arm of [`open`].
 
-pub mod proxy;
 pub mod meter;
+pub mod proxy;
 
 use std::net::IpAddr;
 use std::sync::Arc;

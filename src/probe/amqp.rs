@@ -391,8 +391,13 @@ where
         detached?;
     }
 
+    // What the phase proves (the login, the token, the link) is done: ending the
+    // session and closing the connection are courtesy. A peer that is slow to
+    // answer them gets a short bound and leaves a failed step in the evidence,
+    // not a failed phase.
+    let teardown = deadline.min(Instant::now() + TEARDOWN);
     let t = Instant::now();
-    let ended = bounded(deadline, "end", async {
+    let ended = bounded(teardown, "end", async {
         session
             .end()
             .await
@@ -400,9 +405,11 @@ where
     })
     .await;
     step(ev, "end", t, &ended);
-    ended?;
+    if ended.is_err() {
+        return Ok(());
+    }
     let t = Instant::now();
-    let closed = bounded(deadline, "close", async {
+    let closed = bounded(teardown, "close", async {
         connection
             .close()
             .await
@@ -410,8 +417,11 @@ where
     })
     .await;
     step(ev, "close", t, &closed);
-    closed
+    Ok(())
 }
+
+/// Bound on ending the session and closing the connection once the checks passed.
+const TEARDOWN: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn put_token_failure(e: fe2o3_amqp_management::error::Error) -> StepFailure {
     use fe2o3_amqp_management::error::Error as M;

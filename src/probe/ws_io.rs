@@ -125,9 +125,10 @@ mod tests {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await;
         });
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/"), Stream::Plain(tcp.into()))
-            .await
-            .unwrap();
+        let (ws, _) =
+            tokio_tungstenite::client_async(format!("ws://{addr}/"), Stream::Plain(tcp.into()))
+                .await
+                .unwrap();
         let mut io = WsIo::new(Box::new(ws));
         io.write_all(b"hello").await.unwrap();
         io.flush().await.unwrap();
