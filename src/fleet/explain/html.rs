@@ -1,9 +1,12 @@
 //! The explanation as one self-contained HTML page in the style of the fleet page:
-//! inline CSS and SVG, no script, no external resource.
+//! inline CSS and SVG, no script, no external resource. Its lists stop at
+//! [`MAX_LISTED`] rows (the devices with the most disconnects first; the page says
+//! so when some are left out).
 
 use std::fmt::Write;
 
 use super::rules::Explanation;
+use super::text::MAX_LISTED;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -79,8 +82,17 @@ figure{margin:1.5em 0}figcaption{font-weight:600;margin-bottom:.4em}\
             esc(&w.summary)
         );
     }
-    o.push_str("</ul>\n<h2>Devices</h2>\n<table id=\"devices\"><tr><th>device</th><th>cause</th><th>class</th><th>disconnects</th><th>why, and the fix</th></tr>");
-    for d in &e.devices {
+    if e.devices.len() > MAX_LISTED {
+        let _ = write!(
+            o,
+            "</ul>\n<h2>Devices</h2>\n<p id=\"devices-bound\">The {MAX_LISTED} devices with the most disconnects of {} (the JSON document lists all).</p>",
+            e.devices.len()
+        );
+    } else {
+        o.push_str("</ul>\n<h2>Devices</h2>\n");
+    }
+    o.push_str("<table id=\"devices\"><tr><th>device</th><th>cause</th><th>class</th><th>disconnects</th><th>why, and the fix</th></tr>");
+    for d in e.devices.iter().take(MAX_LISTED) {
         let id = match &d.module_id {
             Some(m) => format!("{}/{m}", d.device_id),
             None => d.device_id.clone(),
@@ -108,7 +120,12 @@ figure{margin:1.5em 0}figcaption{font-weight:600;margin-bottom:.4em}\
             j.hub_only.len(),
             j.device_only.len()
         );
-        for a in e.disconnects.iter().filter(|a| a.device_record.is_some()) {
+        for a in e
+            .disconnects
+            .iter()
+            .filter(|a| a.device_record.is_some())
+            .take(MAX_LISTED)
+        {
             let r = a.device_record.as_ref().expect("filtered");
             let _ = write!(
                 o,

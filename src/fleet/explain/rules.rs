@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -190,10 +191,12 @@ pub struct Explanation {
     pub windows: Vec<Window>,
     /// Per device, most disconnects first.
     pub devices: Vec<DeviceExplanation>,
-    /// Per disconnect, in time order.
-    pub disconnects: Vec<Attribution>,
-    /// Connect attempts the hub refused (not followed by a quick reconnect).
-    pub refused_connects: Vec<Attribution>,
+    /// Per disconnect, device by device (in the order of `devices`), each device's
+    /// in time order; made as they are written.
+    pub disconnects: Attributions,
+    /// Connect attempts the hub refused (not followed by a quick reconnect), in the
+    /// same order.
+    pub refused_connects: Attributions,
     /// The join with the devices' reports (`--reports`).
     pub join: Option<JoinSection>,
 }
@@ -624,44 +627,6 @@ impl Accumulator {
             });
         }
 
-        // Per disconnect facts.
-        struct Facts {
-            next_connect: Option<usize>,
-            saw_401003: bool,
-            ip_before: u32,
-        }
-        let facts = |d: &Dev, k: usize| -> Facts {
-            let e = d.events[k];
-            let mut saw = e.code == 401_003;
-            let mut next = None;
-            for (j, x) in d.events.iter().enumerate().skip(k + 1) {
-                match x.op {
-                    OP_CONNECT => {
-                        next = Some(j);
-                        break;
-                    }
-                    OP_REFUSED if x.code == 401_003 => saw = true,
-                    OP_DISCONNECT => break,
-                    _ => {}
-                }
-            }
-            let ip_before = if e.ip != NONE {
-                e.ip
-            } else {
-                d.events[..k]
-                    .iter()
-                    .rev()
-                    .find(|x| x.op == OP_CONNECT && x.ip != NONE)
-                    .map(|x| x.ip)
-                    .unwrap_or(NONE)
-            };
-            Facts {
-                next_connect: next,
-                saw_401003: saw,
-                ip_before,
-            }
-        };
-
         // Pass 2: windows over the disconnects that are not cause 1.
         let mut incidents = IncidentAcc::new(bucket_ms);
         let mut prefixes = Interner::default();
@@ -765,173 +730,34 @@ impl Accumulator {
                 summary,
             });
         }
-        let window_of = |t: i64| win_ranges.iter().find(|w| t >= w.0 && t < w.1);
-
-        // Pass 3: attributions.
-        let mut disconnects: Vec<Attribution> = Vec::new();
-        let mut refused: Vec<Attribution> = Vec::new();
-        let mut out_devices: Vec<DeviceExplanation> = Vec::new();
-        let ip = |i: u32| (i != NONE).then(|| self.ips.name(i).to_string());
-        let proto = |i: u32| (i != NONE).then(|| self.protos.name(i).to_string());
-        let split = |name: &str| -> (String, Option<String>) {
-            match name.split_once('/') {
-                Some((d, m)) => (d.to_string(), Some(m.to_string())),
-                None => (name.to_string(), None),
-            }
+        // The session marks are kept; the rest of a device's state is made again.
+        let marks: Vec<Vec<bool>> = states.into_iter().map(|s| s.period_marks).collect();
+        let mut src = Attributor {
+            acc: self,
+            marks,
+            periods,
+            win_ranges,
+            log_to,
+            quick_reconnect_ms: opts.quick_reconnect_ms,
+            never_after_ms: opts.never_after_ms,
+            records: HashMap::new(),
+            order: Vec::new(),
         };
-        for (i, s) in states.iter().enumerate() {
-            let d = s.dev;
-            let (device_id, module_id) = split(s.name);
-            let sdk = (d.sdk != NONE).then(|| self.sdks.name(d.sdk).to_string());
+
+        // Pass 3: the devices, from their attributions (made, counted and dropped:
+        // they are made again, lazily, as the document is written).
+        let mut tally = Tally::default();
+        let mut out_devices: Vec<(DeviceExplanation, u32)> = Vec::new();
+        for i in 0..src.acc.devs.len() {
+            let d = &src.acc.devs[i];
+            let (device_id, module_id) = split_name(&src.acc.names[i]);
+            let sdk = (d.sdk != NONE).then(|| src.acc.sdks.name(d.sdk).to_string());
             let old = sdk.as_deref().and_then(old_sdk);
-            let first = disconnects.len();
-            let first_refused = refused.len();
-            for (k, e) in d.events.iter().enumerate() {
-                if e.op == OP_REFUSED {
-                    // Part of a token expiry when a connect follows quickly.
-                    let quick = d.events[k + 1..]
-                        .iter()
-                        .take_while(|x| x.op != OP_DISCONNECT)
-                        .find(|x| x.op == OP_CONNECT)
-                        .is_some_and(|x| x.t - e.t <= opts.quick_reconnect_ms);
-                    if e.code == 401_003 && quick {
-                        continue;
-                    }
-                    let class = if e.code == 401_003 {
-                        "credentials"
-                    } else {
-                        "connect_failed"
-                    };
-                    refused.push(Attribution {
-                        device_id: device_id.clone(),
-                        module_id: module_id.clone(),
-                        time: rfc3339_ms(e.t),
-                        time_ms: e.t,
-                        result_type: Some(code_text(e.code)),
-                        class: class.into(),
-                        iothub_cause: None,
-                        reconnect_s: None,
-                        masked_ip_before: ip(e.ip),
-                        masked_ip_after: None,
-                        protocol: proto(e.proto),
-                        evidence: vec![format!(
-                            "connect refused with {} at {}",
-                            code_text(e.code),
-                            rfc3339_ms(e.t)
-                        )],
-                        fix: Cow::Borrowed(class_fix(class)),
-                        device_record: None,
-                    });
-                    continue;
-                }
-                if e.op != OP_DISCONNECT {
-                    continue;
-                }
-                let f = facts(d, k);
-                let next = f.next_connect.map(|j| d.events[j]);
-                let reconnect_s = next.map(|n| (n.t - e.t) as f64 / 1000.0);
-                let ip_after = next.map(|n| n.ip).unwrap_or(NONE);
-                let mut evidence = Vec::new();
-                let quick =
-                    reconnect_s.is_some_and(|r| r * 1000.0 <= opts.quick_reconnect_ms as f64);
-                let class: &str = if s.period_marks[k] {
-                    let p = periods[i].as_ref().expect("marks come with a period");
-                    evidence.push(format!(
-                        "one of a steady series: a disconnect every {} (± {})",
-                        human_s(p.period_s),
-                        human_s(p.spread_s)
-                    ));
-                    if f.saw_401003 {
-                        evidence
-                            .push("401003 IoTHubUnauthorized: the SAS token had expired".into());
-                        "token_expired"
-                    } else {
-                        "token_renewal"
-                    }
-                } else if f.saw_401003 && quick {
-                    evidence.push(
-                        "401003 IoTHubUnauthorized and a successful reconnect less than a minute later: the SAS token expired and was renewed".into(),
-                    );
-                    "token_expired"
-                } else if let Some(w) = window_of(e.t).filter(|w| w.2 == Some(3) && e.code != 0) {
-                    evidence.push(w.3.clone());
-                    "hub_transient"
-                } else if e.code == 0 {
-                    evidence.push("a clean disconnect: no error result".into());
-                    "device_closed"
-                } else {
-                    if let Some(w) = window_of(e.t) {
-                        evidence.push(w.3.clone());
-                    }
-                    if next.is_none() && log_to - e.t >= opts.never_after_ms {
-                        evidence.push(format!(
-                            "never connected again: the log goes on for {} after it",
-                            human_s((log_to - e.t) as f64 / 1000.0)
-                        ));
-                        "never_reconnected"
-                    } else if f.ip_before != NONE && ip_after != NONE && f.ip_before != ip_after {
-                        evidence.push(format!(
-                            "the masked IP changed from {} to {}: the device moved to another network (roaming)",
-                            self.ips.name(f.ip_before),
-                            self.ips.name(ip_after)
-                        ));
-                        "roaming"
-                    } else {
-                        "network"
-                    }
-                };
-                let cause = class_cause(class);
-                evidence.insert(
-                    0,
-                    format!(
-                        "{} at {}",
-                        if e.code == 0 {
-                            "deviceDisconnect".to_string()
-                        } else {
-                            code_text(e.code)
-                        },
-                        rfc3339_ms(e.t)
-                    ),
-                );
-                match reconnect_s {
-                    Some(r) => evidence.push(format!("reconnected after {}", human_s(r))),
-                    None if class != "never_reconnected" => evidence.push(format!(
-                        "not seen connecting again before the log ends ({} later)",
-                        human_s((log_to - e.t) as f64 / 1000.0)
-                    )),
-                    None => {}
-                }
-                if let Some(p) = proto(e.proto).or_else(|| next.and_then(|n| proto(n.proto))) {
-                    evidence.push(format!("protocol {p}"));
-                }
-                let mut fix = Cow::Borrowed(class_fix(class));
-                if let (Some((name, min)), Some(v), Some(2)) = (&old, &sdk, cause) {
-                    evidence.push(format!(
-                        "sdkVersion {v} is an old {name} (older than {min})"
-                    ));
-                    fix = Cow::Owned(format!("{fix} {FIX_OLD_SDK}: {v} is older than {min}."));
-                }
-                disconnects.push(Attribution {
-                    device_id: device_id.clone(),
-                    module_id: module_id.clone(),
-                    time: rfc3339_ms(e.t),
-                    time_ms: e.t,
-                    result_type: (e.code != 0).then(|| code_text(e.code)),
-                    class: class.into(),
-                    iothub_cause: cause,
-                    reconnect_s,
-                    masked_ip_before: ip(f.ip_before),
-                    masked_ip_after: ip(ip_after),
-                    protocol: proto(e.proto).or_else(|| next.and_then(|n| proto(n.proto))),
-                    evidence,
-                    fix,
-                    device_record: None,
-                });
-            }
+            let (mine, mine_refused) = src.device(i);
+            tally.add(&mine, &mine_refused);
             // The device.
-            let mine = &disconnects[first..];
             let mut classes: BTreeMap<String, u64> = BTreeMap::new();
-            for a in mine.iter().chain(&refused[first_refused..]) {
+            for a in mine.iter().chain(&mine_refused) {
                 *classes.entry(a.class.clone()).or_default() += 1;
             }
             let dominant = CLASS_ORDER
@@ -949,7 +775,7 @@ impl Accumulator {
                 .events
                 .iter()
                 .filter(|e| e.proto != NONE)
-                .map(|e| self.protos.name(e.proto).to_string())
+                .map(|e| src.acc.protos.name(e.proto).to_string())
                 .collect();
             protocols.sort();
             protocols.dedup();
@@ -964,7 +790,7 @@ impl Accumulator {
             let never = mine.last().is_some_and(|a| a.class == "never_reconnected");
             let n_disc = mine.len() as u64;
             let mut evidence = Vec::new();
-            let period = periods[i].clone();
+            let period = src.periods[i].clone();
             if let Some(p) = &period {
                 evidence.push(format!(
                     "{} of {} sessions ended {} (± {}) after they began (spread ± {})",
@@ -1009,29 +835,33 @@ impl Accumulator {
             if let (Some((_, min)), Some(v)) = (&old, &sdk) {
                 fix.push_str(&format!(" {FIX_OLD_SDK}: {v} is older than {min}."));
             }
-            out_devices.push(DeviceExplanation {
-                device_id,
-                module_id,
-                dominant_class: dominant.into(),
-                iothub_cause: cause,
-                disconnects: n_disc,
-                connects: d.events.iter().filter(|e| e.op == OP_CONNECT).count() as u64,
-                refused_connects: d.events.iter().filter(|e| e.op == OP_REFUSED).count() as u64,
-                classes,
-                protocols,
-                sdk_version: sdk,
-                old_sdk: old.is_some(),
-                masked_ips: ips.len() as u64,
-                period,
-                never_reconnected: never,
-                clock_offset_s: None,
-                summary,
-                evidence,
-                fix,
-            });
+            out_devices.push((
+                DeviceExplanation {
+                    device_id,
+                    module_id,
+                    dominant_class: dominant.into(),
+                    iothub_cause: cause,
+                    disconnects: n_disc,
+                    connects: d.events.iter().filter(|e| e.op == OP_CONNECT).count() as u64,
+                    refused_connects: d.events.iter().filter(|e| e.op == OP_REFUSED).count() as u64,
+                    classes,
+                    protocols,
+                    sdk_version: sdk,
+                    old_sdk: old.is_some(),
+                    masked_ips: ips.len() as u64,
+                    period,
+                    never_reconnected: never,
+                    clock_offset_s: None,
+                    summary,
+                    evidence,
+                    fix,
+                },
+                i as u32,
+            ));
         }
 
         // The join.
+        let mut updates: Vec<((u32, u32), DeviceRecord)> = Vec::new();
         let join = side.map(|side| {
             let mut js = JoinSection {
                 reports: side.reports,
@@ -1042,35 +872,22 @@ impl Accumulator {
                 hub_only: Vec::new(),
                 device_only: Vec::new(),
             };
-            let mut by_dev: HashMap<(&str, Option<&str>), Vec<usize>> = HashMap::new();
-            for (k, a) in disconnects.iter().enumerate() {
-                by_dev
-                    .entry((a.device_id.as_str(), a.module_id.as_deref()))
-                    .or_default()
-                    .push(k);
-            }
-            let mut updates: Vec<(usize, DeviceRecord)> = Vec::new();
             let mut offsets: HashMap<String, f64> = HashMap::new();
             let mut names: Vec<&String> = side.devices.keys().collect();
             names.sort();
             for name in names {
                 let evs = &side.devices[name];
-                let (d, m) = match name.split_once('/') {
-                    Some((d, m)) => (d, Some(m)),
-                    None => (name.as_str(), None),
-                };
-                let idx = by_dev.get(&(d, m)).cloned().unwrap_or_default();
-                let in_log = self.index.contains_key(name.as_str());
-                if !in_log {
+                let Some(&di) = src.acc.index.get(name.as_str()) else {
                     continue;
-                }
+                };
+                let mine = src.device(di as usize).0;
                 js.devices_joined += 1;
-                let hub_t: Vec<i64> = idx.iter().map(|&k| disconnects[k].time_ms).collect();
+                let hub_t: Vec<i64> = mine.iter().map(|a| a.time_ms).collect();
                 let off = join::clock_offset_ms(&hub_t, evs, opts.tolerance_ms);
                 offsets.insert(name.clone(), off as f64 / 1000.0);
                 let mut used = vec![false; evs.len()];
-                for &k in &idx {
-                    let t = disconnects[k].time_ms;
+                for (k, a) in mine.iter().enumerate() {
+                    let t = a.time_ms;
                     let best = evs
                         .iter()
                         .enumerate()
@@ -1089,7 +906,7 @@ impl Accumulator {
                                 .or_default() += 1;
                             js.matched += 1;
                             updates.push((
-                                k,
+                                (di, k as u32),
                                 DeviceRecord {
                                     id: e.event.id.clone(),
                                     at: e.event.at.clone(),
@@ -1105,8 +922,8 @@ impl Accumulator {
                         }
                         None => js.hub_only.push(HubOnly {
                             device_id: name.clone(),
-                            time: disconnects[k].time.clone(),
-                            class: disconnects[k].class.clone(),
+                            time: a.time.clone(),
+                            class: a.class.clone(),
                         }),
                     }
                 }
@@ -1125,18 +942,7 @@ impl Accumulator {
                     }
                 }
             }
-            for (k, rec) in updates {
-                let a = &mut disconnects[k];
-                a.evidence.push(format!(
-                    "the device recorded it ({} match, {:+.1} s): {}",
-                    format!("{:?}", rec.quality).to_lowercase(),
-                    rec.residual_s,
-                    rec.summary
-                ));
-                a.fix = Cow::Owned(rec.fix.clone());
-                a.device_record = Some(rec);
-            }
-            for dv in &mut out_devices {
+            for (dv, _) in &mut out_devices {
                 let key = match &dv.module_id {
                     Some(m) => format!("{}/{m}", dv.device_id),
                     None => dv.device_id.clone(),
@@ -1147,24 +953,24 @@ impl Accumulator {
             }
             js
         });
+        src.records.extend(updates);
 
-        disconnects.sort_by(|a, b| {
-            a.time_ms
-                .cmp(&b.time_ms)
-                .then(a.device_id.cmp(&b.device_id))
-        });
-        refused.sort_by(|a, b| {
-            a.time_ms
-                .cmp(&b.time_ms)
-                .then(a.device_id.cmp(&b.device_id))
-        });
         out_devices.sort_by(|a, b| {
-            (b.disconnects + b.refused_connects)
-                .cmp(&(a.disconnects + a.refused_connects))
-                .then(a.device_id.cmp(&b.device_id))
-                .then(a.module_id.cmp(&b.module_id))
+            (b.0.disconnects + b.0.refused_connects)
+                .cmp(&(a.0.disconnects + a.0.refused_connects))
+                .then(a.0.device_id.cmp(&b.0.device_id))
+                .then(a.0.module_id.cmp(&b.0.module_id))
         });
-        let totals = totals(&out_devices, &disconnects, &refused);
+        src.order = out_devices.iter().map(|x| x.1).collect();
+        let out_devices: Vec<DeviceExplanation> = out_devices.into_iter().map(|x| x.0).collect();
+        let totals = totals(&out_devices, tally);
+        let span = src.acc.span;
+        let src = Arc::new(src);
+        let disconnects = Attributions {
+            src: Arc::clone(&src),
+            refused: false,
+        };
+        let refused = Attributions { src, refused: true };
         let min_devices = view.min_devices;
         Explanation {
             schema: SCHEMA_ID.into(),
@@ -1176,7 +982,7 @@ impl Accumulator {
                 bad_records: stats.bad_records,
                 skipped_files: stats.skipped_files,
             },
-            span: self.span.map(|(a, b)| Span {
+            span: span.map(|(a, b)| Span {
                 from: rfc3339_ms(a),
                 to: rfc3339_ms(b),
             }),
@@ -1193,6 +999,301 @@ impl Accumulator {
             refused_connects: refused,
             join,
         }
+    }
+}
+
+/// Per disconnect facts.
+struct Facts {
+    next_connect: Option<usize>,
+    saw_401003: bool,
+    ip_before: u32,
+}
+
+/// The facts of the disconnect at `k`.
+fn facts(d: &Dev, k: usize) -> Facts {
+    let e = d.events[k];
+    let mut saw = e.code == 401_003;
+    let mut next = None;
+    for (j, x) in d.events.iter().enumerate().skip(k + 1) {
+        match x.op {
+            OP_CONNECT => {
+                next = Some(j);
+                break;
+            }
+            OP_REFUSED if x.code == 401_003 => saw = true,
+            OP_DISCONNECT => break,
+            _ => {}
+        }
+    }
+    let ip_before = if e.ip != NONE {
+        e.ip
+    } else {
+        d.events[..k]
+            .iter()
+            .rev()
+            .find(|x| x.op == OP_CONNECT && x.ip != NONE)
+            .map(|x| x.ip)
+            .unwrap_or(NONE)
+    };
+    Facts {
+        next_connect: next,
+        saw_401003: saw,
+        ip_before,
+    }
+}
+
+/// A device id and module id from a device key (`device/module`).
+fn split_name(name: &str) -> (String, Option<String>) {
+    match name.split_once('/') {
+        Some((d, m)) => (d.to_string(), Some(m.to_string())),
+        None => (name.to_string(), None),
+    }
+}
+
+/// The fleet's counts of attributions, taken device by device.
+#[derive(Debug, Default)]
+struct Tally {
+    by_cause: BTreeMap<String, u64>,
+    by_class: BTreeMap<String, u64>,
+    disconnects: u64,
+    refused: u64,
+    credentials: u64,
+}
+
+impl Tally {
+    fn add(&mut self, disc: &[Attribution], refused: &[Attribution]) {
+        for a in disc {
+            let k = a
+                .iothub_cause
+                .map(|c| c.to_string())
+                .unwrap_or("none".into());
+            *self.by_cause.entry(k).or_default() += 1;
+            *self.by_class.entry(a.class.clone()).or_default() += 1;
+        }
+        for a in refused {
+            *self.by_class.entry(a.class.clone()).or_default() += 1;
+            if a.class == "credentials" {
+                self.credentials += 1;
+            }
+        }
+        self.disconnects += disc.len() as u64;
+        self.refused += refused.len() as u64;
+    }
+}
+
+/// What the attributions are made from: the compact events (24 bytes each), the
+/// rules' verdicts per device, and the device records of the join. Attributions
+/// are made device by device when they are needed, so the document's memory does
+/// not grow with the disconnects.
+#[derive(Debug)]
+pub struct Attributor {
+    acc: Accumulator,
+    marks: Vec<Vec<bool>>,
+    periods: Vec<Option<Period>>,
+    win_ranges: Vec<(i64, i64, Option<u8>, String)>,
+    log_to: i64,
+    quick_reconnect_ms: i64,
+    never_after_ms: i64,
+    /// (device, its n-th disconnect) → the device's own record of it.
+    records: HashMap<(u32, u32), DeviceRecord>,
+    /// The devices in the document's order.
+    order: Vec<u32>,
+}
+
+impl Attributor {
+    /// The disconnects and refused connects of device `i`, in time order.
+    fn device(&self, i: usize) -> (Vec<Attribution>, Vec<Attribution>) {
+        let d = &self.acc.devs[i];
+        let (device_id, module_id) = split_name(&self.acc.names[i]);
+        let sdk = (d.sdk != NONE).then(|| self.acc.sdks.name(d.sdk).to_string());
+        let old = sdk.as_deref().and_then(old_sdk);
+        let ip = |i: u32| (i != NONE).then(|| self.acc.ips.name(i).to_string());
+        let proto = |i: u32| (i != NONE).then(|| self.acc.protos.name(i).to_string());
+        let window_of = |t: i64| self.win_ranges.iter().find(|w| t >= w.0 && t < w.1);
+        let mut disc: Vec<Attribution> = Vec::new();
+        let mut refused: Vec<Attribution> = Vec::new();
+        for (k, e) in d.events.iter().enumerate() {
+            if e.op == OP_REFUSED {
+                // Part of a token expiry when a connect follows quickly.
+                let quick = d.events[k + 1..]
+                    .iter()
+                    .take_while(|x| x.op != OP_DISCONNECT)
+                    .find(|x| x.op == OP_CONNECT)
+                    .is_some_and(|x| x.t - e.t <= self.quick_reconnect_ms);
+                if e.code == 401_003 && quick {
+                    continue;
+                }
+                let class = if e.code == 401_003 {
+                    "credentials"
+                } else {
+                    "connect_failed"
+                };
+                refused.push(Attribution {
+                    device_id: device_id.clone(),
+                    module_id: module_id.clone(),
+                    time: rfc3339_ms(e.t),
+                    time_ms: e.t,
+                    result_type: Some(code_text(e.code)),
+                    class: class.into(),
+                    iothub_cause: None,
+                    reconnect_s: None,
+                    masked_ip_before: ip(e.ip),
+                    masked_ip_after: None,
+                    protocol: proto(e.proto),
+                    evidence: vec![format!(
+                        "connect refused with {} at {}",
+                        code_text(e.code),
+                        rfc3339_ms(e.t)
+                    )],
+                    fix: Cow::Borrowed(class_fix(class)),
+                    device_record: None,
+                });
+                continue;
+            }
+            if e.op != OP_DISCONNECT {
+                continue;
+            }
+            let f = facts(d, k);
+            let next = f.next_connect.map(|j| d.events[j]);
+            let reconnect_s = next.map(|n| (n.t - e.t) as f64 / 1000.0);
+            let ip_after = next.map(|n| n.ip).unwrap_or(NONE);
+            let mut evidence = Vec::new();
+            let quick = reconnect_s.is_some_and(|r| r * 1000.0 <= self.quick_reconnect_ms as f64);
+            let class: &str = if self.marks[i][k] {
+                let p = self.periods[i].as_ref().expect("marks come with a period");
+                evidence.push(format!(
+                    "one of a steady series: a disconnect every {} (± {})",
+                    human_s(p.period_s),
+                    human_s(p.spread_s)
+                ));
+                if f.saw_401003 {
+                    evidence.push("401003 IoTHubUnauthorized: the SAS token had expired".into());
+                    "token_expired"
+                } else {
+                    "token_renewal"
+                }
+            } else if f.saw_401003 && quick {
+                evidence.push(
+                    "401003 IoTHubUnauthorized and a successful reconnect less than a minute later: the SAS token expired and was renewed".into(),
+                );
+                "token_expired"
+            } else if let Some(w) = window_of(e.t).filter(|w| w.2 == Some(3) && e.code != 0) {
+                evidence.push(w.3.clone());
+                "hub_transient"
+            } else if e.code == 0 {
+                evidence.push("a clean disconnect: no error result".into());
+                "device_closed"
+            } else {
+                if let Some(w) = window_of(e.t) {
+                    evidence.push(w.3.clone());
+                }
+                if next.is_none() && self.log_to - e.t >= self.never_after_ms {
+                    evidence.push(format!(
+                        "never connected again: the log goes on for {} after it",
+                        human_s((self.log_to - e.t) as f64 / 1000.0)
+                    ));
+                    "never_reconnected"
+                } else if f.ip_before != NONE && ip_after != NONE && f.ip_before != ip_after {
+                    evidence.push(format!(
+                        "the masked IP changed from {} to {}: the device moved to another network (roaming)",
+                        self.acc.ips.name(f.ip_before),
+                        self.acc.ips.name(ip_after)
+                    ));
+                    "roaming"
+                } else {
+                    "network"
+                }
+            };
+            let cause = class_cause(class);
+            evidence.insert(
+                0,
+                format!(
+                    "{} at {}",
+                    if e.code == 0 {
+                        "deviceDisconnect".to_string()
+                    } else {
+                        code_text(e.code)
+                    },
+                    rfc3339_ms(e.t)
+                ),
+            );
+            match reconnect_s {
+                Some(r) => evidence.push(format!("reconnected after {}", human_s(r))),
+                None if class != "never_reconnected" => evidence.push(format!(
+                    "not seen connecting again before the log ends ({} later)",
+                    human_s((self.log_to - e.t) as f64 / 1000.0)
+                )),
+                None => {}
+            }
+            if let Some(p) = proto(e.proto).or_else(|| next.and_then(|n| proto(n.proto))) {
+                evidence.push(format!("protocol {p}"));
+            }
+            let mut fix = Cow::Borrowed(class_fix(class));
+            if let (Some((name, min)), Some(v), Some(2)) = (&old, &sdk, cause) {
+                evidence.push(format!(
+                    "sdkVersion {v} is an old {name} (older than {min})"
+                ));
+                fix = Cow::Owned(format!("{fix} {FIX_OLD_SDK}: {v} is older than {min}."));
+            }
+            disc.push(Attribution {
+                device_id: device_id.clone(),
+                module_id: module_id.clone(),
+                time: rfc3339_ms(e.t),
+                time_ms: e.t,
+                result_type: (e.code != 0).then(|| code_text(e.code)),
+                class: class.into(),
+                iothub_cause: cause,
+                reconnect_s,
+                masked_ip_before: ip(f.ip_before),
+                masked_ip_after: ip(ip_after),
+                protocol: proto(e.proto).or_else(|| next.and_then(|n| proto(n.proto))),
+                evidence,
+                fix,
+                device_record: None,
+            });
+        }
+        for (n, a) in disc.iter_mut().enumerate() {
+            if let Some(rec) = self.records.get(&(i as u32, n as u32)) {
+                a.evidence.push(format!(
+                    "the device recorded it ({} match, {:+.1} s): {}",
+                    format!("{:?}", rec.quality).to_lowercase(),
+                    rec.residual_s,
+                    rec.summary
+                ));
+                a.fix = Cow::Owned(rec.fix.clone());
+                a.device_record = Some(rec.clone());
+            }
+        }
+        (disc, refused)
+    }
+}
+
+/// The disconnects (or refused connects) of the document, made device by device
+/// as they are read or written: devices in the document's order (most disconnects
+/// first), each device's in time order.
+#[derive(Debug, Clone)]
+pub struct Attributions {
+    src: Arc<Attributor>,
+    refused: bool,
+}
+
+impl Attributions {
+    /// The attributions, made one device at a time.
+    pub fn iter(&self) -> impl Iterator<Item = Attribution> + '_ {
+        self.src.order.iter().flat_map(move |&i| {
+            let (d, r) = self.src.device(i as usize);
+            if self.refused {
+                r
+            } else {
+                d
+            }
+        })
+    }
+}
+
+impl Serialize for Attributions {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
     }
 }
 
@@ -1272,30 +1373,22 @@ fn pct(a: u64, b: u64) -> String {
     }
 }
 
-fn totals(devs: &[DeviceExplanation], disc: &[Attribution], refused: &[Attribution]) -> Totals {
+fn totals(devs: &[DeviceExplanation], tally: Tally) -> Totals {
     let mut by_cause: BTreeMap<String, u64> = ["1", "2", "3", "none"]
         .iter()
         .map(|k| (k.to_string(), 0))
         .collect();
-    let mut by_class: BTreeMap<String, u64> = BTreeMap::new();
-    for a in disc {
-        let k = a
-            .iothub_cause
-            .map(|c| c.to_string())
-            .unwrap_or("none".into());
-        *by_cause.entry(k).or_default() += 1;
-        *by_class.entry(a.class.clone()).or_default() += 1;
+    for (k, v) in tally.by_cause {
+        *by_cause.entry(k).or_default() += v;
     }
-    for a in refused {
-        *by_class.entry(a.class.clone()).or_default() += 1;
-    }
+    let by_class = tally.by_class;
     let mut devices_by_class: BTreeMap<String, u64> = BTreeMap::new();
     for d in devs {
         *devices_by_class
             .entry(d.dominant_class.clone())
             .or_default() += 1;
     }
-    let n = disc.len() as u64;
+    let n = tally.disconnects;
     // What cause 1 devices have in common: the token lifetime and protocol most seen.
     let mut lifetimes: BTreeMap<(u64, String), u64> = BTreeMap::new();
     for d in devs.iter().filter(|d| d.iothub_cause == Some(1)) {
@@ -1340,7 +1433,7 @@ fn totals(devs: &[DeviceExplanation], disc: &[Attribution], refused: &[Attributi
     } else {
         format!("of {} disconnects: {}", group(n), parts.join(", "))
     };
-    let cred = refused.iter().filter(|a| a.class == "credentials").count() as u64;
+    let cred = tally.credentials;
     if cred > 0 {
         summary.push_str(&format!(
             "; {} connect attempts refused with 401003 (credentials)",
@@ -1350,7 +1443,7 @@ fn totals(devs: &[DeviceExplanation], disc: &[Attribution], refused: &[Attributi
     Totals {
         devices: devs.len() as u64,
         disconnects: n,
-        refused_connects: refused.len() as u64,
+        refused_connects: tally.refused,
         by_cause,
         by_class,
         devices_by_class,

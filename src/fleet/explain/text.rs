@@ -1,9 +1,15 @@
-//! The explanation for a person: totals, windows, devices, then every disconnect
-//! that is not a routine token renewal.
+//! The explanation for a person: totals, windows, the devices with the most
+//! disconnects, then the first disconnects that are not routine token renewals.
+//! Each list stops at [`MAX_LISTED`] lines (the output says how many are left out;
+//! the JSON document has them all).
 
 use std::fmt::Write;
 
 use super::rules::Explanation;
+
+/// The most devices, disconnects or refused connects one list shows (in text and
+/// HTML).
+pub const MAX_LISTED: usize = 200;
 
 /// Renders the text output.
 pub fn render(e: &Explanation) -> String {
@@ -39,8 +45,16 @@ pub fn render(e: &Explanation) -> String {
     for w in &e.windows {
         let _ = writeln!(o, "  [{}] {}", w.likely_cause, w.summary);
     }
-    o.push_str("\nDevices:\n");
-    for d in &e.devices {
+    if e.devices.len() > MAX_LISTED {
+        let _ = writeln!(
+            o,
+            "\nDevices (the {MAX_LISTED} with the most disconnects of {}; -o json lists all):",
+            e.devices.len()
+        );
+    } else {
+        o.push_str("\nDevices:\n");
+    }
+    for d in e.devices.iter().take(MAX_LISTED) {
         let id = match &d.module_id {
             Some(m) => format!("{}/{m}", d.device_id),
             None => d.device_id.clone(),
@@ -58,12 +72,18 @@ pub fn render(e: &Explanation) -> String {
         }
         let _ = writeln!(o, "      fix: {}", d.fix);
     }
-    o.push_str("\nDisconnects (token renewals left out):\n");
-    for a in e
+    o.push_str("\nDisconnects (token renewals left out; device by device, in the order above):\n");
+    let mut more = 0u64;
+    for (n, a) in e
         .disconnects
         .iter()
         .filter(|a| a.class != "token_renewal" || a.device_record.is_some())
+        .enumerate()
     {
+        if n >= MAX_LISTED {
+            more += 1;
+            continue;
+        }
         let cause = a
             .iothub_cause
             .map(|c| format!("cause {c}"))
@@ -77,9 +97,12 @@ pub fn render(e: &Explanation) -> String {
             let _ = writeln!(o, "      fix: {}", r.fix);
         }
     }
-    if !e.refused_connects.is_empty() {
+    if more > 0 {
+        let _ = writeln!(o, "  … and {more} more (-o json lists all)");
+    }
+    if e.totals.refused_connects > 0 {
         o.push_str("\nRefused connects:\n");
-        for a in &e.refused_connects {
+        for a in e.refused_connects.iter().take(MAX_LISTED) {
             let _ = writeln!(
                 o,
                 "  {} {}: {} ({})",
@@ -87,6 +110,14 @@ pub fn render(e: &Explanation) -> String {
                 a.device_id,
                 a.class,
                 a.result_type.as_deref().unwrap_or("")
+            );
+        }
+        let listed = e.totals.refused_connects.min(MAX_LISTED as u64);
+        if e.totals.refused_connects > listed {
+            let _ = writeln!(
+                o,
+                "  … and {} more (-o json lists all)",
+                e.totals.refused_connects - listed
             );
         }
     }
