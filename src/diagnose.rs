@@ -3,6 +3,8 @@
 //! endpoints of one check (e.g. 8883 blocked but 443 open) are derived here too.
 
 use crate::model::class::E401003;
+
+mod mqtt5;
 use crate::model::{explain, Evidence, FailureClass, Finding, Severity};
 
 /// What the findings need to know beyond the endpoint results.
@@ -355,6 +357,8 @@ pub fn findings(endpoints: &[crate::model::EndpointReport], ctx: &Context<'_>) -
             });
         }
     }
+    // 5. MQTT 5: the limits the broker states in CONNACK, and its redirects.
+    out.extend(mqtt5::findings(endpoints));
     out
 }
 

@@ -107,6 +107,17 @@ pub struct HubSection {
     /// The device's keep-alive.
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub keepalive: Option<Duration>,
+    /// The MQTT version the probe and the canary speak: "3.1.1" or "5" (default: the profile's).
+    #[serde(default, deserialize_with = "de_opt_mqtt_version")]
+    pub mqtt_version: Option<crate::model::MqttVersion>,
+}
+
+fn de_opt_mqtt_version<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<crate::model::MqttVersion>, D::Error> {
+    let s: Option<String> = Deserialize::deserialize(d)?;
+    s.map(|s| s.parse().map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// `[identity]`.
@@ -597,6 +608,7 @@ impl AgentConfig {
             sas_ttl: id.sas_ttl.unwrap_or(Duration::from_secs(3600)),
             sas_expiry: None,
             keepalive: h.keepalive,
+            mqtt_version: h.mqtt_version,
             labels: self
                 .labels
                 .iter()

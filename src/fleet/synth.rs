@@ -397,6 +397,7 @@ fn endpoint_report(
                 },
                 disconnect_sent: !c.hub_down,
                 note: None,
+                ..Default::default()
             };
             let p = if c.hub_down {
                 PhaseResult::failed(

@@ -10,6 +10,7 @@ pub mod class;
 pub mod evidence;
 pub mod finding;
 pub mod keepalive;
+pub mod mqtt5;
 pub mod phase;
 pub mod report;
 pub mod result;
@@ -19,6 +20,7 @@ pub use class::{catalogue_markdown, explain, Explanation, FailureClass};
 pub use evidence::*;
 pub use finding::{Finding, Severity};
 pub use keepalive::KeepaliveReport;
+pub use mqtt5::{Mqtt5ConnackProperties, Mqtt5Disconnect, MqttVersion};
 pub use phase::{ms, Phase, Status};
 pub use report::{
     hostname, new_id, rfc3339, rfc3339_unix, EndpointReport, Protocol, Report, SasTokenInfo,
