@@ -370,3 +370,150 @@ fn server_busy_and_quota_exceeded_have_their_classes() {
         assert_eq!(out.code, 2);
     }
 }
+
+fn v5_options(client_id: &str) -> hubprobe::probe::mqtt::MqttOptions {
+    hubprobe::probe::mqtt::MqttOptions {
+        client_id: client_id.into(),
+        username: None,
+        password: None,
+        keep_alive: 30,
+        auth: "none",
+        pings: 0,
+        timeout: Duration::from_secs(10),
+        version: hubprobe::model::MqttVersion::V5,
+    }
+}
+
+async fn v5_session(port: u16, client_id: &str) -> hubprobe::probe::mqtt::Session {
+    use hubprobe::probe::stream::{Link, MaybeTls};
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to mosquitto");
+    let link = Link::Stream(MaybeTls::Plain(tcp));
+    hubprobe::probe::mqtt::Session::connect(link, &v5_options(client_id))
+        .await
+        .unwrap_or_else(|f| panic!("v5 CONNECT refused: {f:?}"))
+}
+
+fn v5_machine() -> hubprobe::agent::machine::SessionMachine {
+    use hubprobe::agent::machine::{MachineConfig, SessionMachine};
+    SessionMachine::new(
+        MachineConfig {
+            keepalive: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(10),
+            token_lifetime: None,
+            token_expiry_unix: None,
+            version: hubprobe::model::MqttVersion::V5,
+        },
+        tokio::time::Instant::now(),
+    )
+}
+
+/// Feeds what the server sends on `link` to the canary's machine until the session ends.
+async fn hold_until_end(
+    mut link: hubprobe::probe::stream::Link,
+    leftover: BytesMut,
+) -> hubprobe::agent::machine::Disconnect {
+    use hubprobe::agent::machine::{Action, Ended};
+    use tokio::time::Instant as TInstant;
+    let mut m = v5_machine();
+    m.on_bytes(&leftover, TInstant::now());
+    let mut buf = BytesMut::new();
+    let deadline = TInstant::now() + Duration::from_secs(15);
+    for _ in 0..100 {
+        buf.clear();
+        let n = match tokio::time::timeout_at(deadline, link.recv(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => panic!("read: {e}"),
+            Err(_) => panic!("the session did not end within 15 s"),
+        };
+        if n == 0 {
+            m.on_eof(TInstant::now(), 0);
+        } else {
+            m.on_bytes(&buf[..], TInstant::now());
+        }
+        while let Some(a) = m.poll_action() {
+            match a {
+                Action::End(Ended::Disconnect(d)) => return d,
+                Action::End(other) => panic!("expected a disconnect, got {other:?}"),
+                _ => {}
+            }
+        }
+    }
+    panic!("the session did not end after 100 reads");
+}
+
+/// Debian's mosquitto 2.0.11 closes a v5 session that another client takes over
+/// without sending DISCONNECT 0x8E (its log says "already connected, closing old
+/// connection"): the canary records what it saw, an EOF without DISCONNECT.
+#[tokio::test]
+async fn a_take_over_by_mosquitto_ends_the_v5_canary_session() {
+    use hubprobe::agent::history::DisconnectCause;
+    let b = broker();
+    let first = v5_session(b.anon, "canary-takeover").await;
+    assert_eq!(
+        first
+            .connack_properties()
+            .and_then(|p| p.server_keep_alive_s),
+        None,
+        "a keep-alive of 30 s is within the broker's cap"
+    );
+    let (link, leftover) = first.into_parts();
+    let second = v5_session(b.anon, "canary-takeover").await;
+    let d = hold_until_end(link, leftover).await;
+    assert!(
+        matches!(
+            (d.cause, d.reason_code),
+            (DisconnectCause::EofWithoutDisconnect, None)
+                | (DisconnectCause::ServerDisconnect, Some(0x8E))
+        ),
+        "{d:?}"
+    );
+    second.close(Duration::from_secs(2)).await;
+}
+
+/// A v5 server that accepts CONNECT, then sends `after` (a DISCONNECT with a reason).
+fn v5_server_then(after: Vec<u8>) -> (u16, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).unwrap_or(0);
+        assert!(n > 9 && buf[0] == 0x10, "not a CONNECT");
+        // CONNACK success, Server Keep Alive 20 s.
+        s.write_all(&[0x20, 0x06, 0x00, 0x00, 0x03, 0x13, 0x00, 0x14])
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        s.write_all(&after).unwrap();
+        let _ = s.read(&mut buf);
+    });
+    (port, h)
+}
+
+#[tokio::test]
+async fn v5_disconnect_reason_codes_become_the_canary_s_disconnect_cause() {
+    use hubprobe::agent::history::DisconnectCause;
+    for (code, name) in [
+        (0x8Eu8, "session taken over"),
+        (0x8D, "keep alive timeout"),
+        (0x98, "administrative action"),
+        (0x8B, "server shutting down"),
+    ] {
+        // DISCONNECT, reason, properties: Reason String "lab".
+        let after = vec![0xE0, 0x08, code, 0x06, 0x1F, 0x00, 0x03, b'l', b'a', b'b'];
+        let (port, h) = v5_server_then(after);
+        let s = v5_session(port, "canary-reason").await;
+        assert_eq!(
+            s.connack_properties().and_then(|p| p.server_keep_alive_s),
+            Some(20)
+        );
+        let (link, leftover) = s.into_parts();
+        let d = hold_until_end(link, leftover).await;
+        assert_eq!(d.cause, DisconnectCause::ServerDisconnect, "{d:?}");
+        assert_eq!(d.reason_code, Some(code), "{d:?}");
+        assert!(d.detail.contains(name), "{d:?}");
+        h.join().unwrap();
+    }
+}
