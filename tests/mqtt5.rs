@@ -517,3 +517,51 @@ async fn v5_disconnect_reason_codes_become_the_canary_s_disconnect_cause() {
         h.join().unwrap();
     }
 }
+
+#[test]
+fn the_tuner_caps_the_keep_alive_at_the_server_keep_alive() {
+    let b = broker();
+    let port = format!("mqtt={}", b.anon);
+    let out = run(&[
+        "tune",
+        "127.0.0.1",
+        "--profile",
+        "mqtt-broker",
+        "--endpoint",
+        "mqtt",
+        "--port",
+        &port,
+        "--mqtt-version",
+        "5",
+        "--samples",
+        "3",
+        "--sample-interval",
+        "20ms",
+        "--no-discovery",
+        "-o",
+        "json",
+    ]);
+    let report = out.report();
+    let rec = &report["keepalive"]["recommendation"];
+    assert_eq!(
+        rec["binding"],
+        "server_keep_alive",
+        "{rec:#}\n{}",
+        out.all_output()
+    );
+    assert!(
+        rec["keepalive_s"].as_u64().unwrap() <= u64::from(MAX_KEEPALIVE),
+        "{rec:#}"
+    );
+    let limit = rec["limits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["kind"] == "server_keep_alive")
+        .expect("the Server Keep Alive is a named limit");
+    assert_eq!(limit["value_s"], MAX_KEEPALIVE);
+    assert!(limit["reason"]
+        .as_str()
+        .unwrap()
+        .contains("Server Keep Alive of 60 s"));
+}
