@@ -725,6 +725,25 @@ mod tests {
     }
 
     #[test]
+    fn mqtt_version_reaches_the_plan_and_a_bad_one_is_named() {
+        let base = "[hub]\nhost = \"h.example\"\nprofile = \"mqtt-broker\"\n";
+        let plan = parse(&format!("{base}mqtt_version = \"5\"\n"))
+            .unwrap()
+            .plan(Path::new("c.toml"), EnvCredentials::default())
+            .unwrap();
+        assert_eq!(plan.profile.mqtt.version, crate::model::MqttVersion::V5);
+        let plan = parse(base)
+            .unwrap()
+            .plan(Path::new("c.toml"), EnvCredentials::default())
+            .unwrap();
+        assert_eq!(plan.profile.mqtt.version, crate::model::MqttVersion::V311);
+        let m = parse(&format!("{base}mqtt_version = \"6\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("mqtt_version") && m.contains("3.1.1 or 5"), "{m}");
+    }
+
+    #[test]
     fn minimal_file_gets_defaults() {
         let c = parse("[hub]\nhost = \"h.example\"\n").unwrap();
         assert_eq!(c.schedule.spread, Duration::from_secs(30));
