@@ -740,7 +740,10 @@ mod tests {
         let m = parse(&format!("{base}mqtt_version = \"6\"\n"))
             .unwrap_err()
             .to_string();
-        assert!(m.contains("mqtt_version") && m.contains("3.1.1 or 5"), "{m}");
+        assert!(
+            m.contains("mqtt_version") && m.contains("3.1.1 or 5"),
+            "{m}"
+        );
     }
 
     #[test]
