@@ -570,6 +570,7 @@ fn mqtt_options(plan: &CheckPlan, sas_token: Option<&Secret>, timeout: Duration)
         auth: creds.kind(),
         pings: plan.pings,
         timeout,
+        version: plan.profile.mqtt.version,
     }
 }
 

@@ -634,6 +634,9 @@ fn plan_check_with(args: &TargetArgs, env: EnvCredentials) -> Result<CheckPlan, 
         Credentials::None
     };
 
+    if let Some(v) = args.mqtt_version {
+        profile.mqtt.version = v;
+    }
     let keep_alive = args.keepalive.unwrap_or(profile.mqtt.keepalive);
     if keep_alive < Duration::from_secs(1) {
         // MQTT counts whole seconds; 0 would switch keep-alive off.

@@ -5,6 +5,8 @@
 pub mod proxy;
 
 use crate::model::class::E401003;
+
+mod mqtt5;
 use crate::model::{explain, Evidence, FailureClass, Finding, Severity};
 
 /// What the findings need to know beyond the endpoint results.
@@ -381,6 +383,8 @@ pub fn findings(endpoints: &[crate::model::EndpointReport], ctx: &Context<'_>) -
         }
     }
     out.extend(proxy::findings(endpoints, ctx.proxy));
+    // 5. MQTT 5: the limits the broker states in CONNACK, and its redirects.
+    out.extend(mqtt5::findings(endpoints));
     out
 }
 

@@ -146,6 +146,21 @@ pub struct MqttSettings {
     /// Largest useful keep-alive.
     #[serde(with = "humantime_serde_compat")]
     pub keepalive_max: Duration,
+    /// MQTT version the probe speaks unless `--mqtt-version` says otherwise.
+    ///
+    /// Every built-in profile defaults to 3.1.1, on purpose: it is what the Azure IoT
+    /// device SDKs speak (IoT Hub's MQTT 5 support is a preview with its own limits),
+    /// every broker accepts it, and reports stay comparable with those of earlier
+    /// versions. AWS IoT Device SDK v2 clients and mosquitto 2 speak MQTT 5, but a
+    /// default that changes what a working fleet is probed with should follow field
+    /// use of the v5 path, not precede it: check with `--mqtt-version 5` (or
+    /// `[hub] mqtt_version = "5"`) to see the broker's CONNACK limits.
+    #[serde(default, skip_serializing_if = "is_v311")]
+    pub version: crate::model::MqttVersion,
+}
+
+fn is_v311(v: &crate::model::MqttVersion) -> bool {
+    *v == crate::model::MqttVersion::V311
 }
 
 /// Trust anchors a healthy chain of this hub ends at (by subject common name).

@@ -265,6 +265,10 @@ pub struct TargetArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub keepalive: Option<Duration>,
 
+    /// MQTT version of the CONNECT: 3.1.1 or 5 (default: the profile's).
+    #[arg(long, value_name = "3.1.1|5")]
+    pub mqtt_version: Option<crate::model::MqttVersion>,
+
     /// A label for fleet grouping, put in the report (repeatable): site=berlin-3.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,

@@ -117,6 +117,17 @@ pub struct HubSection {
     /// Timeout of the SNTP query.
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub ntp_timeout: Option<Duration>,
+    /// The MQTT version the probe and the canary speak: "3.1.1" or "5" (default: the profile's).
+    #[serde(default, deserialize_with = "de_opt_mqtt_version")]
+    pub mqtt_version: Option<crate::model::MqttVersion>,
+}
+
+fn de_opt_mqtt_version<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<crate::model::MqttVersion>, D::Error> {
+    let s: Option<String> = Deserialize::deserialize(d)?;
+    s.map(|s| s.parse().map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// `[identity]`.
@@ -630,6 +641,7 @@ impl AgentConfig {
             sas_ttl: id.sas_ttl.unwrap_or(Duration::from_secs(3600)),
             sas_expiry: None,
             keepalive: h.keepalive,
+            mqtt_version: h.mqtt_version,
             labels: self
                 .labels
                 .iter()
@@ -755,6 +767,28 @@ mod tests {
             .to_string();
         assert!(m.contains("[identity] sas_token_file"), "{m}");
         assert!(m.contains("regular file"), "{m}");
+    }
+
+    #[test]
+    fn mqtt_version_reaches_the_plan_and_a_bad_one_is_named() {
+        let base = "[hub]\nhost = \"h.example\"\nprofile = \"mqtt-broker\"\n";
+        let plan = parse(&format!("{base}mqtt_version = \"5\"\n"))
+            .unwrap()
+            .plan(Path::new("c.toml"), EnvCredentials::default())
+            .unwrap();
+        assert_eq!(plan.profile.mqtt.version, crate::model::MqttVersion::V5);
+        let plan = parse(base)
+            .unwrap()
+            .plan(Path::new("c.toml"), EnvCredentials::default())
+            .unwrap();
+        assert_eq!(plan.profile.mqtt.version, crate::model::MqttVersion::V311);
+        let m = parse(&format!("{base}mqtt_version = \"6\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("mqtt_version") && m.contains("3.1.1 or 5"),
+            "{m}"
+        );
     }
 
     #[test]

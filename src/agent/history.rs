@@ -166,6 +166,8 @@ const STEADY_CV: f64 = 0.15;
 const MAJORITY: f64 = 0.7;
 /// The MQTT 5 DISCONNECT reason "session taken over".
 pub const REASON_SESSION_TAKEN_OVER: u8 = 0x8E;
+/// The MQTT 5 DISCONNECT reason "keep alive timeout".
+pub const REASON_KEEP_ALIVE_TIMEOUT: u8 = 0x8D;
 /// The MQTT 5 DISCONNECT reasons of a server going away or refusing service
 /// (server busy, server shutting down, use another server, server moved).
 const REASONS_SERVER_GOING: [u8; 4] = [0x89, 0x8B, 0x9C, 0x9D];
@@ -312,6 +314,29 @@ pub fn diagnose(events: &[DisconnectEvent], ctx: DiagnosisContext) -> Diagnosis 
                 ],
             };
         }
+    }
+
+    // The server said so: it heard nothing from the canary for 1.5 keep-alives
+    // (MQTT 5 DISCONNECT 0x8D), the pings are lost on the way or come too late.
+    let ka_timeouts = window
+        .iter()
+        .filter(|e| e.reason_code == Some(REASON_KEEP_ALIVE_TIMEOUT))
+        .count();
+    if ka_timeouts > 0 && majority(ka_timeouts, window.len()) {
+        return Diagnosis {
+            kind: DiagnosisKind::IdleTimeout,
+            iothub_cause: None,
+            summary: format!(
+                "the server ended the session for keep-alive timeout (MQTT 5 DISCONNECT 0x8D): it heard nothing for 1.5 times the keep-alive; the canary pings every {ka:.0} s, so either the broker imposes a shorter keep-alive (its CONNACK's Server Keep Alive) or the pings are lost on the path"
+            ),
+            evidence: vec![
+                format!(
+                    "{ka_timeouts} of {} disconnects carry reason 0x8D keep alive timeout",
+                    window.len()
+                ),
+                format!("recorded causes: {}", causes_line(window)),
+            ],
+        };
     }
 
     // The server went away and its address refused reconnects until it was back:
@@ -777,6 +802,21 @@ mod tests {
         e.last_attempt_class = Some("tcp.timeout".into());
         let d = diagnose(&[e.clone(), e.clone(), e], ctx(None));
         assert_ne!(d.kind, DiagnosisKind::ServerRestart, "{d:?}");
+    }
+
+    #[test]
+    fn server_keep_alive_timeouts_are_named_from_their_reason_code() {
+        let events: Vec<DisconnectEvent> = (0..4)
+            .map(|_| {
+                let mut e = ev(100.0, 30.0, DisconnectCause::ServerDisconnect, 0);
+                e.reason_code = Some(REASON_KEEP_ALIVE_TIMEOUT);
+                e
+            })
+            .collect();
+        let d = diagnose(&events, ctx(None));
+        assert_eq!(d.kind, DiagnosisKind::IdleTimeout, "{d:?}");
+        assert!(d.summary.contains("0x8D"), "{}", d.summary);
+        assert!(d.evidence[0].contains("4 of 4"), "{:?}", d.evidence);
     }
 
     #[test]

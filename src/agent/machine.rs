@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use rumqttc::mqttbytes::v4::{Packet, PubAck, Publish};
 use rumqttc::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5 as m5;
 use tokio::time::Instant;
 
 use super::history::{DisconnectCause, REASON_SESSION_TAKEN_OVER};
@@ -44,6 +45,9 @@ pub struct MachineConfig {
     pub token_lifetime: Option<Duration>,
     /// Fixed expiry (Unix seconds) of a token that cannot be renewed.
     pub token_expiry_unix: Option<u64>,
+    /// The MQTT version the session was connected with (its PUBLISH and PUBACK
+    /// carry MQTT 5 reason codes and properties when it is 5).
+    pub version: crate::model::MqttVersion,
 }
 
 /// What a write carries (the driver picks its timeout and words its errors).
@@ -287,7 +291,7 @@ impl SessionMachine {
         }
         self.buf.extend_from_slice(data);
         while !self.done {
-            match parse_one(&mut self.buf) {
+            match parse_one(&mut self.buf, self.cfg.version) {
                 Ok(None) => break,
                 Ok(Some(p)) => self.on_packet(p, now),
                 Err(detail) => self.end(DisconnectCause::ProtocolError, detail, None, now),
@@ -475,11 +479,18 @@ impl SessionMachine {
         }
         let pkid = self.next_pkid;
         self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
-        let mut p = Publish::new(topic, QoS::AtLeastOnce, payload);
-        p.pkid = pkid;
         let mut out = BytesMut::new();
-        p.write(&mut out)
-            .map_err(|e| format!("cannot encode PUBLISH: {e}"))?;
+        if self.cfg.version == crate::model::MqttVersion::V5 {
+            let mut p = m5::Publish::new(topic, m5qos(QoS::AtLeastOnce), payload, None);
+            p.pkid = pkid;
+            p.write(&mut out)
+                .map_err(|e| format!("cannot encode PUBLISH: {e}"))?;
+        } else {
+            let mut p = Publish::new(topic, QoS::AtLeastOnce, payload);
+            p.pkid = pkid;
+            p.write(&mut out)
+                .map_err(|e| format!("cannot encode PUBLISH: {e}"))?;
+        }
         let silence = self.silence(now);
         self.inflight.insert(pkid, (now, silence));
         self.send(out.to_vec(), Sending::Publish(pkid), now);
@@ -505,7 +516,10 @@ enum Incoming {
 
 /// One packet from the buffer, if a whole one is there; an error (and the buffer
 /// dropped) when the bytes are not MQTT.
-fn parse_one(buf: &mut BytesMut) -> Result<Option<Incoming>, String> {
+fn parse_one(
+    buf: &mut BytesMut,
+    version: crate::model::MqttVersion,
+) -> Result<Option<Incoming>, String> {
     if buf.is_empty() {
         return Ok(None);
     }
@@ -548,10 +562,57 @@ fn parse_one(buf: &mut BytesMut) -> Result<Option<Incoming>, String> {
     if kind == 0 || flags != expected {
         return Err(not_mqtt(buf, "reserved packet type or flags"));
     }
+    if version == crate::model::MqttVersion::V5 {
+        return match m5::Packet::read(buf, Some(MAX_PACKET as u32)) {
+            Ok(p) => Ok(Some(Incoming::Packet(from_v5(p)))),
+            Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
+            Err(e) => Err(not_mqtt(buf, &e.to_string())),
+        };
+    }
     match Packet::read(buf, MAX_PACKET) {
         Ok(p) => Ok(Some(Incoming::Packet(p))),
         Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
         Err(e) => Err(not_mqtt(buf, &e.to_string())),
+    }
+}
+
+fn m5qos(q: QoS) -> rumqttc::v5::mqttbytes::QoS {
+    match q {
+        QoS::AtMostOnce => rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+        QoS::AtLeastOnce => rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        QoS::ExactlyOnce => rumqttc::v5::mqttbytes::QoS::ExactlyOnce,
+    }
+}
+
+/// An MQTT 5 packet as the session's 3.1.1 view of it: the machine acts on packet
+/// ids, QoS and types, which mean the same in both versions (DISCONNECT is read by
+/// hand before, with its reason code).
+fn from_v5(p: m5::Packet) -> Packet {
+    use rumqttc::mqttbytes::v4 as m4;
+    match p {
+        m5::Packet::PingResp(_) => Packet::PingResp,
+        m5::Packet::PingReq(_) => Packet::PingReq,
+        m5::Packet::PubAck(a) => Packet::PubAck(PubAck::new(a.pkid)),
+        m5::Packet::Publish(p) => {
+            let qos = match p.qos {
+                rumqttc::v5::mqttbytes::QoS::AtMostOnce => QoS::AtMostOnce,
+                rumqttc::v5::mqttbytes::QoS::AtLeastOnce => QoS::AtLeastOnce,
+                rumqttc::v5::mqttbytes::QoS::ExactlyOnce => QoS::ExactlyOnce,
+            };
+            let mut q = Publish::new(String::from_utf8_lossy(&p.topic), qos, p.payload);
+            q.pkid = p.pkid;
+            q.dup = p.dup;
+            q.retain = p.retain;
+            Packet::Publish(q)
+        }
+        m5::Packet::ConnAck(_) => {
+            Packet::ConnAck(m4::ConnAck::new(m4::ConnectReturnCode::Success, false))
+        }
+        m5::Packet::Connect(..) => Packet::Connect(m4::Connect::new(String::new())),
+        m5::Packet::Subscribe(_) => Packet::Subscribe(m4::Subscribe::new("", QoS::AtMostOnce)),
+        m5::Packet::Unsubscribe(_) => Packet::Unsubscribe(m4::Unsubscribe::new("")),
+        // The rest needs nothing from a session that subscribes to nothing.
+        _ => Packet::PubRel(m4::PubRel::new(0)),
     }
 }
 

@@ -504,6 +504,7 @@ async fn hold(
         ping_timeout: settings.ping_timeout,
         token_lifetime: lifetime,
         token_expiry_unix: fixed_expiry,
+        version: plan.profile.mqtt.version,
     };
     let mut m = SessionMachine::new(cfg, Instant::now());
     m.on_bytes(&leftover, Instant::now());

@@ -26,7 +26,7 @@ use crate::model::{
     Severity, Verdict,
 };
 use crate::probe::dns::{self, DnsOptions};
-use crate::probe::mqtt::{read_packet, send_by, Expect};
+use crate::probe::mqtt::{read_packet_v4, send_by, Expect};
 use crate::probe::stream::Link;
 use crate::profile::{Endpoint, Profile};
 
@@ -507,7 +507,7 @@ async fn exchange(
     let mut pkid: u16 = 1;
     let mut assigning = false;
     for _ in 0..MAX_PACKETS {
-        let packet = match read_packet(link, buf, deadline_at, Expect::PingResp).await {
+        let packet = match read_packet_v4(link, buf, deadline_at, Expect::PingResp).await {
             Ok(p) => p,
             Err(f) => {
                 let (class, message) = f.classify("DPS's reply", Duration::ZERO);

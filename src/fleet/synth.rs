@@ -399,6 +399,7 @@ fn endpoint_report(
                 },
                 disconnect_sent: !c.hub_down,
                 note: None,
+                ..Default::default()
             };
             let p = if c.hub_down {
                 PhaseResult::failed(
@@ -538,6 +539,7 @@ fn tune_report(cfg: &SynthConfig, dev: &Device, at_ms: i64, rng: &mut Rng) -> Re
         detect_within: None,
         operator_floor: None,
         tls: true,
+        server_keep_alive: None,
     });
     let mut r = base_report(dev, "tune", at_ms, 1_300_000.0, rng);
     r.endpoints = Vec::new();

@@ -109,6 +109,20 @@ classes! {
     MqttReset => "mqtt.reset",
     /// The server sent something that is not a valid MQTT answer.
     MqttProtocolError => "mqtt.protocol_error",
+    /// MQTT 5 CONNACK 0x89: the server is busy.
+    MqttServerBusy => "mqtt.server_busy",
+    /// MQTT 5 CONNACK 0x8A: the client is banned.
+    MqttBanned => "mqtt.banned",
+    /// MQTT 5 CONNACK 0x8C: bad authentication method.
+    MqttBadAuthMethod => "mqtt.bad_auth_method",
+    /// MQTT 5 CONNACK 0x95: the CONNECT is larger than the server accepts.
+    MqttPacketTooLarge => "mqtt.packet_too_large",
+    /// MQTT 5 CONNACK 0x97 quota exceeded or 0x9F connection rate exceeded.
+    MqttQuotaExceeded => "mqtt.quota_exceeded",
+    /// MQTT 5 CONNACK 0x9C use another server or 0x9D server moved (with a Server Reference).
+    MqttServerRedirect => "mqtt.server_redirect",
+    /// MQTT 5 CONNACK with another refusing reason code (0x80 unspecified, 0x83 implementation specific, ...).
+    MqttRefused => "mqtt.refused",
     /// No AMQP protocol header in time.
     AmqpTimeout => "amqp.timeout",
     /// The connection closed or reset before the AMQP header.
@@ -252,6 +266,13 @@ pub fn explain(class: FailureClass) -> Explanation {
         MqttClosed => ("the server closed the connection without answering", "the server dropped the CONNECT: unknown device, wrong user name form, or a hub-side limit", E404104),
         MqttReset => ("the server reset the connection", "a firewall or the server reset the MQTT session", E404104),
         MqttProtocolError => ("the server's answer is not MQTT", "something other than an MQTT broker answers on this port (a proxy?)", None),
+        MqttServerBusy => ("the broker is busy (MQTT 5 reason 0x89)", "a broker-side overload; retry with backoff and check the broker's health", Some("503003 (throttling)")),
+        MqttBanned => ("the broker has banned this client (MQTT 5 reason 0x8A)", "the broker operator blocked this client id, user or address; ask them to lift the ban", None),
+        MqttBadAuthMethod => ("the broker does not support the authentication method (MQTT 5 reason 0x8C)", "use an authentication method the broker supports (user name and password, or a client certificate)", None),
+        MqttPacketTooLarge => ("the CONNECT is larger than the broker accepts (MQTT 5 reason 0x95)", "shorten the user name, password or client id, or raise the broker's maximum packet size", None),
+        MqttQuotaExceeded => ("the broker refused the connection: a quota or connection rate is exceeded (MQTT 5 reason 0x97 / 0x9F)", "connect less often (back off between reconnects) or raise the quota on the broker or hub", Some("403002 IoTHubQuotaExceeded")),
+        MqttServerRedirect => ("the broker redirects to another server (MQTT 5 reason 0x9C use another server / 0x9D server moved)", "connect to the server named in the CONNACK's Server Reference (the evidence's connack_properties.server_reference) and update the device's configuration", None),
+        MqttRefused => ("the broker refused the connection with an MQTT 5 reason code", "see the reason code, its name and the broker's Reason String in the evidence", None),
         AmqpTimeout => ("no AMQP answer in time", "the AMQP endpoint does not answer; use MQTT or HTTPS", None),
         AmqpClosed => ("the connection closed before the AMQP header", "a firewall or proxy drops AMQP on this port", None),
         AmqpProtocolError => ("the answer is not AMQP", "something other than an AMQP server answers on this port", None),

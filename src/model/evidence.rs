@@ -218,12 +218,21 @@ pub struct MqttEvidence {
     /// One line for humans ("reachable, authentication not tested").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The MQTT version spoken (absent in reports of versions before MQTT 5 support: 3.1.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_version: Option<super::mqtt5::MqttVersion>,
+    /// MQTT 5: the CONNACK's properties (the broker's limits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connack_properties: Option<super::mqtt5::Mqtt5ConnackProperties>,
+    /// MQTT 5: a DISCONNECT the server sent, with its reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_disconnect: Option<super::mqtt5::Mqtt5Disconnect>,
 }
 
 /// A CONNACK.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConnackEvidence {
-    /// Return code (0 accepted, 1–5 refused).
+    /// Return code (0 accepted, 1–5 refused; MQTT 5: the reason code, 0x80 and up refused).
     pub code: u8,
     /// Its name.
     pub name: String,

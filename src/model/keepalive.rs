@@ -241,6 +241,9 @@ pub enum LimitKind {
     /// The operator's floor.
     #[serde(rename = "operator_floor")]
     OperatorFloor,
+    /// The broker's MQTT 5 Server Keep Alive (its CONNACK imposes it).
+    #[serde(rename = "server_keep_alive")]
+    ServerKeepAlive,
 }
 
 /// One limit considered, with its value and why it has that value.

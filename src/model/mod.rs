@@ -11,6 +11,7 @@ pub mod clock;
 pub mod evidence;
 pub mod finding;
 pub mod keepalive;
+pub mod mqtt5;
 pub mod phase;
 pub mod provisioning;
 pub mod report;
@@ -25,6 +26,7 @@ pub use clock::{
 pub use evidence::*;
 pub use finding::{Finding, Severity};
 pub use keepalive::KeepaliveReport;
+pub use mqtt5::{Mqtt5ConnackProperties, Mqtt5Disconnect, MqttVersion};
 pub use phase::{ms, Phase, Status};
 pub use provisioning::{ProvisioningReport, RegistrationStatus};
 pub use report::{

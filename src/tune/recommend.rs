@@ -158,6 +158,9 @@ pub struct Inputs {
     pub operator_floor: Option<Duration>,
     /// Whether MQTT runs over TLS (adds record overhead to every ping).
     pub tls: bool,
+    /// The broker's MQTT 5 Server Keep Alive, if its CONNACK stated one: a cap, since
+    /// the broker drops a session that stays silent longer whatever the device asked.
+    pub server_keep_alive: Option<Duration>,
 }
 
 impl LimitKind {
@@ -170,6 +173,7 @@ impl LimitKind {
             LimitKind::Cap => "the profile cap (K_cap)",
             LimitKind::KeepaliveMin => "the profile minimum",
             LimitKind::OperatorFloor => "the operator floor",
+            LimitKind::ServerKeepAlive => "the broker's Server Keep Alive",
         }
     }
 
@@ -393,6 +397,18 @@ pub fn recommend(inputs: &Inputs) -> Recommendation {
         ),
     });
 
+    // The broker's Server Keep Alive (MQTT 5; 0 means the broker needs no pings).
+    if let Some(ska) = inputs.server_keep_alive.filter(|d| !d.is_zero()) {
+        limits.push(Limit {
+            kind: LimitKind::ServerKeepAlive,
+            value_s: floor_s(secs(ska)),
+            reason: format!(
+                "the broker's MQTT 5 CONNACK states a Server Keep Alive of {:.0} s: it expects a packet at least that often whatever keep-alive the device asks for",
+                secs(ska)
+            ),
+        });
+    }
+
     // K = the smallest upper limit (ties: the first in the order above).
     let (mut binding, mut k) = limits.iter().fold((LimitKind::Cap, u64::MAX), |(b, v), l| {
         if l.value_s < v {
@@ -567,6 +583,9 @@ fn conflict_sentence(
             "a dead link is noticed only after up to {} s",
             f + pingresp_s
         ),
+        LimitKind::ServerKeepAlive => {
+            "the broker would end the session for keep-alive timeout (MQTT 5 DISCONNECT 0x8D); the keep-alive stays at the broker's value and the floor is not met".to_string()
+        }
         LimitKind::Cap => {
             "the hub would cut the connection; the keep-alive stays at the cap and the floor is not met"
                 .to_string()
@@ -687,6 +706,7 @@ mod tests {
             detect_within: None,
             operator_floor: None,
             tls: true,
+            server_keep_alive: None,
         }
     }
 
@@ -816,6 +836,7 @@ mod tests {
             detect_within: None,
             operator_floor: None,
             tls: true,
+            server_keep_alive: None,
         };
         let r = recommend(&i);
         assert_eq!(r.keepalive_s, 30);
@@ -840,6 +861,27 @@ mod tests {
             ..i
         };
         assert_eq!(recommend(&i).keepalive_s, 1200);
+    }
+
+    #[test]
+    fn a_server_keep_alive_caps_the_recommendation_and_is_named() {
+        let i = Inputs {
+            server_keep_alive: Some(60 * SEC),
+            ..iot_hub(Some(no_drop(1300)), Some(clean_stats()))
+        };
+        let r = recommend(&i);
+        assert_eq!(r.keepalive_s, 60);
+        assert_eq!(r.binding, LimitKind::ServerKeepAlive);
+        assert!(r.limits.iter().any(|l| l.kind == LimitKind::ServerKeepAlive
+            && l.reason.contains("Server Keep Alive of 60 s")));
+        // Above the other limits it does not bind; 0 (no keep-alive needed) is no cap.
+        for ska in [5000, 0] {
+            let i = Inputs {
+                server_keep_alive: Some(ska * SEC),
+                ..iot_hub(Some(no_drop(1300)), Some(clean_stats()))
+            };
+            assert_ne!(recommend(&i).binding, LimitKind::ServerKeepAlive);
+        }
     }
 
     #[test]

@@ -213,7 +213,13 @@ pub async fn tune(plan: &CheckPlan, settings: &TuneSettings, progress: &dyn Prog
         (None, None)
     };
 
-    // 4. The recommendation.
+    // 4. The recommendation. An MQTT 5 broker states its Server Keep Alive in CONNACK.
+    let server_keep_alive = match &settings.mode {
+        Mode::Hub if plan.profile.mqtt.version == crate::model::MqttVersion::V5 => {
+            server_keep_alive(plan, &endpoint, &addresses).await
+        }
+        _ => None,
+    };
     let inputs = Inputs {
         idle_timeout: discovery.as_ref().and_then(IdleBounds::from_discovery),
         stability: (stability.samples > 0).then_some(link),
@@ -222,6 +228,7 @@ pub async fn tune(plan: &CheckPlan, settings: &TuneSettings, progress: &dyn Prog
         detect_within: settings.detect_within,
         operator_floor: settings.operator_floor,
         tls: endpoint.transport.uses_tls(),
+        server_keep_alive,
     };
     let recommendation = recommend::recommend(&inputs);
 
@@ -361,6 +368,24 @@ async fn sample(
         "",
     );
     out
+}
+
+/// The Server Keep Alive of an MQTT 5 broker's CONNACK to a session that asks for
+/// the profile's largest keep-alive (`None`: not stated, or no session).
+async fn server_keep_alive(
+    plan: &CheckPlan,
+    endpoint: &Endpoint,
+    addresses: &[std::net::IpAddr],
+) -> Option<Duration> {
+    let s = open_session(plan, endpoint, addresses, plan.profile.mqtt.keepalive_max)
+        .await
+        .ok()?;
+    let ska = s
+        .connack_properties()
+        .and_then(|p| p.server_keep_alive_s)
+        .map(|v| Duration::from_secs(u64::from(v)));
+    s.close(plan.timeout).await;
+    ska
 }
 
 async fn open_session(

@@ -15,6 +15,7 @@ fn cfg(token: Option<Duration>) -> MachineConfig {
         ping_timeout: PT,
         token_lifetime: token,
         token_expiry_unix: None,
+        version: crate::model::MqttVersion::V311,
     }
 }
 
@@ -453,4 +454,40 @@ async fn a_large_write_that_times_out_is_named_a_possible_mtu_stall() {
     m.on_error(DisconnectCause::TcpReset, "reset".into(), Instant::now());
     let d = disconnect(&drain(&mut m)).clone();
     assert!(!d.detail.contains("MTU"), "{}", d.detail);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_mqtt5_session_publishes_with_properties_and_reads_v5_pubacks() {
+    let t0 = Instant::now();
+    let mut c = cfg(None);
+    c.version = crate::model::MqttVersion::V5;
+    let mut m = SessionMachine::new(c, t0);
+    run(&mut m);
+    let id = m.publish("t".into(), b"x".to_vec(), t0).unwrap();
+    let bytes = drain(&mut m)
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Send { bytes, .. } => Some(bytes),
+            _ => None,
+        })
+        .unwrap();
+    // PUBLISH QoS 1: topic "t", packet id, an empty property length, payload "x".
+    assert_eq!(
+        bytes,
+        [0x32, 0x07, 0x00, 0x01, b't', 0x00, id as u8, 0x00, b'x']
+    );
+    // A v5 PUBACK with reason 0x10 (no matching subscribers) and a Reason String.
+    m.on_bytes(
+        &[
+            0x40, 0x09, 0x00, id as u8, 0x10, 0x05, 0x1F, 0x00, 0x02, b'n', b'o',
+        ],
+        Instant::now(),
+    );
+    assert!(run(&mut m).contains(&Action::PublishAcked(id)));
+    // A v5 DISCONNECT 0x98 ends it with its reason.
+    m.on_bytes(&[0xE0, 0x02, 0x98, 0x00], Instant::now());
+    let a = run(&mut m);
+    let d = disconnect(&a);
+    assert_eq!(d.reason_code, Some(0x98));
+    assert!(d.detail.contains("administrative action"), "{}", d.detail);
 }
