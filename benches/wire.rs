@@ -14,7 +14,7 @@ use std::time::Duration;
 use hubprobe::agent::bill::wire_sizes;
 use hubprobe::agent::wire::Encoding;
 use hubprobe::fleet::synth::{generate, SynthConfig};
-use hubprobe::model::{Report, TrafficReport, Verdict};
+use hubprobe::model::{ByteCount, PurposeBytes, Report, TrafficReport, Verdict};
 use hubprobe::net::meter::upload_bytes_per_day;
 
 fn sample() -> Report {
@@ -35,8 +35,17 @@ fn sample() -> Report {
         }
     });
     let mut r = found.expect("an OK four-endpoint check among the synthetic reports");
+    // Figures of the size a real five-minute period has (five-digit check
+    // bytes, four-digit canary and upload bytes), so the section is not
+    // flattered by zeros.
+    let count = |sent, received| ByteCount { sent, received };
     r.traffic = Some(TrafficReport {
         period_s: 300.0,
+        period: PurposeBytes {
+            checks: count(14_317, 25_906),
+            canary: count(1_248, 1_196),
+            uploads: count(2_541, 1_204),
+        },
         ..TrafficReport::default()
     });
     r

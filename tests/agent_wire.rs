@@ -291,13 +291,48 @@ fn tls<'a>(report: &'a Value, name: &str) -> &'a Value {
     &support::phase(report, name, "tls")["evidence"]
 }
 
-/// (chain length on the wire, chain_ref.sha256) of endpoint `name`'s TLS phase.
+/// (chain length on the wire, chain_ref.sha256) of endpoint `name`'s TLS phase
+/// (`(0, "")` when its evidence went by reference).
 fn chain_of(report: &Value, name: &str) -> (usize, String) {
     let t = tls(report, name);
     (
         t["chain"].as_array().map(Vec::len).unwrap_or(0),
         t["chain_ref"]["sha256"].as_str().unwrap_or("").to_string(),
     )
+}
+
+/// Whether endpoint `name` of `report` goes by reference to the evidence it had
+/// in `full` (the report that delivered it in full): no TLS evidence, the same
+/// `evidence_ref`.
+fn refers_to(report: &Value, full: &Value, name: &str) -> bool {
+    let r = support::endpoint(report, name)["evidence_ref"].as_str();
+    tls(report, name).is_null()
+        && r.is_some()
+        && r == support::endpoint(full, name)["evidence_ref"].as_str()
+}
+
+/// The first check report with an mqtt-tls endpoint from message `from` on
+/// (`full` names what it should refer to, for the message on a timeout).
+fn next_referring(sub: &Subscriber, from: usize, full: &Value, limit: Duration) -> (usize, Value) {
+    let end = Instant::now() + limit;
+    loop {
+        let got = sub.received();
+        for (i, m) in got.iter().enumerate().skip(from) {
+            let r = parsed(m);
+            let has_tls = r["endpoints"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e["name"] == "mqtt-tls"));
+            if r["kind"] == "check" && has_tls {
+                return (i, r);
+            }
+        }
+        assert!(
+            Instant::now() < end,
+            "no check report after message {from} (expected one referring to {})",
+            support::endpoint(full, "mqtt-tls")["evidence_ref"]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn parsed(m: &Received) -> Value {
@@ -398,7 +433,12 @@ fn chains_go_in_full_once_then_as_references_and_come_back_when_they_change() {
     let (first_i, first) = next_with_chain(&sub, 0, Duration::from_secs(30));
     let (n, sha) = chain_of(&first, "mqtt-tls");
     assert!(n >= 1, "the first report must carry the chain: {first:#}");
-    assert_eq!(sha.len(), 64);
+    assert_eq!(
+        tls(&first, "mqtt-tls")["chain_ref"]["sha256"]
+            .as_str()
+            .map(str::len),
+        Some(64)
+    );
     assert_eq!(chain_of(&first, "mqtt-ws"), (0, sha.clone()));
     let r = &tls(&first, "mqtt-tls")["chain_ref"];
     assert_eq!(
@@ -416,12 +456,22 @@ fn chains_go_in_full_once_then_as_references_and_come_back_when_they_change() {
     assert!(ws_ref.is_string(), "{first:#}");
     for m in &got[first_i + 1..first_i + 3] {
         let r = parsed(m);
-        assert_eq!(chain_of(&r, "mqtt-tls"), (0, sha.clone()), "{r:#}");
-        // The anchor is kept once per report: mqtt-ws's unchanged evidence goes
-        // by its reference alone.
+        assert!(refers_to(&r, &first, "mqtt-tls"), "{r:#}");
+        // Unchanged evidence goes by its reference; what fleet tooling reads of
+        // it stays beside: each trust anchor once per report (mqtt-ws shares
+        // mqtt-tls's).
         assert!(tls(&r, "mqtt-ws").is_null(), "{r:#}");
+        assert!(tls(&r, "mqtt-tls").is_null(), "{r:#}");
         assert_eq!(support::endpoint(&r, "mqtt-ws")["evidence_ref"], ws_ref);
-        assert!(tls(&r, "mqtt-tls")["trust_anchor"]["name"].is_string());
+        let tls_ep = support::endpoint(&r, "mqtt-tls");
+        assert_eq!(
+            tls_ep["trust_anchors"],
+            serde_json::json!([tls(&first, "mqtt-tls")["trust_anchor"]["name"]]),
+            "{r:#}"
+        );
+        assert!(support::endpoint(&r, "mqtt-ws")
+            .get("trust_anchors")
+            .is_none());
         assert!(
             m.payload.len() < got[first_i].payload.len(),
             "a routine report ({} B) is not smaller than the first ({} B)",
@@ -440,6 +490,34 @@ fn chains_go_in_full_once_then_as_references_and_come_back_when_they_change() {
             .unwrap()
             .is_empty());
         assert!(full.get("traffic").is_some());
+        // The canary goes by reference only when it has nothing new (no
+        // disconnect records); its reference is always there.
+        if let Some(c) = full.get("canary") {
+            assert!(r["canary_ref"].is_string(), "{r:#}");
+            if r.get("canary").is_none() {
+                assert_eq!(c["recent"], serde_json::json!([]), "{full:#}");
+            }
+        }
+        // Every phase status and duration the fleet tools read is on the wire
+        // as spooled (compared as text: the same figure printed the same way).
+        for name in ["mqtt-tls", "mqtt-ws"] {
+            let keep = |r: &Value| -> String {
+                let phases = support::endpoint(r, name)["phases"].as_array().unwrap();
+                let v: Vec<Value> = phases
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!([
+                            p["phase"],
+                            p["status"],
+                            p["duration_ms"],
+                            p.get("class")
+                        ])
+                    })
+                    .collect();
+                Value::Array(v).to_string()
+            };
+            assert_eq!(keep(&r), keep(&full), "{name}");
+        }
         if std::env::var_os("HUBPROBE_SHOW_WIRE").is_some() {
             eprintln!("{}", String::from_utf8_lossy(&m.payload));
         }
@@ -457,8 +535,8 @@ fn chains_go_in_full_once_then_as_references_and_come_back_when_they_change() {
     let (n, sha2) = chain_of(&renewed, "mqtt-tls");
     assert_ne!(sha2, sha, "the chain changed");
     assert!(n >= 1, "a changed chain must go in full: {renewed:#}");
-    let (_, after) = next_with_chain(&sub, i + 1, Duration::from_secs(30));
-    assert_eq!(chain_of(&after, "mqtt-tls"), (0, sha2.clone()));
+    let (_, after) = next_referring(&sub, i + 1, &renewed, Duration::from_secs(30));
+    assert!(refers_to(&after, &renewed, "mqtt-tls"), "{after:#}");
 
     // A restart keeps what was delivered (the state file): no chain sent again.
     assert_eq!(agent.stop(), 0);
@@ -473,8 +551,8 @@ fn chains_go_in_full_once_then_as_references_and_come_back_when_they_change() {
     );
     let seen = sub.received().len();
     let mut agent = lab.spawn_agent(&cfg, "state-chains");
-    let (_, restarted) = next_with_chain(&sub, seen, Duration::from_secs(30));
-    assert_eq!(chain_of(&restarted, "mqtt-tls"), (0, sha2.clone()));
+    let (_, restarted) = next_referring(&sub, seen, &renewed, Duration::from_secs(30));
+    assert!(refers_to(&restarted, &renewed, "mqtt-tls"), "{restarted:#}");
     assert!(tls(&restarted, "mqtt-ws").is_null(), "{restarted:#}");
     // One more spooled report after it (so its upload is in a report's bill).
     let spooled_before = spooled(&lab.path("spool")).len();

@@ -279,11 +279,11 @@ fn stable(v: &serde_json::Value) -> serde_json::Value {
     }
 }
 
-/// The digest of a section: the first 16 hex digits of the SHA-256 of its JSON
+/// The digest of a section: the first 12 hex digits of the SHA-256 of its JSON
 /// without the volatile keys (timings, ephemeral ports, countdowns).
 pub fn digest(v: &serde_json::Value) -> String {
     let bytes = serde_json::to_vec(&stable(v)).unwrap_or_default();
-    Sha256::digest(&bytes)[..8]
+    Sha256::digest(&bytes)[..6]
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
@@ -307,12 +307,13 @@ const TARGET_KEPT: &[&str] = &[
 /// Leaves out of a (chain-compacted) report's JSON the sections unchanged since
 /// the last delivered report: an endpoint whose evidence has the digest the hub
 /// got in full (its `evidence_ref`) goes without evidence, except what fleet
-/// tooling reads of it (each trust anchor once per report, with the chain's
-/// reference and the leaf's days left; an HTTP clock offset); the target's
-/// details go likewise (`details_ref`); a phase message of such an endpoint
-/// reads [`UNCHANGED`]; zero disconnect counts are left out of the canary (absent
-/// means zero) and the traffic's running totals (`since_start`) stay on the
-/// device. Returns the sections it carries in full.
+/// tooling reads of it (the endpoint's `trust_anchors`, each name once per
+/// report; an HTTP clock offset); the target's details go likewise
+/// (`details_ref`); a phase message of such an endpoint reads [`UNCHANGED`]; a
+/// canary with no disconnect records the hub got the same goes by `canary_ref`;
+/// zero counts are left out of the canary (absent means zero) and the traffic's
+/// running totals (`since_start`) stay on the device. Returns the sections it
+/// carries in full.
 pub fn compact_json(
     v: &mut serde_json::Value,
     state: &WireState,
@@ -354,7 +355,8 @@ pub fn compact_json(
             let Some(phases) = ep.get_mut("phases").and_then(Value::as_array_mut) else {
                 continue;
             };
-            for p in phases {
+            let mut anchors: Vec<Value> = Vec::new();
+            for p in phases.iter_mut() {
                 let Some(obj) = p.as_object_mut() else {
                     continue;
                 };
@@ -366,50 +368,26 @@ pub fn compact_json(
                 let Some(ev) = obj.remove("evidence") else {
                     continue;
                 };
-                let kept: Option<Map<String, Value>> =
-                    match obj.get("phase").and_then(Value::as_str) {
-                        Some("tls") => {
-                            let anchor = ev["trust_anchor"]["name"].as_str().map(str::to_string);
-                            match anchor {
-                                Some(a) if !anchors_kept.contains(&a) => {
-                                    anchors_kept.push(a);
-                                    let mut m = Map::new();
-                                    for k in [
-                                        "server_name",
-                                        "alpn_offered",
-                                        "chain",
-                                        "trust_anchor",
-                                        "leaf_days_left",
-                                    ] {
-                                        if let Some(x) = ev.get(k) {
-                                            m.insert(k.into(), x.clone());
-                                        }
-                                    }
-                                    if let Some(r) = ev.get("chain_ref") {
-                                        let mut r = r.clone();
-                                        if let Some(ro) = r.as_object_mut() {
-                                            ro.remove("certs");
-                                            ro.remove("leaf_subject");
-                                            ro.remove("root_issuer");
-                                        }
-                                        m.insert("chain_ref".into(), r);
-                                    }
-                                    Some(m)
-                                }
-                                _ => None,
+                match obj.get("phase").and_then(Value::as_str) {
+                    Some("tls") => {
+                        if let Some(a) = ev["trust_anchor"]["name"].as_str() {
+                            if !anchors_kept.iter().any(|x| x == a) {
+                                anchors_kept.push(a.to_string());
+                                anchors.push(Value::String(a.to_string()));
                             }
                         }
-                        Some("http") if ev.get("clock_offset_s").is_some_and(|x| !x.is_null()) => {
-                            let mut m = Map::new();
-                            m.insert("request".into(), ev["request"].clone());
-                            m.insert("clock_offset_s".into(), ev["clock_offset_s"].clone());
-                            Some(m)
-                        }
-                        _ => None,
-                    };
-                if let Some(m) = kept {
-                    obj.insert("evidence".into(), Value::Object(m));
+                    }
+                    Some("http") if ev.get("clock_offset_s").is_some_and(|x| !x.is_null()) => {
+                        let mut m = Map::new();
+                        m.insert("request".into(), ev["request"].clone());
+                        m.insert("clock_offset_s".into(), ev["clock_offset_s"].clone());
+                        obj.insert("evidence".into(), Value::Object(m));
+                    }
+                    _ => {}
                 }
+            }
+            if !anchors.is_empty() {
+                ep["trust_anchors"] = Value::Array(anchors);
             }
         }
     }
@@ -435,17 +413,54 @@ pub fn compact_json(
             t.insert("details_ref".into(), Value::String(d));
         }
     }
+    // A microsecond is precision enough for the report's own duration.
+    if let Some(d) = v.get("duration_ms").and_then(Value::as_f64) {
+        if let Some(n) = serde_json::Number::from_f64((d * 1000.0).round() / 1000.0) {
+            v["duration_ms"] = Value::Number(n);
+        }
+    }
+    // A whole number of seconds reads as one ("300", not "300.0").
+    if let Some(p) = v.get_mut("traffic").and_then(|t| t.get_mut("period_s")) {
+        if let Some(n) = p
+            .as_f64()
+            .filter(|n| n.fract() == 0.0 && *n >= 0.0 && *n < 1e15)
+        {
+            *p = Value::from(n as u64);
+        }
+    }
     // The hub needs what each report cost; the running totals are for the
     // device's own counters.
     if let Some(t) = v.get_mut("traffic").and_then(Value::as_object_mut) {
         t.remove("since_start");
     }
-    if let Some(totals) = v
-        .get_mut("canary")
-        .and_then(|c| c.get_mut("disconnects_total"))
-        .and_then(Value::as_object_mut)
-    {
-        totals.retain(|_, n| n.as_u64() != Some(0));
+    if let Some(c) = v.get_mut("canary").and_then(Value::as_object_mut) {
+        if let Some(totals) = c
+            .get_mut("disconnects_total")
+            .and_then(Value::as_object_mut)
+        {
+            totals.retain(|_, n| n.as_u64() != Some(0));
+        }
+        if c.get("connect_failures").and_then(Value::as_u64) == Some(0) {
+            c.remove("connect_failures");
+        }
+    }
+    // A canary with nothing new (the same session, counts and diagnosis the hub
+    // got, no disconnect records) goes by its reference.
+    if let Some(c) = v.get("canary") {
+        let d = digest(c);
+        let quiet = c["recent"].as_array().is_none_or(Vec::is_empty);
+        if quiet && state.knows("canary", &d, now_unix_s) {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("canary");
+            }
+        } else {
+            sent.push(SentSection {
+                key: "canary".into(),
+                digest: d.clone(),
+                at_unix_s: now_unix_s,
+            });
+        }
+        v["canary_ref"] = Value::String(d);
     }
     sent
 }
@@ -634,6 +649,84 @@ mod tests {
         assert_eq!(WireState::load(&p), s);
         std::fs::write(&p, b"{not json").unwrap();
         assert_eq!(WireState::load(&p), WireState::default());
+    }
+
+    fn routine_json(r: &Report) -> (serde_json::Value, serde_json::Value) {
+        let first = compact(r, &WireState::default(), 10);
+        let mut v = serde_json::to_value(&first.report).unwrap();
+        let sent = compact_json(&mut v, &WireState::default(), 10);
+        let mut state = WireState::default();
+        state.delivered(&first.full);
+        state.delivered_sections(&sent);
+        let again = compact(r, &state, 20);
+        let mut routine = serde_json::to_value(&again.report).unwrap();
+        compact_json(&mut routine, &state, 20);
+        (v, routine)
+    }
+
+    #[test]
+    fn a_routine_report_keeps_what_fleet_reads_and_refers_to_the_rest() {
+        let mut r = report(&[("a", vec![cert(1), cert(2)]), ("b", vec![cert(1), cert(2)])]);
+        for ep in &mut r.endpoints {
+            if let Some(Evidence::Tls(t)) = ep.phases[0].evidence.as_mut() {
+                t.trust_anchor = Some(crate::model::AnchorEvidence {
+                    name: "Root A".into(),
+                    ..Default::default()
+                });
+            }
+        }
+        let mut v = serde_json::to_value(&r).unwrap();
+        v["canary"] = serde_json::json!({
+            "endpoint": "a", "keepalive_s": 240, "connected": true, "sessions_total": 1,
+            "disconnects_total": {"tcp_reset": 0}, "recent": [], "connect_failures": 0,
+            "diagnosis": {"kind": "stable", "summary": "no disconnects", "evidence": []}
+        });
+        let r: Report = serde_json::from_value(v).unwrap();
+        let (first, routine) = routine_json(&r);
+        // The first carries everything, with the references.
+        assert!(first["canary"].is_object());
+        assert!(first["canary_ref"].is_string());
+        assert!(first["endpoints"][0]["phases"][0]["evidence"].is_object());
+        // The routine one: phase, status and duration stay, the evidence goes; the
+        // anchor once per report; the quiet canary by its reference.
+        let p = &routine["endpoints"][0]["phases"][0];
+        assert!(p.get("evidence").is_none(), "{routine:#}");
+        assert_eq!(p["status"], "ok");
+        assert!(p["duration_ms"].is_number());
+        assert_eq!(
+            routine["endpoints"][0]["trust_anchors"],
+            serde_json::json!(["Root A"])
+        );
+        assert!(routine["endpoints"][1].get("trust_anchors").is_none());
+        assert!(routine.get("canary").is_none(), "{routine:#}");
+        assert_eq!(routine["canary_ref"], first["canary_ref"]);
+        // fleet reads the same of both.
+        let a = crate::fleet::record::parse(&serde_json::to_vec(&first).unwrap()).unwrap();
+        let b = crate::fleet::record::parse(&serde_json::to_vec(&routine).unwrap()).unwrap();
+        assert_eq!(a, b);
+        let anchors: Vec<&str> = b.anchors.iter().map(|t| b.str(*t)).collect();
+        assert_eq!(anchors, vec!["Root A"]);
+    }
+
+    #[test]
+    fn a_canary_with_disconnect_records_goes_in_full() {
+        let r = report(&[("a", vec![cert(1)])]);
+        let mut v = serde_json::to_value(&r).unwrap();
+        v["canary"] = serde_json::json!({
+            "endpoint": "a", "keepalive_s": 240, "connected": true, "sessions_total": 2,
+            "disconnects_total": {"tcp_reset": 1},
+            "recent": [{"at": "2026-01-01T00:00:00Z", "at_unix_ms": 1767225600000u64,
+                        "session_lived_s": 60.0, "idle_before_s": 30.0,
+                        "cause": "tcp_reset", "detail": "x"}],
+            "diagnosis": {"kind": "stable", "summary": "s", "evidence": []}
+        });
+        let r: Report = serde_json::from_value(v).unwrap();
+        let (_, routine) = routine_json(&r);
+        assert_eq!(
+            routine["canary"]["recent"].as_array().map(Vec::len),
+            Some(1)
+        );
+        assert!(routine["canary_ref"].is_string());
     }
 
     #[test]

@@ -63,6 +63,14 @@ struct LiteEndpoint<'a> {
     name: Cow<'a, str>,
     #[serde(borrow, default)]
     phases: Vec<LitePhase<'a>>,
+    /// A compact wire report's unchanged endpoint: its phases' durations, in
+    /// phase order (`null`: none), instead of each phase's `duration_ms`.
+    #[serde(default)]
+    durations_ms: Vec<Option<f64>>,
+    /// A compact wire report's unchanged endpoint: the names of the trust
+    /// anchors its left-out evidence named (each once per report).
+    #[serde(borrow, default)]
+    trust_anchors: Vec<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -554,7 +562,7 @@ fn observation(lite: Lite<'_>, keep: Option<&[String]>) -> Result<Observation, R
     for (i, ep) in lite.endpoints.iter().enumerate().take(u8::MAX as usize) {
         let name = o.push_text(&ep.name);
         o.endpoints.push(name);
-        for p in &ep.phases {
+        for (j, p) in ep.phases.iter().enumerate() {
             let mut clock = None;
             if let Some(ev) = &p.evidence {
                 clock = ev.clock_offset_s;
@@ -569,10 +577,17 @@ fn observation(lite: Lite<'_>, keep: Option<&[String]>) -> Result<Observation, R
                 endpoint: i as u8,
                 phase: p.phase,
                 status: p.status,
-                duration_ms: p.duration_ms,
+                duration_ms: p
+                    .duration_ms
+                    .or_else(|| ep.durations_ms.get(j).copied().flatten()),
                 class,
                 clock_offset_s: clock,
             });
+        }
+        for a in &ep.trust_anchors {
+            if !anchors.contains(&&**a) {
+                anchors.push(a);
+            }
         }
     }
     o.anchors = anchors.into_iter().map(|a| o.push_text(a)).collect();
