@@ -623,41 +623,13 @@ fn not_mqtt(buf: &mut BytesMut, why: &str) -> String {
     format!("the server sent something that is not MQTT ({why}): {head}")
 }
 
-/// The name of an MQTT 5 DISCONNECT reason code.
+/// The name of an MQTT 5 DISCONNECT reason code, a take-over said in full.
 pub fn reason_name(code: u8) -> &'static str {
     match code {
-        0x00 => "normal disconnection",
-        0x04 => "disconnect with will message",
-        0x80 => "unspecified error",
-        0x81 => "malformed packet",
-        0x82 => "protocol error",
-        0x83 => "implementation specific error",
-        0x87 => "not authorized",
-        0x89 => "server busy",
-        0x8B => "server shutting down",
-        0x8D => "keep alive timeout",
         REASON_SESSION_TAKEN_OVER => {
             "session taken over: another client connected with this client id"
         }
-        0x8F => "topic filter invalid",
-        0x90 => "topic name invalid",
-        0x93 => "receive maximum exceeded",
-        0x94 => "topic alias invalid",
-        0x95 => "packet too large",
-        0x96 => "message rate too high",
-        0x97 => "quota exceeded",
-        0x98 => "administrative action",
-        0x99 => "payload format invalid",
-        0x9A => "retain not supported",
-        0x9B => "QoS not supported",
-        0x9C => "use another server",
-        0x9D => "server moved",
-        0x9E => "shared subscriptions not supported",
-        0x9F => "connection rate exceeded",
-        0xA0 => "maximum connect time",
-        0xA1 => "subscription identifiers not supported",
-        0xA2 => "wildcard subscriptions not supported",
-        _ => "not a DISCONNECT reason code MQTT defines",
+        _ => crate::model::mqtt5::disconnect_reason_name(code),
     }
 }
 
