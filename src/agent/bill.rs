@@ -357,7 +357,7 @@ pub fn inputs_for(
         canary_tls,
         upload,
         topic_len: {
-            let t = super::uploader::topic(plan, &cfg.upload);
+            let t = cfg.upload.topic(plan);
             // Hub topics get `&$.mid=<report id>` appended.
             t.len() as u64 + if t.contains("$.ct=") { 43 } else { 0 }
         },

@@ -336,6 +336,43 @@ pub struct UploadSection {
     pub encoding: super::wire::Encoding,
 }
 
+impl UploadSection {
+    /// The topic reports are published to.
+    pub(crate) fn topic(&self, plan: &CheckPlan) -> String {
+        let upload = self;
+        let device = plan
+            .credentials
+            .device_id()
+            .map(str::to_string)
+            .unwrap_or_else(crate::model::hostname);
+        match upload.to {
+            UploadTo::Hub => {
+                let base = match plan.credentials.module_id() {
+                    Some(m) => format!("devices/{device}/modules/{m}/messages/events/"),
+                    None => format!("devices/{device}/messages/events/"),
+                };
+                // IoT Hub system and application properties in the topic: JSON, UTF-8,
+                // and marks that say this is a hubprobe report.
+                // gzip bodies say so in `$.ce` (IoT Hub routing queries then cannot
+                // read the body: docs/agent.md, "What monitoring costs").
+                let ce = match upload.encoding {
+                    super::wire::Encoding::Identity => "utf-8",
+                    super::wire::Encoding::Gzip => "gzip",
+                };
+                format!(
+                    "{base}$.ct=application%2Fjson&$.ce={ce}&hubprobe=report&schema=hubprobe.report%2F1"
+                )
+            }
+            UploadTo::Topic => upload
+                .topic
+                .clone()
+                .unwrap_or_default()
+                .replace("{device_id}", &device)
+                .replace("{host}", &crate::model::hostname()),
+        }
+    }
+}
+
 impl Default for UploadSection {
     fn default() -> Self {
         UploadSection {

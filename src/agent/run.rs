@@ -20,7 +20,7 @@ use super::schedule::{first_delay, next_delay, random_unit};
 use super::session::{self, SessionHandle, SessionSettings};
 use super::signals::{Signal, Signals};
 use super::spool::{Ndjson, Retention, Spool};
-use super::uploader::{drain, topic, SharedSpool, Uploader, UploaderTask, WireUpload};
+use super::uploader::{drain, SharedSpool, Uploader, UploaderTask, WireUpload};
 use super::wire::WireState;
 use crate::check::CheckPlan;
 use crate::config::EnvCredentials;
@@ -371,7 +371,7 @@ fn uploader(
         Uploader::new(
             s.handle.clone(),
             spool.clone(),
-            topic(&loaded.plan, &loaded.cfg.upload),
+            loaded.cfg.upload.topic(&loaded.plan),
             Duration::from_secs_f64(1.0 / loaded.cfg.upload.rate),
             timeout,
         )

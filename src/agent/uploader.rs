@@ -10,11 +10,9 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 use super::bill::AgentMeter;
-use super::config::{UploadSection, UploadTo};
 use super::session::SessionHandle;
 use super::spool::Spool;
 use super::wire::{self, Encoding, WireState};
-use crate::check::CheckPlan;
 
 /// The spool, shared by the main loop (which writes) and the uploader (which
 /// delivers); `None` while it cannot be opened.
@@ -22,40 +20,6 @@ pub(crate) type SharedSpool = Arc<Mutex<Option<Spool>>>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The topic reports are published to.
-pub(crate) fn topic(plan: &CheckPlan, upload: &UploadSection) -> String {
-    let device = plan
-        .credentials
-        .device_id()
-        .map(str::to_string)
-        .unwrap_or_else(crate::model::hostname);
-    match upload.to {
-        UploadTo::Hub => {
-            let base = match plan.credentials.module_id() {
-                Some(m) => format!("devices/{device}/modules/{m}/messages/events/"),
-                None => format!("devices/{device}/messages/events/"),
-            };
-            // IoT Hub system and application properties in the topic: JSON, UTF-8,
-            // and marks that say this is a hubprobe report.
-            // gzip bodies say so in `$.ce` (IoT Hub routing queries then cannot
-            // read the body: docs/agent.md, "What monitoring costs").
-            let ce = match upload.encoding {
-                Encoding::Identity => "utf-8",
-                Encoding::Gzip => "gzip",
-            };
-            format!(
-                "{base}$.ct=application%2Fjson&$.ce={ce}&hubprobe=report&schema=hubprobe.report%2F1"
-            )
-        }
-        UploadTo::Topic => upload
-            .topic
-            .clone()
-            .unwrap_or_default()
-            .replace("{device_id}", &device)
-            .replace("{host}", &crate::model::hostname()),
-    }
 }
 
 /// Uploads spooled reports over one session.
