@@ -13,7 +13,6 @@ pub mod finding;
 pub mod keepalive;
 pub mod mqtt5;
 pub mod phase;
-pub mod provisioning;
 pub mod report;
 pub mod result;
 pub mod traffic;
@@ -28,10 +27,10 @@ pub use finding::{Finding, Severity};
 pub use keepalive::KeepaliveReport;
 pub use mqtt5::{Mqtt5ConnackProperties, Mqtt5Disconnect, MqttVersion};
 pub use phase::{ms, Phase, Status};
-pub use provisioning::{ProvisioningReport, RegistrationStatus};
 pub use report::{
     hostname, new_id, rfc3339, rfc3339_unix, EndpointReport, Protocol, ProxyInfo, Report,
     SasTokenInfo, Target, Transport, Verdict, JSON_SCHEMA, SCHEMA_ID,
 };
+pub use report::{ProvisioningReport, RegistrationStatus};
 pub use result::{NoEvidence, PhaseResult};
 pub use traffic::{ByteCount, PurposeBytes, TrafficReport};
