@@ -82,50 +82,61 @@ fn starts_with(p: &Path, magic: &[u8]) -> bool {
 /// Expands directories (sorted, recursively). Returns the inputs and the files
 /// under directories that were not taken.
 fn expand(sources: &[Source]) -> Result<(Vec<Source>, Vec<String>), FleetError> {
-    let mut out = Vec::new();
     let mut skipped = Vec::new();
+    let out = expand_with(sources, is_report_file, &mut skipped)
+        .map_err(|(path, source)| FleetError::Input { path, source })?;
+    Ok((out, skipped))
+}
+
+/// Expands the directories among `sources` (sorted, recursively) into the files
+/// `accept` takes; the others under them go to `skipped`. Symlinked directories
+/// are not followed (no loops); symlinked files are read. Fails with the path
+/// that could not be read.
+pub(crate) fn expand_with(
+    sources: &[Source],
+    accept: fn(&Path) -> bool,
+    skipped: &mut Vec<String>,
+) -> Result<Vec<Source>, (PathBuf, std::io::Error)> {
+    fn walk(
+        dir: &Path,
+        accept: fn(&Path) -> bool,
+        out: &mut Vec<Source>,
+        skipped: &mut Vec<String>,
+    ) -> Result<(), (PathBuf, std::io::Error)> {
+        let err = |e| (dir.to_path_buf(), e);
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(err)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        entries.sort();
+        for p in entries {
+            let lmeta = std::fs::symlink_metadata(&p).map_err(err)?;
+            if lmeta.is_dir() {
+                walk(&p, accept, out, skipped)?;
+            } else if accept(&p) && std::fs::metadata(&p).is_ok_and(|m| m.is_file()) {
+                out.push(Source::Path(p));
+            } else {
+                skipped.push(p.display().to_string());
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
     for s in sources {
         match s {
             Source::Stdin => out.push(Source::Stdin),
             Source::Path(p) => {
-                let meta = std::fs::metadata(p).map_err(|e| FleetError::Input {
-                    path: p.clone(),
-                    source: e,
-                })?;
+                let meta = std::fs::metadata(p).map_err(|e| (p.clone(), e))?;
                 if meta.is_dir() {
-                    walk(p, &mut out, &mut skipped)?;
+                    walk(p, accept, &mut out, skipped)?;
                 } else {
                     out.push(Source::Path(p.clone()));
                 }
             }
         }
     }
-    Ok((out, skipped))
-}
-
-fn walk(dir: &Path, out: &mut Vec<Source>, skipped: &mut Vec<String>) -> Result<(), FleetError> {
-    let err = |e| FleetError::Input {
-        path: dir.to_path_buf(),
-        source: e,
-    };
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(err)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()
-        .map_err(err)?;
-    entries.sort();
-    for p in entries {
-        // Symlinked directories are not followed (no loops); symlinked files are read.
-        let lmeta = std::fs::symlink_metadata(&p).map_err(err)?;
-        if lmeta.is_dir() {
-            walk(&p, out, skipped)?;
-        } else if is_report_file(&p) && std::fs::metadata(&p).is_ok_and(|m| m.is_file()) {
-            out.push(Source::Path(p));
-        } else {
-            skipped.push(p.display().to_string());
-        }
-    }
-    Ok(())
+    Ok(out)
 }
 
 /// The bytes of a chunk: read into a buffer, or a range of a mapped file.

@@ -143,47 +143,8 @@ pub fn is_log_file(p: &Path) -> bool {
 
 /// Expands directories (sorted, recursively; symlinked directories not followed).
 pub fn expand(sources: &[Source], skipped: &mut Vec<String>) -> Result<Vec<Source>, ReadError> {
-    fn walk(dir: &Path, out: &mut Vec<Source>, skipped: &mut Vec<String>) -> Result<(), ReadError> {
-        let err = |e| ReadError::Input {
-            path: dir.to_path_buf(),
-            source: e,
-        };
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(err)?
-            .map(|e| e.map(|e| e.path()))
-            .collect::<Result<_, _>>()
-            .map_err(err)?;
-        entries.sort();
-        for p in entries {
-            let lmeta = std::fs::symlink_metadata(&p).map_err(err)?;
-            if lmeta.is_dir() {
-                walk(&p, out, skipped)?;
-            } else if is_log_file(&p) && std::fs::metadata(&p).is_ok_and(|m| m.is_file()) {
-                out.push(Source::Path(p));
-            } else {
-                skipped.push(p.display().to_string());
-            }
-        }
-        Ok(())
-    }
-    let mut out = Vec::new();
-    for s in sources {
-        match s {
-            Source::Stdin => out.push(Source::Stdin),
-            Source::Path(p) => {
-                let meta = std::fs::metadata(p).map_err(|e| ReadError::Input {
-                    path: p.clone(),
-                    source: e,
-                })?;
-                if meta.is_dir() {
-                    walk(p, &mut out, skipped)?;
-                } else {
-                    out.push(Source::Path(p.clone()));
-                }
-            }
-        }
-    }
-    Ok(out)
+    crate::fleet::input::expand_with(sources, is_log_file, skipped)
+        .map_err(|(path, source)| ReadError::Input { path, source })
 }
 
 /// Opens a source, inflating gzip (detected by its magic bytes).
