@@ -109,6 +109,29 @@ impl Check {
         run_with_env(&args, env, Duration::from_secs(60))
     }
 
+    /// Runs the check as RabbitMQ's user with SASL PLAIN (the password from a
+    /// file) and device id `device1`, JSON out.
+    fn run_plain(
+        &self,
+        certs: &Certs,
+        transport: &str,
+        events: &str,
+        addr: SocketAddr,
+    ) -> support::Run {
+        let pw = self.password_file();
+        let args = [
+            "--username",
+            RABBIT_USER,
+            "--password-file",
+            &pw,
+            "--device-id",
+            "device1",
+            "-o",
+            "json",
+        ];
+        self.run(certs, transport, events, addr, &args, &[])
+    }
+
     fn password_file(&self) -> String {
         let p = self.dir.path().join("password");
         std::fs::write(&p, RABBIT_PASSWORD).unwrap();
@@ -163,24 +186,7 @@ const RABBIT_EVENTS: &str = "/topic/devices.{device}.events";
 fn sasl_plain_over_tls_to_rabbitmq_opens_begins_and_attaches() {
     let rabbit = RabbitMq::shared();
     let check = Check::new();
-    let pw = check.password_file();
-    let out = check.run(
-        &rabbit.certs,
-        "tls",
-        RABBIT_EVENTS,
-        rabbit.amqps,
-        &[
-            "--username",
-            RABBIT_USER,
-            "--password-file",
-            &pw,
-            "--device-id",
-            "device1",
-            "-o",
-            "json",
-        ],
-        &[],
-    );
+    let out = check.run_plain(&rabbit.certs, "tls", RABBIT_EVENTS, rabbit.amqps);
     let report = out.report();
     assert_eq!(out.code, 0, "{}", out.all_output());
     let ph = amqp(&report);
@@ -273,23 +279,11 @@ fn sasl_anonymous_without_an_identity_opens_rabbitmq() {
 fn a_refused_attach_names_the_servers_error_condition() {
     let rabbit = RabbitMq::shared();
     let check = Check::new();
-    let pw = check.password_file();
-    let out = check.run(
+    let out = check.run_plain(
         &rabbit.certs,
         "tls",
         "/exchange/no-such-exchange-{device}/x",
         rabbit.amqps,
-        &[
-            "--username",
-            RABBIT_USER,
-            "--password-file",
-            &pw,
-            "--device-id",
-            "device1",
-            "-o",
-            "json",
-        ],
-        &[],
     );
     assert_eq!(out.code, 2, "{}", out.all_output());
     let report = out.report();
@@ -315,24 +309,7 @@ fn sasl_plain_over_websocket_through_websockify_to_rabbitmq() {
     let rabbit = RabbitMq::shared();
     let bridge = WsBridge::start(&rabbit.certs, rabbit.amqp);
     let check = Check::new();
-    let pw = check.password_file();
-    let out = check.run(
-        &rabbit.certs,
-        "wss",
-        RABBIT_EVENTS,
-        bridge.addr,
-        &[
-            "--username",
-            RABBIT_USER,
-            "--password-file",
-            &pw,
-            "--device-id",
-            "device1",
-            "-o",
-            "json",
-        ],
-        &[],
-    );
+    let out = check.run_plain(&rabbit.certs, "wss", RABBIT_EVENTS, bridge.addr);
     let report = out.report();
     assert_eq!(out.code, 0, "{}", out.all_output());
     let ws = phase(&report, "amqp", "websocket");
