@@ -252,7 +252,9 @@ pub struct SentSection {
 /// ephemeral ports, TTL countdowns, expiry countdowns, the chain itself (its
 /// `chain_ref` stands for it).
 fn volatile(key: &str) -> bool {
-    key.ends_with("_ms")
+    // Timings: `…_ms`, and the bare `ms` of an AMQP step.
+    key == "ms"
+        || key.ends_with("_ms")
         || matches!(
             key,
             "local_address"
@@ -727,6 +729,34 @@ mod tests {
             Some(1)
         );
         assert!(routine["canary_ref"].is_string());
+    }
+
+    #[test]
+    fn timings_anywhere_in_the_evidence_leave_the_digest_alone() {
+        // An AMQP phase's evidence as the probe writes it: step timings are `ms`.
+        let amqp = |ms: [f64; 3], outcome: &str| {
+            serde_json::json!({
+                "phase": "amqp", "status": "ok", "duration_ms": ms[0] + ms[1] + ms[2],
+                "evidence": {
+                    "container_id": "hub", "received": "AMQP 3 1.0.0",
+                    "steps": [
+                        {"step": "open", "outcome": "ok", "ms": ms[0]},
+                        {"step": "begin", "outcome": outcome, "ms": ms[1]},
+                        {"step": "close", "outcome": "ok", "ms": ms[2]}
+                    ]
+                }
+            })
+        };
+        let mqtt = |rtts: [f64; 2]| serde_json::json!({"evidence": {"client_id": "d", "connack_ms": rtts[0], "ping_rtts_ms": rtts}});
+        assert_eq!(
+            digest(&amqp([5.5, 0.9, 4.1], "ok")),
+            digest(&amqp([3.0, 0.7, 1.4], "ok"))
+        );
+        assert_ne!(
+            digest(&amqp([5.5, 0.9, 4.1], "ok")),
+            digest(&amqp([5.5, 0.9, 4.1], "refused"))
+        );
+        assert_eq!(digest(&mqtt([1.0, 2.0])), digest(&mqtt([7.5, 0.25])));
     }
 
     #[test]
