@@ -45,6 +45,7 @@ fn sample() -> Report {
             checks: count(14_317, 25_906),
             canary: count(1_248, 1_196),
             uploads: count(2_541, 1_204),
+            tune: ByteCount::default(),
         },
         ..TrafficReport::default()
     });

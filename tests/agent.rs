@@ -714,8 +714,40 @@ fn periodic_tune_reports_a_keepalive_and_the_canary_steps_aside() {
                 "{k:#}"
             );
             assert_eq!(r["labels"]["site"], "lab");
+            // The tune's bytes are its own purpose in its own report's bill: at
+            // least one TLS handshake and CONNECT plus the samples' pings.
+            let tune = &r["traffic"]["period"]["tune"];
+            assert!(
+                tune["sent"].as_u64().unwrap() > 300 && tune["received"].as_u64().unwrap() > 1000,
+                "{:#}",
+                r["traffic"]
+            );
+            assert!(
+                r["traffic"]["period"]["checks"]["sent"].as_u64() == Some(0),
+                "the tune's period holds no check: {:#}",
+                r["traffic"]
+            );
+        } else {
+            // A check report's period holds no tune bytes (the field is absent).
+            assert!(
+                r["traffic"]["period"].get("tune").is_none(),
+                "{:#}",
+                r["traffic"]
+            );
         }
     }
+    // `--check-config` prices the tune from the last one measured.
+    let out = lab.agent(&cfg, &["--check-config"], Duration::from_secs(30));
+    assert_eq!(out.code, 0, "{}", out.all_output());
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("tune "))
+        .unwrap_or_else(|| panic!("no tune line: {}", out.stdout));
+    assert!(
+        line.contains("86400.0 runs a day") && line.contains("measured by the last tune"),
+        "{line}"
+    );
     // The canary closed for the tune on purpose: that is not a disconnect.
     let last_check = &reports[2].2;
     let totals = last_check["canary"]["disconnects_total"]

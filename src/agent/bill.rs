@@ -4,7 +4,7 @@
 //! per day.
 //!
 //! The counters are [`Tally`]s at the socket (`net::meter`): the checks run in the
-//! checks' tally, the canary session in the session's. Uploads share the canary's
+//! checks' tally, the canary session in the session's, the periodic tune in its own. Uploads share the canary's
 //! session; the uploader moves the bytes that passed the session's socket between
 //! a PUBLISH and its PUBACK into the uploads' tally, so `canary` is the session's
 //! bytes less the uploads' (a keep-alive ping that happens to fall inside a
@@ -25,6 +25,8 @@ pub struct AgentMeter {
     pub session: Arc<Tally>,
     /// The uploads' part of the session.
     pub uploads: Arc<Tally>,
+    /// The periodic tune.
+    pub tune: Arc<Tally>,
     last: Mutex<(Instant, PurposeBytes)>,
 }
 
@@ -34,6 +36,7 @@ impl Default for AgentMeter {
             checks: Tally::shared(),
             session: Tally::shared(),
             uploads: Tally::shared(),
+            tune: Tally::shared(),
             last: Mutex::new((Instant::now(), PurposeBytes::default())),
         }
     }
@@ -66,6 +69,7 @@ impl AgentMeter {
             checks: count(self.checks.read()),
             canary: minus(count(self.session.read()), uploads),
             uploads,
+            tune: count(self.tune.read()),
         }
     }
 
@@ -79,6 +83,7 @@ impl AgentMeter {
             checks: minus(now.checks, last.1.checks),
             canary: minus(now.canary, last.1.canary),
             uploads: minus(now.uploads, last.1.uploads),
+            tune: minus(now.tune, last.1.tune),
         };
         *last = (Instant::now(), now);
         TrafficReport {
@@ -143,6 +148,19 @@ pub struct CostInputs {
     pub upload: Option<(u64, u64)>,
     /// Topic length (the PUBLISH header carries it).
     pub topic_len: u64,
+    /// The periodic tune: how often, what one run costs at the socket, and
+    /// whether that was measured (the newest spooled tune report's) or estimated.
+    pub tune: Option<(Duration, u64, bool)>,
+}
+
+/// Bytes at the socket of one periodic tune run when none was measured: the
+/// agent's tune opens one session (a TLS handshake and CONNECT, as a check's
+/// MQTT endpoint: [`check_estimate`]), takes `samples` RTT pings, then probes
+/// idle times with about ten more (one per step of the idle search).
+pub fn tune_estimate(samples: u32, tls: bool) -> u64 {
+    let round = 2 * (2 + if tls { TLS_RECORD } else { 0 });
+    let transport = if tls { Transport::Tls } else { Transport::Tcp };
+    check_estimate(Protocol::Mqtt, transport) + (samples as u64 + 10) * round
 }
 
 /// The estimate per day: checks, keep-alive pings, uploads.
@@ -188,6 +206,25 @@ pub fn estimate(i: &CostInputs) -> Vec<CostLine> {
             ),
             socket_per_day: socket,
             wire_per_day: wire,
+        });
+    }
+    if let Some((every, run, measured)) = i.tune {
+        let runs = per_day(every);
+        let socket = (runs * run as f64).round() as u64;
+        // One session a run: ~10 segments each way for its set-up, one per ping.
+        let segments = (runs * 20.0).round() as u64;
+        lines.push(CostLine {
+            what: "tune",
+            how: format!(
+                "{runs:.1} runs a day × {run} B ({})",
+                if measured {
+                    "measured by the last tune"
+                } else {
+                    "estimated"
+                }
+            ),
+            socket_per_day: socket,
+            wire_per_day: socket + segments * crate::net::meter::SEGMENT_HEADER,
         });
     }
     if let Some((routine, full)) = i.upload {
@@ -238,6 +275,12 @@ pub fn render(lines: &[CostLine]) -> String {
 /// The newest check report in a spool directory (pending or delivered), read
 /// without opening the spool (nothing is created or changed).
 pub fn newest_spooled_check(spool_dir: &std::path::Path) -> Option<crate::model::Report> {
+    newest_spooled(spool_dir, "check")
+}
+
+/// The newest report of `kind` (`check`, `tune`) in a spool directory, read
+/// without opening the spool (nothing is created or changed).
+pub fn newest_spooled(spool_dir: &std::path::Path, kind: &str) -> Option<crate::model::Report> {
     let mut names: Vec<(String, std::path::PathBuf)> = Vec::new();
     for dir in [spool_dir.to_path_buf(), spool_dir.join("delivered")] {
         let Ok(rd) = std::fs::read_dir(&dir) else {
@@ -257,7 +300,7 @@ pub fn newest_spooled_check(spool_dir: &std::path::Path) -> Option<crate::model:
             continue;
         };
         if let Ok(r) = serde_json::from_slice::<crate::model::Report>(&bytes) {
-            if r.kind == "check" {
+            if r.kind == kind {
                 return Some(r);
             }
         }
@@ -361,6 +404,20 @@ pub fn inputs_for(
             // Hub topics get `&$.mid=<report id>` appended.
             t.len() as u64 + if t.contains("$.ct=") { 43 } else { 0 }
         },
+        tune: cfg.schedule.tune_interval.map(|every| {
+            let measured = newest_spooled(spool_dir, "tune")
+                .and_then(|r| r.traffic)
+                .map(|t| t.period.tune.sent + t.period.tune.received)
+                .filter(|b| *b > 0);
+            match measured {
+                Some(b) => (every, b, true),
+                None => (
+                    every,
+                    tune_estimate(cfg.schedule.tune_samples, canary_tls),
+                    false,
+                ),
+            }
+        }),
     }
 }
 
@@ -414,6 +471,7 @@ mod tests {
             canary_tls: true,
             upload: Some((1_000, 3_000)),
             topic_len: 50,
+            tune: None,
         };
         let lines = estimate(&i);
         assert_eq!(lines.len(), 3);
@@ -429,5 +487,47 @@ mod tests {
         assert!(lines.iter().all(|l| l.wire_per_day > l.socket_per_day));
         let text = render(&lines);
         assert!(text.contains("uploads") && text.contains("total"), "{text}");
+        assert!(
+            !text.contains("tune"),
+            "no tune line when the tune is off: {text}"
+        );
+
+        // A tune every 6 h of 9 000 B: 4 runs a day, its own line before the uploads.
+        let with_tune = CostInputs {
+            tune: Some((Duration::from_secs(6 * 3600), 9_000, true)),
+            ..i
+        };
+        let lines = estimate(&with_tune);
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[2].what, "tune");
+        assert_eq!(lines[2].socket_per_day, 36_000);
+        assert!(lines[2].how.contains("measured"), "{}", lines[2].how);
+    }
+
+    #[test]
+    fn the_tune_is_counted_apart_and_only_when_it_ran() {
+        let m = AgentMeter::default();
+        m.checks.add_sent(10);
+        let r = m.report();
+        assert!(r.period.tune.is_zero());
+        // Absent from the JSON while nothing was counted (reports stay as they were).
+        let json = serde_json::to_value(r.period).unwrap();
+        assert!(json.get("tune").is_none(), "{json}");
+        m.tune.add_sent(700);
+        m.tune.add_received(900);
+        let r = m.report();
+        assert_eq!(
+            r.period.tune,
+            ByteCount {
+                sent: 700,
+                received: 900
+            }
+        );
+        assert_eq!(r.period.checks.sent, 0);
+        let json = serde_json::to_value(r.period).unwrap();
+        assert_eq!(json["tune"]["received"], 900);
+        // The estimate without a measurement: one session and the pings.
+        assert!(tune_estimate(10, true) > check_estimate(Protocol::Mqtt, Transport::Tls));
+        assert!(tune_estimate(20, true) > tune_estimate(10, true));
     }
 }

@@ -290,14 +290,18 @@ pub async fn run(opts: AgentOptions, cfg: AgentConfig) -> Result<ExitCode, Agent
                     None => None,
                 };
                 let tuned = tokio::select! {
-                    r = tune_once(&loaded) => Some(r),
+                    r = crate::net::meter::scope(loaded.meter.tune.clone(), tune_once(&loaded)) => Some(r),
                     _ = signals.next_stop() => None,
                 };
                 session = loaded
                     .session
                     .clone()
                     .map(|s| RunningSession::start(loaded.plan.clone(), s, state, &loaded.meter));
-                let Some(tuned) = tuned else { break 'cycles };
+                let Some(mut tuned) = tuned else {
+                    break 'cycles;
+                };
+                // Its own bill: the period since the check report is the tune's.
+                tuned.traffic = Some(loaded.meter.report());
                 if let Some(k) = &tuned.keepalive {
                     last_keepalive = Some(k.clone());
                 }

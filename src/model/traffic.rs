@@ -1,5 +1,5 @@
 //! The agent's bill in a report: bytes sent and received at the socket per
-//! purpose (checks, the canary's keep-alives, uploads), TLS, WebSocket and MQTT
+//! purpose (checks, the canary's keep-alives, uploads, the periodic tune), TLS, WebSocket and MQTT
 //! framing included, for the period the report covers and since the agent started.
 
 use serde::{Deserialize, Serialize};
@@ -13,6 +13,13 @@ pub struct ByteCount {
     pub received: u64,
 }
 
+impl ByteCount {
+    /// Nothing either way.
+    pub fn is_zero(&self) -> bool {
+        self.sent == 0 && self.received == 0
+    }
+}
+
 /// Bytes per purpose.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PurposeBytes {
@@ -22,6 +29,10 @@ pub struct PurposeBytes {
     pub canary: ByteCount,
     /// Report uploads: PUBLISH and PUBACK on the canary's session.
     pub uploads: ByteCount,
+    /// The periodic tune (`[schedule] tune_interval`): its sessions, pings and idle
+    /// waits. Absent when nothing was counted (the tune is off by default).
+    #[serde(default, skip_serializing_if = "ByteCount::is_zero")]
+    pub tune: ByteCount,
 }
 
 /// The `traffic` section of an agent report.

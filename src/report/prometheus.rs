@@ -130,7 +130,7 @@ metrics! {
     FINDINGS_BY_CODE = "hubprobe_findings_by_code", Gauge, ["code", "severity"],
         "Findings of the run by code (a failure class id or a cross-endpoint code).";
     TRAFFIC_BYTES = "hubprobe_agent_traffic_bytes_total", Counter, ["purpose", "direction"],
-        "Bytes the agent sent and received at the socket since it started (TLS, WebSocket and MQTT framing included), by purpose: checks, canary, uploads.";
+        "Bytes the agent sent and received at the socket since it started (TLS, WebSocket and MQTT framing included), by purpose: checks, canary, uploads, tune.";
     CANARY_UP = "hubprobe_canary_up", Gauge, ["endpoint"],
         "1 when the canary MQTT session was up at report time, else 0.";
     CANARY_KEEPALIVE = "hubprobe_canary_keepalive_seconds", Gauge, ["endpoint"],
@@ -616,6 +616,7 @@ fn traffic_metrics(out: &mut Exposition, t: &crate::model::TrafficReport) {
         ("checks", s.checks),
         ("canary", s.canary),
         ("uploads", s.uploads),
+        ("tune", s.tune),
     ] {
         for (direction, n) in [("sent", b.sent), ("received", b.received)] {
             out.add(
