@@ -139,6 +139,9 @@ pub struct CostInputs {
     /// Whether the per-check figures were measured (a previous report's) or
     /// estimated.
     pub checks_measured: bool,
+    /// Endpoints a check connects to (the TCP/IP headers go by connections, also
+    /// when `checks` holds one measured figure for all of them).
+    pub endpoints: u64,
     /// The canary's keep-alive, when the canary runs.
     pub keepalive: Option<Duration>,
     /// Whether the canary's session runs over TLS.
@@ -170,8 +173,10 @@ pub fn estimate(i: &CostInputs) -> Vec<CostLine> {
     let mut lines = Vec::new();
     let per_check: u64 = i.checks.iter().map(|(_, b)| b).sum();
     let socket = (per_check as f64 * checks_a_day).round() as u64;
-    // A check is a handful of flights per endpoint: ~10 segments each way.
-    let segments = (i.checks.len() as f64 * 10.0 * checks_a_day).round() as u64;
+    // A check is a handful of flights per endpoint: ~10 segments each way (the
+    // bench measured 17–18 a connection on loopback, where a certificate chain
+    // fits one segment; a 1500-byte MTU needs a few more).
+    let segments = (i.endpoints as f64 * 20.0 * checks_a_day).round() as u64;
     lines.push(CostLine {
         what: "checks",
         how: format!(
@@ -396,6 +401,7 @@ pub fn inputs_for(
         interval: cfg.schedule.interval,
         checks,
         checks_measured: measured.is_some(),
+        endpoints: plan.endpoints.len() as u64,
         keepalive: (cfg.canary.enabled || cfg.upload.enabled).then_some(plan.keep_alive),
         canary_tls,
         upload,
@@ -467,6 +473,7 @@ mod tests {
             interval: Duration::from_secs(300),
             checks: vec![("mqtt-tls".into(), 7_000)],
             checks_measured: false,
+            endpoints: 1,
             keepalive: Some(Duration::from_secs(240)),
             canary_tls: true,
             upload: Some((1_000, 3_000)),
@@ -476,6 +483,8 @@ mod tests {
         let lines = estimate(&i);
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[0].socket_per_day, 288 * 7_000);
+        // 288 checks × 20 segments × 52 B of headers.
+        assert_eq!(lines[0].wire_per_day, 288 * 7_000 + 288 * 20 * 52);
         // 360 rounds × 2 × (2 + 22).
         assert_eq!(lines[1].socket_per_day, 360 * 48);
         assert_eq!(

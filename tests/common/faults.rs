@@ -46,6 +46,9 @@ pub enum TlsThen {
     /// return code, then answers PINGREQ with PINGRESP until the client leaves.
     /// Any code 0..=255 is sent as is.
     Connack(u8),
+    /// Like `Garbage`, with `{date}` in the bytes replaced by this moment's HTTP
+    /// date on each connection (an HTTPS peer whose `Date` keeps time).
+    HttpNow(String),
     /// Like `Connack(0)`, but every PINGRESP comes this late (a stalling path or server).
     SlowPings(Duration),
 }
@@ -279,7 +282,17 @@ pub fn tls_then_with(certs: &Certs, identity: &Identity, then: TlsThen) -> Fault
             shared.handshakes.fetch_add(1, Ordering::SeqCst);
             match then {
                 TlsThen::Silent => drain(&mut tls, MAX_HOLD).await,
-                TlsThen::Garbage(bytes) => {
+                TlsThen::Garbage(_) | TlsThen::HttpNow(_) => {
+                    let bytes = match then {
+                        TlsThen::HttpNow(t) => t
+                            .replace(
+                                "{date}",
+                                &httpdate::fmt_http_date(std::time::SystemTime::now()),
+                            )
+                            .into_bytes(),
+                        TlsThen::Garbage(b) => b,
+                        _ => unreachable!(),
+                    };
                     let _ = tls.write_all(&bytes).await;
                     let _ = tls.flush().await;
                     drain(&mut tls, GARBAGE_LINGER).await;
