@@ -63,39 +63,41 @@ def main():
     a = ap.parse_args()
 
     counts = {"reports": 0, "gzip": 0, "foreign": 0, "wrong_device": 0}
-    records = []
-    for i, line in enumerate(open(a.reports, "rb")):
-        line = line.strip()
-        if not line:
-            continue
-        report = json.loads(line)
-        body = line
-        props = {"hubprobe": "report", "schema": "hubprobe.report/1"}
-        if a.gzip_every and i % a.gzip_every == 0:
-            body = gzip.compress(line)
-            props["hubprobe-encoding"] = "gzip"
-            counts["gzip"] += 1
-        device = device_of(report)
-        if a.wrong_device_every and i % a.wrong_device_every == a.wrong_device_every - 1:
-            device = "someone-else"
-            counts["wrong_device"] += 1
-        enq = report["started_at"]
-        if a.capture:
-            system = {"iothub-connection-device-id": device, "iothub-enqueuedtime": enq,
-                      "iothub-message-source": "Telemetry", "content-type": "application/json",
-                      "x-opt-sequence-number": i}
-        else:
-            system = {"connectionDeviceId": device, "connectionAuthMethod": '{"scope":"device","type":"sas"}',
-                      "enqueuedTime": enq, "contentType": "application/json", "contentEncoding": "utf-8"}
-        records.append((enq, props, system, body))
-        counts["reports"] += 1
-        if a.foreign_every and i % a.foreign_every == 0:
-            other = json.dumps({"temperature": 21.5, "humidity": 40}).encode()
-            records.append((enq, {"app": "telemetry"}, dict(system), other))
-            counts["foreign"] += 1
+
+    def messages():
+        # Streamed: a file of a million reports is never held in memory.
+        for i, line in enumerate(open(a.reports, "rb")):
+            line = line.strip()
+            if not line:
+                continue
+            report = json.loads(line)
+            body = line
+            props = {"hubprobe": "report", "schema": "hubprobe.report/1"}
+            if a.gzip_every and i % a.gzip_every == 0:
+                body = gzip.compress(line)
+                props["hubprobe-encoding"] = "gzip"
+                counts["gzip"] += 1
+            device = device_of(report)
+            if a.wrong_device_every and i % a.wrong_device_every == a.wrong_device_every - 1:
+                device = "someone-else"
+                counts["wrong_device"] += 1
+            enq = report["started_at"]
+            if a.capture:
+                system = {"iothub-connection-device-id": device, "iothub-enqueuedtime": enq,
+                          "iothub-message-source": "Telemetry", "content-type": "application/json",
+                          "x-opt-sequence-number": i}
+            else:
+                system = {"connectionDeviceId": device, "connectionAuthMethod": '{"scope":"device","type":"sas"}',
+                          "enqueuedTime": enq, "contentType": "application/json", "contentEncoding": "utf-8"}
+            counts["reports"] += 1
+            yield (enq, props, system, body)
+            if a.foreign_every and i % a.foreign_every == 0:
+                other = json.dumps({"temperature": 21.5, "humidity": 40}).encode()
+                counts["foreign"] += 1
+                yield (enq, {"app": "telemetry"}, dict(system), other)
 
     def rows():
-        for n, (enq, props, system, body) in enumerate(records):
+        for n, (enq, props, system, body) in enumerate(messages()):
             r = {"EnqueuedTimeUtc": enq, "Properties": props, "SystemProperties": system, "Body": body}
             if a.capture:
                 r["SequenceNumber"] = n

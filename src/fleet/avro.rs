@@ -69,21 +69,89 @@ impl Message {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Codec {
+/// A block's compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// Stored as is.
     Null,
+    /// Raw deflate (RFC 1951).
     Deflate,
+}
+
+/// One block of a container as stored: framing checked (its size bounded, its
+/// sync marker), not yet inflated or decoded. Decoding ([`RawBlock::messages`])
+/// may run on another thread than the framing.
+#[derive(Debug)]
+pub struct RawBlock {
+    /// The container's schema.
+    pub schema: std::sync::Arc<Schema>,
+    /// The block's codec.
+    pub codec: Codec,
+    /// Records the block says it holds.
+    pub count: u64,
+    /// The bytes as stored.
+    pub data: Vec<u8>,
+}
+
+impl RawBlock {
+    /// Inflates the block and decodes its records: each message, or the error
+    /// where it broke (the last item then; the messages before it stand).
+    pub fn messages(&self) -> Vec<Result<Message, AvroError>> {
+        let data = match inflate(self.codec, &self.data) {
+            Ok(d) => d,
+            Err(e) => return vec![Err(e)],
+        };
+        // A record takes at least one byte: a count above the bytes is a lie.
+        let count = self.count;
+        if count > data.len() as u64 && !data.is_empty() || count > 0 && data.is_empty() {
+            return vec![Err(AvroError::Invalid(format!(
+                "block of {count} records in {} bytes",
+                data.len()
+            )))];
+        }
+        let mut cursor = std::io::Cursor::new(&data[..]);
+        let mut out = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            match apache_avro::from_avro_datum(&self.schema, &mut cursor, None) {
+                Ok(v) => out.push(Ok(message(v))),
+                Err(e) => {
+                    out.push(Err(AvroError::Invalid(format!("record: {e}"))));
+                    break;
+                }
+            }
+        }
+        out
+    }
+}
+
+fn inflate(codec: Codec, data: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, AvroError> {
+    match codec {
+        Codec::Null => Ok(std::borrow::Cow::Borrowed(data)),
+        Codec::Deflate => {
+            let mut out = Vec::new();
+            flate2::read::DeflateDecoder::new(data)
+                .take(MAX_BLOCK_BYTES as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| AvroError::Invalid(format!("deflate: {e}")))?;
+            if out.len() > MAX_BLOCK_BYTES {
+                return Err(AvroError::Invalid(format!(
+                    "block inflates past {} MiB",
+                    MAX_BLOCK_BYTES >> 20
+                )));
+            }
+            Ok(std::borrow::Cow::Owned(out))
+        }
+    }
 }
 
 /// Reads an Avro object container, block by block.
 pub struct Container<R> {
     r: R,
-    schema: Schema,
+    schema: std::sync::Arc<Schema>,
     codec: Codec,
     sync: [u8; 16],
-    /// Records of the current block not yet decoded, and its bytes.
-    pending: u64,
-    block: std::io::Cursor<Vec<u8>>,
+    /// The current block's messages not yet given (in reverse order).
+    pending: Vec<Result<Message, AvroError>>,
     /// The file ended inside the sync marker after a whole block: its records are
     /// given, then this.
     ends_early: bool,
@@ -192,19 +260,23 @@ impl<R: Read> Container<R> {
         };
         Ok(Container {
             r,
-            schema,
+            schema: std::sync::Arc::new(schema),
             codec,
             sync,
-            pending: 0,
-            block: std::io::Cursor::new(Vec::new()),
+            pending: Vec::new(),
             ends_early: false,
         })
     }
 
-    /// Reads the next block; false at the end of the file.
-    fn next_block(&mut self) -> Result<bool, AvroError> {
+    /// Reads the next block as stored (`Ok(None)` at the end of the file). After
+    /// a file that ends inside a block's sync marker, the block is given and the
+    /// next call says the file is truncated.
+    pub fn next_raw_block(&mut self) -> Result<Option<RawBlock>, AvroError> {
+        if self.ends_early {
+            return Err(AvroError::Truncated("in the last sync marker"));
+        }
         let Some(count) = read_long(&mut self.r, "block")? else {
-            return Ok(false);
+            return Ok(None);
         };
         let count = u64::try_from(count)
             .map_err(|_| AvroError::Invalid(format!("block of {count} records")))?;
@@ -219,49 +291,27 @@ impl<R: Read> Container<R> {
             }
             Ok(()) => {}
         }
-        let data = match self.codec {
-            Codec::Null => data,
-            Codec::Deflate => {
-                let mut out = Vec::new();
-                flate2::read::DeflateDecoder::new(data.as_slice())
-                    .take(MAX_BLOCK_BYTES as u64 + 1)
-                    .read_to_end(&mut out)
-                    .map_err(|e| AvroError::Invalid(format!("deflate: {e}")))?;
-                if out.len() > MAX_BLOCK_BYTES {
-                    return Err(AvroError::Invalid(format!(
-                        "block inflates past {} MiB",
-                        MAX_BLOCK_BYTES >> 20
-                    )));
-                }
-                out
-            }
-        };
-        // A record takes at least one byte: a count above the bytes is a lie.
-        if count > data.len() as u64 && !data.is_empty() || count > 0 && data.is_empty() {
-            return Err(AvroError::Invalid(format!(
-                "block of {count} records in {} bytes",
-                data.len()
-            )));
-        }
-        self.pending = count;
-        self.block = std::io::Cursor::new(data);
-        Ok(true)
+        Ok(Some(RawBlock {
+            schema: self.schema.clone(),
+            codec: self.codec,
+            count,
+            data,
+        }))
     }
 
-    /// The next message, `Ok(None)` at the end of the file.
+    /// The next message, `Ok(None)` at the end of the file (blocks decoded here,
+    /// one after the other).
     pub fn next_message(&mut self) -> Result<Option<Message>, AvroError> {
-        while self.pending == 0 {
-            if self.ends_early {
-                return Err(AvroError::Truncated("in the last sync marker"));
-            }
-            if !self.next_block()? {
-                return Ok(None);
+        while self.pending.is_empty() {
+            match self.next_raw_block()? {
+                Some(b) => {
+                    self.pending = b.messages();
+                    self.pending.reverse();
+                }
+                None => return Ok(None),
             }
         }
-        self.pending -= 1;
-        let v = apache_avro::from_avro_datum(&self.schema, &mut self.block, None)
-            .map_err(|e| AvroError::Invalid(format!("record: {e}")))?;
-        Ok(Some(message(v)))
+        self.pending.pop().transpose()
     }
 }
 

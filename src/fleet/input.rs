@@ -166,13 +166,13 @@ struct Chunk {
     document: bool,
     /// A problem found by the reader itself (over-long line, read error).
     problem: Option<Rejection>,
-    /// The message carrying a document (Avro input): the device the hub saw.
-    envelope: Option<Envelope>,
+    /// A block of an Avro container: its messages, decoded by the parser thread.
+    block: Option<avro::RawBlock>,
 }
 
-/// What the hub said about a message.
-struct Envelope {
-    device: Option<String>,
+/// A broken Avro container's problem text.
+fn broken(e: &avro::AvroError) -> String {
+    format!("{e}; the messages before it were read")
 }
 
 /// What a parser thread made of a chunk.
@@ -207,11 +207,25 @@ fn parse_chunk(c: &Chunk, keep: &[String]) -> Parsed {
     }
     if c.document {
         p.records += 1;
-        let parsed = match &c.envelope {
-            Some(env) => record::parse_message(data, env.device.as_deref(), Some(keep)),
-            None => record::parse_keeping(data, Some(keep)),
-        };
-        p.items.push((0, parsed));
+        p.items.push((0, record::parse_keeping(data, Some(keep))));
+        return p;
+    }
+    if let Some(b) = &c.block {
+        for (offset, m) in (0..).zip(b.messages()) {
+            p.records += 1;
+            p.lines = offset + 1;
+            let item = match m {
+                Ok(mut m) if m.is_report() => match m.body.take().filter(|b| !b.is_empty()) {
+                    Some(body) => record::parse_message(&body, m.device(), Some(keep)),
+                    None => Err(Rejection::Malformed(
+                        "a hubprobe message without a body".into(),
+                    )),
+                },
+                Ok(_) => Err(Rejection::Foreign(record::NOT_MARKED.into())),
+                Err(e) => Err(Rejection::Malformed(broken(&e))),
+            };
+            p.items.push((offset, item));
+        }
         return p;
     }
     if data.is_empty() {
@@ -397,7 +411,7 @@ impl Reader {
             data: Bytes::Owned(Vec::new()),
             document: false,
             problem: Some(r),
-            envelope: None,
+            block: None,
         })
     }
 
@@ -482,7 +496,7 @@ impl Reader {
                         data: Bytes::Owned(Vec::new()),
                         document: false,
                         problem: Some(too_long()),
-                        envelope: None,
+                        block: None,
                     });
                     if !sent {
                         return Some(false);
@@ -502,7 +516,7 @@ impl Reader {
                 data: Bytes::Mapped(map.clone(), pos..end),
                 document: false,
                 problem: None,
-                envelope: None,
+                block: None,
             });
             if !sent {
                 return Some(false);
@@ -655,51 +669,41 @@ impl Reader {
             data: Bytes::Owned(data),
             document: false,
             problem: None,
-            envelope: None,
+            block: None,
         })
     }
 
     /// An Avro object container (IoT Hub routing to storage, Event Hubs Capture):
-    /// one message per record; a problem's line is the message's position. A
-    /// broken block ends the file there, after every message before it.
+    /// one message per record; a problem's line is the message's position. The
+    /// framing is read here, each block goes whole to a parser thread, which
+    /// inflates and decodes it. A broken block ends the file there, after every
+    /// message before it.
     fn avro(&mut self, file: u32, r: Box<dyn BufRead + Send>) -> bool {
         let mut c = match avro::Container::open(r) {
             Ok(c) => c,
             Err(e) => return self.problem(file, 1, Rejection::Malformed(e.to_string())),
         };
-        let mut n = 0u64;
+        // The position of the next block's first message.
+        let mut n = 1u64;
         loop {
-            n += 1;
-            let mut m = match c.next_message() {
-                Ok(Some(m)) => m,
-                Ok(None) => return true,
-                Err(e) => {
-                    let why = format!("{e}; the messages before it were read");
-                    return self.problem(file, n, Rejection::Malformed(why));
+            match c.next_raw_block() {
+                Ok(Some(b)) => {
+                    let count = b.count;
+                    if !self.send(Chunk {
+                        seq: 0,
+                        file,
+                        first_line: Some(n),
+                        data: Bytes::Owned(Vec::new()),
+                        document: false,
+                        problem: None,
+                        block: Some(b),
+                    }) {
+                        return false;
+                    }
+                    n = n.saturating_add(count);
                 }
-            };
-            let sent = if !m.is_report() {
-                self.problem(file, n, Rejection::Foreign(record::NOT_MARKED.into()))
-            } else if let Some(body) = m.body.take().filter(|b| !b.is_empty()) {
-                let device = m.device().map(str::to_string);
-                self.send(Chunk {
-                    seq: 0,
-                    file,
-                    first_line: Some(n),
-                    data: Bytes::Owned(body),
-                    document: true,
-                    problem: None,
-                    envelope: Some(Envelope { device }),
-                })
-            } else {
-                self.problem(
-                    file,
-                    n,
-                    Rejection::Malformed("a hubprobe message without a body".into()),
-                )
-            };
-            if !sent {
-                return false;
+                Ok(None) => return true,
+                Err(e) => return self.problem(file, n, Rejection::Malformed(broken(&e))),
             }
         }
     }
@@ -753,7 +757,7 @@ impl Reader {
                         data: Bytes::Owned(doc.to_vec()),
                         document: true,
                         problem: None,
-                        envelope: None,
+                        block: None,
                     }) {
                         return false;
                     }

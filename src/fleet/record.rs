@@ -476,22 +476,29 @@ pub fn nests_deeper_than(bytes: &[u8], limit: usize) -> bool {
     if openers(bytes) <= limit {
         return false;
     }
+    // A report has a few hundred openers, so this walk is in the hot path: the
+    // strings (most of a report's bytes: names, digests, messages) are jumped
+    // through to their next quote or backslash with memchr2 (SIMD), only the
+    // bytes between strings are looked at one by one.
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in bytes {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
+    let mut i = 0usize;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                // Inside a string: to its closing quote, escapes skipped.
+                i += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &bytes[i.min(bytes.len())..]) {
+                        None => return false, // unterminated: nothing deeper follows
+                        Some(k) if bytes[i + k] == b'\\' => i += k + 2,
+                        Some(k) => {
+                            i += k + 1;
+                            break;
+                        }
+                    }
+                }
+                continue;
             }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
                 if depth > limit {
@@ -501,6 +508,7 @@ pub fn nests_deeper_than(bytes: &[u8], limit: usize) -> bool {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        i += 1;
     }
     false
 }
@@ -782,6 +790,20 @@ mod tests {
         // Unbalanced and truncated input is answered, not recursed into.
         assert!(nests_deeper_than("{".repeat(200).as_bytes(), 128));
         assert!(!nests_deeper_than("]".repeat(200).as_bytes(), 128));
+        // Brackets inside strings do not count, escaped quotes do not end them,
+        // and an escape at the very end reads nothing past the line.
+        let quoted = format!("[\"{}\\\"{}\"]", "[".repeat(300), "{".repeat(300));
+        assert!(!nests_deeper_than(quoted.as_bytes(), 128), "{quoted}");
+        let after = format!("[\"a\\\\\"{}", "[".repeat(200));
+        assert!(nests_deeper_than(after.as_bytes(), 128), "{after}");
+        assert!(!nests_deeper_than(
+            format!("{}\"abc\\", "[{".repeat(64)).as_bytes(),
+            128
+        ));
+        assert!(!nests_deeper_than(
+            format!("{}\"\\", "[{".repeat(64)).as_bytes(),
+            128
+        ));
         for n in [129, 10_000, 100_000] {
             let e = parse(deep(n).as_bytes()).unwrap_err();
             assert!(matches!(e, Rejection::Malformed(_)), "{e:?}");
