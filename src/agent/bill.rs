@@ -4,8 +4,8 @@
 //! per day.
 //!
 //! The counters are [`Tally`]s at the socket (`net::meter`): the checks run in the
-//! checks' tally, the canary session in the session's, the periodic tune in its own. Uploads share the canary's
-//! session; the uploader moves the bytes that passed the session's socket between
+//! checks' tally, the canary session in the session's, the periodic tune in its
+//! own. Uploads share the canary's session; the uploader moves the bytes that passed the session's socket between
 //! a PUBLISH and its PUBACK into the uploads' tally, so `canary` is the session's
 //! bytes less the uploads' (a keep-alive ping that happens to fall inside a
 //! publish's round trip is counted as upload: a few dozen bytes, rarely).

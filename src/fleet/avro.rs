@@ -25,6 +25,11 @@ pub const MAX_BLOCK_BYTES: usize = 32 << 20;
 /// Hub message is at most 256 KiB): `apache-avro` reserves room by the declared
 /// count, so the count is bounded here.
 const MAX_ITEM: usize = 1 << 20;
+/// The most records a block may hold. A block is decoded whole on a parser
+/// thread, so this bounds the messages it holds at once (real files have a few
+/// thousand a block at most; the smallest record is a few bytes, so without it a
+/// 32 MiB block could hold millions).
+pub const MAX_BLOCK_RECORDS: u64 = 100_000;
 /// The largest header (schema and metadata) read.
 const MAX_HEADER_BYTES: usize = 1 << 20;
 
@@ -110,7 +115,7 @@ impl RawBlock {
             )))];
         }
         let mut cursor = std::io::Cursor::new(&data[..]);
-        let mut out = Vec::with_capacity(count as usize);
+        let mut out = Vec::with_capacity((count as usize).min(1024));
         for _ in 0..count {
             match apache_avro::from_avro_datum(&self.schema, &mut cursor, None) {
                 Ok(v) => out.push(Ok(message(v))),
@@ -279,7 +284,13 @@ impl<R: Read> Container<R> {
             return Ok(None);
         };
         let count = u64::try_from(count)
-            .map_err(|_| AvroError::Invalid(format!("block of {count} records")))?;
+            .ok()
+            .filter(|n| *n <= MAX_BLOCK_RECORDS)
+            .ok_or_else(|| {
+                AvroError::Invalid(format!(
+                    "block of {count} records (at most {MAX_BLOCK_RECORDS} are read)"
+                ))
+            })?;
         let data = read_bytes(&mut self.r, MAX_BLOCK_BYTES, "block")?;
         let mut sync = [0u8; 16];
         match read_exact_or(&mut self.r, &mut sync, "sync marker") {
@@ -476,9 +487,15 @@ mod tests {
         let mut c = Container::open(&f[..]).unwrap();
         let e = c.next_message().unwrap_err();
         assert!(e.to_string().contains("at most"), "{e}");
+        // More records a block than are read at once, before its bytes are read.
+        let mut f = header(ROUTING);
+        f.extend(long(MAX_BLOCK_RECORDS as i64 + 1));
+        f.extend(long(1 << 40));
+        let e = Container::open(&f[..]).unwrap().next_message().unwrap_err();
+        assert!(e.to_string().contains("records (at most"), "{e}");
         // More records than bytes.
         let mut f = header(ROUTING);
-        f.extend(long(1_000_000));
+        f.extend(long(50_000));
         f.extend(bytes(&[0u8; 8]));
         f.extend([7u8; 16]);
         let e = Container::open(&f[..]).unwrap().next_message().unwrap_err();

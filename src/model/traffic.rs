@@ -1,6 +1,7 @@
 //! The agent's bill in a report: bytes sent and received at the socket per
-//! purpose (checks, the canary's keep-alives, uploads, the periodic tune), TLS, WebSocket and MQTT
-//! framing included, for the period the report covers and since the agent started.
+//! purpose (checks, the canary's keep-alives, uploads, the periodic tune), TLS,
+//! WebSocket and MQTT framing included, for the period the report covers and
+//! since the agent started.
 
 use serde::{Deserialize, Serialize};
 
