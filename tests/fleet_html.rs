@@ -455,6 +455,23 @@ fn operator_parts(b: &mut Browser, data: &Path) {
     assert!(fw[2].as_str().unwrap().contains("mqtt-tls"), "{fw}");
     let ca = find("check:tls.unknown_ca");
     assert_eq!(ca[1], "devices", "missing root CAs are everywhere: {ca}");
+    // The text output tells the same persistent patterns, outside the incidents.
+    let txt = support::run(&["fleet", "summarize", data.to_str().unwrap()]);
+    assert!(txt.code <= 2, "{}", txt.all_output());
+    let section = txt
+        .stdout
+        .split("persistent problems (outside the incident windows):")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no persistent section in the text:\n{}", txt.stdout));
+    assert!(
+        section.contains("[network=cell-b]") && section.contains(&format!("tell them {rec} s")),
+        "{section}"
+    );
+    assert!(
+        section.contains("[network=wired-site-02]") && section.contains("tcp.timeout"),
+        "{section}"
+    );
+    assert!(!section.contains("server_unavailable"), "{section}");
     // The hub incident's failure is not persistent.
     assert!(
         persistent

@@ -108,6 +108,23 @@ pub fn render(s: &FleetSummary) -> String {
             nets.join(", ")
         );
     }
+    let _ = writeln!(o, "\npersistent problems (outside the incident windows):");
+    if s.persistent.is_empty() {
+        let _ = writeln!(o, "  none");
+    }
+    for p in &s.persistent {
+        let _ = writeln!(
+            o,
+            "  [{}] {}{}",
+            p.confined_to.as_deref().unwrap_or("devices everywhere"),
+            p.summary,
+            if p.example_devices.is_empty() {
+                String::new()
+            } else {
+                format!("\n    e.g. {}", p.example_devices.join(", "))
+            }
+        );
+    }
     for g in &s.groups {
         let _ = writeln!(o, "\n== {}={} ==", g.label, g.value);
         group(&mut o, &g.summary, "  ");
