@@ -154,6 +154,43 @@ impl Bytes {
     }
 }
 
+impl AsRef<[u8]> for Bytes {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+/// A mapped Avro container: the header read through [`Read`], each block a range
+/// of the map (not copied).
+struct MappedAvro {
+    map: Arc<Mmap>,
+    pos: usize,
+}
+
+impl Read for MappedAvro {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let rest = &self.map[self.pos.min(self.map.len())..];
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl avro::BlockSource for MappedAvro {
+    type Block = Bytes;
+    fn block(&mut self, n: usize) -> Result<Bytes, avro::AvroError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.map.len())
+            .ok_or(avro::AvroError::Truncated("block"))?;
+        let r = self.pos..end;
+        self.pos = end;
+        Ok(Bytes::Mapped(self.map.clone(), r))
+    }
+}
+
 /// A piece of input for a parser thread.
 struct Chunk {
     /// Position in the input (the aggregator takes chunks in this order).
@@ -167,7 +204,7 @@ struct Chunk {
     /// A problem found by the reader itself (over-long line, read error).
     problem: Option<Rejection>,
     /// A block of an Avro container: its messages, decoded by the parser thread.
-    block: Option<avro::RawBlock>,
+    block: Option<avro::RawBlock<Bytes>>,
 }
 
 /// A broken Avro container's problem text.
@@ -188,7 +225,8 @@ struct Parsed {
     items: Vec<(u64, Result<Observation, Rejection>)>,
 }
 
-fn parse_chunk(c: &Chunk, keep: &[String]) -> Parsed {
+/// Parses a chunk; `scratch` holds an inflated Avro block, kept from chunk to chunk.
+fn parse_chunk(c: &Chunk, keep: &[String], scratch: &mut Vec<u8>) -> Parsed {
     let mut p = Parsed {
         seq: c.seq,
         file: c.file,
@@ -211,12 +249,13 @@ fn parse_chunk(c: &Chunk, keep: &[String]) -> Parsed {
         return p;
     }
     if let Some(b) = &c.block {
-        for (offset, m) in (0..).zip(b.messages()) {
+        let mut offset = 0u64;
+        b.each(scratch, &mut |m| {
             p.records += 1;
             p.lines = offset + 1;
             let item = match m {
-                Ok(mut m) if m.is_report() => match m.body.take().filter(|b| !b.is_empty()) {
-                    Some(body) => record::parse_message(&body, m.device(), Some(keep)),
+                Ok(m) if m.report => match m.body.filter(|b| !b.is_empty()) {
+                    Some(body) => record::parse_message(body, m.device.as_deref(), Some(keep)),
                     None => Err(Rejection::Malformed(
                         "a hubprobe message without a body".into(),
                     )),
@@ -225,6 +264,11 @@ fn parse_chunk(c: &Chunk, keep: &[String]) -> Parsed {
                 Err(e) => Err(Rejection::Malformed(broken(&e))),
             };
             p.items.push((offset, item));
+            offset += 1;
+        });
+        // A large inflated block is not kept for the next.
+        if scratch.capacity() > 4 * CHUNK_BYTES {
+            *scratch = Vec::new();
         }
         return p;
     }
@@ -419,7 +463,14 @@ impl Reader {
         for (i, s) in inputs.iter().enumerate() {
             let file = i as u32;
             if let Source::Path(p) = s {
-                if let Some(done) = map_file(p).and_then(|m| self.mapped(file, m)) {
+                let mapped = map_file(p).and_then(|m| {
+                    if m.starts_with(avro::MAGIC) {
+                        Some(self.avro_mapped(file, m))
+                    } else {
+                        self.mapped(file, m)
+                    }
+                });
+                if let Some(done) = mapped {
                     if !done {
                         return;
                     }
@@ -679,16 +730,58 @@ impl Reader {
     /// inflates and decodes it. A broken block ends the file there, after every
     /// message before it.
     fn avro(&mut self, file: u32, r: Box<dyn BufRead + Send>) -> bool {
-        let mut c = match avro::Container::open(r) {
+        match avro::Container::open(r) {
+            Ok(c) => self.avro_blocks(file, c, |_, b| b.map_data(Bytes::Owned)),
+            Err(e) => self.problem(file, 1, Rejection::Malformed(e.to_string())),
+        }
+    }
+
+    /// A mapped Avro container: its blocks are ranges of the map, decoded by the
+    /// parser threads where they lie; the pages read are released as the reader
+    /// moves on, as with mapped NDJSON.
+    fn avro_mapped(&mut self, file: u32, map: Arc<Mmap>) -> bool {
+        let source = MappedAvro {
+            map: map.clone(),
+            pos: 0,
+        };
+        let c = match avro::Container::open_source(source) {
             Ok(c) => c,
             Err(e) => return self.problem(file, 1, Rejection::Malformed(e.to_string())),
         };
+        self.consumed
+            .fetch_add(c.source().pos as u64, Ordering::Relaxed);
+        let lag = (self.workers.len() * 3 + 2) * CHUNK_BYTES;
+        let mut released = 0usize;
+        self.avro_blocks(file, c, |consumed, b| {
+            if let Bytes::Mapped(m, r) = &b.data {
+                if r.start >= released + lag + RELEASE_BYTES {
+                    release(m, released..r.start - lag);
+                    released = r.start - lag;
+                }
+                #[cfg(target_os = "linux")]
+                let _ = m.advise_range(memmap2::Advice::PopulateRead, r.start, r.len());
+                consumed.fetch_add(r.len() as u64, Ordering::Relaxed);
+            }
+            b
+        })
+    }
+
+    /// Sends a container's blocks to the parser threads, one chunk each; `each`
+    /// makes a block a chunk's. A problem's line is the message's position.
+    fn avro_blocks<S: avro::BlockSource>(
+        &mut self,
+        file: u32,
+        mut c: avro::Container<S>,
+        mut each: impl FnMut(&AtomicU64, avro::RawBlock<S::Block>) -> avro::RawBlock<Bytes>,
+    ) -> bool {
         // The position of the next block's first message.
         let mut n = 1u64;
+        let consumed = self.consumed.clone();
         loop {
             match c.next_raw_block() {
                 Ok(Some(b)) => {
                     let count = b.count;
+                    let block = each(&consumed, b);
                     if !self.send(Chunk {
                         seq: 0,
                         file,
@@ -696,7 +789,7 @@ impl Reader {
                         data: Bytes::Owned(Vec::new()),
                         document: false,
                         problem: None,
-                        block: Some(b),
+                        block: Some(block),
                     }) {
                         return false;
                     }
@@ -820,8 +913,9 @@ pub fn summarize_with_progress(
             senders.push(tx);
             let out = res_tx.clone();
             scope.spawn(move || {
+                let mut scratch = Vec::new();
                 for chunk in rx {
-                    if out.send(parse_chunk(&chunk, keep)).is_err() {
+                    if out.send(parse_chunk(&chunk, keep, &mut scratch)).is_err() {
                         return;
                     }
                 }
