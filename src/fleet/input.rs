@@ -306,6 +306,31 @@ fn release(map: &Mmap, r: Range<usize>) {
         unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, r.start, r.len()) };
 }
 
+/// Drops the pages of a mapping that the parser threads are done with from the
+/// resident set as the reader moves on (they stay in the page cache): the threads
+/// are at most a few chunks behind the reader.
+struct ReleaseBehind {
+    lag: usize,
+    released: usize,
+}
+
+impl ReleaseBehind {
+    fn new(workers: usize) -> Self {
+        ReleaseBehind {
+            lag: (workers * 3 + 2) * CHUNK_BYTES,
+            released: 0,
+        }
+    }
+
+    /// The reader has reached `pos` of `map`.
+    fn reached(&mut self, map: &Mmap, pos: usize) {
+        if pos >= self.released + self.lag + RELEASE_BYTES {
+            release(map, self.released..pos - self.lag);
+            self.released = pos - self.lag;
+        }
+    }
+}
+
 /// Maps a regular, non-empty, uncompressed file; `None` when it should be streamed.
 fn map_file(path: &Path) -> Option<Arc<Mmap>> {
     let f = File::open(path).ok()?;
@@ -522,15 +547,9 @@ impl Reader {
             break;
         }
         let mut first = Some(line);
-        // Parsed pages are dropped from the resident set as the reader moves on (they
-        // stay in the page cache): the parser threads are at most a few chunks behind.
-        let lag = (self.workers.len() * 3 + 2) * CHUNK_BYTES;
-        let mut released = 0usize;
+        let mut behind = ReleaseBehind::new(self.workers.len());
         while pos < len {
-            if pos >= released + lag + RELEASE_BYTES {
-                release(&map, released..pos - lag);
-                released = pos - lag;
-            }
+            behind.reached(&map, pos);
             let want = pos + CHUNK_BYTES;
             let end = if want >= len {
                 len
@@ -750,14 +769,10 @@ impl Reader {
         };
         self.consumed
             .fetch_add(c.source().pos as u64, Ordering::Relaxed);
-        let lag = (self.workers.len() * 3 + 2) * CHUNK_BYTES;
-        let mut released = 0usize;
+        let mut behind = ReleaseBehind::new(self.workers.len());
         self.avro_blocks(file, c, |consumed, b| {
             if let Bytes::Mapped(m, r) = &b.data {
-                if r.start >= released + lag + RELEASE_BYTES {
-                    release(m, released..r.start - lag);
-                    released = r.start - lag;
-                }
+                behind.reached(m, r.start);
                 #[cfg(target_os = "linux")]
                 let _ = m.advise_range(memmap2::Advice::PopulateRead, r.start, r.len());
                 consumed.fetch_add(r.len() as u64, Ordering::Relaxed);
