@@ -470,59 +470,104 @@ fn parse_report(
 
 /// True when `[`/`{` nest deeper than `limit` outside strings. Whatever the bytes
 /// (unbalanced, truncated, not UTF-8), it answers without recursion.
+///
+/// A backslash escapes the byte after it, inside a string or not: outside one it
+/// is not JSON, and the parser stops there before it nests any deeper.
 pub fn nests_deeper_than(bytes: &[u8], limit: usize) -> bool {
-    // Cheap bound first: fewer openers than the limit cannot nest deeper, which is
-    // every report; only a line with many openers is walked byte by byte.
-    if openers(bytes) <= limit {
+    // Every line is read here before it is parsed, 64 bytes at a time as bit
+    // masks (quotes, backslashes, openers, closers): the strings are found with a
+    // prefix XOR of the unescaped quotes (the way simdjson finds them), and the
+    // depth moves by the block's counts unless the block could cross the limit or
+    // close more than is open; then its brackets are walked in order.
+    let mut scan = Scan {
+        depth: 0,
+        limit,
+        escaped: 0,
+        in_string: 0,
+    };
+    let mut blocks = bytes.chunks_exact(64);
+    for b in &mut blocks {
+        if scan.block(b.try_into().expect("64 bytes")) {
+            return true;
+        }
+    }
+    let rest = blocks.remainder();
+    if rest.is_empty() {
         return false;
     }
-    // A report has a few hundred openers, so this walk is in the hot path: the
-    // strings (most of a report's bytes: names, digests, messages) are jumped
-    // through to their next quote or backslash with memchr2 (SIMD), only the
-    // bytes between strings are looked at one by one.
-    let mut depth = 0usize;
-    let mut i = 0usize;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'"' => {
-                // Inside a string: to its closing quote, escapes skipped.
-                i += 1;
-                loop {
-                    match memchr::memchr2(b'"', b'\\', &bytes[i.min(bytes.len())..]) {
-                        None => return false, // unterminated: nothing deeper follows
-                        Some(k) if bytes[i + k] == b'\\' => i += k + 2,
-                        Some(k) => {
-                            i += k + 1;
-                            break;
-                        }
-                    }
-                }
-                continue;
-            }
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > limit {
-                    return true;
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        i += 1;
-    }
-    false
+    let mut last = [b' '; 64];
+    last[..rest.len()].copy_from_slice(rest);
+    scan.block(&last)
 }
 
-/// Bytes that are `[` or `{` (0x5B, 0x7B: the bytes x with x | 0x20 == 0x7B), in
-/// a loop the compiler vectorizes (several GB/s per core, in the parse's hot path).
-fn openers(bytes: &[u8]) -> usize {
-    bytes
-        .chunks(255)
-        .map(|c| {
-            c.iter()
-                .fold(0u8, |n, &x| n.wrapping_add(((x | 0x20) == 0x7B) as u8)) as usize
-        })
-        .sum()
+struct Scan {
+    depth: usize,
+    limit: usize,
+    /// Bit 0: the next block's first byte is escaped.
+    escaped: u64,
+    /// All ones when the next block starts inside a string.
+    in_string: u64,
+}
+
+impl Scan {
+    /// Moves over one block; true once the depth passes the limit.
+    fn block(&mut self, b: &[u8; 64]) -> bool {
+        use sonic_simd::{u8x64, Mask, Simd};
+        // SAFETY: `b` is 64 readable bytes, what an unaligned load of a u8x64 reads.
+        let v = unsafe { u8x64::loadu(b.as_ptr()) };
+        let is = |c: u8| v.eq(&u8x64::splat(c));
+        let quote = is(b'"').bitmask();
+        let backslash = is(b'\\').bitmask();
+        let open = (is(b'[') | is(b'{')).bitmask();
+        let close = (is(b']') | is(b'}')).bitmask();
+        let escaped = self.escapes(backslash);
+        let strings = prefix_xor(quote & !escaped) ^ self.in_string;
+        self.in_string = ((strings as i64) >> 63) as u64;
+        let open = open & !strings & !escaped;
+        let close = close & !strings & !escaped;
+        let (opens, closes) = (open.count_ones() as usize, close.count_ones() as usize);
+        if self.depth + opens <= self.limit && closes <= self.depth {
+            self.depth = self.depth + opens - closes;
+            return false;
+        }
+        let mut brackets = open | close;
+        while brackets != 0 {
+            let bit = brackets & brackets.wrapping_neg();
+            if open & bit != 0 {
+                self.depth += 1;
+                if self.depth > self.limit {
+                    return true;
+                }
+            } else {
+                self.depth = self.depth.saturating_sub(1);
+            }
+            brackets ^= bit;
+        }
+        false
+    }
+
+    /// The bytes escaped by a backslash (the odd-length runs' next bytes),
+    /// carrying a run across blocks.
+    fn escapes(&mut self, backslash: u64) -> u64 {
+        const EVEN: u64 = 0x5555_5555_5555_5555;
+        let backslash = backslash & !self.escaped;
+        let follows = (backslash << 1) | self.escaped;
+        let odd_starts = backslash & !EVEN & !follows;
+        let (even_starts, carry) = odd_starts.overflowing_add(backslash);
+        self.escaped = u64::from(carry);
+        (EVEN ^ (even_starts << 1)) & follows
+    }
+}
+
+/// Bit i of the result: the XOR of bits 0..=i.
+fn prefix_xor(mut x: u64) -> u64 {
+    x ^= x << 1;
+    x ^= x << 2;
+    x ^= x << 4;
+    x ^= x << 8;
+    x ^= x << 16;
+    x ^= x << 32;
+    x
 }
 
 fn check_schema(schema: Option<&str>) -> Result<(), Rejection> {
@@ -769,14 +814,73 @@ mod tests {
         }
     }
 
-    #[test]
-    fn openers_are_counted_whatever_the_length() {
-        for n in [0usize, 1, 254, 255, 256, 1000] {
-            let s = "[{x]}".repeat(n);
-            assert_eq!(openers(s.as_bytes()), 2 * n);
+    /// The byte-by-byte reading of [`nests_deeper_than`].
+    fn nests_deeper_bytewise(bytes: &[u8], limit: usize) -> bool {
+        let (mut depth, mut i, mut in_string) = (0usize, 0usize, false);
+        while i < bytes.len() {
+            match (bytes[i], in_string) {
+                (b'\\', _) => i += 1,
+                (b'"', _) => in_string = !in_string,
+                (b'[' | b'{', false) => {
+                    depth += 1;
+                    if depth > limit {
+                        return true;
+                    }
+                }
+                (b']' | b'}', false) => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            i += 1;
         }
-        let all: Vec<u8> = (0..=255u8).collect();
-        assert_eq!(openers(&all), 2);
+        false
+    }
+
+    #[test]
+    fn the_block_scan_reads_nesting_as_the_bytewise_walk_does() {
+        // Random lines over the bytes that matter, of lengths around the
+        // 64-byte blocks, against small limits so that both answers occur.
+        let alphabet = b"[]{}\"\\\\x ";
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut answers = [0usize; 2];
+        for _ in 0..20_000 {
+            let len = (next() % 300) as usize;
+            let line: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            for limit in [0, 1, 3, 8] {
+                let want = nests_deeper_bytewise(&line, limit);
+                assert_eq!(
+                    nests_deeper_than(&line, limit),
+                    want,
+                    "limit {limit}: {}",
+                    String::from_utf8_lossy(&line)
+                );
+                answers[usize::from(want)] += 1;
+            }
+        }
+        assert!(answers.iter().all(|&n| n > 1000), "{answers:?}");
+        // Runs of backslashes and strings that cross block edges.
+        for run in 0..140 {
+            for at in [0usize, 1, 62, 63, 64, 65, 127, 128] {
+                let mut line = vec![b'x'; at];
+                line.push(b'"');
+                line.extend(std::iter::repeat_n(b'\\', run));
+                line.extend(b"\"[[[[".iter());
+                for limit in [2, 3, 4] {
+                    assert_eq!(
+                        nests_deeper_than(&line, limit),
+                        nests_deeper_bytewise(&line, limit),
+                        "run {run} at {at} limit {limit}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
