@@ -170,6 +170,11 @@ fn event_hubs_capture_avro_deflate_and_the_device_cross_check() {
         p.message.contains("\"someone-else\"") && p.message.contains("report of"),
         "{p:?}"
     );
+    // Every problem names its message's position, across blocks read together.
+    assert!(s.input.problems.len() > 1, "{:?}", s.input.problems);
+    for p in &s.input.problems {
+        assert_eq!(p.line % 25, 0, "{p:?}");
+    }
 }
 
 #[test]

@@ -31,6 +31,9 @@ use super::{FleetError, FleetOptions, FleetSummary};
 
 /// Bytes per chunk handed to a parser thread.
 pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// Avro blocks sent to a parser thread together, at most.
+const MAX_BATCH: usize = 256;
 /// Bytes of a mapped file dropped from the resident set at a time.
 const RELEASE_BYTES: usize = 4 << 20;
 /// A longer line is rejected (and skipped) instead of buffered.
@@ -203,8 +206,9 @@ struct Chunk {
     document: bool,
     /// A problem found by the reader itself (over-long line, read error).
     problem: Option<Rejection>,
-    /// A block of an Avro container: its messages, decoded by the parser thread.
-    block: Option<avro::RawBlock<Bytes>>,
+    /// Consecutive blocks of an Avro container: their messages, decoded by the
+    /// parser thread.
+    blocks: Vec<avro::RawBlock<Bytes>>,
 }
 
 /// A broken Avro container's problem text.
@@ -248,24 +252,26 @@ fn parse_chunk(c: &Chunk, keep: &[String], scratch: &mut Vec<u8>) -> Parsed {
         p.items.push((0, record::parse_keeping(data, Some(keep))));
         return p;
     }
-    if let Some(b) = &c.block {
+    if !c.blocks.is_empty() {
         let mut offset = 0u64;
-        b.each(scratch, &mut |m| {
-            p.records += 1;
-            p.lines = offset + 1;
-            let item = match m {
-                Ok(m) if m.report => match m.body.filter(|b| !b.is_empty()) {
-                    Some(body) => record::parse_message(body, m.device.as_deref(), Some(keep)),
-                    None => Err(Rejection::Malformed(
-                        "a hubprobe message without a body".into(),
-                    )),
-                },
-                Ok(_) => Err(Rejection::Foreign(record::NOT_MARKED.into())),
-                Err(e) => Err(Rejection::Malformed(broken(&e))),
-            };
-            p.items.push((offset, item));
-            offset += 1;
-        });
+        for b in &c.blocks {
+            b.each(scratch, &mut |m| {
+                p.records += 1;
+                p.lines = offset + 1;
+                let item = match m {
+                    Ok(m) if m.report => match m.body.filter(|b| !b.is_empty()) {
+                        Some(body) => record::parse_message(body, m.device.as_deref(), Some(keep)),
+                        None => Err(Rejection::Malformed(
+                            "a hubprobe message without a body".into(),
+                        )),
+                    },
+                    Ok(_) => Err(Rejection::Foreign(record::NOT_MARKED.into())),
+                    Err(e) => Err(Rejection::Malformed(broken(&e))),
+                };
+                p.items.push((offset, item));
+                offset += 1;
+            });
+        }
         // A large inflated block is not kept for the next.
         if scratch.capacity() > 4 * CHUNK_BYTES {
             *scratch = Vec::new();
@@ -480,7 +486,7 @@ impl Reader {
             data: Bytes::Owned(Vec::new()),
             document: false,
             problem: Some(r),
-            block: None,
+            blocks: Vec::new(),
         })
     }
 
@@ -566,7 +572,7 @@ impl Reader {
                         data: Bytes::Owned(Vec::new()),
                         document: false,
                         problem: Some(too_long()),
-                        block: None,
+                        blocks: Vec::new(),
                     });
                     if !sent {
                         return Some(false);
@@ -586,7 +592,7 @@ impl Reader {
                 data: Bytes::Mapped(map.clone(), pos..end),
                 document: false,
                 problem: None,
-                block: None,
+                blocks: Vec::new(),
             });
             if !sent {
                 return Some(false);
@@ -739,7 +745,7 @@ impl Reader {
             data: Bytes::Owned(data),
             document: false,
             problem: None,
-            block: None,
+            blocks: Vec::new(),
         })
     }
 
@@ -781,37 +787,56 @@ impl Reader {
         })
     }
 
-    /// Sends a container's blocks to the parser threads, one chunk each; `each`
-    /// makes a block a chunk's. A problem's line is the message's position.
+    /// Sends a container's blocks to the parser threads, consecutive blocks
+    /// together up to a chunk's bytes (a writer's blocks may be a few records
+    /// each); `each` makes a block a chunk's. A problem's line is the message's
+    /// position.
     fn avro_blocks<S: avro::BlockSource>(
         &mut self,
         file: u32,
         mut c: avro::Container<S>,
         mut each: impl FnMut(&AtomicU64, avro::RawBlock<S::Block>) -> avro::RawBlock<Bytes>,
     ) -> bool {
-        // The position of the next block's first message.
+        // The position of the next block's first message, and of the batch's.
         let mut n = 1u64;
+        let mut first = n;
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
         let consumed = self.consumed.clone();
         loop {
-            match c.next_raw_block() {
+            // `Some`: the container ends here, whole or broken.
+            let end = match c.next_raw_block() {
                 Ok(Some(b)) => {
-                    let count = b.count;
+                    n = n.saturating_add(b.count);
                     let block = each(&consumed, b);
-                    if !self.send(Chunk {
-                        seq: 0,
-                        file,
-                        first_line: Some(n),
-                        data: Bytes::Owned(Vec::new()),
-                        document: false,
-                        problem: None,
-                        block: Some(block),
-                    }) {
-                        return false;
-                    }
-                    n = n.saturating_add(count);
+                    bytes += block.data.as_slice().len();
+                    batch.push(block);
+                    None
                 }
-                Ok(None) => return true,
-                Err(e) => return self.problem(file, n, Rejection::Malformed(broken(&e))),
+                Ok(None) => Some(Ok(())),
+                Err(e) => Some(Err(e)),
+            };
+            if !batch.is_empty()
+                && (end.is_some() || bytes >= CHUNK_BYTES || batch.len() >= MAX_BATCH)
+            {
+                let sent = self.send(Chunk {
+                    seq: 0,
+                    file,
+                    first_line: Some(first),
+                    data: Bytes::Owned(Vec::new()),
+                    document: false,
+                    problem: None,
+                    blocks: std::mem::take(&mut batch),
+                });
+                if !sent {
+                    return false;
+                }
+                (first, bytes) = (n, 0);
+            }
+            match end {
+                None => {}
+                Some(Ok(())) => return true,
+                Some(Err(e)) => return self.problem(file, n, Rejection::Malformed(broken(&e))),
             }
         }
     }
@@ -865,7 +890,7 @@ impl Reader {
                         data: Bytes::Owned(doc.to_vec()),
                         document: true,
                         problem: None,
-                        block: None,
+                        blocks: Vec::new(),
                     }) {
                         return false;
                     }
