@@ -155,6 +155,61 @@ fn deep_nesting_is_a_malformed_line_on_every_input_path() {
     assert!(problems(&v)[0].3.contains("nested deeper"));
 }
 
+/// Bad `\u` escapes where the summary reads nothing (a phase's evidence) make the
+/// line malformed, as serde_json does: four non-hex digits, a lone surrogate
+/// either half. Good escapes beside them (a pair, an escaped backslash before a
+/// `u`) leave the report a report.
+#[test]
+fn bad_unicode_escapes_in_skipped_evidence_make_a_line_malformed() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_note = |note: &str| {
+        let mut r = report("id-x", "dev-1", "2026-11-26T10:00:00Z");
+        r["endpoints"][0]["phases"][0]["evidence"] = json!({"note": "NOTE"});
+        r.to_string().replace("NOTE", note)
+    };
+    let bad = [
+        r"\uzzzz",
+        r"\u12",
+        r"\ud800",
+        r"\udc00",
+        r"\ud800\u0041",
+        r"\\\uZZ00",
+    ];
+    let good = [
+        r"\u00e9",
+        r"\ud83d\ude00",
+        r"\\u",
+        r"\\\\uzz",
+        r#"\"\u0041"#,
+    ];
+    let mut lines = Vec::new();
+    for (i, note) in bad.iter().enumerate() {
+        assert!(
+            serde_json::from_str::<Value>(&with_note(note)).is_err(),
+            "{note}"
+        );
+        lines.push(with_note(note).replace("id-x", &format!("bad-{i}")));
+    }
+    for (i, note) in good.iter().enumerate() {
+        assert!(
+            serde_json::from_str::<Value>(&with_note(note)).is_ok(),
+            "{note}"
+        );
+        lines.push(with_note(note).replace("id-x", &format!("good-{i}")));
+    }
+    let path = dir.path().join("escapes.ndjson");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let (_, v, stderr) = summarize_limited(&[path.to_str().unwrap()], None);
+    assert_eq!(v["input"]["reports"], good.len(), "{stderr}");
+    assert_eq!(v["input"]["malformed"], bad.len());
+    let lines: Vec<u64> = problems(&v).iter().map(|p| p.1).collect();
+    assert_eq!(lines, (1..=bad.len() as u64).collect::<Vec<_>>());
+    for p in problems(&v) {
+        assert_eq!(p.2, "malformed");
+        assert!(p.3.starts_with("not JSON:"), "{}", p.3);
+    }
+}
+
 #[test]
 fn times_outside_any_clock_never_panic_and_do_not_size_memory() {
     let dir = tempfile::tempdir().unwrap();

@@ -438,6 +438,9 @@ fn parse_report(
             "not JSON this reader accepts: arrays or objects nested deeper than {MAX_NESTING} levels"
         )));
     }
+    if let Some(e) = bad_unicode_escape(bytes) {
+        return Err(Rejection::Malformed(format!("not JSON: {e}")));
+    }
     // sonic-rs skips the fields the summary does not need (certificate chains and
     // other evidence are most of a report) with SIMD; serde_json words the errors.
     match sonic_rs::from_slice::<Lite<'_>>(bytes) {
@@ -465,6 +468,60 @@ fn parse_report(
                 }
             }
         }
+    }
+}
+
+/// A `\\u` escape that is not JSON, worded, if the line has one: without four
+/// hex digits after it, or half of a UTF-16 surrogate pair without the other
+/// half (serde_json rejects those too; RFC 8259 leaves them unpredictable).
+///
+/// sonic-rs's validating skip (the fields the summary does not keep) steps over
+/// the four bytes after a `\\u` without looking at them, so `"\\uzzzz"` in the
+/// evidence would pass; this finds it. A line without a backslash (most reports)
+/// costs one `memchr`.
+fn bad_unicode_escape(bytes: &[u8]) -> Option<String> {
+    // The code unit of the `\\u` escape whose `u` is at `at`.
+    let unit = |at: usize| -> Option<u16> {
+        let hex = std::str::from_utf8(bytes.get(at + 1..at + 5)?).ok()?;
+        if !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return None;
+        }
+        u16::from_str_radix(hex, 16).ok()
+    };
+    let worded = |what: &str, at: usize| {
+        // serde_json words it (with the line and column) when it can.
+        match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Err(e) => e.to_string(),
+            Ok(_) => format!("{what} at byte {at}"),
+        }
+    };
+    let mut i = memchr::memchr(b'\\', bytes)?;
+    loop {
+        // A run of backslashes: an odd one's last escapes the byte after it.
+        let run = bytes[i..].iter().take_while(|&&c| c == b'\\').count();
+        let mut after = i + run;
+        if run % 2 == 1 && bytes.get(after) == Some(&b'u') {
+            let Some(u) = unit(after) else {
+                return Some(worded("a \\u escape without four hex digits", after));
+            };
+            after += 5;
+            match u {
+                0xD800..=0xDBFF => {
+                    let low = (bytes.get(after..after + 2) == Some(b"\\u"))
+                        .then(|| unit(after + 1))
+                        .flatten();
+                    if !low.is_some_and(|l| (0xDC00..=0xDFFF).contains(&l)) {
+                        return Some(worded("a lone UTF-16 surrogate in a \\u escape", after));
+                    }
+                    after += 6;
+                }
+                0xDC00..=0xDFFF => {
+                    return Some(worded("a lone UTF-16 surrogate in a \\u escape", after));
+                }
+                _ => {}
+            }
+        }
+        i = after + memchr::memchr(b'\\', bytes.get(after..)?)?;
     }
 }
 
@@ -1034,5 +1091,118 @@ mod tests {
             parse(b"{\"schema\":\"hubprobe.report/1\",\"id\":\"x\"}"),
             Err(Rejection::Malformed(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod strictness {
+    use super::*;
+
+    /// Real report lines (the synthetic fleet's, every kind and pattern), with
+    /// one byte run inserted, replaced or cut at a random place (most often next
+    /// to a bracket, colon or comma): whatever serde_json does not read as JSON is
+    /// never a report here. Bounded: 6 000 mutations.
+    #[test]
+    fn mutated_reports_that_are_not_json_are_never_reports() {
+        let cfg = crate::fleet::synth::SynthConfig {
+            devices: 12,
+            duration: std::time::Duration::from_secs(3 * 3600),
+            ..Default::default()
+        }
+        .with_all_patterns();
+        let mut lines: Vec<Vec<u8>> = Vec::new();
+        crate::fleet::synth::generate(&cfg, |r| {
+            if lines.len() < 300 {
+                lines.push(serde_json::to_vec(r).expect("a report serializes"));
+            }
+        });
+        assert!(lines.len() >= 100, "{}", lines.len());
+        let specials: &[&[u8]] = &[
+            b"\x01",
+            b"\x1f",
+            b"\t",
+            b"\n",
+            b"\\",
+            b"\\u12",
+            b"\\uzzzz",
+            b"\\x",
+            b"\"",
+            b",",
+            b"]",
+            b"}",
+            b"{",
+            b"[",
+            b":",
+            b"\xff",
+            b"\xc3",
+            b"\xe2\x82",
+            b"\xc0\x80",
+            b"01",
+            b"-",
+            b"1e",
+            b".5",
+            b"1.",
+            b"tru",
+            b"nul",
+            b"NaN",
+            b"Infinity",
+            b"\x00",
+            b" ",
+            b"+1",
+            b"-a",
+            b"0x1",
+            b"1e+",
+            b"\"\"",
+            b"[]",
+            b"{}",
+            b"null",
+            b"\x0c",
+            b"\x7f",
+            b",,",
+            b"00",
+            b"1 2",
+            b"\\ud800\\u0041",
+        ];
+        let mut rng = crate::fleet::synth::Rng::new(7);
+        let (mut checked, mut invalid) = (0, 0);
+        for _ in 0..6_000 {
+            let line = &lines[(rng.next_u64() % lines.len() as u64) as usize];
+            let mut v = line.clone();
+            let mut at = (rng.next_u64() % v.len() as u64) as usize;
+            if rng.next_u64() % 4 != 0 {
+                while at < v.len() && !b",:{}[]".contains(&v[at]) {
+                    at += 1;
+                }
+                at = (at + (rng.next_u64() % 2) as usize).min(v.len());
+            }
+            let sp = specials[(rng.next_u64() % specials.len() as u64) as usize];
+            match rng.next_u64() % 3 {
+                0 => drop(v.splice(at..at, sp.iter().copied())),
+                1 => {
+                    let end = (at + sp.len()).min(v.len());
+                    drop(v.splice(at..end, sp.iter().copied()));
+                }
+                _ => v.truncate(at),
+            }
+            checked += 1;
+            match serde_json::from_slice::<serde_json::Value>(&v) {
+                Ok(_) => continue,
+                // `1e+999` is JSON's grammar, past f64's range: a limit of
+                // serde_json's own (RFC 8259 allows it) that the reader need not share.
+                Err(e) if e.to_string().starts_with("number out of range") => continue,
+                Err(_) => {}
+            }
+            invalid += 1;
+            if let Ok(o) = parse(&v) {
+                let near = &v[at.saturating_sub(40)..(at + 40).min(v.len())];
+                panic!(
+                    "not JSON, but read as the report of {:?}: {:?} at byte {at}, near {:?}",
+                    o.device(),
+                    String::from_utf8_lossy(sp),
+                    String::from_utf8_lossy(near)
+                );
+            }
+        }
+        assert!(invalid > checked / 3, "{invalid} of {checked}");
     }
 }
